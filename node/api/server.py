@@ -1,0 +1,130 @@
+"""The control socket server (trio driver): lets ``kith`` commands talk to the running node.
+
+The socket lives in the data directory with mode 0600, so only the node's
+owner can use it; that is the whole access control (as for ssh-agent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from node.api import protocol
+from node.errors import ConfigError, KithError
+from node.ids import fingerprint, format_peer_id, short_id
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+log = logging.getLogger(__name__)
+
+
+def identity_view(node: Node) -> dict[str, Any]:
+    return {
+        "peer_id": format_peer_id(node.peer_id),
+        "short_id": short_id(node.peer_id),
+        "public_key": bytes(node.peer_id).hex(),
+        "name": node.name,
+        "fingerprint": fingerprint(node.peer_id),
+        "listen": node.listen,
+        "running": True,
+    }
+
+
+def peers_view(node: Node) -> list[dict[str, Any]]:
+    return [
+        {
+            "peer_id": format_peer_id(info.peer_id),
+            "short_id": short_id(info.peer_id),
+            "name": info.name,
+            "address": info.address,
+            "direction": info.direction,
+            "since": info.since,
+            "state": "online",
+        }
+        for info in node.peers()
+    ]
+
+
+OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
+    "id": lambda node, req: identity_view(node),
+    "peers": lambda node, req: peers_view(node),
+}
+
+
+async def serve_control(
+    node: Node, path: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        _unlink(path)  # stale: the node lock guarantees no live owner
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(os.fspath(path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot create control socket {path}: {exc.strerror}") from exc
+    listener = trio.SocketListener(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                stream = await listener.accept()
+                nursery.start_soon(_handle_client, node, stream)
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    # A tiny local unlink; not worth a worker thread.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+async def _handle_client(node: Node, stream: trio.SocketStream) -> None:
+    buf = bytearray()
+    async with stream:
+        try:
+            while True:
+                while b"\n" not in buf:
+                    if len(buf) > protocol.MAX_LINE:
+                        await stream.send_all(protocol.encode(protocol.error("request too long")))
+                        return
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                line, _, rest = bytes(buf).partition(b"\n")
+                buf = bytearray(rest)
+                await stream.send_all(protocol.encode(_dispatch(node, line)))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+
+def _dispatch(node: Node, line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return protocol.error("request is not JSON")
+    if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+        return protocol.error('request must be a JSON object with an "op" string')
+    handler = OPS.get(request["op"])
+    if handler is None:
+        return protocol.error(f"unknown op {request['op']!r}")
+    try:
+        return protocol.ok(handler(node, request))
+    except KithError as exc:
+        return protocol.error(str(exc))

@@ -1,0 +1,301 @@
+"""The ``kith`` command line.
+
+``kith [--data DIR] COMMAND ...``; with no command, ``kith`` runs the node.
+Commands other than ``init``, ``id`` and ``run`` talk to the running node
+through its control socket. Every command that prints data takes ``--json``.
+Errors are one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from node import PROTOCOL_VERSION, __version__
+from node.api import client
+from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
+from node.crypto.keys import IdentityKey
+from node.crypto.netkey import key_id, parse_network_key_file
+from node.datadir import DataDir, resolve_data_dir
+from node.errors import ConfigError, KithError, NotRunningError
+from node.ids import fingerprint, format_peer_id, short_id
+from node.net.address import DialTarget, parse_hostport
+from node.wire.hello import MAX_NAME_CHARS
+
+EXIT_ERROR = 1
+EXIT_NOT_RUNNING = 3
+
+log = logging.getLogger("kith")
+DEFAULTS = Config()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kith",
+        description="Serverless, end-to-end encrypted group chat for a local network.",
+        epilog="With no command, `kith` runs the node (same as `kith run`). "
+        "Data directory: --data, else $KITH_DATA, else the platform's user data directory.",
+    )
+    parser.add_argument("--data", metavar="DIR", help="data directory (identity, sockets)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"kith {__version__}")
+    data_again = argparse.ArgumentParser(add_help=False)
+    data_again.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS,
+                            help="data directory (also accepted before the command)")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print JSON")
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[data_again, json_flag],
+                       help="create this node's identity (or rename it)",
+                       description="Create the identity key pair in the data directory if it "
+                       "does not exist yet; with --name, set the display name peers see.")
+    p.add_argument("--name", help=f"display name (at most {MAX_NAME_CHARS} characters)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("id", parents=[data_again, json_flag], help="show this node's identity",
+                       description="Show the peer id, fingerprint and name; while the node runs, "
+                       "also the address it listens on.")
+    p.set_defaults(func=cmd_id)
+
+    p = sub.add_parser("run", parents=[data_again], help="run the node in the foreground",
+                       description="Run the node until Ctrl-C or SIGTERM. Creates the identity "
+                       "on first use.")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+                   help=f"address to accept peers on (default {DEFAULT_HOST}:{DEFAULT_PORT}; "
+                   "port 0 picks a free port)")
+    p.add_argument("--peer", metavar="[PEERID@]HOST:PORT", action="append", default=[],
+                   help="dial this peer and keep the channel up (repeatable); with PEERID@ the "
+                   "peer must prove that identity")
+    p.add_argument("--network-key", metavar="FILE",
+                   help="only accept peers holding this 32-byte key (see `kith network-key`)")
+    p.add_argument("--name", help="display name for this run (default: from `kith init`)")
+    p.add_argument("--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout,
+                   metavar="SECONDS", help=argparse.SUPPRESS)
+    p.add_argument("--max-handshaking", type=int, default=DEFAULTS.max_handshaking,
+                   metavar="N", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("peers", parents=[data_again, json_flag],
+                       help="list connected peers (asks the running node)")
+    p.set_defaults(func=cmd_peers)
+
+    p = sub.add_parser("network-key", parents=[data_again, json_flag],
+                       help="create a LAN network key file",
+                       description="Write a new random 32-byte network key to FILE (mode 0600). "
+                       "Share it out of band; nodes run with --network-key FILE only accept "
+                       "peers holding the same key.")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_network_key)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "run"])
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    datadir = DataDir(resolve_data_dir(args.data))
+    try:
+        code: int = args.func(args, datadir)
+        return code
+    except NotRunningError as exc:
+        print(f"kith: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except KithError as exc:
+        print(f"kith: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def _print_json(obj: Any, out: TextIO = sys.stdout) -> None:
+    json.dump(obj, out, indent=2)
+    out.write("\n")
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
+        raise ConfigError(f"a name is 1..{MAX_NAME_CHARS} printable characters")
+    return name
+
+
+def _identity_view(datadir: DataDir, key: IdentityKey) -> dict[str, Any]:
+    pid = key.peer_id
+    return {
+        "peer_id": format_peer_id(pid),
+        "short_id": short_id(pid),
+        "public_key": bytes(pid).hex(),
+        "name": datadir.load_name(),
+        "fingerprint": fingerprint(pid),
+        "data_dir": str(datadir.path),
+        "listen": None,
+        "running": False,
+    }
+
+
+def cmd_init(args: argparse.Namespace, datadir: DataDir) -> int:
+    created = not datadir.has_identity()
+    key = datadir.create_identity() if created else datadir.load_identity()
+    if args.name is not None:
+        datadir.save_name(_check_name(args.name))
+    elif created:
+        datadir.save_name(datadir.load_name())
+    view = _identity_view(datadir, key) | {"created": created}
+    if args.json:
+        _print_json(view)
+    else:
+        print(("Created" if created else "Existing") + f" identity in {datadir.path}")
+        _print_identity(view)
+    return 0
+
+
+def _print_identity(view: dict[str, Any]) -> None:
+    print(f"  peer id      {view['peer_id']}")
+    print(f"  name         {view['name']}")
+    print(f"  fingerprint  {view['fingerprint']}")
+    if view.get("listen"):
+        print(f"  listening on {view['listen']}")
+
+
+def cmd_id(args: argparse.Namespace, datadir: DataDir) -> int:
+    key = datadir.load_identity()
+    view = _identity_view(datadir, key)
+    try:
+        live = client.call(datadir.control_socket, "id")
+    except NotRunningError:
+        pass
+    else:
+        view |= {"listen": live["listen"], "name": live["name"], "running": True}
+    if args.json:
+        _print_json(view)
+    else:
+        _print_identity(view)
+        if not view["running"]:
+            print("  (node not running)")
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace, datadir: DataDir) -> int:
+    peers: list[dict[str, Any]] = client.call(datadir.control_socket, "peers")
+    if args.json:
+        _print_json(peers)
+        return 0
+    if not peers:
+        print("no peers connected")
+        return 0
+    rows = [("ID", "NAME", "ADDRESS", "DIRECTION", "SINCE")]
+    for p in peers:
+        since = time.strftime("%H:%M:%S", time.localtime(p["since"]))
+        rows.append((p["short_id"], p["name"], p["address"], p["direction"], since))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_network_key(args: argparse.Namespace, datadir: DataDir) -> int:
+    path = Path(args.file)
+    key = os.urandom(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; not overwriting it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    if args.json:
+        _print_json({"file": str(path), "key_id": key_id(key)})
+    else:
+        print(f"wrote network key {key_id(key)} to {path}")
+    return 0
+
+
+def load_network_key(path: str) -> bytes:
+    try:
+        content = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read network key {path}: {exc.strerror}") from exc
+    return parse_network_key_file(content)
+
+
+def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
+    from node.node import Node
+
+    host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
+    targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
+    network_key = load_network_key(args.network_key) if args.network_key else None
+    datadir.ensure()
+    datadir.check_socket_path()
+    lock = _lock(datadir)
+    try:
+        created = not datadir.has_identity()
+        key = datadir.load_or_create_identity()
+        if created:
+            log.info("created identity %s in %s", format_peer_id(key.peer_id), datadir.path)
+            datadir.save_name(datadir.load_name())
+        name = _check_name(args.name) if args.name else datadir.load_name()
+        config = Config(
+            listen_host=host,
+            listen_port=port,
+            name=name,
+            network_key=network_key,
+            handshake_timeout=args.handshake_timeout,
+            max_handshaking=args.max_handshaking,
+        )
+        if network_key is not None:
+            log.info("network key %s: only peers holding it can connect", key_id(network_key))
+        node = Node(key, config, datadir)
+        trio.run(_run_until_signal, node, targets)
+    finally:
+        os.close(lock)
+    log.info("node stopped")
+    return 0
+
+
+def _lock(datadir: DataDir) -> int:
+    fd = os.open(datadir.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"another node is already running with data directory {datadir.path}"
+        ) from None
+    return fd
+
+
+async def _run_until_signal(node: Any, targets: list[DialTarget]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run, targets)
+            log.info("control socket %s; protocol kith/%d", node.data_dir.control_socket,
+                     PROTOCOL_VERSION)
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break

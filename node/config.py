@@ -1,0 +1,37 @@
+"""One frozen ``Config``: ports, limits and timeouts, with documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PORT = 7373
+DEFAULT_HOST = "0.0.0.0"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every tunable of a node. Defaults are what a LAN group wants."""
+
+    listen_host: str = DEFAULT_HOST
+    listen_port: int = DEFAULT_PORT
+    #: Display name sent to peers inside the encrypted handshake.
+    name: str = ""
+    #: Largest application message accepted or sent (bytes, after reassembly).
+    max_message_size: int = 1 * MiB
+    #: A connection must finish the Noise handshake within this many seconds.
+    handshake_timeout: float = 10.0
+    #: Most connections allowed to be in the handshake at once (the rest are refused).
+    max_handshaking: int = 64
+    #: Send a keepalive after this many idle seconds.
+    keepalive_interval: float = 10.0
+    #: A peer silent for this long is considered dead and its channel closed.
+    idle_timeout: float = 30.0
+    #: A single send to a peer that takes longer than this drops the peer.
+    send_timeout: float = 20.0
+    #: Redial backoff: first delay, cap, and +/- jitter fraction.
+    redial_initial: float = 0.5
+    redial_max: float = 30.0
+    redial_jitter: float = 0.25
+    #: 32-byte LAN network key; only peers holding the same key can connect.
+    network_key: bytes | None = None

@@ -1,0 +1,148 @@
+"""``PeerConnection``: one authenticated channel to one peer, kept alive (trio driver).
+
+It owns three loops in one nursery: the receiver (hands each message to the
+node), the keepalive (a PING after ``keepalive_interval`` seconds without
+sending) and the watchdog (closes the channel when nothing has arrived for
+``idle_timeout`` seconds: the peer is gone even if TCP has not noticed).
+Sends are serialised by a lock and bounded by ``send_timeout``: a peer that
+stops reading is dropped instead of stalling whoever is sending to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from node.config import Config
+from node.errors import RemoteProtocolError
+from node.ids import PeerId
+from node.net.secure_stream import SecureStream
+
+log = logging.getLogger(__name__)
+
+GOODBYE_TIMEOUT = 1.0
+SHUTDOWN_REASON = "node shutting down"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    peer_id: PeerId
+    name: str
+    address: str
+    direction: str  # "inbound" | "outbound"
+    initiator: PeerId  # who dialled: decides which of two duplicate channels survives
+    since: float  # wall-clock seconds since the epoch
+
+
+MessageHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
+
+
+class PeerConnection:
+    def __init__(
+        self, stream: SecureStream, info: PeerInfo, config: Config, on_message: MessageHandler
+    ) -> None:
+        self.stream = stream
+        self.info = info
+        self._config = config
+        self._on_message = on_message
+        self._send_lock = trio.Lock()
+        self._last_sent = trio.current_time()
+        self._cancel = trio.CancelScope()
+        self.close_reason = ""
+
+    async def run(self) -> str:
+        """Serve the channel until it ends; return why it ended, in words."""
+        try:
+            with self._cancel:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._keepalive)
+                    nursery.start_soon(self._watchdog)
+                    await self._receive_loop()
+                    nursery.cancel_scope.cancel()
+        finally:
+            # Cancelled from outside (the node is stopping) unless a reason was set.
+            if not self.close_reason:
+                self.close_reason = SHUTDOWN_REASON
+            await self._goodbye(self.close_reason)
+        return self.close_reason
+
+    async def _receive_loop(self) -> None:
+        try:
+            while True:
+                data = await self.stream.receive_message()
+                await self._on_message(self, data)
+        except trio.EndOfChannel:
+            reason = self.stream.close_reason
+            self.close(f"peer left ({reason})" if reason else "peer closed the connection")
+        except RemoteProtocolError as exc:
+            self.close(f"protocol error: {exc}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.close(_lost(exc))
+        except OSError as exc:
+            self.close(f"connection lost: {exc.strerror or exc}")
+
+    async def _keepalive(self) -> None:
+        interval = self._config.keepalive_interval
+        while True:
+            await trio.sleep_until(self._last_sent + interval)
+            if trio.current_time() >= self._last_sent + interval:
+                try:
+                    await self._send(None)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self.close(_lost(exc))
+                    return
+
+    async def _watchdog(self) -> None:
+        timeout = self._config.idle_timeout
+        while True:
+            deadline = self.stream.last_received + timeout
+            if trio.current_time() >= deadline:
+                self.close(f"no data from peer for {timeout:g} s")
+                return
+            await trio.sleep_until(deadline)
+
+    async def send(self, data: bytes) -> bool:
+        """Send one message; False (and the channel is closing) if the peer is unusable."""
+        try:
+            await self._send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.close(_lost(exc))
+            return False
+        return not self._cancel.cancel_called
+
+    async def _send(self, data: bytes | None) -> None:
+        timeout = self._config.send_timeout
+        async with self._send_lock:
+            with trio.move_on_after(timeout) as scope:
+                if data is None:
+                    await self.stream.send_ping()
+                else:
+                    await self.stream.send_message(data)
+                self._last_sent = trio.current_time()
+            if scope.cancelled_caught:
+                self.close(f"peer stopped reading (a send took over {timeout:g} s)")
+
+    def close(self, reason: str) -> None:
+        """Ask the connection to end (from any task); ``run`` returns ``reason``."""
+        if not self.close_reason:
+            self.close_reason = reason
+        self._cancel.cancel()
+
+    async def _goodbye(self, reason: str) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT) as scope:
+            await self.stream.aclose(reason)
+        if scope.cancelled_caught:
+            await trio.aclose_forcefully(self.stream.transport)
+
+
+def now_wall() -> float:
+    return time.time()
+
+
+def _lost(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return f"connection lost: {cause}" if str(cause) else "connection lost"

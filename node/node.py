@@ -1,0 +1,328 @@
+"""``Node``: owns the root nursery and wires listener, dialers, connections and control socket.
+
+A node accepts TCP connections, dials the peers it was told about, runs the
+Kith handshake on each, and keeps exactly one channel per peer (see
+``_register`` for how two channels to the same peer are resolved the same way
+on both sides). Every connection event is logged as one readable line.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from node.channel.core import (
+    Channel,
+    HandshakeCompleted,
+    Role,
+    SelfConnectionError,
+    UnexpectedPeerError,
+)
+from node.config import Config
+from node.crypto.keys import IdentityKey
+from node.crypto.netkey import prologue
+from node.datadir import DataDir
+from node.errors import ConfigError, HandshakeError, RemoteProtocolError
+from node.ids import PeerId, short_id
+from node.net.address import DialTarget, format_hostport
+from node.net.backoff import Backoff
+from node.net.connection import PeerConnection, PeerInfo, now_wall
+from node.net.secure_stream import SecureStream
+
+log = logging.getLogger(__name__)
+
+#: A connection that lived at least this long resets the redial backoff.
+STABLE_CONNECTION = 10.0
+#: At most one "refused: too many handshakes" line per this many seconds.
+REFUSAL_LOG_INTERVAL = 10.0
+_ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+MessageHook = Callable[[PeerConnection, bytes], Awaitable[None]]
+
+
+def describe(info: PeerInfo) -> str:
+    return f"{short_id(info.peer_id)} ({info.name})"
+
+
+class Node:
+    """A Kith node. Use ``await nursery.start(node.run)``; cancel the nursery to stop."""
+
+    def __init__(
+        self,
+        identity: IdentityKey,
+        config: Config,
+        data_dir: DataDir | None = None,
+        on_message: MessageHook | None = None,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.data_dir = data_dir
+        self.peer_id = identity.peer_id
+        self.name = config.name
+        self.connections: dict[PeerId, PeerConnection] = {}
+        self.listen_addresses: list[tuple[str, int]] = []
+        self.started_at = now_wall()
+        self._prologue = prologue(config.network_key)
+        self._on_message = on_message or self._ignore_message
+        self._handshaking = 0
+        self._refused = 0
+        self._last_refusal_log = -REFUSAL_LOG_INTERVAL
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # -- public API --
+
+    @property
+    def listen(self) -> str | None:
+        """``host:port`` of the first listening socket, once running."""
+        if not self.listen_addresses:
+            return None
+        return format_hostport(*self.listen_addresses[0])
+
+    def peers(self) -> list[PeerInfo]:
+        return sorted((c.info for c in self.connections.values()), key=lambda i: i.since)
+
+    async def run(
+        self,
+        peers: Sequence[DialTarget] = (),
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen, dial ``peers``, serve the control socket; runs until cancelled."""
+        listeners = await self._open_listeners()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener)
+                if self.data_dir is not None:
+                    from node.api.server import serve_control
+
+                    await nursery.start(serve_control, self, self.data_dir.control_socket)
+                for target in peers:
+                    self.dial(target)
+                log.info(
+                    "node %s (%s) listening on %s",
+                    short_id(self.peer_id),
+                    self.name,
+                    ", ".join(format_hostport(*a) for a in self.listen_addresses),
+                )
+                task_status.started()
+        finally:
+            self._nursery = None
+            for listener in listeners:
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+
+    def dial(self, target: DialTarget) -> None:
+        """Keep a channel to ``target`` up, redialling with backoff, until the node stops."""
+        if self._nursery is None:
+            raise RuntimeError("node is not running")
+        self._nursery.start_soon(self._dial_loop, target, name=f"dial {target}")
+
+    async def connect(self, target: DialTarget) -> PeerInfo:
+        """Dial once and start serving the channel; raise if it cannot be set up."""
+        if self._nursery is None:
+            raise RuntimeError("node is not running")
+        conn = await self._connect(target)
+        self._nursery.start_soon(self._serve, conn)
+        return conn.info
+
+    async def send_to(self, peer: PeerId, data: bytes) -> bool:
+        """Send one message to a connected peer; False if it is not (or no longer) connected."""
+        conn = self.connections.get(peer)
+        return conn is not None and await conn.send(data)
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds; it is re-checked after each peer change."""
+        while not predicate():
+            await self._changed.wait()
+
+    async def _wait_disconnected(self, peer: PeerId) -> None:
+        await self.wait_until(lambda: peer not in self.connections)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -- listening --
+
+    async def _open_listeners(self) -> list[trio.SocketListener]:
+        host, port = self.config.listen_host, self.config.listen_port
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = " (another node running? use --listen HOST:0 for any free port)"
+            raise ConfigError(
+                f"cannot listen on {format_hostport(host, port)}: {exc.strerror}{hint}"
+            ) from exc
+        self.listen_addresses = [lst.socket.getsockname()[:2] for lst in listeners]
+        return listeners
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RESOURCE_ERRNOS:
+                    raise
+                log.warning("cannot accept connections: %s; pausing briefly", exc.strerror)
+                await trio.sleep(0.1)
+                continue
+            if self._handshaking >= self.config.max_handshaking:
+                self._refuse(stream)
+                continue
+            assert self._nursery is not None
+            self._handshaking += 1
+            self._nursery.start_soon(self._handle_inbound, stream)
+
+    def _refuse(self, stream: trio.SocketStream) -> None:
+        self._refused += 1
+        stream.socket.close()
+        now = trio.current_time()
+        if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL:
+            log.warning(
+                "refused %d connection(s): %d handshakes already in progress (the limit)",
+                self._refused,
+                self.config.max_handshaking,
+            )
+            self._last_refusal_log = now
+            self._refused = 0
+
+    async def _handle_inbound(self, tcp: trio.SocketStream) -> None:
+        try:
+            where = format_hostport(*tcp.socket.getpeername()[:2])
+        except OSError:
+            where = "?"
+        try:
+            stream = SecureStream(tcp, self._channel(Role.RESPONDER))
+            try:
+                hs = await self._handshake(stream)
+            except (HandshakeError, RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
+                log.warning("rejected connection from %s: %s", where, _reason(exc))
+                await trio.aclose_forcefully(tcp)
+                return
+        finally:
+            self._handshaking -= 1
+        info = PeerInfo(hs.remote, hs.name, where, "inbound", hs.remote, now_wall())
+        await self._serve(PeerConnection(stream, info, self.config, self._on_message))
+
+    # -- dialling --
+
+    async def _dial_loop(self, target: DialTarget) -> None:
+        cfg = self.config
+        backoff = Backoff(cfg.redial_initial, cfg.redial_max, cfg.redial_jitter)
+        known = target.expected
+        while True:
+            if known is not None and known in self.connections:
+                await self._wait_disconnected(known)
+            try:
+                conn = await self._connect(target)
+            except SelfConnectionError:
+                log.warning("not dialling %s: it is this node itself", target)
+                return
+            except (HandshakeError, RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
+                level = logging.WARNING if backoff.failures == 0 else logging.DEBUG
+                delay = backoff.next_delay()
+                log.log(level, "cannot connect to %s: %s; retrying in %.1f s (then quietly)",
+                        target, _reason(exc), delay)
+                await trio.sleep(delay)
+                continue
+            known = conn.info.peer_id
+            started = trio.current_time()
+            await self._serve(conn)
+            if trio.current_time() - started >= STABLE_CONNECTION:
+                backoff.reset()
+            await trio.sleep(backoff.next_delay())
+
+    async def _connect(self, target: DialTarget) -> PeerConnection:
+        where = format_hostport(target.host, target.port)
+        try:
+            with trio.fail_after(self.config.handshake_timeout):
+                tcp = await trio.open_tcp_stream(target.host, target.port)
+        except trio.TooSlowError:
+            raise HandshakeError("connect timed out") from None
+        stream = SecureStream(tcp, self._channel(Role.INITIATOR, target.expected))
+        try:
+            hs = await self._handshake(stream)
+        except BaseException:
+            await trio.aclose_forcefully(tcp)
+            raise
+        info = PeerInfo(hs.remote, hs.name, where, "outbound", self.peer_id, now_wall())
+        return PeerConnection(stream, info, self.config, self._on_message)
+
+    # -- channels --
+
+    def _channel(self, role: Role, expected: PeerId | None = None) -> Channel:
+        return Channel(
+            role,
+            self.identity,
+            name=self.name,
+            prologue=self._prologue,
+            expected_peer=expected,
+            max_message_size=self.config.max_message_size,
+        )
+
+    async def _handshake(self, stream: SecureStream) -> HandshakeCompleted:
+        timeout = self.config.handshake_timeout
+        with trio.move_on_after(timeout) as scope:
+            return await stream.do_handshake()
+        assert scope.cancelled_caught
+        raise HandshakeError(f"no handshake within {timeout:g} s")
+
+    async def _serve(self, conn: PeerConnection) -> None:
+        if not self._register(conn):
+            log.debug("closing duplicate channel to %s", describe(conn.info))
+            conn.close("duplicate connection")
+            await conn.run()
+            return
+        info = conn.info
+        log.info("connected to %s at %s (%s)", describe(info), info.address, info.direction)
+        try:
+            await conn.run()
+        finally:
+            if self.connections.get(info.peer_id) is conn:
+                del self.connections[info.peer_id]
+                self._notify()
+            log.info("disconnected from %s: %s", describe(info), conn.close_reason)
+
+    def _register(self, conn: PeerConnection) -> bool:
+        """Keep one channel per peer; both sides pick the same survivor.
+
+        Of two channels to one peer, the one dialled by the node with the
+        smaller peer id survives; if both were dialled by the same node (a
+        redial while the old channel had not yet been noticed dead), the newer
+        one survives.
+        """
+        pid = conn.info.peer_id
+        existing = self.connections.get(pid)
+        if existing is not None:
+            preferred = min(self.peer_id, pid)
+            same_dialler = conn.info.initiator == existing.info.initiator
+            if not same_dialler and conn.info.initiator != preferred:
+                return False
+            existing.close("replaced by a newer connection" if same_dialler else "duplicate")
+        self.connections[pid] = conn
+        self._notify()
+        return True
+
+    async def _ignore_message(self, conn: PeerConnection, data: bytes) -> None:
+        log.debug("ignoring %d-byte message from %s", len(data), describe(conn.info))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, UnexpectedPeerError | SelfConnectionError):
+        return str(exc)
+    if isinstance(exc, HandshakeError):
+        return f"handshake failed: {exc}"
+    if isinstance(exc, RemoteProtocolError):
+        return f"protocol error: {exc}"
+    cause = exc.__cause__
+    return str(exc) or (str(cause) if cause else type(exc).__name__)

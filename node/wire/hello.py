@@ -1,0 +1,52 @@
+"""The handshake payload, ``Hello`` (pure).
+
+Noise XX messages 2 (responder) and 3 (initiator) carry a msgpack map:
+
+    {"v": <int protocol version>, "id": <32-byte Ed25519 public key>, "name": <str>}
+
+Keys a receiver does not know are ignored (room to grow); duplicate keys,
+wrong types, a wrong key length or an over-long name are errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.errors import RemoteProtocolError
+from node.ids import PUBLIC_KEY_LEN
+from node.wire.strict import pack, unpack_strict
+
+MAX_HELLO_LEN = 512
+MAX_NAME_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    identity: bytes
+    name: str
+
+    def encode(self) -> bytes:
+        return pack({"v": self.version, "id": self.identity, "name": self.name})
+
+    @classmethod
+    def decode(cls, data: bytes) -> Hello:
+        obj = unpack_strict(data, max_len=MAX_HELLO_LEN)
+        if not isinstance(obj, dict):
+            raise RemoteProtocolError("handshake payload is not a map")
+        version, identity, name = obj.get("v"), obj.get("id"), obj.get("name")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise RemoteProtocolError("handshake payload: 'v' must be a non-negative integer")
+        if not isinstance(identity, bytes) or len(identity) != PUBLIC_KEY_LEN:
+            raise RemoteProtocolError(f"handshake payload: 'id' must be {PUBLIC_KEY_LEN} bytes")
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+            raise RemoteProtocolError(
+                f"handshake payload: 'name' must be a string of at most {MAX_NAME_CHARS} characters"
+            )
+        return cls(version, identity, name)
+
+
+def clean_name(name: str) -> str:
+    """What we show of a peer's chosen name: printable, single line, capped."""
+    printable = "".join(ch if ch.isprintable() else "?" for ch in name)
+    return printable[:MAX_NAME_CHARS]
