@@ -1,0 +1,89 @@
+"""PeerConnection timing (keepalive, dead peer, stuck peer) in virtual time."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from node.channel.core import Channel, Role
+from node.config import Config
+from node.crypto.keys import IdentityKey
+from node.net.connection import PeerConnection, PeerInfo
+from node.net.secure_stream import SecureStream
+
+KEY_A = IdentityKey(bytes(range(32)))
+KEY_B = IdentityKey(bytes(range(32, 64)))
+CONFIG = Config(keepalive_interval=10.0, idle_timeout=30.0, send_timeout=20.0)
+
+
+async def _streams(lockstep: bool = False) -> tuple[SecureStream, SecureStream]:
+    pair = trio.testing.lockstep_stream_pair() if lockstep else trio.testing.memory_stream_pair()
+    a = SecureStream(pair[0], Channel(Role.INITIATOR, KEY_A, name="alice"))
+    b = SecureStream(pair[1], Channel(Role.RESPONDER, KEY_B, name="bob"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.do_handshake)
+        nursery.start_soon(b.do_handshake)
+    return a, b
+
+
+def _conn(stream: SecureStream, received: list[bytes] | None = None) -> PeerConnection:
+    assert stream.handshake is not None
+    info = PeerInfo(stream.handshake.remote, stream.handshake.name, "mem", "outbound",
+                    KEY_A.peer_id, 0.0)
+
+    async def on_message(conn: PeerConnection, data: bytes) -> None:
+        if received is not None:
+            received.append(data)
+
+    return PeerConnection(stream, info, CONFIG, on_message)
+
+
+async def test_idle_but_alive_peers_stay_connected(autojump_clock: trio.testing.MockClock) -> None:
+    a, b = await _streams()
+    ca, cb = _conn(a), _conn(b)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ca.run)
+        nursery.start_soon(cb.run)
+        await trio.sleep(300)  # virtual time: ten idle timeouts with nothing but keepalives
+        assert not ca.close_reason and not cb.close_reason
+        nursery.cancel_scope.cancel()
+    assert ca.close_reason == "node shutting down"
+
+
+async def test_silent_peer_is_dropped_after_the_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, _b = await _streams()  # b completes the handshake, then never sends again
+    ca = _conn(a)
+    start = trio.current_time()
+    reason = await ca.run()
+    assert reason == "no data from peer for 30 s"
+    assert 30.0 <= trio.current_time() - start <= 31.0
+
+
+async def test_peer_that_stops_reading_is_dropped_after_send_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, _b = await _streams(lockstep=True)  # lockstep: a send blocks until b reads; b never does
+    ca = _conn(a)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ca.run)
+        start = trio.current_time()
+        assert await ca.send(b"hello?") is False
+        assert 20.0 <= trio.current_time() - start <= 21.0
+    assert ca.close_reason == "peer stopped reading (a send took over 20 s)"
+
+
+async def test_messages_reach_the_handler_and_goodbye_has_a_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = await _streams()
+    got: list[bytes] = []
+    ca, cb = _conn(a), _conn(b, got)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cb.run)
+        nursery.start_soon(ca.run)
+        assert await ca.send(b"one") and await ca.send(b"two")
+        ca.close("user quit")
+    assert got == [b"one", b"two"]
+    assert cb.close_reason == "peer left (user quit)"

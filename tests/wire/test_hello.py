@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.errors import RemoteProtocolError
+from node.wire.hello import MAX_NAME_CHARS, Hello, clean_name
+
+
+@given(
+    version=st.integers(min_value=0, max_value=2**32),
+    key=st.binary(min_size=32, max_size=32),
+    name=st.text(max_size=MAX_NAME_CHARS),
+)
+def test_round_trip(version: int, key: bytes, name: str) -> None:
+    hello = Hello(version, key, name)
+    assert Hello.decode(hello.encode()) == hello
+
+
+def test_unknown_keys_are_ignored() -> None:
+    data = msgpack.packb({"v": 1, "id": bytes(32), "name": "a", "future": [1, 2]})
+    assert Hello.decode(data) == Hello(1, bytes(32), "a")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (msgpack.packb([1, 2, 3]), "not a map"),
+        (msgpack.packb({"v": "1", "id": bytes(32), "name": ""}), "'v'"),
+        (msgpack.packb({"v": True, "id": bytes(32), "name": ""}), "'v'"),
+        (msgpack.packb({"v": -1, "id": bytes(32), "name": ""}), "'v'"),
+        (msgpack.packb({"v": 1, "id": bytes(31), "name": ""}), "'id'"),
+        (msgpack.packb({"v": 1, "id": "x" * 32, "name": ""}), "'id'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "n" * 65}), "'name'"),
+        (msgpack.packb({"v": 1, "id": bytes(32)}), "'name'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": ""}) + b"\x00", "trailing"),
+        (b"\x83\xa1v\x01\xa1v\x02\xa2id\xc4\x20" + bytes(32), "duplicate map key"),
+        (msgpack.packb(msgpack.ExtType(5, b"x")), "extension type 5"),
+        (b"\xc1", "malformed"),
+        (bytes(600), "exceed the limit"),
+    ],
+)
+def test_malformed_payloads(payload: bytes, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=message):
+        Hello.decode(payload)
+
+
+def test_clean_name_removes_control_characters() -> None:
+    assert clean_name("eve\x1b[2J\nx") == "eve?[2J?x"
+    assert len(clean_name("z" * 500)) == MAX_NAME_CHARS
