@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from node.channel.core import NEED_DATA, Channel, Event, Role
 from node.crypto.keys import IdentityKey
 
@@ -21,7 +23,7 @@ def feed(channel: Channel, data: bytes, splits: list[int] | None = None) -> list
     """Feed ``data`` (cut at ``splits``) and collect every event."""
     events: list[Event] = []
     cuts = sorted({0, len(data), *(s for s in (splits or []) if 0 < s < len(data))})
-    for start, end in zip(cuts, cuts[1:], strict=False):
+    for start, end in itertools.pairwise(cuts):
         channel.receive_data(data[start:end])
         events += drain(channel)
     return events

@@ -39,7 +39,7 @@ def test_a_typo_is_caught() -> None:
     caught = 0
     for i in range(len(text)):
         replacement = "a" if text[i] != "a" else "c"
-        with pytest.raises(ConfigError, match="checksum|not a"):
+        with pytest.raises(ConfigError, match=r"checksum|not a"):
             parse_peer_id(text[:i] + replacement + text[i + 1 :])
         caught += 1
     assert caught == len(text)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,7 +19,7 @@ def test_any_split_gives_the_same_frames(frames: list[bytes], cuts: list[int]) -
     decoder = FrameDecoder()
     out: list[bytes] = []
     points = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         decoder.feed(wire[start:end])
         while (frame := decoder.next_frame()) is not None:
             out.append(frame)
@@ -45,7 +47,7 @@ def test_stream_ending_inside_a_frame() -> None:
     decoder.feed(b"\x00\x05abc")
     assert decoder.next_frame() is None
     decoder.feed(b"")
-    with pytest.raises(RemoteProtocolError, match="3 bytes|5 bytes"):
+    with pytest.raises(RemoteProtocolError, match=r"3 bytes|5 bytes"):
         decoder.next_frame()
 
 
