@@ -3,22 +3,24 @@
 These build real network namespaces, so they need root; `require_netns()` skips them
 elsewhere (and fails them in CI). Nothing here sleeps to wait for the network: pings
 use `ping -w`, which itself waits for the first reply, and the multicast test resends
-only until the receivers report. The one polling loop waits for `run` to start its
-commands, which has no event to wait on.
+only until the receivers report. A test that needs a command running inside a host
+starts it as `sh -c 'echo ready; exec ...'` (exec keeps the PID) and blocks, with a
+deadline, until it reads the "ready" line from the command's stdout.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,12 @@ print("ready", flush=True)
 data, (source, _) = s.recvfrom(4096)
 print(data.hex(), source, flush=True)
 """
+
+# Says "ready" once it runs inside its host, then becomes `sleep 60` in the same
+# process (same PID), so the PID the test sees is the one that must die. The `run`
+# variant also names the host (netns-lab run sets KITH_LAB_HOST).
+READY_THEN_SLEEP = "echo ready; exec sleep 60"
+RUN_READY_THEN_SLEEP = 'echo "ready $KITH_LAB_HOST"; exec sleep 60'
 
 SENDER = r"""
 import socket, sys
@@ -109,12 +117,29 @@ def _ping_once(lab: NetnsLab, src: int, address: str) -> bool:
     return proc.returncode == 0
 
 
-def _wait_until(condition: Callable[[], bool], *, within_s: float, what: str) -> None:
+def _read_lines(
+    proc: subprocess.Popen[bytes], count: int, *, within_s: float, what: str
+) -> list[str]:
+    """Block until `proc` has written `count` lines to its stdout pipe, at most within_s.
+
+    Reads the pipe's descriptor directly (not through the buffered file object), so a
+    select() with the time that is left is never fooled by data already buffered.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within_s} s waiting for {what}")
-        time.sleep(0.05)
+    data = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while data.count(b"\n") < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                pytest.fail(f"timed out after {within_s} s waiting for {what}; got {data!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                pytest.fail(f"stdout closed while waiting for {what}; got {data!r}")
+            data += chunk
+    return [line.strip() for line in data.decode().splitlines()[:count]]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -218,15 +243,19 @@ def test_nothing_is_left_behind() -> None:
         assert _lab_netns(lab.name), "the lab should exist while it is up"
         listed = _capture([str(SCRIPT), "list"]).split()
         assert lab.name in listed
-        sleeper = subprocess.Popen(lab.exec_argv(2, ["sleep", "60"]))
-        _wait_until(
-            lambda: sleeper.pid in _netns_pids(lab.host(2).netns),
-            within_s=10,
-            what="sleep to run in host2",
+        # `ip netns exec` and `sh -c` both exec, so sleeper.pid is sh, then sleep.
+        sleeper = subprocess.Popen(
+            lab.exec_argv(2, ["sh", "-c", READY_THEN_SLEEP]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
         )
+        assert _read_lines(sleeper, 1, within_s=10, what="sleep to run in host2") == ["ready"]
+        assert sleeper.pid in _netns_pids(lab.host(2).netns), "sleep should run in host2"
         raise _Boom
     assert _lab_netns(lab.name) == set()
     assert sleeper.wait(timeout=10) == -signal.SIGTERM, "down should stop what runs in the lab"
+    assert sleeper.stdout is not None
+    sleeper.stdout.close()
     assert lab.name not in _capture([str(SCRIPT), "list"]).split()
     assert _root_links() == before
 
@@ -305,21 +334,22 @@ def test_run_interrupted_cleans_up(signum: signal.Signals) -> None:
     require_netns()
     before = _root_links()
     name = new_lab_name()
+    # The hosts' stdout is the script's: each says "ready <index>" before it sleeps.
+    command = ["sh", "-c", RUN_READY_THEN_SLEEP]
     proc = subprocess.Popen(
-        [str(SCRIPT), "run", "--name", name, "--hosts", "3", "--", "sleep", "60"],
+        [str(SCRIPT), "run", "--name", name, "--hosts", "3", "--", *command],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_default_sigint,
     )
     try:
         namespaces = [f"{name}-h{i}" for i in (1, 2, 3)]
-        _wait_until(
-            lambda: all(_netns_pids(ns) for ns in namespaces),
-            within_s=10,
-            what="run to start sleep in every host",
-        )
-        sleepers = set().union(*(_netns_pids(ns) for ns in namespaces))
+        ready = _read_lines(proc, 3, within_s=10, what="run to start sleep in every host")
+        assert sorted(ready) == ["ready 1", "ready 2", "ready 3"]
+        pids = {ns: _netns_pids(ns) for ns in namespaces}
+        assert all(pids.values()), f"every host should run its command: {pids}"
+        sleepers = set().union(*pids.values())
         proc.send_signal(signum)
         assert proc.wait(timeout=20) == 128 + signum
         assert _lab_netns(name) == set()
@@ -329,4 +359,7 @@ def test_run_interrupted_cleans_up(signum: signal.Signals) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
         subprocess.run([str(SCRIPT), "down", "--name", name], timeout=60, check=False)
