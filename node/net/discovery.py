@@ -1,0 +1,298 @@
+"""mDNS discovery with python-zeroconf, bridged into trio (driver).
+
+zeroconf runs its own thread and event loop. The only code of ours that runs
+there is ``_on_service_change``: it copies a record's fields out of
+zeroconf's cache into a ``RawRecord``, parses it with the pure
+``parse_record``, and hands the result to trio with ``run_sync_soon`` (which
+never blocks) into a bounded memory channel. It never touches node state and
+never sleeps. Records not yet complete in the cache are resolved from the
+trio side, in a worker thread, a few at a time.
+
+A flood of announcements cannot grow memory: the channel is bounded (excess
+events are dropped and counted) and so is the number of concurrent resolves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+import zeroconf
+from zeroconf import (
+    InterfaceChoice,
+    IPVersion,
+    ServiceBrowser,
+    ServiceInfo,
+    ServiceStateChange,
+    Zeroconf,
+)
+
+from node.errors import ConfigError
+from node.wire.announce import (
+    SERVICE_TYPE,
+    Announcement,
+    Network,
+    RawRecord,
+    RecordError,
+    parse_record,
+    service_name,
+    txt_properties,
+)
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 256
+RESOLVE_TIMEOUT_MS = 3000
+MAX_RESOLVING = 4
+CLOSE_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    announcement: Announcement
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    instance: str
+
+
+DiscoveryEvent = Found | Lost
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolve:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    name: str
+    reason: str
+
+
+def interface_ipv4(name: str) -> ipaddress.IPv4Interface:
+    """The IPv4 address and network of interface ``name`` (Linux ioctls), or ConfigError."""
+    siocgifaddr, siocgifnetmask = 0x8915, 0x891B
+    packed = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifaddr, packed)[20:24])
+            mask = socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifnetmask, packed)[20:24])
+        except OSError as exc:
+            raise ConfigError(f"interface {name!r} has no IPv4 address ({exc.strerror})") from exc
+    return ipaddress.IPv4Interface(f"{addr}/{mask}")
+
+
+def resolve_interface(spec: str) -> ipaddress.IPv4Interface:
+    """``--mdns-interface`` takes an interface name or one of its IPv4 addresses."""
+    try:
+        address = ipaddress.IPv4Address(spec)
+    except ValueError:
+        return interface_ipv4(spec)
+    for _, ifname in socket.if_nameindex():
+        try:
+            iface = interface_ipv4(ifname)
+        except ConfigError:
+            continue
+        if iface.ip == address:
+            return iface
+    raise ConfigError(f"no interface has the address {spec}")
+
+
+class Discovery:
+    """Announce this node and report Kith nodes heard on the LAN."""
+
+    def __init__(
+        self,
+        instance: str,
+        port: int,
+        *,
+        interface: str | None = None,
+        announce_host: str | None = None,
+        network_key: bytes | None = None,
+    ) -> None:
+        self.instance = instance
+        self.port = port
+        self.interface = interface
+        self.announce_host = announce_host
+        self.network_key = network_key
+        self.dropped = 0
+        self._zc: Zeroconf | None = None
+        self._networks: list[Network] | None = None
+
+    async def run(
+        self,
+        events: trio.MemorySendChannel[DiscoveryEvent],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Announce and browse until cancelled; found and lost nodes go to ``events``."""
+        addresses, zc_interfaces = self._plan()
+        zc = await trio.to_thread.run_sync(
+            lambda: Zeroconf(interfaces=zc_interfaces, ip_version=IPVersion.V4Only)
+        )
+        self._zc = zc
+        info = ServiceInfo(
+            SERVICE_TYPE,
+            service_name(self.instance),
+            port=self.port,
+            properties=txt_properties(self.network_key, time.time()),
+            server=f"{self.instance}.local.",
+            addresses=[socket.inet_aton(a) for a in addresses],
+        )
+        raw_send, raw_receive = trio.open_memory_channel[DiscoveryEvent | _Resolve | _Rejected](
+            QUEUE_SIZE
+        )
+        token = trio.lowlevel.current_trio_token()
+        browser: ServiceBrowser | None = None
+        try:
+            await trio.to_thread.run_sync(zc.register_service, info)
+            browser = ServiceBrowser(
+                zc, SERVICE_TYPE, handlers=[self._handler(token, raw_send)]
+            )
+            log.info("announcing on mDNS as %s at %s port %d", self.instance,
+                     ", ".join(addresses), self.port)
+            task_status.started()
+            await self._pump(zc, raw_receive, events)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                await trio.to_thread.run_sync(
+                    self._close, zc, info, browser, abandon_on_cancel=True
+                )
+
+    def _plan(self) -> tuple[list[str], list[str] | InterfaceChoice]:
+        """Which addresses to announce and which interfaces zeroconf should use."""
+        if self.interface is not None:
+            iface = resolve_interface(self.interface)
+            self._networks = [iface.network]
+            return [str(iface.ip)], [str(iface.ip)]
+        if self.announce_host and self.announce_host not in ("0.0.0.0", ""):
+            return [self.announce_host], InterfaceChoice.All
+        addresses = [a for a in zeroconf.get_all_addresses() if not a.startswith("127.")]  # type: ignore[attr-defined]
+        if not addresses:
+            raise ConfigError("no non-loopback IPv4 address to announce on mDNS")
+        return addresses, InterfaceChoice.All
+
+    @staticmethod
+    def _close(zc: Zeroconf, info: ServiceInfo, browser: ServiceBrowser | None) -> None:
+        if browser is not None:
+            browser.cancel()
+        try:
+            zc.unregister_service(info)  # sends a goodbye so others forget us at once
+        finally:
+            zc.close()
+
+    # -- zeroconf's thread --
+
+    def _handler(
+        self,
+        token: trio.lowlevel.TrioToken,
+        send: trio.MemorySendChannel[DiscoveryEvent | _Resolve | _Rejected],
+    ) -> Callable[..., None]:
+        networks = self._networks
+
+        def deliver(event: DiscoveryEvent | _Resolve | _Rejected) -> None:  # runs in trio
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                self.dropped += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+        def on_change(
+            zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+        ) -> None:
+            event: DiscoveryEvent | _Resolve | _Rejected
+            if state_change is ServiceStateChange.Removed:
+                event = Lost(_instance_of(name))
+            else:
+                info = ServiceInfo(service_type, name)
+                cached = info.load_from_cache(zeroconf)
+                event = _parse(info, networks) if cached else _Resolve(name)
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(deliver, event)
+
+        return on_change
+
+    # -- trio side --
+
+    async def _pump(
+        self,
+        zc: Zeroconf,
+        raw: trio.MemoryReceiveChannel[DiscoveryEvent | _Resolve | _Rejected],
+        out: trio.MemorySendChannel[DiscoveryEvent],
+    ) -> None:
+        limiter = trio.CapacityLimiter(MAX_RESOLVING)
+        resolving: set[str] = set()
+        reported_drops = 0
+        async with trio.open_nursery() as nursery:
+            async for event in raw:
+                if self.dropped != reported_drops:
+                    log.warning("mDNS flood: dropped %d announcement(s)",
+                                self.dropped - reported_drops)
+                    reported_drops = self.dropped
+                if isinstance(event, _Rejected):
+                    log.debug("ignoring mDNS record %s: %s", event.name, event.reason)
+                elif isinstance(event, _Resolve):
+                    if event.name not in resolving and len(resolving) < QUEUE_SIZE:
+                        resolving.add(event.name)
+                        nursery.start_soon(self._resolve, zc, event.name, limiter, resolving, out)
+                elif _instance(event) != self.instance:
+                    await out.send(event)
+
+    async def _resolve(
+        self,
+        zc: Zeroconf,
+        name: str,
+        limiter: trio.CapacityLimiter,
+        resolving: set[str],
+        out: trio.MemorySendChannel[DiscoveryEvent],
+    ) -> None:
+        try:
+            info = ServiceInfo(SERVICE_TYPE, name)
+            ok = await trio.to_thread.run_sync(
+                info.request, zc, RESOLVE_TIMEOUT_MS, limiter=limiter, abandon_on_cancel=True
+            )
+            if not ok:
+                log.debug("mDNS record %s did not resolve", name)
+                return
+            event = _parse(info, self._networks)
+            if isinstance(event, _Rejected):
+                log.debug("ignoring mDNS record %s: %s", name, event.reason)
+            elif _instance(event) != self.instance:
+                await out.send(event)
+        finally:
+            resolving.discard(name)
+
+
+def _instance(event: DiscoveryEvent) -> str:
+    return event.instance if isinstance(event, Lost) else event.announcement.instance
+
+
+def _instance_of(name: str) -> str:
+    suffix = "." + SERVICE_TYPE
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
+def _parse(info: ServiceInfo, networks: list[Network] | None) -> Found | _Rejected:
+    raw = RawRecord(
+        name=info.name,
+        port=info.port,
+        addresses=list(info.addresses_by_version(IPVersion.V4Only)),
+        properties=info.properties,
+        text=info.text,
+    )
+    try:
+        return Found(parse_record(raw, networks))
+    except RecordError as exc:
+        return _Rejected(info.name, str(exc))
+
