@@ -310,6 +310,11 @@ class Channel:
                     return event
 
     def _eof(self) -> Event | _NeedData:
+        if self.state is State.AWAIT_MSG3:
+            raise HandshakeError(
+                "connection closed during the handshake: the peer refused our reply "
+                "(a different network key, or it expected another peer id?)"
+            )
         if self.state is not State.OPEN:
             raise HandshakeError(f"connection closed during the handshake ({self.state.value})")
         if self._partial is not None:

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kith",
         description="Serverless, end-to-end encrypted group chat for a local network.",
-        epilog="With no command, `kith` runs the node (same as `kith run`). "
+        epilog="With no command, `kith` runs the node (same as `kith run`; see "
+        "`kith run --help` for --listen, --peer and the other options). "
         "Data directory: --data, else $KITH_DATA, else the platform's user data directory.",
     )
     parser.add_argument("--data", metavar="DIR", help="data directory (identity, sockets)")
@@ -270,11 +271,26 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
         if network_key is not None:
             log.info("network key %s: only peers holding it can connect", key_id(network_key))
         node = Node(key, config, datadir)
-        trio.run(_run_until_signal, node, targets)
+        try:
+            trio.run(_run_until_signal, node, targets)
+        except BaseExceptionGroup as group:
+            # Nurseries wrap errors; a KithError (say, the port is taken) is still one line.
+            error = _only_error(group)
+            if isinstance(error, KithError):
+                raise error from None
+            raise
     finally:
         os.close(lock)
     log.info("node stopped")
     return 0
+
+
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The single error inside (nested) one-error groups, else the group itself."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _lock(datadir: DataDir) -> int:

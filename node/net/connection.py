@@ -21,6 +21,7 @@ from node.config import Config
 from node.errors import RemoteProtocolError
 from node.ids import PeerId
 from node.net.secure_stream import SecureStream
+from node.wire.hello import printable
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class PeerConnection:
                 data = await self.stream.receive_message()
                 await self._on_message(self, data)
         except trio.EndOfChannel:
-            reason = self.stream.close_reason
+            # The reason is the peer's text: make it safe to log as one line.
+            reason = printable(self.stream.close_reason or "")
             self.close(f"peer left ({reason})" if reason else "peer closed the connection")
         except RemoteProtocolError as exc:
             self.close(f"protocol error: {exc}")

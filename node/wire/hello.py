@@ -46,7 +46,11 @@ class Hello:
         return cls(version, identity, name)
 
 
+def printable(text: str) -> str:
+    """A peer's words made safe to show or log on one line: control characters become "?"."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def clean_name(name: str) -> str:
     """What we show of a peer's chosen name: printable, single line, capped."""
-    printable = "".join(ch if ch.isprintable() else "?" for ch in name)
-    return printable[:MAX_NAME_CHARS]
+    return printable(name)[:MAX_NAME_CHARS]
