@@ -24,14 +24,26 @@ class Config:
     #: Most connections allowed to be in the handshake at once (the rest are refused).
     max_handshaking: int = 64
     #: Send a keepalive after this many idle seconds.
-    keepalive_interval: float = 10.0
+    keepalive_interval: float = 8.0
     #: A peer silent for this long is considered dead and its channel closed.
-    idle_timeout: float = 30.0
+    idle_timeout: float = 25.0
     #: A single send to a peer that takes longer than this drops the peer.
     send_timeout: float = 20.0
+    #: Messages queued per peer by ``send_nowait``; a full queue drops the peer.
+    send_queue: int = 128
     #: Redial backoff: first delay, cap, and +/- jitter fraction.
     redial_initial: float = 0.5
     redial_max: float = 30.0
     redial_jitter: float = 0.25
     #: 32-byte LAN network key; only peers holding the same key can connect.
     network_key: bytes | None = None
+    #: Announce and browse ``_kith._tcp`` over mDNS (the CLI turns it on by default).
+    mdns: bool = False
+    #: Restrict mDNS to this interface (name or IPv4 address); None means all.
+    mdns_interface: str | None = None
+    #: Most nodes heard over mDNS that are tracked at once (a flood is refused beyond).
+    max_candidates: int = 64
+    #: The node whose mDNS instance sorts second waits this long before dialling.
+    dial_grace: float = 2.0
+    #: An announced node that fails this many dials in a row is forgotten until re-announced.
+    forget_after: int = 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
@@ -19,7 +20,6 @@ from node.channel.core import (
     HandshakeCompleted,
     Role,
     SelfConnectionError,
-    UnexpectedPeerError,
 )
 from node.config import Config
 from node.crypto.keys import IdentityKey
@@ -27,10 +27,12 @@ from node.crypto.netkey import prologue
 from node.datadir import DataDir
 from node.errors import ConfigError, HandshakeError, RemoteProtocolError
 from node.ids import PeerId, short_id
+from node.mesh.state import MeshState
 from node.net.address import DialTarget, format_hostport
 from node.net.backoff import Backoff
-from node.net.connection import PeerConnection, PeerInfo, now_wall
+from node.net.connection import PeerConnection, PeerInfo, explain, now_wall
 from node.net.secure_stream import SecureStream
+from node.wire.announce import instance_name
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,14 @@ class Node:
         self._last_refusal_log = -REFUSAL_LOG_INTERVAL
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        #: mDNS instance name, new at every start (None when mDNS is off).
+        self.instance = instance_name(os.urandom) if config.mdns else None
+        self.mesh = MeshState(
+            self.instance,
+            max_candidates=config.max_candidates,
+            forget_after=config.forget_after,
+            grace=config.dial_grace,
+        )
 
     # -- public API --
 
@@ -104,6 +114,10 @@ class Node:
                     await nursery.start(serve_control, self, self.data_dir.control_socket)
                 for target in peers:
                     self.dial(target)
+                if self.config.mdns:
+                    from node.net.lan import LanDiscovery
+
+                    await nursery.start(LanDiscovery(self).run)
                 log.info(
                     "node %s (%s) listening on %s",
                     short_id(self.peer_id),
@@ -128,13 +142,21 @@ class Node:
         if self._nursery is None:
             raise RuntimeError("node is not running")
         conn = await self._connect(target)
-        self._nursery.start_soon(self._serve, conn)
+        self._nursery.start_soon(self._serve, conn, "manual")
         return conn.info
 
     async def send_to(self, peer: PeerId, data: bytes) -> bool:
         """Send one message to a connected peer; False if it is not (or no longer) connected."""
         conn = self.connections.get(peer)
         return conn is not None and await conn.send(data)
+
+    def broadcast(self, data: bytes) -> int:
+        """Queue ``data`` for every connected peer without waiting; return how many took it.
+
+        A peer whose queue is full is dropped (it stopped reading); the others
+        are not slowed down by it.
+        """
+        return sum(conn.send_nowait(data) for conn in list(self.connections.values()))
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds; it is re-checked after each peer change."""
@@ -204,13 +226,14 @@ class Node:
             try:
                 hs = await self._handshake(stream)
             except (HandshakeError, RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
-                log.warning("rejected connection from %s: %s", where, _reason(exc))
+                log.warning("rejected connection from %s: %s", where, explain(exc))
                 await trio.aclose_forcefully(tcp)
                 return
         finally:
             self._handshaking -= 1
         info = PeerInfo(hs.remote, hs.name, where, "inbound", hs.remote, now_wall())
-        await self._serve(PeerConnection(stream, info, self.config, self._on_message))
+        conn = PeerConnection(stream, info, self.config, self._on_message)
+        await self._serve(conn, "inbound", hs.instance)
 
     # -- dialling --
 
@@ -218,6 +241,8 @@ class Node:
         cfg = self.config
         backoff = Backoff(cfg.redial_initial, cfg.redial_max, cfg.redial_jitter)
         known = target.expected
+        where = format_hostport(target.host, target.port)
+        self.mesh.manual[where] = known
         while True:
             if known is not None and known in self.connections:
                 await self._wait_disconnected(known)
@@ -230,12 +255,12 @@ class Node:
                 level = logging.WARNING if backoff.failures == 0 else logging.DEBUG
                 delay = backoff.next_delay()
                 log.log(level, "cannot connect to %s: %s; retrying in %.1f s (then quietly)",
-                        target, _reason(exc), delay)
+                        target, explain(exc), delay)
                 await trio.sleep(delay)
                 continue
-            known = conn.info.peer_id
+            known = self.mesh.manual[where] = conn.info.peer_id
             started = trio.current_time()
-            await self._serve(conn)
+            await self._serve(conn, "manual")
             if trio.current_time() - started >= STABLE_CONNECTION:
                 backoff.reset()
             await trio.sleep(backoff.next_delay())
@@ -265,6 +290,7 @@ class Node:
             name=self.name,
             prologue=self._prologue,
             expected_peer=expected,
+            instance=self.instance,
             max_message_size=self.config.max_message_size,
         )
 
@@ -275,19 +301,26 @@ class Node:
         assert scope.cancelled_caught
         raise HandshakeError(f"no handshake within {timeout:g} s")
 
-    async def _serve(self, conn: PeerConnection) -> None:
+    async def _serve(
+        self, conn: PeerConnection, found: str, instance: str | None = None
+    ) -> None:
+        """Run ``conn`` until it ends. ``found``: how we came to it (mdns, manual, inbound)."""
         if not self._register(conn):
             log.debug("closing duplicate channel to %s", describe(conn.info))
-            conn.close("duplicate connection")
+            conn.close("duplicate")
             await conn.run()
             return
         info = conn.info
+        self.mesh.connected(info.peer_id, info.name, info.address, now_wall(),
+                            found=found, instance=instance)
+        self._notify()
         log.info("connected to %s at %s (%s)", describe(info), info.address, info.direction)
         try:
             await conn.run()
         finally:
             if self.connections.get(info.peer_id) is conn:
                 del self.connections[info.peer_id]
+                self.mesh.disconnected(info.peer_id, now_wall())
                 self._notify()
             log.info("disconnected from %s: %s", describe(info), conn.close_reason)
 
@@ -308,21 +341,7 @@ class Node:
                 return False
             existing.close("replaced by a newer connection" if same_dialler else "duplicate")
         self.connections[pid] = conn
-        self._notify()
         return True
 
     async def _ignore_message(self, conn: PeerConnection, data: bytes) -> None:
         log.debug("ignoring %d-byte message from %s", len(data), describe(conn.info))
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    if isinstance(exc, UnexpectedPeerError | SelfConnectionError):
-        return str(exc)
-    if isinstance(exc, HandshakeError):
-        return f"handshake failed: {exc}"
-    if isinstance(exc, RemoteProtocolError):
-        return f"protocol error: {exc}"
-    cause = exc.__cause__
-    return str(exc) or (str(cause) if cause else type(exc).__name__)

@@ -34,23 +34,30 @@ def identity_view(node: Node) -> dict[str, Any]:
         "name": node.name,
         "fingerprint": fingerprint(node.peer_id),
         "listen": node.listen,
+        "mdns_instance": node.instance,
         "running": True,
     }
 
 
 def peers_view(node: Node) -> list[dict[str, Any]]:
-    return [
-        {
-            "peer_id": format_peer_id(info.peer_id),
-            "short_id": short_id(info.peer_id),
-            "name": info.name,
-            "address": info.address,
-            "direction": info.direction,
-            "since": info.since,
-            "state": "online",
-        }
-        for info in node.peers()
-    ]
+    """Every peer the node knows of: online, reachable (announced) or offline."""
+    rows = []
+    for view in node.mesh.views():
+        conn = node.connections.get(view.peer_id) if view.peer_id is not None else None
+        rows.append(
+            {
+                "peer_id": format_peer_id(view.peer_id) if view.peer_id is not None else None,
+                "short_id": short_id(view.peer_id) if view.peer_id is not None else None,
+                "name": view.name,
+                "state": view.state.value,
+                "address": view.address,
+                "found": list(view.found),
+                "direction": conn.info.direction if conn is not None else None,
+                "since": view.since,
+                "last_seen": view.last_seen,
+            }
+        )
+    return rows
 
 
 OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {

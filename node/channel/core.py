@@ -100,6 +100,8 @@ class HandshakeCompleted:
     remote: PeerId
     name: str
     version: int
+    #: The mDNS instance the peer says it announces (None without discovery).
+    instance: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,7 @@ class Channel:
         name: str = "",
         prologue: bytes = b"kith/1",
         expected_peer: PeerId | None = None,
+        instance: str | None = None,
         max_message_size: int = 1024 * 1024,
         rng: Callable[[int], bytes] = nacl.utils.random,
     ) -> None:
@@ -188,9 +191,10 @@ class Channel:
         self.state = State.IDLE if role is Role.INITIATOR else State.AWAIT_MSG1
         self.remote: PeerId | None = None
         self.remote_name = ""
+        self.remote_instance: str | None = None
         self.max_message_size = max_message_size
         self._identity = identity
-        self._hello = Hello(PROTOCOL_VERSION, identity.public_key, name).encode()
+        self._hello = Hello(PROTOCOL_VERSION, identity.public_key, name, instance).encode()
         self._expected = expected_peer
         self._hs: HandshakeState | None = HandshakeState(
             NOISE_PROTOCOL,
@@ -365,6 +369,7 @@ class Channel:
             raise UnexpectedPeerError(self._expected, remote)
         self.remote = remote
         self.remote_name = clean_name(hello.name) or short_id(remote)
+        self.remote_instance = hello.instance
 
     def _complete(self, hs: HandshakeState, inp: Input) -> Event:
         first, second = hs.split()
@@ -376,7 +381,9 @@ class Channel:
         self._frames.max_frame_len = MAX_MESSAGE_LEN
         self._transition(inp)
         assert self.remote is not None
-        return HandshakeCompleted(self.remote, self.remote_name, PROTOCOL_VERSION)
+        return HandshakeCompleted(
+            self.remote, self.remote_name, PROTOCOL_VERSION, self.remote_instance
+        )
 
     def _read_record(self, frame: bytes) -> Event | _NeedData | None:
         assert self._recv_cs is not None

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network-key", metavar="FILE",
                    help="only accept peers holding this 32-byte key (see `kith network-key`)")
     p.add_argument("--name", help="display name for this run (default: from `kith init`)")
+    p.add_argument("--no-mdns", action="store_true",
+                   help="do not announce or browse on mDNS (LAN discovery); use --peer instead")
+    p.add_argument("--mdns-interface", metavar="IFACE",
+                   help="announce and browse only on this interface (name or IPv4 address)")
     p.add_argument("--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout,
                    metavar="SECONDS", help=argparse.SUPPRESS)
     p.add_argument("--max-handshaking", type=int, default=DEFAULTS.max_handshaking,
@@ -106,9 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "run"])
+    args = parser.parse_args(_default_to_run(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(message)s",
@@ -127,6 +129,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+COMMANDS = {"init", "id", "run", "peers", "network-key"}
+
+
+def _default_to_run(argv: list[str]) -> list[str]:
+    """``kith [global options] [run options]`` means ``kith ... run ...``."""
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--data":
+            i += 2
+        elif argv[i].startswith("--data=") or argv[i] in ("-v", "--verbose"):
+            i += 1
+        else:
+            break
+    if i < len(argv) and (argv[i] in COMMANDS or argv[i] in ("-h", "--help", "--version")):
+        return argv
+    return [*argv[:i], "run", *argv[i:]]
 
 
 # -- commands ---------------------------------------------------------------
@@ -206,12 +226,19 @@ def cmd_peers(args: argparse.Namespace, datadir: DataDir) -> int:
         _print_json(peers)
         return 0
     if not peers:
-        print("no peers connected")
+        print("no peers known yet")
         return 0
-    rows = [("ID", "NAME", "ADDRESS", "DIRECTION", "SINCE")]
+    rows = [("ID", "NAME", "STATE", "ADDRESS", "FOUND", "SINCE / LAST SEEN")]
     for p in peers:
-        since = time.strftime("%H:%M:%S", time.localtime(p["since"]))
-        rows.append((p["short_id"], p["name"], p["address"], p["direction"], since))
+        when = p["since"] if p["state"] == "online" else p["last_seen"]
+        rows.append((
+            p["short_id"] or "?",
+            p["name"],
+            p["state"],
+            p["address"],
+            ",".join(p["found"]),
+            time.strftime("%H:%M:%S", time.localtime(when)) if when else "-",
+        ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -267,6 +294,8 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             network_key=network_key,
             handshake_timeout=args.handshake_timeout,
             max_handshaking=args.max_handshaking,
+            mdns=not args.no_mdns,
+            mdns_interface=args.mdns_interface,
         )
         if network_key is not None:
             log.info("network key %s: only peers holding it can connect", key_id(network_key))

@@ -1,11 +1,16 @@
 """``PeerConnection``: one authenticated channel to one peer, kept alive (trio driver).
 
-It owns three loops in one nursery: the receiver (hands each message to the
-node), the keepalive (a PING after ``keepalive_interval`` seconds without
-sending) and the watchdog (closes the channel when nothing has arrived for
-``idle_timeout`` seconds: the peer is gone even if TCP has not noticed).
+It owns four loops in one nursery: the receiver (hands each message to the
+node), the sender (drains a bounded per-peer queue), the keepalive (a PING
+after ``keepalive_interval`` seconds without sending) and the watchdog (closes
+the channel when nothing has arrived for ``idle_timeout`` seconds: the peer is
+gone even if TCP has not noticed).
+
 Sends are serialised by a lock and bounded by ``send_timeout``: a peer that
 stops reading is dropped instead of stalling whoever is sending to it.
+``send_nowait`` never blocks at all: it queues (at most ``send_queue``
+messages) and a full queue drops the peer, so fanning a message out to many
+peers costs the sender nothing per slow peer.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from dataclasses import dataclass
 
 import trio
 
+from node.channel.core import SelfConnectionError, UnexpectedPeerError
 from node.config import Config
-from node.errors import RemoteProtocolError
+from node.errors import HandshakeError, RemoteProtocolError
 from node.ids import PeerId
 from node.net.secure_stream import SecureStream
 from node.wire.hello import printable
@@ -51,6 +57,7 @@ class PeerConnection:
         self._config = config
         self._on_message = on_message
         self._send_lock = trio.Lock()
+        self._queue_in, self._queue_out = trio.open_memory_channel[bytes](config.send_queue)
         self._last_sent = trio.current_time()
         self._cancel = trio.CancelScope()
         self.close_reason = ""
@@ -62,6 +69,7 @@ class PeerConnection:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._keepalive)
                     nursery.start_soon(self._watchdog)
+                    nursery.start_soon(self._sender)
                     await self._receive_loop()
                     nursery.cancel_scope.cancel()
         finally:
@@ -116,6 +124,25 @@ class PeerConnection:
             return False
         return not self._cancel.cancel_called
 
+    def send_nowait(self, data: bytes) -> bool:
+        """Queue one message; False (and the peer is dropped) if the queue is full or closed."""
+        if self._cancel.cancel_called:
+            return False
+        try:
+            self._queue_in.send_nowait(data)
+        except trio.WouldBlock:
+            self.close(f"peer too slow ({self._config.send_queue} messages queued)")
+            return False
+        return True
+
+    async def _sender(self) -> None:
+        async for data in self._queue_out:
+            try:
+                await self._send(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.close(_lost(exc))
+                return
+
     async def _send(self, data: bytes | None) -> None:
         timeout = self._config.send_timeout
         async with self._send_lock:
@@ -148,3 +175,17 @@ def now_wall() -> float:
 def _lost(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
     return f"connection lost: {cause}" if str(cause) else "connection lost"
+
+
+def explain(exc: BaseException) -> str:
+    """One line on why a dial or handshake failed."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, UnexpectedPeerError | SelfConnectionError):
+        return str(exc)
+    if isinstance(exc, HandshakeError):
+        return f"handshake failed: {exc}"
+    if isinstance(exc, RemoteProtocolError):
+        return f"protocol error: {exc}"
+    cause = exc.__cause__
+    return str(exc) or (str(cause) if cause else type(exc).__name__)

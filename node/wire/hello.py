@@ -2,7 +2,8 @@
 
 Noise XX messages 2 (responder) and 3 (initiator) carry a msgpack map:
 
-    {"v": <int protocol version>, "id": <32-byte Ed25519 public key>, "name": <str>}
+    {"v": <int protocol version>, "id": <32-byte Ed25519 public key>, "name": <str>,
+     "inst": <str, optional: the mDNS instance name the sender announces>}
 
 Keys a receiver does not know are ignored (room to grow); duplicate keys,
 wrong types, a wrong key length or an over-long name are errors.
@@ -18,6 +19,7 @@ from node.wire.strict import pack, unpack_strict
 
 MAX_HELLO_LEN = 512
 MAX_NAME_CHARS = 64
+MAX_INSTANCE_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +27,13 @@ class Hello:
     version: int
     identity: bytes
     name: str
+    instance: str | None = None
 
     def encode(self) -> bytes:
-        return pack({"v": self.version, "id": self.identity, "name": self.name})
+        fields: dict[str, object] = {"v": self.version, "id": self.identity, "name": self.name}
+        if self.instance is not None:
+            fields["inst"] = self.instance
+        return pack(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> Hello:
@@ -43,7 +49,15 @@ class Hello:
             raise RemoteProtocolError(
                 f"handshake payload: 'name' must be a string of at most {MAX_NAME_CHARS} characters"
             )
-        return cls(version, identity, name)
+        instance = obj.get("inst")
+        if instance is not None and (
+            not isinstance(instance, str) or len(instance) > MAX_INSTANCE_CHARS
+        ):
+            raise RemoteProtocolError(
+                f"handshake payload: 'inst' must be a string of at most {MAX_INSTANCE_CHARS} "
+                "characters"
+            )
+        return cls(version, identity, name, instance)
 
 
 def printable(text: str) -> str:

@@ -19,6 +19,12 @@ def test_round_trip(version: int, key: bytes, name: str) -> None:
     assert Hello.decode(hello.encode()) == hello
 
 
+def test_instance_is_optional() -> None:
+    hello = Hello(1, bytes(32), "a", "kith-0123456789abcdef")
+    assert Hello.decode(hello.encode()) == hello
+    assert b"inst" not in Hello(1, bytes(32), "a").encode()
+
+
 def test_unknown_keys_are_ignored() -> None:
     data = msgpack.packb({"v": 1, "id": bytes(32), "name": "a", "future": [1, 2]})
     assert Hello.decode(data) == Hello(1, bytes(32), "a")
@@ -35,6 +41,8 @@ def test_unknown_keys_are_ignored() -> None:
         (msgpack.packb({"v": 1, "id": "x" * 32, "name": ""}), "'id'"),
         (msgpack.packb({"v": 1, "id": bytes(32), "name": "n" * 65}), "'name'"),
         (msgpack.packb({"v": 1, "id": bytes(32)}), "'name'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "inst": 5}), "'inst'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "inst": "i" * 33}), "'inst'"),
         (msgpack.packb({"v": 1, "id": bytes(32), "name": ""}) + b"\x00", "trailing"),
         (b"\x83\xa1v\x01\xa1v\x02\xa2id\xc4\x20" + bytes(32), "duplicate map key"),
         (msgpack.packb(msgpack.ExtType(5, b"x")), "extension type 5"),

@@ -1,0 +1,148 @@
+"""``LanDiscovery``: turns mDNS announcements into channels (trio driver).
+
+It runs ``Discovery`` (announce + browse), feeds what it hears into the
+node's pure ``MeshState``, and keeps one dial task per announced node. The
+decisions (who dials first, when to stop, when to forget) are the mesh
+state's; this module only waits, dials and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from node.channel.core import SelfConnectionError
+from node.errors import HandshakeError, RemoteProtocolError
+from node.net.address import DialTarget
+from node.net.backoff import Backoff
+from node.net.connection import explain
+from node.net.discovery import Discovery, DiscoveryEvent, Lost
+from node.wire.announce import Announcement, tag_matches
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+log = logging.getLogger(__name__)
+
+#: At most one "too many announced nodes" line per this many seconds.
+FLOOD_LOG_INTERVAL = 30.0
+#: A channel that lived at least this long resets the redial backoff.
+STABLE_CONNECTION = 10.0
+
+
+class LanDiscovery:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._last_flood_log = -FLOOD_LOG_INTERVAL
+        self._flooded = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        node = self.node
+        assert node.instance is not None
+        port = node.listen_addresses[0][1]
+        discovery = Discovery(
+            node.instance,
+            port,
+            interface=node.config.mdns_interface,
+            announce_host=node.config.listen_host,
+            network_key=node.config.network_key,
+        )
+        send, receive = trio.open_memory_channel[DiscoveryEvent](64)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(discovery.run, send)
+            task_status.started()
+            async for event in receive:
+                self._handle(event, nursery)
+
+    def _handle(self, event: DiscoveryEvent, nursery: trio.Nursery) -> None:
+        mesh = self.node.mesh
+        if isinstance(event, Lost):
+            if mesh.withdrawn(event.instance) is not None:
+                log.info("mDNS: %s withdrew its announcement", event.instance)
+                scope = self._scopes.pop(event.instance, None)
+                if scope is not None:
+                    scope.cancel()
+                self.node._notify()
+            return
+        ann = event.announcement
+        if not self._welcome(ann):
+            return
+        try:
+            new = mesh.announced(ann, time.time())
+        except OverflowError as exc:
+            self._flood(str(exc))
+            return
+        self.node._notify()
+        if new:
+            log.info("mDNS: found %s at %s:%d", ann.instance, ann.host, ann.port)
+            scope = trio.CancelScope()
+            self._scopes[ann.instance] = scope
+            nursery.start_soon(self._dial_loop, ann.instance, scope)
+
+    def _welcome(self, ann: Announcement) -> bool:
+        """Skip strangers: nodes without our network key (by the announced tag)."""
+        key = self.node.config.network_key
+        if key is None:
+            if ann.tag is not None:
+                log.debug("mDNS: skipping %s: it uses a network key", ann.instance)
+                return False
+            return True
+        if ann.tag is None or not tag_matches(key, ann.tag, time.time()):
+            log.debug("mDNS: skipping %s: not on our network key", ann.instance)
+            return False
+        return True
+
+    def _flood(self, reason: str) -> None:
+        self._flooded += 1
+        now = trio.current_time()
+        if now - self._last_flood_log >= FLOOD_LOG_INTERVAL:
+            log.warning("mDNS: ignored %d announcement(s): %s", self._flooded, reason)
+            self._last_flood_log = now
+            self._flooded = 0
+
+    async def _dial_loop(self, instance: str, scope: trio.CancelScope) -> None:
+        node, mesh, cfg = self.node, self.node.mesh, self.node.config
+        backoff = Backoff(cfg.redial_initial, cfg.redial_max, cfg.redial_jitter)
+        with scope:
+            await trio.sleep(mesh.first_dial_delay(instance))
+            while instance in mesh.candidates:
+                if not mesh.should_dial(instance):
+                    if mesh.candidates[instance].is_self:
+                        return
+                    await node.wait_until(
+                        lambda: mesh.should_dial(instance) or instance not in mesh.candidates
+                    )
+                    continue
+                ann = mesh.candidates[instance].announcement
+                try:
+                    conn = await node._connect(DialTarget(ann.host, ann.port))
+                except SelfConnectionError:
+                    log.info("mDNS: %s is this node itself (a stale announcement); ignoring it",
+                             instance)
+                    mesh.dialled_self(instance)
+                    node._notify()
+                    return
+                except (HandshakeError, RemoteProtocolError, trio.BrokenResourceError,
+                        OSError) as exc:
+                    first = backoff.failures == 0
+                    forgotten = mesh.dial_failed(instance)
+                    node._notify()
+                    if forgotten:
+                        log.info("mDNS: forgetting %s at %s:%d: no answer after %d tries",
+                                 instance, ann.host, ann.port, cfg.forget_after)
+                        return
+                    if first:
+                        log.warning("cannot connect to %s at %s:%d: %s; retrying quietly",
+                                    instance, ann.host, ann.port, explain(exc))
+                    await trio.sleep(backoff.next_delay())
+                    continue
+                started = trio.current_time()
+                await node._serve(conn, "mdns", instance)
+                if trio.current_time() - started >= STABLE_CONNECTION:
+                    backoff.reset()
+                await trio.sleep(backoff.next_delay())
+        self._scopes.pop(instance, None)
