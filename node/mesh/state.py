@@ -37,6 +37,9 @@ from node.ids import PeerId
 from node.wire.announce import Announcement
 
 
+MAX_INSTANCES = 1024
+
+
 class Presence(enum.Enum):
     ONLINE = "online"
     REACHABLE = "reachable"
@@ -92,6 +95,8 @@ class MeshState:
         self.candidates: dict[str, Candidate] = {}
         self.known: dict[PeerId, KnownPeer] = {}
         self.manual: dict[str, PeerId | None] = {}  # address -> expected id
+        #: mDNS instance -> peer id, learnt from handshakes (possibly before the announcement).
+        self.instances: dict[str, PeerId] = {}
         self._online: set[PeerId] = set()
 
     # -- mDNS --
@@ -109,7 +114,7 @@ class MeshState:
             return False
         if len(self.candidates) >= self.max_candidates:
             raise OverflowError(f"already tracking {self.max_candidates} announced nodes")
-        self.candidates[ann.instance] = Candidate(ann, now)
+        self.candidates[ann.instance] = Candidate(ann, now, peer=self.instances.get(ann.instance))
         return True
 
     def withdrawn(self, instance: str) -> Candidate | None:
@@ -164,6 +169,10 @@ class MeshState:
         entry.online_since = now
         entry.last_seen = now
         self._online.add(peer)
+        if instance:
+            self.instances[instance] = peer
+            if len(self.instances) > MAX_INSTANCES:  # forget the oldest (they restart often)
+                del self.instances[next(iter(self.instances))]
         cand = self.candidates.get(instance) if instance else None
         if cand is not None:
             cand.peer = peer

@@ -56,6 +56,14 @@ def test_candidate_not_dialled_while_its_peer_is_online() -> None:
     assert mesh.should_dial("kith-b")
 
 
+def test_channel_before_announcement_is_matched_when_it_arrives() -> None:
+    mesh = MeshState("kith-b")
+    mesh.connected(P1, "alice", "10.250.1.2:5000", 1.0, found="inbound", instance="kith-a")
+    assert mesh.announced(ann("kith-a"), 2.0) is True
+    assert not mesh.should_dial("kith-a")  # no duplicate handshake after the grace period
+    assert [r.peer_id for r in mesh.views()] == [P1]  # one row, not an extra "reachable" one
+
+
 def test_failing_candidate_is_forgotten_and_comes_back_when_announced() -> None:
     mesh = MeshState("kith-a", forget_after=3)
     mesh.announced(ann("kith-x"), 0.0)
