@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from node.ids import PeerId
 from node.wire.announce import Announcement
 
-
 MAX_INSTANCES = 1024
 
 
