@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -42,6 +43,9 @@ STABLE_CONNECTION = 10.0
 REFUSAL_LOG_INTERVAL = 10.0
 _ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
+if TYPE_CHECKING:
+    from node.net.lan import DiscoverySource
+
 MessageHook = Callable[[PeerConnection, bytes], Awaitable[None]]
 
 
@@ -58,6 +62,7 @@ class Node:
         config: Config,
         data_dir: DataDir | None = None,
         on_message: MessageHook | None = None,
+        discovery: DiscoverySource | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -69,6 +74,7 @@ class Node:
         self.started_at = now_wall()
         self._prologue = prologue(config.network_key)
         self._on_message = on_message or self._ignore_message
+        self._discovery = discovery  # None: real mDNS when config.mdns
         self._handshaking = 0
         self._refused = 0
         self._last_refusal_log = -REFUSAL_LOG_INTERVAL
@@ -117,7 +123,7 @@ class Node:
                 if self.config.mdns:
                     from node.net.lan import LanDiscovery
 
-                    await nursery.start(LanDiscovery(self).run)
+                    await nursery.start(LanDiscovery(self, self._discovery).run)
                 log.info(
                     "node %s (%s) listening on %s",
                     short_id(self.peer_id),
@@ -305,16 +311,26 @@ class Node:
         self, conn: PeerConnection, found: str, instance: str | None = None
     ) -> None:
         """Run ``conn`` until it ends. ``found``: how we came to it (mdns, manual, inbound)."""
+        if self._admit(conn, found, instance):
+            await self._run_admitted(conn)
+        else:
+            await conn.run()  # the duplicate: says goodbye and ends
+
+    def _admit(self, conn: PeerConnection, found: str, instance: str | None) -> bool:
+        """Register a new channel (synchronously); False if it lost the duplicate rule."""
         if not self._register(conn):
             log.debug("closing duplicate channel to %s", describe(conn.info))
             conn.close("duplicate")
-            await conn.run()
-            return
+            return False
         info = conn.info
         self.mesh.connected(info.peer_id, info.name, info.address, now_wall(),
                             found=found, instance=instance)
         self._notify()
         log.info("connected to %s at %s (%s)", describe(info), info.address, info.direction)
+        return True
+
+    async def _run_admitted(self, conn: PeerConnection) -> None:
+        info = conn.info
         try:
             await conn.run()
         finally:
@@ -323,6 +339,16 @@ class Node:
                 self.mesh.disconnected(info.peer_id, now_wall())
                 self._notify()
             log.info("disconnected from %s: %s", describe(info), conn.close_reason)
+
+    def serve_in_background(
+        self, conn: PeerConnection, found: str, instance: str | None = None
+    ) -> None:
+        """Admit ``conn`` now and run it in the node's nursery (outliving the caller)."""
+        assert self._nursery is not None
+        if self._admit(conn, found, instance):
+            self._nursery.start_soon(self._run_admitted, conn)
+        else:
+            self._nursery.start_soon(conn.run)
 
     def _register(self, conn: PeerConnection) -> bool:
         """Keep one channel per peer; both sides pick the same survivor.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -33,9 +33,21 @@ FLOOD_LOG_INTERVAL = 30.0
 STABLE_CONNECTION = 10.0
 
 
+class DiscoverySource(Protocol):
+    """What ``Discovery`` offers; tests substitute a fake that sends chosen events."""
+
+    async def run(
+        self,
+        events: trio.MemorySendChannel[DiscoveryEvent],
+        *,
+        task_status: trio.TaskStatus[None] = ...,
+    ) -> None: ...
+
+
 class LanDiscovery:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, source: DiscoverySource | None = None) -> None:
         self.node = node
+        self.source = source
         self._scopes: dict[str, trio.CancelScope] = {}
         self._last_flood_log = -FLOOD_LOG_INTERVAL
         self._flooded = 0
@@ -43,17 +55,16 @@ class LanDiscovery:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         node = self.node
         assert node.instance is not None
-        port = node.listen_addresses[0][1]
-        discovery = Discovery(
+        source = self.source or Discovery(
             node.instance,
-            port,
+            node.listen_addresses[0][1],
             interface=node.config.mdns_interface,
             announce_host=node.config.listen_host,
             network_key=node.config.network_key,
         )
         send, receive = trio.open_memory_channel[DiscoveryEvent](64)
         async with trio.open_nursery() as nursery:
-            await nursery.start(discovery.run, send)
+            await nursery.start(source.run, send)
             task_status.started()
             async for event in receive:
                 self._handle(event, nursery)
@@ -107,6 +118,7 @@ class LanDiscovery:
     async def _dial_loop(self, instance: str, scope: trio.CancelScope) -> None:
         node, mesh, cfg = self.node, self.node.mesh, self.node.config
         backoff = Backoff(cfg.redial_initial, cfg.redial_max, cfg.redial_jitter)
+        connected_at: float | None = None
         with scope:
             await trio.sleep(mesh.first_dial_delay(instance))
             while instance in mesh.candidates:
@@ -116,6 +128,11 @@ class LanDiscovery:
                     await node.wait_until(
                         lambda: mesh.should_dial(instance) or instance not in mesh.candidates
                     )
+                    if connected_at is not None:  # our channel ended: pause before redialling
+                        if trio.current_time() - connected_at >= STABLE_CONNECTION:
+                            backoff.reset()
+                        connected_at = None
+                        await trio.sleep(backoff.next_delay())
                     continue
                 ann = mesh.candidates[instance].announcement
                 try:
@@ -140,9 +157,8 @@ class LanDiscovery:
                                     instance, ann.host, ann.port, explain(exc))
                     await trio.sleep(backoff.next_delay())
                     continue
-                started = trio.current_time()
-                await node._serve(conn, "mdns", instance)
-                if trio.current_time() - started >= STABLE_CONNECTION:
-                    backoff.reset()
-                await trio.sleep(backoff.next_delay())
+                # The channel belongs to the node, not to this announcement: a
+                # withdrawn announcement stops redialling but keeps the channel.
+                node.serve_in_background(conn, "mdns", instance)
+                connected_at = trio.current_time()
         self._scopes.pop(instance, None)

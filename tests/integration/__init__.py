@@ -29,6 +29,7 @@ from node.crypto.keys import IdentityKey
 from node.ids import PeerId
 from node.net.address import DialTarget
 from node.net.connection import PeerConnection
+from node.net.lan import DiscoverySource
 from node.node import Node
 
 #: Generous bound for "this should happen soon" on a loaded machine.
@@ -110,11 +111,22 @@ async def start_node(
     *,
     identity: IdentityKey | None = None,
     peers: Sequence[DialTarget] = (),
+    discovery: DiscoverySource | None = None,
     **overrides: Any,
 ) -> RunningNode:
-    """Start a node listening on 127.0.0.1 (port 0 unless ``listen_port`` is given)."""
+    """Start a node listening on 127.0.0.1 (port 0 unless ``listen_port`` is given).
+
+    With ``discovery`` (a fake mDNS source) the node runs its LAN discovery on it.
+    """
     inbox = Inbox()
-    node = Node(identity or IdentityKey.generate(), config(name, **overrides), on_message=inbox)
+    if discovery is not None:
+        overrides.setdefault("mdns", True)
+    node = Node(
+        identity or IdentityKey.generate(),
+        config(name, **overrides),
+        on_message=inbox,
+        discovery=discovery,
+    )
     running = RunningNode(node, inbox)
     await nursery.start(running._run, peers)
     return running
