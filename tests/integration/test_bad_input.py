@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,16 +51,9 @@ from tests.integration import (
     one_line,
     start_node,
     wait_connected,
-    watching_logs,
 )
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> Iterator[LogWatch]:
-    with watching_logs(caplog) as watch:
-        yield watch
 
 
 # -- the victim and its good peers ----------------------------------------------

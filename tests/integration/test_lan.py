@@ -11,7 +11,6 @@ import functools
 import logging
 import math
 
-import pytest
 import trio
 
 from node.channel.core import Channel, Role
@@ -48,15 +47,6 @@ class FakeMdns:
 
     def withdraw(self, instance: str) -> None:
         self._send.send_nowait(Lost(instance))
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> LogWatch:
-    caplog.set_level(logging.DEBUG)
-    watch = LogWatch(caplog)
-    logging.getLogger().addHandler(watch)
-    yield watch  # type: ignore[misc]
-    logging.getLogger().removeHandler(watch)
 
 
 async def _closed_port() -> int:

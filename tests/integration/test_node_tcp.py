@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,14 +25,7 @@ from tests.integration import (
     one_line,
     start_node,
     wait_connected,
-    watching_logs,
 )
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> Iterator[LogWatch]:
-    with watching_logs(caplog) as watch:
-        yield watch
 
 
 def socket_of(conn: PeerConnection) -> trio.socket.SocketType:
