@@ -1,0 +1,290 @@
+"""The body of each event kind: a strict msgpack map (pure).
+
+Every body is a msgpack map with exactly the keys listed here (unknown or
+missing keys, wrong types and duplicate keys are errors). Roles travel as
+strings: ``owner``, ``admin``, ``member``, ``guest``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from node.errors import RemoteProtocolError
+from node.group.events import EventError, GroupId, Kind
+from node.ids import PUBLIC_KEY_LEN, PeerId
+from node.wire.strict import pack, unpack_strict
+
+MAX_GROUP_NAME = 64
+MAX_TEXT = 16 * 1024
+NONCE_LEN = 16
+#: Default and hard cap on the members of a group.
+DEFAULT_MAX_MEMBERS = 500
+HARD_MAX_MEMBERS = 5000
+MODES = ("private", "pairwise")
+ADD_POLICIES = ("members", "admins")
+
+
+class Role(enum.IntEnum):
+    GUEST = 0
+    MEMBER = 1
+    ADMIN = 2
+    OWNER = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: object) -> Role:
+        if not isinstance(text, str) or text.upper() not in cls.__members__:
+            raise EventError(f"unknown role {text!r}")
+        return cls[text.upper()]
+
+
+def group_id_for(creator: PeerId, nonce: bytes) -> GroupId:
+    """A group id commits to its creator, so nobody else can author its CREATE."""
+    return GroupId(
+        hashlib.blake2b(bytes(creator) + nonce, digest_size=32, person=b"kith-group-id").digest()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    name: str
+    mode: str
+    nonce: bytes
+    max_members: int
+    add_policy: str = "members"
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    member: PeerId
+    role: Role
+    name: str  # the adder's label for the new member (a hint until it speaks for itself)
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    member: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SetRole:
+    member: PeerId
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    member: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class SetPolicy:
+    add_policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class SenderKey:
+    epoch: int
+    signing_public: bytes
+    keys: tuple[tuple[PeerId, bytes], ...]  # (recipient, sealed chain key), sorted
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage:
+    index: int
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PairwiseMessage:
+    salt: bytes
+    commitment: bytes
+
+
+Body = (
+    Create | Add | Remove | Leave | SetRole | Rename | Ban | SetPolicy | SenderKey
+    | PrivateMessage | PairwiseMessage
+)
+
+
+def encode_body(body: Body) -> bytes:
+    return pack(_fields(body))
+
+
+def _fields(body: Body) -> dict[str, Any]:
+    match body:
+        case Create():
+            return {"name": body.name, "mode": body.mode, "nonce": body.nonce,
+                    "max": body.max_members, "add": body.add_policy}
+        case Add():
+            return {"member": body.member, "role": body.role.label, "name": body.name}
+        case Remove() | Ban():
+            return {"member": body.member}
+        case Leave():
+            return {}
+        case SetRole():
+            return {"member": body.member, "role": body.role.label}
+        case Rename():
+            return {"name": body.name}
+        case SetPolicy():
+            return {"add": body.add_policy}
+        case SenderKey():
+            return {"epoch": body.epoch, "sign": body.signing_public,
+                    "keys": [[m, k] for m, k in body.keys]}
+        case PrivateMessage():
+            return {"n": body.index, "ct": body.ciphertext}
+        case PairwiseMessage():
+            return {"salt": body.salt, "commit": body.commitment}
+    raise AssertionError(body)
+
+
+def kind_of(body: Body) -> Kind:
+    return _KINDS[type(body)]
+
+
+_KINDS: dict[type, Kind] = {
+    Create: Kind.CREATE, Add: Kind.ADD, Remove: Kind.REMOVE, Leave: Kind.LEAVE,
+    SetRole: Kind.SET_ROLE, Rename: Kind.RENAME, Ban: Kind.BAN, SetPolicy: Kind.SET_POLICY,
+    SenderKey: Kind.SENDER_KEY, PrivateMessage: Kind.MESSAGE, PairwiseMessage: Kind.MESSAGE,
+}
+
+
+def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
+    """Decode a body strictly; ``mode`` picks the MESSAGE schema."""
+    try:
+        obj = unpack_strict(raw, max_len=len(raw) + 1)
+    except RemoteProtocolError as exc:
+        raise EventError(f"malformed {kind.name} body: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise EventError(f"{kind.name} body must be a map")
+    fields = _Fields(kind, obj)
+    body: Body
+    if kind is Kind.CREATE:
+        body = Create(fields.text("name", MAX_GROUP_NAME), fields.choice("mode", MODES),
+                      fields.raw("nonce", NONCE_LEN), fields.count("max", 2, HARD_MAX_MEMBERS),
+                      fields.choice("add", ADD_POLICIES))
+    elif kind is Kind.ADD:
+        body = Add(fields.peer("member"), Role.parse(fields.get("role")),
+                   fields.text("name", MAX_GROUP_NAME, allow_empty=True))
+    elif kind is Kind.REMOVE:
+        body = Remove(fields.peer("member"))
+    elif kind is Kind.BAN:
+        body = Ban(fields.peer("member"))
+    elif kind is Kind.LEAVE:
+        body = Leave()
+    elif kind is Kind.SET_ROLE:
+        body = SetRole(fields.peer("member"), Role.parse(fields.get("role")))
+    elif kind is Kind.RENAME:
+        body = Rename(fields.text("name", MAX_GROUP_NAME))
+    elif kind is Kind.SET_POLICY:
+        body = SetPolicy(fields.choice("add", ADD_POLICIES))
+    elif kind is Kind.SENDER_KEY:
+        body = SenderKey(fields.count("epoch", 0, 2**40), fields.raw("sign", 32),
+                         fields.sealed_keys("keys"))
+    elif mode == "pairwise":
+        body = PairwiseMessage(fields.raw("salt", NONCE_LEN), fields.raw("commit", 32))
+    else:
+        body = PrivateMessage(fields.count("n", 0, 2**40), fields.blob("ct", MAX_TEXT * 4))
+    fields.done()
+    return body
+
+
+class _Fields:
+    """Takes fields out of a decoded map, checking each; ``done`` rejects leftovers."""
+
+    def __init__(self, kind: Kind, obj: dict[Any, Any]) -> None:
+        self.kind = kind
+        self.obj = dict(obj)
+
+    def get(self, key: str) -> object:
+        if key not in self.obj:
+            raise EventError(f"{self.kind.name} body lacks {key!r}")
+        return self.obj.pop(key)
+
+    def text(self, key: str, limit: int, *, allow_empty: bool = False) -> str:
+        value = self.get(key)
+        if not isinstance(value, str) or len(value) > limit or (not value and not allow_empty):
+            raise EventError(f"{self.kind.name} {key!r} must be a string of 1..{limit} characters")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...]) -> str:
+        value = self.get(key)
+        if value not in options:
+            raise EventError(f"{self.kind.name} {key!r} must be one of {', '.join(options)}")
+        assert isinstance(value, str)
+        return value
+
+    def raw(self, key: str, length: int) -> bytes:
+        value = self.get(key)
+        if not isinstance(value, bytes) or len(value) != length:
+            raise EventError(f"{self.kind.name} {key!r} must be {length} bytes")
+        return value
+
+    def blob(self, key: str, limit: int) -> bytes:
+        value = self.get(key)
+        if not isinstance(value, bytes) or len(value) > limit:
+            raise EventError(f"{self.kind.name} {key!r} must be at most {limit} bytes")
+        return value
+
+    def peer(self, key: str) -> PeerId:
+        return PeerId(self.raw(key, PUBLIC_KEY_LEN))
+
+    def count(self, key: str, low: int, high: int) -> int:
+        value = self.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise EventError(f"{self.kind.name} {key!r} must be an integer in {low}..{high}")
+        return value
+
+    def sealed_keys(self, key: str) -> tuple[tuple[PeerId, bytes], ...]:
+        value = self.get(key)
+        if not isinstance(value, list) or len(value) > HARD_MAX_MEMBERS:
+            raise EventError(f"{self.kind.name} {key!r} must be a list")
+        out: list[tuple[PeerId, bytes]] = []
+        previous = b""
+        for item in value:
+            if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
+                    or len(item[0]) != PUBLIC_KEY_LEN or not isinstance(item[1], bytes)
+                    or len(item[1]) > 256 or item[0] <= previous):
+                raise EventError(f"{self.kind.name} {key!r}: sorted [member, sealed key] pairs")
+            previous = item[0]
+            out.append((PeerId(item[0]), item[1]))
+        return tuple(out)
+
+    def done(self) -> None:
+        if self.obj:
+            raise EventError(f"{self.kind.name} body has unknown keys {sorted(map(str, self.obj))}")
+
+
+# -- what a private or pairwise message decrypts to --
+
+
+def encode_plaintext(text: str) -> bytes:
+    return pack({"text": text})
+
+
+def decode_plaintext(raw: bytes) -> str:
+    try:
+        obj = unpack_strict(raw, max_len=MAX_TEXT * 4 + 64)
+    except RemoteProtocolError as exc:
+        raise EventError(f"malformed message plaintext: {exc}") from exc
+    if not isinstance(obj, dict) or set(obj) != {"text"} or not isinstance(obj["text"], str):
+        raise EventError("message plaintext must be {'text': str}")
+    if len(obj["text"]) > MAX_TEXT:
+        raise EventError(f"message text over {MAX_TEXT} characters")
+    return str(obj["text"])

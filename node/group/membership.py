@@ -1,0 +1,240 @@
+"""Group membership as a deterministic fold over membership events (pure).
+
+Theory of operation
+-------------------
+Every node must reach the same membership from the same set of events,
+whatever order they arrived in. So membership is never "updated" by an
+arriving event; it is *computed*: ``fold(events)`` sorts the membership
+events of a set by the total order (lamport, author, seq) and applies them
+one by one. Two questions are kept apart:
+
+1. **Is an event valid?** Its author must be allowed to do it in the state
+   of the event's *causal past* (``fold`` of the membership events it had
+   seen). This depends only on the event and its past, so it is decided
+   once, when the event is delivered, identically everywhere. Invalid events
+   are rejected and never stored or relayed.
+
+2. **What is the state now?** ``fold`` of all valid membership events, with
+   three rules for concurrent changes:
+
+   * *Cut-off.* Removing (or banning) X records the remover's view of X:
+     ``cut = remover's clock[X]``. X's events with a higher seq were made
+     concurrently with, or after, its removal; they are **withdrawn**:
+     neither shown nor applied. A member who leaves is cut off after its
+     LEAVE. (This also stops a removed member from back-dating events by
+     pretending not to have seen its removal.) A later re-add, causally after
+     the removal, lifts the cut-off for X's events made after the re-add.
+   * *First in order wins.* Membership events are applied in the total
+     order, each re-checked against the state built so far and skipped if
+     its author was cut off by an earlier one. So when two admins remove
+     each other concurrently, the removal that comes first in the total
+     order takes effect and the other, made by a member who was cut off,
+     is withdrawn.
+   * *Remove wins over a concurrent add.* An ADD of X that is concurrent with
+     a REMOVE/BAN/LEAVE of X (neither saw the other) is ignored, whatever the
+     order.
+
+The state of a causal past (for validity) is computed with the same fold over
+the membership events inside that past, so both questions use one function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from node.group.bodies import (
+    DEFAULT_MAX_MEMBERS,
+    Add,
+    Ban,
+    Body,
+    Create,
+    Remove,
+    Rename,
+    Role,
+    SetPolicy,
+    SetRole,
+)
+from node.group.events import EventId, Kind
+from node.ids import PeerId
+
+Clock = Mapping[PeerId, int]
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipEvent:
+    """What the fold needs of a membership event (its full clock included)."""
+
+    id: EventId
+    author: PeerId
+    seq: int
+    lamport: int
+    kind: Kind
+    body: Body
+    clock: Clock  # the author's full vector clock at this event, own entry = seq - 1
+
+    @property
+    def order_key(self) -> tuple[int, bytes, int]:
+        return (self.lamport, bytes(self.author), self.seq)
+
+    def saw(self, author: PeerId, seq: int) -> bool:
+        """Was event (author, seq) in this event's causal past (or this event itself)?"""
+        if author == self.author:
+            return seq <= self.seq
+        return seq <= self.clock.get(author, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    member: PeerId
+    cut: int  # the member's events with seq > cut are withdrawn...
+    event: MembershipEvent  # ...unless made after a re-add that saw this departure
+
+
+@dataclass(slots=True)
+class Membership:
+    name: str = ""
+    mode: str = "private"
+    max_members: int = DEFAULT_MAX_MEMBERS
+    add_policy: str = "members"
+    owner: PeerId | None = None
+    created: bool = False
+    members: dict[PeerId, Role] = field(default_factory=dict)
+    labels: dict[PeerId, str] = field(default_factory=dict)
+    banned: set[PeerId] = field(default_factory=set)
+    departures: list[Departure] = field(default_factory=list)
+    readds: list[MembershipEvent] = field(default_factory=list)
+    #: How many departures have taken effect: a new sender-key epoch is due when it grows.
+    departures_applied: int = 0
+
+    def role(self, peer: PeerId) -> Role | None:
+        return self.members.get(peer)
+
+    def is_withdrawn(self, author: PeerId, seq: int, clock_of: Clock | None = None) -> bool:
+        """Is event (author, seq) cut off by a departure (and not made after a later re-add)?"""
+        for dep in self.departures:
+            if dep.member != author or seq <= dep.cut:
+                continue
+            readded_after = any(
+                add.body.member == author  # type: ignore[union-attr]
+                and add.saw(dep.event.author, dep.event.seq)
+                and clock_of is not None
+                and clock_of.get(add.author, 0) >= add.seq
+                for add in self.readds
+            )
+            if not readded_after:
+                return True
+        return False
+
+
+class AuthorizationError(Exception):
+    """The author may not do this in the state it saw (the event is invalid)."""
+
+
+def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) -> None:
+    """Raise ``AuthorizationError`` unless ``author`` may make this event in ``state``."""
+    if kind is Kind.CREATE:
+        if state.created:
+            raise AuthorizationError("the group already exists")
+        return
+    if not state.created:
+        raise AuthorizationError("the group has no CREATE in this event's past")
+    role = state.role(author)
+    if role is None:
+        raise AuthorizationError("author is not a member")
+    if kind in (Kind.MESSAGE, Kind.SENDER_KEY):
+        if role is Role.GUEST:
+            raise AuthorizationError("guests cannot post")
+        return
+    if kind is Kind.LEAVE:
+        return
+    if kind is Kind.ADD:
+        assert isinstance(body, Add)
+        needed = Role.ADMIN if state.add_policy == "admins" else Role.MEMBER
+        if role < needed:
+            raise AuthorizationError(f"only {state.add_policy} may add members")
+        if body.member in state.members:
+            raise AuthorizationError("already a member")
+        if body.member in state.banned:
+            raise AuthorizationError("that peer is banned from this group")
+        if body.role >= Role.OWNER or (body.role > role):
+            raise AuthorizationError("cannot give a role above one's own")
+        if len(state.members) >= state.max_members:
+            raise AuthorizationError(f"the group is full ({state.max_members} members)")
+        return
+    if role < Role.ADMIN:
+        raise AuthorizationError(f"only owner and admins may {kind.name.lower().replace('_', ' ')}")
+    if kind in (Kind.REMOVE, Kind.BAN):
+        assert isinstance(body, Remove | Ban)
+        target = state.role(body.member)
+        if kind is Kind.REMOVE and target is None:
+            raise AuthorizationError("not a member")
+        if target is Role.OWNER:
+            raise AuthorizationError("nobody can remove or ban the owner")
+    if isinstance(body, SetRole):
+        target = state.role(body.member)
+        if target is None:
+            raise AuthorizationError("not a member")
+        if target >= role or body.role >= role:
+            raise AuthorizationError("can only change roles below one's own")
+
+
+def fold(events: Iterable[MembershipEvent]) -> Membership:
+    """The membership produced by a set of *valid* membership events (see module docstring)."""
+    ordered = sorted(events, key=lambda e: e.order_key)
+    departures_of: dict[PeerId, list[MembershipEvent]] = {}
+    for e in ordered:
+        if e.kind in (Kind.REMOVE, Kind.BAN):
+            departures_of.setdefault(e.body.member, []).append(e)  # type: ignore[union-attr]
+        elif e.kind is Kind.LEAVE:
+            departures_of.setdefault(e.author, []).append(e)
+    state = Membership()
+    for e in ordered:
+        if state.is_withdrawn(e.author, e.seq, e.clock):
+            continue
+        try:
+            authorize(state, e.author, e.kind, e.body)
+        except AuthorizationError:
+            continue  # valid in its own past, overtaken by an earlier change: no effect
+        _apply(state, e, departures_of)
+    return state
+
+
+def _concurrent(a: MembershipEvent, b: MembershipEvent) -> bool:
+    return not a.saw(b.author, b.seq) and not b.saw(a.author, a.seq)
+
+
+def _apply(state: Membership, e: MembershipEvent, departures_of: dict[PeerId, list[MembershipEvent]]
+           ) -> None:
+    body = e.body
+    if isinstance(body, Create):
+        state.created = True
+        state.name, state.mode = body.name, body.mode
+        state.max_members, state.add_policy = body.max_members, body.add_policy
+        state.owner = e.author
+        state.members[e.author] = Role.OWNER
+    elif isinstance(body, Add):
+        if any(_concurrent(e, d) for d in departures_of.get(body.member, [])):
+            return  # remove wins over a concurrent add
+        if any(d.member == body.member for d in state.departures):
+            state.readds.append(e)
+        state.members[body.member] = body.role
+        if body.name:
+            state.labels[body.member] = body.name
+    elif isinstance(body, Remove | Ban) or e.kind is Kind.LEAVE:
+        member = e.author if e.kind is Kind.LEAVE else body.member  # type: ignore[union-attr]
+        cut = e.seq if e.kind is Kind.LEAVE else e.clock.get(member, 0)
+        if isinstance(body, Ban):
+            state.banned.add(member)
+        if member in state.members:
+            del state.members[member]
+            state.departures_applied += 1
+            state.departures.append(Departure(member, cut, e))
+        elif isinstance(body, Ban):
+            state.departures.append(Departure(member, cut, e))
+    elif isinstance(body, SetRole):
+        state.members[body.member] = body.role
+    elif isinstance(body, Rename):
+        state.name = body.name
+    elif isinstance(body, SetPolicy):
+        state.add_policy = body.add_policy

@@ -1,0 +1,311 @@
+"""``GroupCore``: one group's replicated event log on one node (pure, sans-I/O).
+
+Theory of operation
+-------------------
+Events arrive in any order, duplicated, from any member. ``receive(event)``
+returns what happened as a list of effects and never raises for remote
+faults: a bad event is a ``Rejected`` effect and the core carries on.
+
+* **Dedup and equivocation.** An event whose (author, seq) is already
+  delivered is a ``Duplicate`` if the id matches and an ``Equivocation`` if
+  not (the author signed two different events with one seq): rejected,
+  recorded, reported.
+* **Causal delivery.** An event is delivered only when everything in its
+  vector clock is: the author's previous event (its seq is contiguous) and,
+  for every other author x, x's events up to ``clock[x]``. The full clock is
+  the author's previous full clock updated with the event's delta. Early
+  events wait in a buffer, bounded per author and in total: what overflows
+  is dropped (``Dropped``), and sync fetches it again later.
+* **Checks at delivery** (all deterministic, so every node accepts the same
+  events): the delta only raises entries; the Lamport number is exactly
+  ``1 + max`` over the event's direct dependencies; the epoch never goes
+  down; the body decodes for its kind; the signature verifies (identity key,
+  or for private messages the author's sender key for that epoch); the
+  author is authorized in the membership of the event's causal past.
+* **Order.** ``ordered()`` lists delivered events by (lamport, author, seq);
+  because a dependency always has a smaller Lamport number, the order
+  respects causality, and it is the same on every node that has the same
+  events, whatever order they came in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nacl.exceptions
+import nacl.signing
+
+from node.errors import RemoteProtocolError
+from node.group.bodies import Body, Create, SenderKey, decode_body, group_id_for
+from node.group.events import (
+    MEMBERSHIP_KINDS,
+    Event,
+    EventId,
+    GroupId,
+    Kind,
+    UnsignedEvent,
+)
+from node.group.membership import (
+    AuthorizationError,
+    Membership,
+    MembershipEvent,
+    authorize,
+    fold,
+)
+from node.ids import PeerId
+
+MAX_BUFFER_PER_AUTHOR = 256
+MAX_BUFFER = 4096
+
+Clock = dict[PeerId, int]
+
+
+# -- effects --
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    event: Event
+    body: Body
+    clock: Clock  # the author's full vector clock at this event (own entry excluded)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    before: Membership
+    after: Membership
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    event: Event
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Equivocation:
+    author: PeerId
+    seq: int
+    first: EventId
+    second: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    event: Event
+    reason: str
+
+
+Effect = Delivered | MembershipChanged | Rejected | Duplicate | Equivocation | Dropped
+
+
+class GroupCore:
+    def __init__(
+        self,
+        group_id: GroupId,
+        *,
+        max_buffer_per_author: int = MAX_BUFFER_PER_AUTHOR,
+        max_buffer: int = MAX_BUFFER,
+    ) -> None:
+        self.group_id = group_id
+        self.max_buffer_per_author = max_buffer_per_author
+        self.max_buffer = max_buffer
+        #: author -> highest contiguous delivered seq (the version vector).
+        self.frontier: Clock = {}
+        self._clock: dict[PeerId, Clock] = {}  # author -> full clock at its latest event
+        self._deltas: dict[PeerId, list[tuple[tuple[PeerId, int], ...]]] = {}
+        self._lamports: dict[PeerId, list[int]] = {}
+        self._ids: dict[PeerId, list[EventId]] = {}
+        self._delivered: list[Event] = []
+        self._membership_events: list[MembershipEvent] = []
+        self.signing_keys: dict[tuple[PeerId, int], bytes] = {}
+        self._epochs: Clock = {}
+        self._buffer: dict[PeerId, dict[int, Event]] = {}
+        self._buffered = 0
+        self.state = Membership()
+
+    # -- queries --
+
+    @property
+    def mode(self) -> str:
+        return self.state.mode
+
+    def has(self, author: PeerId, seq: int) -> bool:
+        return seq <= self.frontier.get(author, 0)
+
+    def event_id(self, author: PeerId, seq: int) -> EventId:
+        return self._ids[author][seq - 1]
+
+    def ordered(self) -> list[Event]:
+        """Every delivered event in the one total order."""
+        return sorted(self._delivered, key=lambda e: e.order_key)
+
+    def clock_at(self, author: PeerId, seq: int) -> Clock:
+        """The author's full clock at its event ``seq`` (own entry excluded)."""
+        clock: Clock = {}
+        for delta in self._deltas[author][:seq]:
+            clock.update(delta)
+        return clock
+
+    def is_withdrawn(self, author: PeerId, seq: int) -> bool:
+        """Cut off by a removal (see node.group.membership): not shown, not applied."""
+        if not any(d.member == author for d in self.state.departures):
+            return False
+        return self.state.is_withdrawn(author, seq, self.clock_at(author, seq))
+
+    def buffered(self) -> dict[PeerId, list[int]]:
+        """Events waiting for their causal past, by author (for "N not yet received")."""
+        return {a: sorted(seqs) for a, seqs in self._buffer.items() if seqs}
+
+    def next_event(self, me: PeerId, epoch: int, kind: Kind, body: bytes) -> UnsignedEvent:
+        """The next event ``me`` authors: it has seen everything delivered here."""
+        full = {a: s for a, s in self.frontier.items() if a != me and s > 0}
+        previous = self._clock.get(me, {})
+        delta = tuple(sorted((a, s) for a, s in full.items() if previous.get(a, 0) != s))
+        lamport = 1 + max((lams[-1] for lams in self._lamports.values() if lams), default=0)
+        seq = self.frontier.get(me, 0) + 1
+        return UnsignedEvent(self.group_id, me, seq, max(epoch, self._epochs.get(me, 0)), delta,
+                             lamport, kind, body)
+
+    # -- receiving --
+
+    def receive(self, event: Event) -> list[Effect]:
+        if event.group != self.group_id:
+            return [Rejected(event, "event for another group")]
+        author, seq = event.author, event.seq
+        if self.has(author, seq):
+            known = self.event_id(author, seq)
+            if known == event.id:
+                return [Duplicate(event)]
+            return [Equivocation(author, seq, known, event)]
+        waiting = self._buffer.setdefault(author, {})
+        if seq in waiting:
+            if waiting[seq].id == event.id:
+                return [Duplicate(event)]
+            return [Equivocation(author, seq, waiting[seq].id, event)]
+        if len(waiting) >= self.max_buffer_per_author or self._buffered >= self.max_buffer:
+            return [Dropped(event, "too many events waiting for their causal past")]
+        waiting[seq] = event
+        self._buffered += 1
+        return self._drain()
+
+    def _drain(self) -> list[Effect]:
+        effects: list[Effect] = []
+        progress = True
+        while progress:
+            progress = False
+            for author in list(self._buffer):
+                waiting = self._buffer[author]
+                nxt = self.frontier.get(author, 0) + 1
+                event = waiting.get(nxt)
+                if event is None:
+                    continue
+                clock = self._full_clock(event)
+                if clock is None:
+                    continue
+                del waiting[nxt]
+                self._buffered -= 1
+                try:
+                    effects += self._deliver(event, clock)
+                except (RemoteProtocolError, AuthorizationError) as exc:
+                    effects.append(Rejected(event, str(exc)))
+                    self._reject_later(author, effects)
+                progress = True
+        return effects
+
+    def _reject_later(self, author: PeerId, effects: list[Effect]) -> None:
+        """An author's events after a rejected one can never be delivered: drop them."""
+        for later in self._buffer.pop(author, {}).values():
+            self._buffered -= 1
+            effects.append(Rejected(later, "follows a rejected event of the same author"))
+
+    def _full_clock(self, event: Event) -> Clock | None:
+        """The event's full clock if its causal past is delivered, else None."""
+        clock = dict(self._clock.get(event.author, {}))
+        for who, count in event.clock:
+            clock[who] = count
+        for who, count in clock.items():
+            if self.frontier.get(who, 0) < count:
+                return None
+        return clock
+
+    def _deliver(self, event: Event, clock: Clock) -> list[Effect]:
+        author = event.author
+        previous = self._clock.get(author, {})
+        for who, count in event.clock:
+            if count <= previous.get(who, 0):
+                raise RemoteProtocolError("clock delta lowers or repeats an entry")
+        deps = [self._lamports[w][c - 1] for w, c in clock.items()]
+        if event.seq > 1:
+            deps.append(self._lamports[author][event.seq - 2])
+        if event.lamport != 1 + max(deps, default=0):
+            raise RemoteProtocolError(
+                f"lamport {event.lamport} is not 1 + the maximum of its dependencies"
+            )
+        if event.epoch < self._epochs.get(author, 0):
+            raise RemoteProtocolError("epoch went backwards")
+        mode = self.state.mode if self.state.created else "private"
+        body = decode_body(event.kind, event.body, mode=mode)
+        self._check_signature(event)
+        if isinstance(body, Create) and (
+            event.seq != 1 or clock or group_id_for(author, body.nonce) != self.group_id
+        ):
+            raise RemoteProtocolError("CREATE must be its author's first event of its group")
+        past = self._state_at(clock, author, event.seq)
+        authorize(past, author, event.kind, body)
+        if isinstance(body, SenderKey):
+            self._record_sender_key(event, body)
+
+        self.frontier[author] = event.seq
+        self._clock[author] = clock
+        self._deltas.setdefault(author, []).append(event.clock)
+        self._lamports.setdefault(author, []).append(event.lamport)
+        self._ids.setdefault(author, []).append(event.id)
+        self._epochs[author] = event.epoch
+        self._delivered.append(event)
+        effects: list[Effect] = [Delivered(event, body, clock)]
+        if event.kind in MEMBERSHIP_KINDS:
+            own = dict(clock)
+            own[author] = event.seq - 1
+            self._membership_events.append(
+                MembershipEvent(event.id, author, event.seq, event.lamport, event.kind, body, own)
+            )
+            before, self.state = self.state, fold(self._membership_events)
+            effects.append(MembershipChanged(before, self.state))
+        return effects
+
+    def _check_signature(self, event: Event) -> None:
+        if event.kind is Kind.MESSAGE and self.state.mode == "private":
+            key = self.signing_keys.get((event.author, event.epoch))
+            if key is None:
+                raise RemoteProtocolError(f"no sender key of its author for epoch {event.epoch}")
+        else:
+            key = bytes(event.author)
+        try:
+            nacl.signing.VerifyKey(key).verify(event.unsigned.signing_bytes(), event.signature)
+        except (nacl.exceptions.BadSignatureError, ValueError) as exc:
+            raise RemoteProtocolError("bad signature") from exc
+
+    def _record_sender_key(self, event: Event, body: SenderKey) -> None:
+        if body.epoch != event.epoch:
+            raise RemoteProtocolError("SENDER_KEY epoch differs from its event's epoch")
+        known = self.signing_keys.get((event.author, body.epoch))
+        if known is not None and known != body.signing_public:
+            raise RemoteProtocolError("a second, different sender key for the same epoch")
+        self.signing_keys[(event.author, body.epoch)] = body.signing_public
+
+    def _state_at(self, clock: Clock, author: PeerId, seq: int) -> Membership:
+        """Membership in the causal past of (author, seq) with full ``clock``."""
+        def seen(m: MembershipEvent) -> bool:
+            limit = seq - 1 if m.author == author else clock.get(m.author, 0)
+            return m.seq <= limit
+
+        past = [m for m in self._membership_events if seen(m)]
+        if len(past) == len(self._membership_events):
+            return self.state
+        return fold(past)
