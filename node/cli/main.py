@@ -174,6 +174,7 @@ def _identity_view(datadir: DataDir, key: IdentityKey) -> dict[str, Any]:
         "fingerprint": fingerprint(pid),
         "data_dir": str(datadir.path),
         "listen": None,
+        "mdns_instance": None,
         "running": False,
     }
 
@@ -210,7 +211,8 @@ def cmd_id(args: argparse.Namespace, datadir: DataDir) -> int:
     except NotRunningError:
         pass
     else:
-        view |= {"listen": live["listen"], "name": live["name"], "running": True}
+        view |= {"listen": live["listen"], "name": live["name"],
+                 "mdns_instance": live.get("mdns_instance"), "running": True}
     if args.json:
         _print_json(view)
     else:

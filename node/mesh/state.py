@@ -113,7 +113,10 @@ class MeshState:
             return False
         if len(self.candidates) >= self.max_candidates:
             raise OverflowError(f"already tracking {self.max_candidates} announced nodes")
-        self.candidates[ann.instance] = Candidate(ann, now, peer=self.instances.get(ann.instance))
+        peer = self.instances.get(ann.instance)
+        self.candidates[ann.instance] = Candidate(ann, now, peer=peer)
+        if peer is not None and peer in self.known:  # its channel came up before we heard it
+            self.known[peer].found.add("mdns")
         return True
 
     def withdrawn(self, instance: str) -> Candidate | None:

@@ -62,6 +62,7 @@ def test_channel_before_announcement_is_matched_when_it_arrives() -> None:
     assert mesh.announced(ann("kith-a"), 2.0) is True
     assert not mesh.should_dial("kith-a")  # no duplicate handshake after the grace period
     assert [r.peer_id for r in mesh.views()] == [P1]  # one row, not an extra "reachable" one
+    assert mesh.known[P1].found == {"inbound", "mdns"}  # and it was found by mDNS too
 
 
 def test_failing_candidate_is_forgotten_and_comes_back_when_announced() -> None:
