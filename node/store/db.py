@@ -1,0 +1,558 @@
+"""The node's SQLite store: groups, events, keys and receipts (no protocol logic).
+
+Theory of operation
+-------------------
+One SQLite file per node, opened with the stdlib ``sqlite3`` module in autocommit mode
+(``isolation_level=None``): the module never starts or ends a transaction behind our
+back. Each write method is one SQL statement, so outside ``transaction()`` it commits by
+itself, and inside it becomes part of the caller's transaction.
+
+Durability: the file is in WAL mode with ``synchronous=FULL``, so a commit returns only
+after its WAL frames are fsynced; a committed event survives kill -9 and power loss, an
+uncommitted one vanishes. ``secure_delete`` zeroes the space freed when a row is
+overwritten or deleted, so an old chain key does not linger in the main file (the WAL may
+hold old page images until it is checkpointed and overwritten).
+
+``transaction()`` is ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` if the block raises).
+It is re-entrant: a nested ``transaction()`` joins the outer one as a ``SAVEPOINT``, so
+nothing is committed before the outermost block ends, and an exception that escapes only
+the inner block undoes only the inner block's writes.
+
+Threads and tasks: one connection, not thread-safe by itself. It is opened with
+``check_same_thread=False`` so it may be closed or handed off from another thread, but
+callers must serialise access: in Kith every call comes from the trio thread, and no code
+may ``await`` inside a ``transaction()`` block (another task would write into it).
+
+Every ``sqlite3`` failure is turned into a one-line ``StorageError`` naming the file and
+the operation, with the ``sqlite3`` exception chained as its cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from node.crypto.sender_keys import OwnSenderKey, SenderKeyState
+from node.errors import StorageError
+from node.group.events import EventId, GroupId
+from node.ids import PUBLIC_KEY_LEN, PeerId
+from node.store import schema
+
+#: Milliseconds a statement waits for another connection's lock before failing.
+BUSY_TIMEOUT_MS = 5000
+#: Largest integer SQLite stores (INTEGER is a signed 64-bit value).
+MAX_INTEGER = 2**63 - 1
+#: Oldest SQLite with STRICT tables.
+MIN_SQLITE = (3, 37, 0)
+
+_SKIPPED_RECORD = struct.Struct(">Q32s")
+_MESSAGE_KEY_LEN = 32
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    id: GroupId
+    name: str
+    mode: str
+    joined_at: float
+    left: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    group: GroupId
+    id: EventId
+    author: PeerId
+    seq: int
+    lamport: int
+    kind: int
+    raw: bytes  # the encoded event, exactly as received
+    received_at: float
+    text: str | None = None  # decrypted message text (None: not a message, or undecryptable)
+
+
+class SeqConflictError(StorageError):
+    """``add_event`` met a *different* stored event with the same (group, author, seq).
+
+    The caller treats this as an equivocation; ``existing`` is the id already stored.
+    """
+
+    def __init__(
+        self, message: str, group: GroupId, author: PeerId, seq: int, existing: EventId
+    ) -> None:
+        super().__init__(message)
+        self.group = group
+        self.author = author
+        self.seq = seq
+        self.existing = existing
+
+
+_GROUP_COLUMNS = "id, name, mode, joined_at, has_left"
+_EVENT_COLUMNS = "group_id, id, author, seq, lamport, kind, raw, received_at, text"
+
+
+def _group_row(r: Any) -> GroupRow:
+    return GroupRow(GroupId(r[0]), r[1], r[2], r[3], bool(r[4]))
+
+
+def _event_row(r: Any) -> EventRow:
+    return EventRow(
+        group=GroupId(r[0]), id=EventId(r[1]), author=PeerId(r[2]), seq=r[3], lamport=r[4],
+        kind=r[5], raw=r[6], received_at=r[7], text=r[8],
+    )
+
+
+def _check_integer(value: int, what: str) -> int:
+    if not 0 <= value <= MAX_INTEGER:
+        raise StorageError(f"cannot store {what} {value}: outside 0..2^63-1")
+    return int(value)
+
+
+def _pack_peers(peers: Iterable[PeerId]) -> bytes:
+    unique = set(peers)
+    for peer in unique:
+        if len(peer) != PUBLIC_KEY_LEN:
+            raise StorageError(f"cannot store a peer id of {len(peer)} bytes (expected 32)")
+    return b"".join(sorted(unique))
+
+
+def _unpack_peers(blob: bytes) -> frozenset[PeerId]:
+    n = PUBLIC_KEY_LEN
+    return frozenset(PeerId(blob[i : i + n]) for i in range(0, len(blob), n))
+
+
+def _pack_skipped(skipped: tuple[tuple[int, bytes], ...]) -> bytes:
+    parts = []
+    for index, key in skipped:
+        _check_integer(index, "a skipped key index")
+        if len(key) != _MESSAGE_KEY_LEN:
+            raise StorageError(f"cannot store a skipped message key of {len(key)} bytes")
+        parts.append(_SKIPPED_RECORD.pack(index, key))
+    return b"".join(parts)
+
+
+def _unpack_skipped(blob: bytes) -> tuple[tuple[int, bytes], ...]:
+    if len(blob) % _SKIPPED_RECORD.size:
+        raise StorageError(f"stored skipped keys are corrupt ({len(blob)} bytes)")
+    return tuple((index, key) for index, key in _SKIPPED_RECORD.iter_unpack(blob))
+
+
+def _create_file(path: Path) -> None:
+    """Create the parent directory (0700) and an empty database file (0600) if missing."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+        finally:
+            os.close(fd)
+        # Make the new directory entry durable too (SQLite does this for its WAL itself).
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise StorageError(f"cannot create database {path}: {exc.strerror or exc}") from exc
+
+
+class Store:
+    """One node's database. Open with ``Store.open(path)``; see the module docstring."""
+
+    __slots__ = ("_conn", "_depth", "path")
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._depth = 0
+        self.path = path
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if missing) the database at ``path`` and bring its schema up to date."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StorageError(
+                f"Kith needs SQLite 3.37 or newer; this Python has {sqlite3.sqlite_version}"
+            )
+        _create_file(path)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(f"database {path} cannot use WAL mode (journal mode {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")
+            schema.check_application(conn)
+            # Looked up on the module at call time, so tests can add a migration.
+            schema.migrate(conn, schema.MIGRATIONS)
+        except schema.SchemaError as exc:
+            conn.close()
+            raise StorageError(f"database {path} {exc}") from exc
+        except sqlite3.Error as exc:
+            conn.close()
+            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                raise StorageError(
+                    f"database {path} is corrupt or not a database ({exc})"
+                ) from exc
+            raise StorageError(f"cannot open database {path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path)
+
+    def close(self) -> None:
+        """Close the database (idempotent). An open transaction is rolled back."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot close database {self.path}: {exc}") from exc
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError(f"database {self.path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot {action} in {self.path}: {exc}") from exc
+        except OverflowError as exc:  # an int beyond SQLite's 64 bits
+            raise StorageError(f"cannot {action} in {self.path}: {exc}") from exc
+
+    def _write(self, action: str, sql: str, params: tuple[object, ...]) -> int:
+        """Run one write statement; return the number of rows it changed."""
+        with self._errors(action):
+            return self._db().execute(sql, params).rowcount
+
+    def _fetchall(self, action: str, sql: str, params: tuple[object, ...]) -> list[Any]:
+        with self._errors(action):
+            return self._db().execute(sql, params).fetchall()
+
+    def _fetchone(self, action: str, sql: str, params: tuple[object, ...]) -> Any:
+        with self._errors(action):
+            return self._db().execute(sql, params).fetchone()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes atomically: ``with store.transaction(): ...``.
+
+        The outermost block commits when it ends normally and rolls back if anything
+        (including ``BaseException``) escapes it. A nested block joins the outer
+        transaction as a savepoint.
+        """
+        conn = self._db()
+        depth = self._depth
+        savepoint = f"kith_{depth}"
+        with self._errors("begin a transaction"):
+            conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+        self._depth = depth + 1
+        try:
+            yield
+        except BaseException:
+            self._depth = depth
+            with contextlib.suppress(sqlite3.Error):  # report the original error, not this
+                if depth == 0:
+                    conn.execute("ROLLBACK")
+                else:
+                    conn.execute(f"ROLLBACK TO {savepoint}")
+                    conn.execute(f"RELEASE {savepoint}")
+            raise
+        self._depth = depth
+        if depth > 0:
+            with self._errors("end a nested transaction"):
+                conn.execute(f"RELEASE {savepoint}")
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise StorageError(f"cannot commit to {self.path}: {exc}") from exc
+
+    # -- meta --------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        r = self._fetchone("read setting", "SELECT value FROM meta WHERE key = ?", (key,))
+        return None if r is None else str(r[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(
+            "store setting",
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- groups ------------------------------------------------------------------------
+
+    def add_group(self, row: GroupRow) -> None:
+        """Store a new group; a group id already stored raises ``StorageError``."""
+        with self._errors("store group"):
+            try:
+                self._db().execute(
+                    "INSERT INTO groups (id, name, mode, joined_at, has_left)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (row.id, row.name, row.mode, row.joined_at, int(row.left)),
+                )
+            except sqlite3.IntegrityError as exc:
+                if self.group(row.id) is None:
+                    raise
+                raise StorageError(f"group {row.id.hex()} is already stored") from exc
+
+    def group(self, group: GroupId) -> GroupRow | None:
+        r = self._fetchone("read group", f"SELECT {_GROUP_COLUMNS} FROM groups WHERE id = ?",
+                           (group,))
+        return None if r is None else _group_row(r)
+
+    def groups(self) -> list[GroupRow]:
+        """Every group, in ``joined_at`` order (ties in insertion order)."""
+        rows = self._fetchall(
+            "read groups", f"SELECT {_GROUP_COLUMNS} FROM groups ORDER BY joined_at, rowid", ()
+        )
+        return [_group_row(r) for r in rows]
+
+    def set_group_name(self, group: GroupId, name: str) -> None:
+        if not self._write("rename group", "UPDATE groups SET name = ? WHERE id = ?",
+                           (name, group)):
+            raise StorageError(f"cannot rename group {group.hex()}: not stored")
+
+    def set_group_left(self, group: GroupId, left: bool) -> None:
+        if not self._write("mark group left", "UPDATE groups SET has_left = ? WHERE id = ?",
+                           (int(left), group)):
+            raise StorageError(f"cannot mark group {group.hex()} left: not stored")
+
+    # -- events ------------------------------------------------------------------------
+
+    def add_event(self, row: EventRow) -> bool:
+        """Store an event; ``False`` (nothing written) if its id is already stored.
+
+        A different event with the same (group, author, seq) raises ``SeqConflictError``
+        (a ``StorageError``) and the stored event is kept. An event of a group that is not
+        stored raises ``StorageError``.
+        """
+        for value, what in ((row.seq, "seq"), (row.lamport, "lamport"), (row.kind, "kind")):
+            _check_integer(value, what)
+        with self._errors("store event"):
+            conn = self._db()
+            try:
+                cursor = conn.execute(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (row.group, row.id, row.author, int(row.seq), int(row.lamport),
+                     int(row.kind), row.raw, row.received_at, row.text),
+                )
+            except sqlite3.IntegrityError as exc:
+                r = conn.execute(
+                    "SELECT id FROM events WHERE group_id = ? AND author = ? AND seq = ?",
+                    (row.group, row.author, int(row.seq)),
+                ).fetchone()
+                if r is None:
+                    raise  # not a seq conflict: most likely the group is not stored
+                raise SeqConflictError(
+                    f"event {row.id.hex()} has the same author and seq ({row.seq}) as stored"
+                    f" event {r[0].hex()}",
+                    row.group, row.author, row.seq, EventId(r[0]),
+                ) from exc
+            return cursor.rowcount == 1
+
+    def events(self, group: GroupId) -> list[EventRow]:
+        """The group's events in insertion order."""
+        rows = self._fetchall(
+            "read events",
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE group_id = ? ORDER BY pos", (group,),
+        )
+        return [_event_row(r) for r in rows]
+
+    def event(self, id: EventId) -> EventRow | None:
+        r = self._fetchone("read event", f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?",
+                           (id,))
+        return None if r is None else _event_row(r)
+
+    def has_event(self, id: EventId) -> bool:
+        return self._fetchone("read event", "SELECT 1 FROM events WHERE id = ?", (id,)) is not None
+
+    def set_text(self, id: EventId, text: str | None) -> None:
+        if not self._write("store text", "UPDATE events SET text = ? WHERE id = ?", (text, id)):
+            raise StorageError(f"cannot store the text of event {id.hex()}: event not stored")
+
+    def count_events(self, group: GroupId) -> int:
+        r = self._fetchone("count events", "SELECT count(*) FROM events WHERE group_id = ?",
+                           (group,))
+        return int(r[0])
+
+    # -- pairwise copies -----------------------------------------------------------------
+
+    def add_copy(self, group: GroupId, event: EventId, recipient: PeerId, blob: bytes) -> None:
+        """Store the ciphertext of ``event`` for ``recipient``, replacing any earlier one."""
+        self._write(
+            "store copy",
+            "INSERT INTO copies (event, recipient, group_id, blob) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (event, recipient) DO UPDATE"
+            " SET group_id = excluded.group_id, blob = excluded.blob",
+            (event, recipient, group, blob),
+        )
+
+    def copy(self, event: EventId, recipient: PeerId) -> bytes | None:
+        r = self._fetchone(
+            "read copy", "SELECT blob FROM copies WHERE event = ? AND recipient = ?",
+            (event, recipient),
+        )
+        return None if r is None else bytes(r[0])
+
+    def copies(self, event: EventId) -> dict[PeerId, bytes]:
+        """Every stored copy of ``event``, by recipient."""
+        rows = self._fetchall(
+            "read copies", "SELECT recipient, blob FROM copies WHERE event = ?", (event,)
+        )
+        return {PeerId(recipient): blob for recipient, blob in rows}
+
+    # -- sender keys ---------------------------------------------------------------------
+
+    def save_own_key(
+        self, group: GroupId, epoch: int, key: OwnSenderKey, recipients: Iterable[PeerId]
+    ) -> None:
+        """Replace our sender key for ``group``: its epoch, state and recipients."""
+        _check_integer(epoch, "epoch")
+        _check_integer(key.index, "sender key index")
+        self._write(
+            "store own sender key",
+            "INSERT INTO own_keys (group_id, epoch, chain_key, next_index, signing_seed,"
+            " recipients) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch,"
+            " chain_key = excluded.chain_key, next_index = excluded.next_index,"
+            " signing_seed = excluded.signing_seed, recipients = excluded.recipients",
+            (group, int(epoch), key.chain_key, int(key.index), key.signing_seed,
+             _pack_peers(recipients)),
+        )
+
+    def own_key(self, group: GroupId) -> tuple[int, OwnSenderKey, frozenset[PeerId]] | None:
+        """Our sender key for ``group`` as (epoch, key, recipients), or ``None``."""
+        r = self._fetchone(
+            "read own sender key",
+            "SELECT epoch, chain_key, next_index, signing_seed, recipients"
+            " FROM own_keys WHERE group_id = ?", (group,),
+        )
+        if r is None:
+            return None
+        epoch, chain_key, index, seed, recipients = r
+        return epoch, OwnSenderKey(chain_key, index, seed), _unpack_peers(recipients)
+
+    def save_peer_key(
+        self, group: GroupId, author: PeerId, epoch: int, state: SenderKeyState
+    ) -> None:
+        """Replace our state of ``author``'s sender key for ``epoch`` in ``group``."""
+        _check_integer(epoch, "epoch")
+        _check_integer(state.index, "sender key index")
+        self._write(
+            "store sender key",
+            "INSERT INTO peer_keys (group_id, author, epoch, chain_key, next_index,"
+            " signing_public, skipped) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (group_id, author, epoch) DO UPDATE SET"
+            " chain_key = excluded.chain_key, next_index = excluded.next_index,"
+            " signing_public = excluded.signing_public, skipped = excluded.skipped",
+            (group, author, int(epoch), state.chain_key, int(state.index),
+             state.signing_public, _pack_skipped(state.skipped)),
+        )
+
+    def peer_key(self, group: GroupId, author: PeerId, epoch: int) -> SenderKeyState | None:
+        """Our state of one sender key, or ``None``."""
+        r = self._fetchone(
+            "read sender key",
+            "SELECT chain_key, next_index, signing_public, skipped FROM peer_keys"
+            " WHERE group_id = ? AND author = ? AND epoch = ?", (group, author, epoch),
+        )
+        return None if r is None else SenderKeyState(r[0], r[1], r[2], _unpack_skipped(r[3]))
+
+    def peer_keys(self, group: GroupId) -> dict[tuple[PeerId, int], SenderKeyState]:
+        """Every sender key we hold for ``group``, by (author, epoch)."""
+        rows = self._fetchall(
+            "read sender keys",
+            "SELECT author, epoch, chain_key, next_index, signing_public, skipped"
+            " FROM peer_keys WHERE group_id = ? ORDER BY author, epoch", (group,),
+        )
+        return {
+            (PeerId(author), epoch): SenderKeyState(ck, index, public, _unpack_skipped(skipped))
+            for author, epoch, ck, index, public, skipped in rows
+        }
+
+    # -- delivery receipts ---------------------------------------------------------------
+
+    def add_delivery(self, group: GroupId, event: EventId, member: PeerId, at: float) -> None:
+        """Record that ``member`` has stored ``event`` (idempotent: the first ``at`` is kept)."""
+        self._write(
+            "store delivery",
+            "INSERT INTO deliveries (event, member, group_id, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (event, member) DO NOTHING",
+            (event, member, group, at),
+        )
+
+    def deliveries(self, group: GroupId) -> dict[EventId, dict[PeerId, float]]:
+        """Receipts of ``group``: event id -> member -> when it was first reported."""
+        rows = self._fetchall(
+            "read deliveries",
+            "SELECT event, member, at FROM deliveries WHERE group_id = ? ORDER BY rowid",
+            (group,),
+        )
+        result: dict[EventId, dict[PeerId, float]] = {}
+        for event, member, at in rows:
+            result.setdefault(EventId(event), {})[PeerId(member)] = at
+        return result
+
+    # -- equivocations -------------------------------------------------------------------
+
+    def add_equivocation(
+        self, group: GroupId, author: PeerId, seq: int, first: EventId, second_raw: bytes,
+        at: float,
+    ) -> bool:
+        """Record a second event for (group, author, seq); ``False`` if already recorded."""
+        _check_integer(seq, "seq")
+        digest = hashlib.blake2b(second_raw, digest_size=32).digest()
+        return self._write(
+            "store equivocation",
+            "INSERT INTO equivocations (group_id, author, seq, first, second_raw,"
+            " second_digest, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (group_id, author, seq, second_digest) DO NOTHING",
+            (group, author, int(seq), first, second_raw, digest, at),
+        ) == 1
+
+    def equivocations(self, group: GroupId) -> list[tuple[PeerId, int, EventId, bytes, float]]:
+        """Recorded equivocations as (author, seq, first id, second raw, at), oldest first."""
+        rows = self._fetchall(
+            "read equivocations",
+            "SELECT author, seq, first, second_raw, at FROM equivocations"
+            " WHERE group_id = ? ORDER BY pos", (group,),
+        )
+        return [(PeerId(a), s, EventId(f), raw, at) for a, s, f, raw, at in rows]
