@@ -6,3 +6,12 @@ __version__ = "0.1.0"
 
 #: Version of the Kith wire protocol spoken by this implementation.
 PROTOCOL_VERSION = 1
+
+
+def __getattr__(name: str) -> object:
+    # ``from node import open_node, Kith``: the Python API, imported on first use only.
+    if name in ("open_node", "Kith"):
+        from node.api import python
+
+        return getattr(python, name)
+    raise AttributeError(name)

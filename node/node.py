@@ -45,6 +45,10 @@ _ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 
 if TYPE_CHECKING:
     from node.net.lan import DiscoverySource
+    from node.service.groups import GroupService
+    from node.store.db import Store
+
+DATABASE_FILE = "kith.db"
 
 MessageHook = Callable[[PeerConnection, bytes], Awaitable[None]]
 
@@ -73,7 +77,9 @@ class Node:
         self.listen_addresses: list[tuple[str, int]] = []
         self.started_at = now_wall()
         self._prologue = prologue(config.network_key)
-        self._on_message = on_message or self._ignore_message
+        self._on_message = on_message
+        #: Groups (needs a data directory for its SQLite store); set up by ``run``.
+        self.groups: GroupService | None = None
         self._discovery = discovery  # None: real mDNS when config.mdns
         self._handshaking = 0
         self._refused = 0
@@ -108,7 +114,13 @@ class Node:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen, dial ``peers``, serve the control socket; runs until cancelled."""
-        listeners = await self._open_listeners()
+        store = self._open_store()
+        try:
+            listeners = await self._open_listeners()
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -136,6 +148,18 @@ class Node:
             for listener in listeners:
                 with trio.CancelScope(shield=True):
                     await listener.aclose()
+            if store is not None:
+                store.close()
+
+    def _open_store(self) -> Store | None:
+        if self.data_dir is None:
+            return None
+        from node.service.groups import GroupService
+        from node.store.db import Store
+
+        store = Store.open(self.data_dir.path / DATABASE_FILE)
+        self.groups = GroupService(self, store)
+        return store
 
     def dial(self, target: DialTarget) -> None:
         """Keep a channel to ``target`` up, redialling with backoff, until the node stops."""
@@ -238,7 +262,7 @@ class Node:
         finally:
             self._handshaking -= 1
         info = PeerInfo(hs.remote, hs.name, where, "inbound", hs.remote, now_wall())
-        conn = PeerConnection(stream, info, self.config, self._on_message)
+        conn = PeerConnection(stream, info, self.config, self._dispatch)
         await self._serve(conn, "inbound", hs.instance)
 
     # -- dialling --
@@ -285,7 +309,7 @@ class Node:
             await trio.aclose_forcefully(tcp)
             raise
         info = PeerInfo(hs.remote, hs.name, where, "outbound", self.peer_id, now_wall())
-        return PeerConnection(stream, info, self.config, self._on_message)
+        return PeerConnection(stream, info, self.config, self._dispatch)
 
     # -- channels --
 
@@ -327,6 +351,8 @@ class Node:
                             found=found, instance=instance)
         self._notify()
         log.info("connected to %s at %s (%s)", describe(info), info.address, info.direction)
+        if self.groups is not None:
+            self.groups.peer_connected(info.peer_id)
         return True
 
     async def _run_admitted(self, conn: PeerConnection) -> None:
@@ -369,5 +395,10 @@ class Node:
         self.connections[pid] = conn
         return True
 
-    async def _ignore_message(self, conn: PeerConnection, data: bytes) -> None:
-        log.debug("ignoring %d-byte message from %s", len(data), describe(conn.info))
+    async def _dispatch(self, conn: PeerConnection, data: bytes) -> None:
+        if self._on_message is not None:
+            await self._on_message(conn, data)
+        elif self.groups is not None:
+            await self.groups.on_message(conn, data)
+        else:
+            log.debug("ignoring %d-byte message from %s", len(data), describe(conn.info))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,33 +15,62 @@ from node.errors import KithError, NotRunningError
 TIMEOUT = 10.0
 
 
-def call(path: Path, op: str, **params: Any) -> Any:
-    """Send one request to the node behind ``path``; return its result or raise ``KithError``."""
+def _connect(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
     try:
-        try:
-            sock.connect(os.fspath(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise NotRunningError(
-                f"no node is running for {path.parent} (start one with `kith run`)"
-            ) from exc
-        except OSError as exc:
-            raise KithError(f"cannot reach the node at {path}: {exc.strerror}") from exc
-        sock.sendall(protocol.encode({"op": op, **params}))
-        buf = bytearray()
-        while not buf.endswith(b"\n"):
-            chunk = sock.recv(65536)
+        sock.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise NotRunningError(
+            f"no node is running for {path.parent} (start one with `kith run`)"
+        ) from exc
+    except OSError as exc:
+        sock.close()
+        raise KithError(f"cannot reach the node at {path}: {exc.strerror}") from exc
+    return sock
+
+
+def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    buf = bytearray()
+    while True:
+        while b"\n" not in buf:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError as exc:
+                raise KithError(f"the node did not answer within {TIMEOUT:g} s") from exc
             if not chunk:
-                raise KithError("the node closed the control connection without answering")
+                raise KithError("the node closed the control connection")
             buf += chunk
             if len(buf) > protocol.MAX_LINE:
                 raise KithError("the node's answer is too long")
-    except TimeoutError as exc:
-        raise KithError(f"the node did not answer within {TIMEOUT:g} s") from exc
+        line, _, rest = bytes(buf).partition(b"\n")
+        buf = bytearray(rest)
+        response = json.loads(line)
+        if not response.get("ok"):
+            raise KithError(str(response.get("error", "unknown error")))
+        yield response
+
+
+def call(path: Path, op: str, **params: Any) -> Any:
+    """Send one request to the node behind ``path``; return its result or raise ``KithError``."""
+    sock = _connect(path)
+    try:
+        sock.sendall(protocol.encode({"op": op, **params}))
+        return next(_lines(sock)).get("result")
     finally:
         sock.close()
-    response = json.loads(buf)
-    if not response.get("ok"):
-        raise KithError(str(response.get("error", "unknown error")))
-    return response.get("result")
+
+
+def follow(path: Path, op: str, **params: Any) -> Iterator[Any]:
+    """Like ``call`` with ``follow``: yields the result, then each streamed event, forever."""
+    sock = _connect(path)
+    try:
+        sock.sendall(protocol.encode({"op": op, "follow": True, **params}))
+        lines = _lines(sock)
+        yield next(lines).get("result")
+        sock.settimeout(None)
+        for response in lines:
+            yield response.get("event")
+    finally:
+        sock.close()

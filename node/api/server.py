@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from node.api import protocol
+from node.api import group_ops, protocol
 from node.errors import ConfigError, KithError
 from node.ids import fingerprint, format_peer_id, short_id
 
@@ -63,6 +63,7 @@ def peers_view(node: Node) -> list[dict[str, Any]]:
 OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
     "id": lambda node, req: identity_view(node),
     "peers": lambda node, req: peers_view(node),
+    **group_ops.OPS,
 }
 
 
@@ -116,7 +117,12 @@ async def _handle_client(node: Node, stream: trio.SocketStream) -> None:
                     buf += data
                 line, _, rest = bytes(buf).partition(b"\n")
                 buf = bytearray(rest)
-                await stream.send_all(protocol.encode(_dispatch(node, line)))
+                response = _dispatch(node, line)
+                await stream.send_all(protocol.encode(response))
+                follow = group_ops.follow_request(node, line) if response["ok"] else None
+                if follow is not None:
+                    await group_ops.stream_events(node, follow, stream)
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
 

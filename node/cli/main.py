@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list connected peers (asks the running node)")
     p.set_defaults(func=cmd_peers)
 
+    _add_group_commands(sub, data_again, json_flag)
+
     p = sub.add_parser("network-key", parents=[data_again, json_flag],
                        help="create a LAN network key file",
                        description="Write a new random 32-byte network key to FILE (mode 0600). "
@@ -106,6 +108,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_network_key)
     return parser
+
+
+def _add_group_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    data_again: argparse.ArgumentParser,
+    json_flag: argparse.ArgumentParser,
+) -> None:
+    from node.cli import groups
+
+    common = [data_again, json_flag]
+    g = sub.add_parser("group", parents=[data_again], help="create and manage groups",
+                       description="Groups are end-to-end encrypted conversations. GROUP is a "
+                       "group's id (or a unique prefix of 6+ hex digits) or its unique name.")
+    gsub = g.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    p = gsub.add_parser("create", parents=common, help="create a group (you are its owner)")
+    p.add_argument("name")
+    p.add_argument("--mode", choices=["private", "pairwise"], default="private",
+                   help="private: Sender Keys, one encryption per message (default); "
+                   "pairwise: one encryption per recipient (for comparison)")
+    p.set_defaults(func=groups.cmd_create)
+    p = gsub.add_parser("list", parents=common, help="list your groups")
+    p.set_defaults(func=groups.cmd_list)
+    p = gsub.add_parser("members", parents=common, help="list a group's members")
+    p.add_argument("group", metavar="GROUP")
+    p.set_defaults(func=groups.cmd_members)
+    for name, helptext in [("add", "add a peer to a group"), ("remove", "remove a member"),
+                           ("ban", "ban a peer (removes it and keeps it out)")]:
+        p = gsub.add_parser(name, parents=common, help=helptext)
+        p.add_argument("group", metavar="GROUP")
+        p.add_argument("peer", metavar="PEER_ID")
+        if name == "add":
+            p.add_argument("--role", choices=["admin", "member", "guest"], default="member")
+            p.add_argument("--name", dest="label", default="",
+                           help="how to call the new member until it connects")
+        p.set_defaults(func=groups.cmd_member_op, op=f"group.{name}")
+    p = gsub.add_parser("role", parents=common, help="change a member's role")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("peer", metavar="PEER_ID")
+    p.add_argument("role", choices=["admin", "member", "guest"])
+    p.set_defaults(func=groups.cmd_member_op, op="group.role")
+    p = gsub.add_parser("leave", parents=common, help="leave a group")
+    p.add_argument("group", metavar="GROUP")
+    p.set_defaults(func=groups.cmd_member_op, op="group.leave", peer=None)
+
+    p = sub.add_parser("send", parents=common, help="send a message to a group")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("text", nargs="+", help="the message (words are joined with spaces)")
+    p.set_defaults(func=groups.cmd_send)
+    p = sub.add_parser("log", parents=common, help="show a group's conversation",
+                       description="Every node shows the same events in the same order "
+                       "(lamport, author, seq). Your messages show their delivery state.")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--all", action="store_true", help="include sender-key events")
+    p.add_argument("--limit", type=int, metavar="N", help="only the last N events")
+    p.set_defaults(func=groups.cmd_log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-COMMANDS = {"init", "id", "run", "peers", "network-key"}
+COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log"}
 
 
 def _default_to_run(argv: list[str]) -> list[str]:

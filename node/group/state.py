@@ -158,6 +158,10 @@ class GroupCore:
             return False
         return self.state.is_withdrawn(author, seq, self.clock_at(author, seq))
 
+    def waiting(self) -> list[Event]:
+        """The events waiting in the buffer."""
+        return [e for seqs in self._buffer.values() for e in seqs.values()]
+
     def buffered(self) -> dict[PeerId, list[int]]:
         """Events waiting for their causal past, by author (for "N not yet received")."""
         return {a: sorted(seqs) for a, seqs in self._buffer.items() if seqs}

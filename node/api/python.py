@@ -1,0 +1,144 @@
+"""The Python API for scripts and experiments.
+
+    import trio
+    from node import open_node
+
+    async def main():
+        async with open_node("/tmp/alice", name="alice") as alice, \\
+                   open_node("/tmp/bob", name="bob", peers=[alice.listen]) as bob:
+            await alice.wait_for_peer(bob.peer_id)
+            group = alice.create_group("lab")
+            alice.add(group, bob.peer_id)
+            alice.send(group, "hello bob")
+            async for event in bob.events(group):   # waits until bob has the group
+                if event["kind"] == "message":
+                    print(event["author_name"], "says", event["text"])
+                    break
+
+    trio.run(main)
+
+Everything returns plain dicts (the same views ``kith ... --json`` prints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.api import group_ops
+from node.config import Config
+from node.datadir import DataDir
+from node.errors import KithError
+from node.group.events import Kind
+from node.ids import format_peer_id, parse_peer_id
+from node.net.address import DialTarget, parse_hostport
+from node.node import Node
+from node.service.groups import Group, GroupService
+from node.service.views import event_view, log_view
+
+
+class Kith:
+    """A running node, driven from Python (see the module docstring)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @property
+    def peer_id(self) -> str:
+        return format_peer_id(self.node.peer_id)
+
+    @property
+    def listen(self) -> str:
+        assert self.node.listen is not None
+        return self.node.listen
+
+    @property
+    def service(self) -> GroupService:
+        assert self.node.groups is not None
+        return self.node.groups
+
+    def _call(self, op: str, **params: Any) -> Any:
+        return group_ops.OPS[op](self.node, params)
+
+    async def wait_for_peer(self, peer_id: str) -> None:
+        peer = parse_peer_id(peer_id)
+        await self.node.wait_until(lambda: peer in self.node.connections)
+
+    def create_group(self, name: str, mode: str = "private") -> str:
+        """Create a group; returns its id (hex)."""
+        return str(self._call("group.create", name=name, mode=mode)["id"])
+
+    def groups(self) -> list[dict[str, Any]]:
+        return list(self._call("group.list"))
+
+    def members(self, group: str) -> list[dict[str, Any]]:
+        return list(self._call("group.members", group=group))
+
+    def add(self, group: str, peer_id: str, role: str = "member") -> dict[str, Any]:
+        return dict(self._call("group.add", group=group, peer=peer_id, role=role))
+
+    def remove(self, group: str, peer_id: str) -> dict[str, Any]:
+        return dict(self._call("group.remove", group=group, peer=peer_id))
+
+    def send(self, group: str, text: str) -> dict[str, Any]:
+        return dict(self._call("send", group=group, text=text))
+
+    def log(self, group: str) -> list[dict[str, Any]]:
+        return list(self._call("log", group=group))
+
+    async def group(self, group: str) -> Group:
+        """The group, waiting until this node has it (someone may be adding us)."""
+        while True:
+            try:
+                return self.service.find(group)
+            except KithError:
+                await self.service.wait_until(lambda: _has(self.service, group))
+
+    async def events(self, group: str) -> AsyncIterator[dict[str, Any]]:
+        """Every event of the group in order: the log so far, then new ones as they arrive."""
+        g = await self.group(group)
+        with self.service.watch(g) as new:
+            for view in log_view(self.service, g):
+                yield view
+            async for event in new:
+                if event.kind is not Kind.SENDER_KEY and not g.core.is_withdrawn(
+                    event.author, event.seq
+                ):
+                    yield event_view(self.service, g, event)
+
+
+def _has(service: GroupService, group: str) -> bool:
+    try:
+        service.find(group)
+    except KithError:
+        return False
+    return True
+
+
+@asynccontextmanager
+async def open_node(
+    data: str | Path,
+    *,
+    name: str | None = None,
+    listen: str = "127.0.0.1:0",
+    peers: Sequence[str] = (),
+    mdns: bool = False,
+    **config: Any,
+) -> AsyncIterator[Kith]:
+    """Run a node on data directory ``data`` for the duration of the ``async with``."""
+    datadir = DataDir(Path(data))
+    identity = datadir.load_or_create_identity()
+    host, port = parse_hostport(listen)
+    node = Node(identity, Config(listen_host=host, listen_port=port,
+                                 name=name or datadir.load_name(), mdns=mdns, **config), datadir)
+    targets = [DialTarget.parse(p, default_port=port or 7373) for p in peers]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run, targets)
+        try:
+            yield Kith(node)
+        finally:
+            nursery.cancel_scope.cancel()

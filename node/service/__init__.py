@@ -1,0 +1,1 @@
+"""Services a running node offers on top of its channels (groups, ...)."""

@@ -1,0 +1,553 @@
+"""``GroupService``: groups on a running node (trio driver over the pure group core).
+
+It owns, per group, a ``GroupCore`` (order, validity, membership), the key
+material, and the node's SQLite store, and it talks to other members through
+the node's channels. Rules it keeps:
+
+* **Store first.** An event is written to SQLite (with the key state it
+  changed, in one transaction) before it is acknowledged or sent anywhere;
+  our own sender-chain step is written before the ciphertext leaves, so a
+  crash can never reuse a message key.
+* **Client-side fanout.** The author pushes each new event straight to every
+  other member, through the per-peer queues (``send_nowait``): a slow member
+  never holds up the others.
+* **Outbox.** Our own events stay "not delivered" to a member until it acks
+  them; whenever a member's channel comes up we push what it has not acked,
+  so messages written while nobody was reachable go out later, also after a
+  restart. The member who added someone also pushes it the group's history.
+* **Unknown groups.** Events of a group we are not in are held in a small,
+  bounded side core; if they make us a member (someone added us), the group
+  is adopted and stored, otherwise they are dropped with one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from node.crypto.keys import IdentityKey
+from node.crypto.sender_keys import SenderKeyState
+from node.errors import DecryptError, KithError, RemoteProtocolError
+from node.group.bodies import (
+    Add,
+    Ban,
+    Body,
+    Create,
+    Leave,
+    PairwiseMessage,
+    PrivateMessage,
+    Remove,
+    Role,
+    SenderKey,
+    SetRole,
+    encode_body,
+    group_id_for,
+    kind_of,
+)
+from node.group.events import Event, EventError, EventId, GroupId, Kind, decode_event
+from node.group.state import (
+    Delivered,
+    Dropped,
+    Duplicate,
+    Effect,
+    Equivocation,
+    GroupCore,
+    MembershipChanged,
+    Rejected,
+)
+from node.ids import PeerId, short_id
+from node.service import keys as K
+from node.store.db import EventRow, GroupRow, Store
+from node.wire.messages import (
+    MAX_EVENTS,
+    AckMessage,
+    EventsMessage,
+    decode_message,
+    encode_message,
+)
+
+if TYPE_CHECKING:
+    from node.net.connection import PeerConnection
+    from node.node import Node
+
+log = logging.getLogger(__name__)
+
+#: Most unknown groups whose events we hold while waiting to see if we were added.
+MAX_PENDING_GROUPS = 8
+#: Stay well under the channel's 1 MiB message cap when batching events.
+BATCH_BYTES = 512 * 1024
+
+
+class GroupError(KithError):
+    """A group operation the user asked for cannot be done (one clear line)."""
+
+
+@dataclass(slots=True)
+class Group:
+    row: GroupRow
+    core: GroupCore
+    keys: K.GroupKeys = field(default_factory=K.GroupKeys)
+    texts: dict[EventId, str | None] = field(default_factory=dict)
+    copies: dict[EventId, bytes] = field(default_factory=dict)  # pairwise: our own copy
+    acked: dict[EventId, dict[PeerId, float]] = field(default_factory=dict)
+    joined_at: dict[EventId, float] = field(default_factory=dict)  # received_at per event
+    counters: dict[EventId, K.Counters] = field(default_factory=dict)
+    watchers: list[trio.MemorySendChannel[Event]] = field(default_factory=list)
+    invited: set[PeerId] = field(default_factory=set)  # members we added (we owe them history)
+
+    @property
+    def id(self) -> GroupId:
+        return self.row.id
+
+
+class GroupService:
+    def __init__(self, node: Node, store: Store) -> None:
+        self.node = node
+        self.store = store
+        self.identity: IdentityKey = node.identity
+        self.me = node.peer_id
+        self.groups: dict[GroupId, Group] = {}
+        self._pending: dict[GroupId, GroupCore] = {}
+        self._changed = trio.Event()
+        self._load()
+
+    # -- start-up --
+
+    def _load(self) -> None:
+        for row in self.store.groups():
+            group = Group(row, GroupCore(row.id))
+            own = self.store.own_key(row.id)
+            if own is not None:
+                group.keys.own = K.OwnKey(*own)
+            group.keys.peers = self.store.peer_keys(row.id)
+            group.acked = self.store.deliveries(row.id)
+            for ev in self.store.events(row.id):
+                event = decode_event(ev.raw)
+                for effect in group.core.receive(event):
+                    if isinstance(effect, Delivered):
+                        self._note_invite(group, effect)
+                group.texts[event.id] = ev.text
+                group.joined_at[event.id] = ev.received_at
+            for event_id, blob in self._own_copies(group):
+                group.copies[event_id] = blob
+            self.groups[row.id] = group
+        if self.groups:
+            log.info("loaded %d group(s) from %s", len(self.groups), self.store.path)
+
+    def _own_copies(self, group: Group) -> list[tuple[EventId, bytes]]:
+        if group.core.mode != "pairwise":
+            return []
+        out = []
+        for event in group.core.ordered():
+            if event.kind is Kind.MESSAGE and event.author != self.me:
+                blob = self.store.copy(event.id, self.me)
+                if blob is not None:
+                    out.append((event.id, blob))
+        return out
+
+    # -- user operations --
+
+    def create(self, name: str, mode: str = "private", max_members: int = 500) -> Group:
+        nonce = os.urandom(16)
+        group_id = group_id_for(self.me, nonce)
+        row = GroupRow(group_id, name, mode, time.time())
+        group = Group(row, GroupCore(group_id))
+        with self.store.transaction():
+            self.store.add_group(row)
+            self.groups[group_id] = group
+            self._author(group, Create(name, mode, nonce, max_members))
+        log.info("created %s group %s (%s)", mode, name, group_id.hex()[:12])
+        return group
+
+    def find(self, text: str) -> Group:
+        """A group by id (hex, or a unique prefix of at least 6 digits) or by unique name."""
+        text = text.strip()
+        by_name = [g for g in self.groups.values() if g.core.state.name == text]
+        if len(by_name) == 1:
+            return by_name[0]
+        if len(by_name) > 1:
+            raise GroupError(f"several groups are called {text!r}; use the group id")
+        lowered = text.lower()
+        if len(lowered) >= 6 and all(c in "0123456789abcdef" for c in lowered):
+            by_id = [g for g in self.groups.values() if g.id.hex().startswith(lowered)]
+            if len(by_id) == 1:
+                return by_id[0]
+            if len(by_id) > 1:
+                raise GroupError(f"{text!r} matches several groups; give more of the id")
+        raise GroupError(f"no group {text!r} (see `kith group list`)")
+
+    def add(self, group: Group, peer: PeerId, role: Role = Role.MEMBER, label: str = "") -> Event:
+        event = self._author_checked(group, Add(peer, role, label))
+        self._invite(group, peer)
+        return event
+
+    def remove(self, group: Group, peer: PeerId) -> Event:
+        return self._author_checked(group, Remove(peer))
+
+    def ban(self, group: Group, peer: PeerId) -> Event:
+        return self._author_checked(group, Ban(peer))
+
+    def set_role(self, group: Group, peer: PeerId, role: Role) -> Event:
+        return self._author_checked(group, SetRole(peer, role))
+
+    def leave(self, group: Group) -> Event:
+        event = self._author_checked(group, Leave())
+        with self.store.transaction():
+            self.store.set_group_left(group.id, True)
+        return event
+
+    def send(self, group: Group, text: str) -> Event:
+        state = group.core.state
+        role = state.role(self.me)
+        if role is None:
+            raise GroupError("you are not a member of this group")
+        if role is Role.GUEST:
+            raise GroupError("guests can read but not post")
+        counters = K.Counters()
+        if group.core.mode == "pairwise":
+            return self._send_pairwise(group, text, counters)
+        members = set(state.members)
+        if K.needs_rotation(group.keys, members):
+            fresh, distribution = K.new_sender_key(group.keys, self.me, members)
+            self._author(group, distribution, new_own=fresh)
+            log.info("group %s: new sender key, epoch %d, for %d member(s)",
+                     self._label(group), fresh.epoch, len(fresh.recipients))
+        assert group.keys.own is not None
+        own, message = K.encrypt_private(group.keys.own, group.id, self.me, text, counters)
+        counters.signatures += 1
+        return self._author(group, message, new_own=own, text=text, counters=counters)
+
+    def _send_pairwise(self, group: Group, text: str, counters: K.Counters) -> Event:
+        seq = group.core.frontier.get(self.me, 0) + 1
+        recipients = [m for m in group.core.state.members if m != self.me]
+        body, copies = K.encrypt_pairwise(self.identity, recipients, group.id, seq, text, counters)
+        counters.signatures += 1
+        return self._author(group, body, text=text, copies=copies, counters=counters)
+
+    def _author_checked(self, group: Group, body: Body) -> Event:
+        try:
+            return self._author(group, body)
+        except _NotAccepted as exc:
+            raise GroupError(exc.reason) from None
+
+    # -- authoring --
+
+    def _author(
+        self,
+        group: Group,
+        body: Body,
+        *,
+        new_own: K.OwnKey | None = None,
+        text: str | None = None,
+        copies: dict[PeerId, bytes] | None = None,
+        counters: K.Counters | None = None,
+    ) -> Event:
+        """Sign, deliver locally, store (with key state), then push to the members."""
+        epoch = new_own.epoch if new_own is not None else self._epoch(group)
+        unsigned = group.core.next_event(self.me, epoch, kind_of(body), encode_body(body))
+        if isinstance(body, PrivateMessage):
+            assert new_own is not None
+            signature = new_own.key.sign(unsigned.signing_bytes())
+        else:
+            signature = self.identity.sign(unsigned.signing_bytes())
+        event = unsigned.signed(signature)
+        effects = group.core.receive(event)
+        rejected = [e for e in effects if isinstance(e, Rejected)]
+        if rejected:
+            raise _NotAccepted(rejected[0].reason)
+        now = time.time()
+        with self.store.transaction():
+            self.store.add_event(EventRow(group.id, event.id, self.me, event.seq, event.lamport,
+                                          int(event.kind), event.raw, now, text))
+            if new_own is not None:
+                self.store.save_own_key(group.id, new_own.epoch, new_own.key, new_own.recipients)
+            for member, blob in (copies or {}).items():
+                self.store.add_copy(group.id, event.id, member, blob)
+        if new_own is not None:
+            group.keys.own = new_own
+        group.texts[event.id] = text
+        group.joined_at[event.id] = now
+        if counters is not None:
+            group.counters[event.id] = counters
+        sent = self._fanout(group, [event], copies or {})
+        if counters is not None:
+            counters.bytes_out += sent
+        self._after_delivery(group, effects)  # may author more (keys for newcomers): after
+        return event
+
+    def _epoch(self, group: Group) -> int:
+        return group.keys.own.epoch if group.keys.own is not None else 0
+
+    def _fanout(self, group: Group, events: list[Event], copies: dict[PeerId, bytes]) -> int:
+        """Queue ``events`` for every other member that is online; return bytes queued."""
+        total = 0
+        for member in group.core.state.members:
+            if member == self.me:
+                continue
+            cps: tuple[tuple[EventId, bytes], ...] = ()
+            if member in copies:
+                cps = tuple((e.id, copies[member]) for e in events if e.kind is Kind.MESSAGE)
+            data = encode_message(EventsMessage(group.id, tuple(e.raw for e in events), cps))
+            conn = self.node.connections.get(member)
+            if conn is not None and conn.send_nowait(data):
+                total += len(data)
+        return total
+
+    # -- membership side effects --
+
+    def _note_invite(self, group: Group, delivered: Delivered) -> None:
+        if isinstance(delivered.body, Add) and delivered.event.author == self.me:
+            group.invited.add(delivered.body.member)
+
+    def _after_delivery(self, group: Group, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Delivered):
+                self._note_invite(group, effect)
+            if isinstance(effect, MembershipChanged):
+                self._membership_changed(group, effect)
+            elif isinstance(effect, Delivered) and effect.event.kind is Kind.RENAME:
+                self.store.set_group_name(group.id, group.core.state.name)
+        self._notify(group, [e.event for e in effects if isinstance(e, Delivered)])
+
+    def _membership_changed(self, group: Group, change: MembershipChanged) -> None:
+        added = set(change.after.members) - set(change.before.members)
+        removed = set(change.before.members) - set(change.after.members)
+        for peer in removed:
+            log.info("group %s: %s left or was removed", self._label(group), short_id(peer))
+        if self.me in removed:
+            self.store.set_group_left(group.id, True)
+        own = group.keys.own
+        newcomers = frozenset(p for p in added if p != self.me)
+        if own is not None and newcomers and self.me in change.after.members:
+            # hand our current chain to the newcomers: they read from now on
+            body = K.distribution(own.key, own.epoch, newcomers)
+            updated = K.OwnKey(own.epoch, own.key, own.recipients | newcomers)
+            self._author(group, body, new_own=updated)
+
+    # -- receiving --
+
+    async def on_message(self, conn: PeerConnection, data: bytes) -> None:
+        """Handle one application message from a peer (the node's message hook)."""
+        sender = conn.info.peer_id
+        try:
+            message = decode_message(data)
+        except RemoteProtocolError as exc:
+            log.warning("dropping message from %s: %s", short_id(sender), exc)
+            return
+        if isinstance(message, AckMessage):
+            self._on_ack(sender, message)
+            return
+        stored = self._on_events(sender, message)
+        if stored:
+            ack = AckMessage(message.group, tuple(stored[:MAX_EVENTS]))
+            conn.send_nowait(encode_message(ack))
+
+    def _on_ack(self, sender: PeerId, message: AckMessage) -> None:
+        group = self.groups.get(message.group)
+        if group is None:
+            return
+        now = time.time()
+        with self.store.transaction():
+            for event_id in message.ids:
+                if sender not in group.acked.setdefault(event_id, {}):
+                    group.acked[event_id][sender] = now
+                    self.store.add_delivery(group.id, event_id, sender, now)
+        self._notify(group, [])
+
+    def _on_events(self, sender: PeerId, message: EventsMessage) -> list[EventId]:
+        events: list[Event] = []
+        for raw in message.events:
+            try:
+                events.append(decode_event(raw))
+            except EventError as exc:
+                log.warning("dropping an event from %s: %s", short_id(sender), exc)
+        copies = dict(message.copies)
+        group = self.groups.get(message.group)
+        if group is None:
+            group = self._maybe_adopt(sender, message.group, events, copies)
+            if group is None:
+                return []
+            return [e.id for e in group.core.ordered() if e.id in {x.id for x in events}]
+        return self._receive(group, events, copies, sender)
+
+    def _receive(
+        self, group: Group, events: list[Event], copies: dict[EventId, bytes], sender: PeerId
+    ) -> list[EventId]:
+        stored: list[EventId] = []
+        for event in events:
+            if event.kind is Kind.MESSAGE and event.id in copies:
+                group.copies[event.id] = copies[event.id]
+            for effect in group.core.receive(event):
+                if isinstance(effect, Delivered):
+                    self._store_delivered(group, effect)
+                    stored.append(effect.event.id)
+                    self._after_delivery(group, [effect])
+                elif isinstance(effect, MembershipChanged):
+                    self._after_delivery(group, [effect])
+                elif isinstance(effect, Duplicate):
+                    stored.append(effect.event.id)
+                elif isinstance(effect, Rejected):
+                    log.warning("group %s: rejected event %s from %s: %s", self._label(group),
+                                effect.event.id.hex()[:12], short_id(effect.event.author),
+                                effect.reason)
+                elif isinstance(effect, Equivocation):
+                    self._equivocation(group, effect)
+                elif isinstance(effect, Dropped):
+                    log.info("group %s: dropped event from %s: %s", self._label(group),
+                             short_id(effect.event.author), effect.reason)
+        return stored
+
+    def _store_delivered(self, group: Group, delivered: Delivered) -> None:
+        event, body = delivered.event, delivered.body
+        text: str | None = None
+        key_update: tuple[PeerId, int, SenderKeyState] | None = None
+        try:
+            if isinstance(body, SenderKey):
+                state = K.open_distribution(self.identity, body)
+                known = group.keys.peers.get((event.author, body.epoch))
+                if state is not None and (known is None or known.index < state.index):
+                    key_update = (event.author, body.epoch, state)
+            elif isinstance(body, PrivateMessage):
+                state = group.keys.peers.get((event.author, event.epoch))
+                if state is not None:
+                    new_state, text = K.decrypt_private(state, group.id, event.author,
+                                                        event.epoch, body)
+                    key_update = (event.author, event.epoch, new_state)
+            elif isinstance(body, PairwiseMessage):
+                blob = group.copies.get(event.id)
+                if blob is not None:
+                    text = K.decrypt_pairwise(self.identity, group.id, event.author, event.seq,
+                                              body, blob)
+        except DecryptError as exc:
+            log.warning("group %s: cannot decrypt %s from %s: %s", self._label(group),
+                        event.id.hex()[:12], short_id(event.author), exc)
+        now = time.time()
+        with self.store.transaction():
+            self.store.add_event(EventRow(group.id, event.id, event.author, event.seq,
+                                          event.lamport, int(event.kind), event.raw, now, text))
+            if key_update is not None:
+                self.store.save_peer_key(group.id, *key_update)
+            if event.id in group.copies:
+                self.store.add_copy(group.id, event.id, self.me, group.copies[event.id])
+        if key_update is not None:
+            group.keys.peers[(key_update[0], key_update[1])] = key_update[2]
+        group.texts[event.id] = text
+        group.joined_at[event.id] = now
+
+    def _equivocation(self, group: Group, eq: Equivocation) -> None:
+        log.warning("group %s: %s signed two different events with seq %d (equivocation); "
+                    "keeping the first", self._label(group), short_id(eq.author), eq.seq)
+        self.store.add_equivocation(group.id, eq.author, eq.seq, eq.first, eq.second.raw,
+                                    time.time())
+
+    def _maybe_adopt(
+        self, sender: PeerId, group_id: GroupId, events: list[Event], copies: dict[EventId, bytes]
+    ) -> Group | None:
+        core = self._pending.get(group_id)
+        if core is None:
+            if len(self._pending) >= MAX_PENDING_GROUPS:
+                self._pending.pop(next(iter(self._pending)))
+            core = self._pending[group_id] = GroupCore(group_id, max_buffer=1024)
+        for event in events:
+            core.receive(event)
+        if self.me not in core.state.members:
+            if core.state.created:
+                log.info("events from %s for group %s, which we are not in: holding %d",
+                         short_id(sender), group_id.hex()[:12], len(core.ordered()))
+            return None
+        del self._pending[group_id]
+        row = GroupRow(group_id, core.state.name, core.state.mode, time.time())
+        group = Group(row, GroupCore(group_id))
+        waiting = core.waiting()
+        with self.store.transaction():
+            self.store.add_group(row)
+            self.groups[group_id] = group
+            self._receive(group, [*core.ordered(), *waiting], copies, sender)
+        log.info("added to group %s by %s", core.state.name, short_id(sender))
+        return group
+
+    # -- outbox --
+
+    def peer_connected(self, peer: PeerId) -> None:
+        """A channel to ``peer`` came up: push what it has not acknowledged."""
+        for group in self.groups.values():
+            if peer not in group.core.state.members or self.me not in group.core.state.members:
+                continue
+            pending = [e for e in group.core.ordered()
+                       if peer not in group.acked.get(e.id, {})
+                       and (e.author == self.me or self._invited(group, peer))]
+            if pending:
+                self._push(group, peer, pending)
+
+    def _invited(self, group: Group, peer: PeerId) -> bool:
+        """Did we add ``peer``? Then we owe it the history it has not acknowledged."""
+        return peer in group.invited
+
+    def _invite(self, group: Group, peer: PeerId) -> None:
+        if peer in self.node.connections:
+            self._push(group, peer, group.core.ordered())
+
+    def _push(self, group: Group, peer: PeerId, events: list[Event]) -> None:
+        conn = self.node.connections.get(peer)
+        if conn is None:
+            return
+        batch: list[Event] = []
+        size = 0
+        for event in events:
+            if batch and (size + len(event.raw) > BATCH_BYTES or len(batch) >= MAX_EVENTS):
+                self._send_batch(group, conn, batch)
+                batch, size = [], 0
+            batch.append(event)
+            size += len(event.raw)
+        if batch:
+            self._send_batch(group, conn, batch)
+
+    def _send_batch(self, group: Group, conn: PeerConnection, batch: list[Event]) -> None:
+        peer = conn.info.peer_id
+        copies = []
+        for event in batch:
+            mine = event.author == self.me
+            if event.kind is Kind.MESSAGE and mine and group.core.mode == "pairwise":
+                blob = self.store.copy(event.id, peer)
+                if blob is not None:
+                    copies.append((event.id, blob))
+        conn.send_nowait(encode_message(EventsMessage(group.id, tuple(e.raw for e in batch),
+                                                      tuple(copies))))
+
+    # -- watching --
+
+    def _notify(self, group: Group, events: list[Event]) -> None:
+        for watcher in list(group.watchers):
+            for event in events:
+                try:
+                    watcher.send_nowait(event)
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    group.watchers.remove(watcher)
+                    break
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def watch(self, group: Group) -> trio.MemoryReceiveChannel[Event]:
+        send, receive = trio.open_memory_channel[Event](1024)
+        group.watchers.append(send)
+        return receive
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+    def _label(self, group: Group) -> str:
+        return group.core.state.name or group.id.hex()[:12]
+
+
+class _NotAccepted(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+

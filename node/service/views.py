@@ -1,0 +1,136 @@
+"""JSON views of groups, members and events for the control socket and the Python API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.group.bodies import (
+    Add,
+    Ban,
+    Create,
+    Remove,
+    Rename,
+    SetPolicy,
+    SetRole,
+    decode_body,
+)
+from node.group.events import Event, Kind
+from node.ids import PeerId, format_peer_id, short_id
+from node.service.groups import Group, GroupService
+
+
+def group_view(service: GroupService, group: Group) -> dict[str, Any]:
+    state = group.core.state
+    role = state.role(service.me)
+    return {
+        "id": group.id.hex(),
+        "name": state.name,
+        "mode": state.mode,
+        "role": role.label if role is not None else None,
+        "member": role is not None,
+        "members": len(state.members),
+        "events": len(group.core.ordered()),
+        "epoch": group.keys.own.epoch if group.keys.own is not None else None,
+        "waiting": sum(len(v) for v in group.core.buffered().values()),
+    }
+
+
+def name_of(service: GroupService, group: Group, peer: PeerId) -> str:
+    if peer == service.me:
+        return service.node.name
+    known = service.node.mesh.known.get(peer)
+    if known is not None and known.name:
+        return known.name
+    return group.core.state.labels.get(peer) or short_id(peer)
+
+
+def members_view(service: GroupService, group: Group) -> list[dict[str, Any]]:
+    state = group.core.state
+    rows = []
+    for peer, role in sorted(state.members.items(), key=lambda kv: (-kv[1], bytes(kv[0]))):
+        rows.append({
+            "peer_id": format_peer_id(peer),
+            "short_id": short_id(peer),
+            "name": name_of(service, group, peer),
+            "role": role.label,
+            "me": peer == service.me,
+            "presence": "online" if peer == service.me or peer in service.node.connections
+            else service.node.mesh.presence(peer).value,
+        })
+    return rows
+
+
+def describe_event(service: GroupService, group: Group, event: Event) -> str | None:
+    """A line of text for membership events (messages have their own text)."""
+    if event.kind in (Kind.MESSAGE, Kind.SENDER_KEY):
+        return None
+    body = decode_body(event.kind, event.body, mode=group.core.mode)
+    who = name_of(service, group, event.author)
+    match body:
+        case Create():
+            return f"{who} created the group {body.name!r} ({body.mode})"
+        case Add():
+            return f"{who} added {name_of(service, group, body.member)} as {body.role.label}"
+        case Remove():
+            return f"{who} removed {name_of(service, group, body.member)}"
+        case Ban():
+            return f"{who} banned {name_of(service, group, body.member)}"
+        case SetRole():
+            return f"{who} made {name_of(service, group, body.member)} {body.role.label}"
+        case Rename():
+            return f"{who} renamed the group to {body.name!r}"
+        case SetPolicy():
+            return f"{who} set who may add members: {body.add_policy}"
+    if event.kind is Kind.LEAVE:
+        return f"{who} left"
+    return None
+
+
+def event_view(service: GroupService, group: Group, event: Event) -> dict[str, Any]:
+    mine = event.author == service.me
+    view: dict[str, Any] = {
+        "id": event.id.hex(),
+        "author": format_peer_id(event.author),
+        "author_name": name_of(service, group, event.author),
+        "seq": event.seq,
+        "lamport": event.lamport,
+        "epoch": event.epoch,
+        "kind": event.kind.name.lower(),
+        "text": group.texts.get(event.id),
+        "info": describe_event(service, group, event),
+        "time": group.joined_at.get(event.id),
+        "mine": mine,
+    }
+    if event.kind is Kind.MESSAGE:
+        view["decrypted"] = view["text"] is not None
+    if mine:
+        acked = group.acked.get(event.id, {})
+        others = [m for m in group.core.state.members if m != service.me]
+        delivered_to = sorted(format_peer_id(p) for p in acked)
+        if not others or (others and all(m in acked for m in others)):
+            state = "delivered"
+        elif acked:
+            state = "sent"
+        else:
+            state = "pending"
+        view["state"] = state
+        view["delivered_to"] = delivered_to
+        counters = group.counters.get(event.id)
+        if counters is not None:
+            view["cost"] = {"encryptions": counters.encryptions,
+                            "signatures": counters.signatures, "bytes_out": counters.bytes_out}
+    else:
+        view["state"] = "received"
+    return view
+
+
+def log_view(
+    service: GroupService, group: Group, *, include_keys: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
+    rows = [
+        event_view(service, group, e)
+        for e in group.core.ordered()
+        if (include_keys or e.kind is not Kind.SENDER_KEY)
+        and not group.core.is_withdrawn(e.author, e.seq)
+    ]
+    return rows[-limit:] if limit else rows
