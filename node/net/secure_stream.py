@@ -98,14 +98,14 @@ class SecureStream(trio.abc.Stream):
         """Send one application message."""
         with self._send_guard:
             await self.do_handshake()
-            self._check_open()
+            self._check_can_send()
             await trio.lowlevel.checkpoint_if_cancelled()
             await self._transport_send(self.channel.send_message(bytes(data)))
 
     async def send_ping(self) -> None:
         with self._send_guard:
             await self.do_handshake()
-            self._check_open()
+            self._check_can_send()
             await trio.lowlevel.checkpoint_if_cancelled()
             await self._transport_send(self.channel.send_ping())
 
@@ -221,6 +221,11 @@ class SecureStream(trio.abc.Stream):
             raise trio.ClosedResourceError("this stream was closed")
         if self._broken:
             raise trio.BrokenResourceError("this stream is broken")
+
+    def _check_can_send(self) -> None:
+        self._check_open()
+        if self.channel.state is State.CLOSED:  # the peer said goodbye: nothing more goes out
+            raise trio.BrokenResourceError("the peer closed the channel")
 
     async def aclose(self, reason: str = "") -> None:
         """Say goodbye if possible, then close the transport (always, even if cancelled)."""

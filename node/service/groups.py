@@ -324,6 +324,9 @@ class GroupService:
             self.store.set_group_left(group.id, True)
         own = group.keys.own
         newcomers = frozenset(p for p in added if p != self.me)
+        for peer in newcomers:
+            # Our events from before we saw it join are in its causal past: it needs them.
+            self._flush(group, peer)
         if own is not None and newcomers and self.me in change.after.members:
             # hand our current chain to the newcomers: they read from now on
             body = K.distribution(own.key, own.epoch, newcomers)
@@ -477,13 +480,17 @@ class GroupService:
     def peer_connected(self, peer: PeerId) -> None:
         """A channel to ``peer`` came up: push what it has not acknowledged."""
         for group in self.groups.values():
-            if peer not in group.core.state.members or self.me not in group.core.state.members:
-                continue
-            pending = [e for e in group.core.ordered()
-                       if peer not in group.acked.get(e.id, {})
-                       and (e.author == self.me or self._invited(group, peer))]
-            if pending:
-                self._push(group, peer, pending)
+            self._flush(group, peer)
+
+    def _flush(self, group: Group, peer: PeerId) -> None:
+        """Push ``peer`` our own events it has not acked (and the history, if we added it)."""
+        if peer not in group.core.state.members or self.me not in group.core.state.members:
+            return
+        invited = self._invited(group, peer)
+        pending = [e for e in group.core.ordered()
+                   if peer not in group.acked.get(e.id, {}) and (e.author == self.me or invited)]
+        if pending:
+            self._push(group, peer, pending)
 
     def _invited(self, group: Group, peer: PeerId) -> bool:
         """Did we add ``peer``? Then we owe it the history it has not acknowledged."""

@@ -94,3 +94,14 @@ async def test_cancelled_send_breaks_the_stream(autojump_clock: trio.testing.Moc
         await a.send_message(b"after")
     await a.aclose()
     await b.aclose()
+
+
+async def test_sending_after_the_peer_said_goodbye_is_a_broken_stream() -> None:
+    a, b = await memory_pair()
+    await a.aclose("bye")
+    with pytest.raises(trio.EndOfChannel):
+        await b.receive_message()
+    with pytest.raises(trio.BrokenResourceError, match="peer closed"):
+        await b.send_message(b"too late")
+    with pytest.raises(trio.BrokenResourceError, match="peer closed"):
+        await b.send_ping()
