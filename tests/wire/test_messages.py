@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.errors import RemoteProtocolError
+from node.group.events import EventId, GroupId
+from node.wire.messages import (
+    MAX_EVENTS,
+    AckMessage,
+    EventsMessage,
+    decode_message,
+    encode_message,
+)
+
+G = GroupId(bytes(32))
+ids = st.binary(min_size=32, max_size=32).map(EventId)
+
+
+@given(
+    events=st.lists(st.binary(max_size=100), max_size=10),
+    copies=st.lists(st.tuples(ids, st.binary(max_size=100)), max_size=5),
+)
+def test_events_round_trip(events: list[bytes], copies: list[tuple[EventId, bytes]]) -> None:
+    m = EventsMessage(G, tuple(events), tuple(copies))
+    assert decode_message(encode_message(m)) == m
+
+
+@given(st.lists(ids, max_size=MAX_EVENTS))
+def test_ack_round_trip(event_ids: list[EventId]) -> None:
+    m = AckMessage(G, tuple(event_ids))
+    assert decode_message(encode_message(m)) == m
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ([1, 2], "not a map"),
+        ({"t": "events", "g": b"x", "ev": [], "cp": []}, "32-byte group"),
+        ({"t": "nope", "g": bytes(32)}, "unknown peer message type"),
+        ({"t": "events", "g": bytes(32), "ev": []}, "keys must be"),
+        ({"t": "events", "g": bytes(32), "ev": [], "cp": [], "x": 1}, "keys must be"),
+        ({"t": "events", "g": bytes(32), "ev": ["str"], "cp": []}, "list of at most"),
+        ({"t": "events", "g": bytes(32), "ev": [b""] * (MAX_EVENTS + 1), "cp": []}, "at most"),
+        ({"t": "events", "g": bytes(32), "ev": [], "cp": [[b"short", b""]]}, "'cp' entries"),
+        ({"t": "ack", "g": bytes(32), "ids": [b"short"]}, "event ids"),
+    ],
+)
+def test_malformed(obj: object, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=message):
+        decode_message(msgpack.packb(obj))
+
+
+def test_garbage() -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_message(b"\xc1\xc1")
