@@ -47,3 +47,5 @@ class Config:
     dial_grace: float = 2.0
     #: An announced node that fails this many dials in a row is forgotten until re-announced.
     forget_after: int = 10
+    #: Exchange version vectors with every connected member this often (seconds).
+    sync_interval: float = 30.0

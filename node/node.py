@@ -126,6 +126,8 @@ class Node:
                 self._nursery = nursery
                 for listener in listeners:
                     nursery.start_soon(self._accept_loop, listener)
+                if self.groups is not None:
+                    await nursery.start(self.groups.run)
                 if self.data_dir is not None:
                     from node.api.server import serve_control
 

@@ -76,6 +76,8 @@ def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
             return _out(args, events, "")
         for event in events:
             print(format_event(event))
+        for line in gap_lines(datadir, args.group):
+            print(line)
         return 0
     stream = client.follow(datadir.control_socket, "log", **params)
     try:
@@ -85,6 +87,16 @@ def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def gap_lines(datadir: DataDir, group: str) -> list[str]:
+    """"N events from NAME not yet received" while sync has not filled a causal gap."""
+    groups = client.call(datadir.control_socket, "group.list")
+    match = [g for g in groups if g["name"] == group or g["id"].startswith(group.lower())]
+    if len(match) != 1:
+        return []
+    return [f"         ... {n} event(s) from {who} not yet received"
+            for who, n in sorted(match[0]["missing"].items())]
 
 
 def format_event(e: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ from node.group.bodies import (
     Role,
     SenderKey,
     SetRole,
+    decode_body,
     encode_body,
     group_id_for,
     kind_of,
@@ -63,11 +64,13 @@ from node.group.state import (
 )
 from node.ids import PeerId, short_id
 from node.service import keys as K
+from node.service.sync import Sync
 from node.store.db import EventRow, GroupRow, Store
 from node.wire.messages import (
     MAX_EVENTS,
     AckMessage,
     EventsMessage,
+    VectorMessage,
     decode_message,
     encode_message,
 )
@@ -100,6 +103,17 @@ class Group:
     counters: dict[EventId, K.Counters] = field(default_factory=dict)
     watchers: list[trio.MemorySendChannel[Event]] = field(default_factory=list)
     invited: set[PeerId] = field(default_factory=set)  # members we added (we owe them history)
+    #: The last version vector each member sent us (sync; tells what it has of ours).
+    peer_vectors: dict[PeerId, dict[PeerId, int]] = field(default_factory=dict)
+    #: Acks of others' events we relayed (in memory only: sync backpressure).
+    relay_acks: dict[EventId, set[PeerId]] = field(default_factory=dict)
+    own_ids: set[EventId] = field(default_factory=set)
+
+    def has(self, peer: PeerId, event: Event) -> bool:
+        """Does ``peer`` have ``event`` (acked it, or its vector says so)?"""
+        if peer in self.acked.get(event.id, {}) or peer in self.relay_acks.get(event.id, ()):
+            return True
+        return self.peer_vectors.get(peer, {}).get(event.author, 0) >= event.seq
 
     @property
     def id(self) -> GroupId:
@@ -115,7 +129,12 @@ class GroupService:
         self.groups: dict[GroupId, Group] = {}
         self._pending: dict[GroupId, GroupCore] = {}
         self._changed = trio.Event()
+        self.sync = Sync(self, node.config.sync_interval)
         self._load()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work: periodic anti-entropy with the members we have channels to."""
+        await self.sync.run(task_status=task_status)
 
     # -- start-up --
 
@@ -132,6 +151,8 @@ class GroupService:
                 for effect in group.core.receive(event):
                     if isinstance(effect, Delivered):
                         self._note_invite(group, effect)
+                if event.author == self.me:
+                    group.own_ids.add(event.id)
                 group.texts[event.id] = ev.text
                 group.joined_at[event.id] = ev.received_at
             for event_id, blob in self._own_copies(group):
@@ -271,6 +292,7 @@ class GroupService:
                 self.store.add_copy(group.id, event.id, member, blob)
         if new_own is not None:
             group.keys.own = new_own
+        group.own_ids.add(event.id)
         group.texts[event.id] = text
         group.joined_at[event.id] = now
         if counters is not None:
@@ -346,6 +368,9 @@ class GroupService:
         if isinstance(message, AckMessage):
             self._on_ack(sender, message)
             return
+        if isinstance(message, VectorMessage):
+            self.sync.on_vector(sender, message)
+            return
         stored = self._on_events(sender, message)
         if stored:
             ack = AckMessage(message.group, tuple(stored[:MAX_EVENTS]))
@@ -358,9 +383,12 @@ class GroupService:
         now = time.time()
         with self.store.transaction():
             for event_id in message.ids:
-                if sender not in group.acked.setdefault(event_id, {}):
-                    group.acked[event_id][sender] = now
-                    self.store.add_delivery(group.id, event_id, sender, now)
+                if event_id in group.own_ids:
+                    if sender not in group.acked.setdefault(event_id, {}):
+                        group.acked[event_id][sender] = now
+                        self.store.add_delivery(group.id, event_id, sender, now)
+                else:
+                    group.relay_acks.setdefault(event_id, set()).add(sender)
         self._notify(group, [])
 
     def _on_events(self, sender: PeerId, message: EventsMessage) -> list[EventId]:
@@ -377,11 +405,13 @@ class GroupService:
             if group is None:
                 return []
             return [e.id for e in group.core.ordered() if e.id in {x.id for x in events}]
-        return self._receive(group, events, copies, sender)
+        return self._receive(group, events, copies, sender, relayed=message.sync)
 
     def _receive(
-        self, group: Group, events: list[Event], copies: dict[EventId, bytes], sender: PeerId
+        self, group: Group, events: list[Event], copies: dict[EventId, bytes], sender: PeerId,
+        *, relayed: bool = False,
     ) -> list[EventId]:
+        """Deliver, store and react to events; ``relayed``: a sync batch (tell the others)."""
         stored: list[EventId] = []
         for event in events:
             if event.kind is Kind.MESSAGE and event.id in copies:
@@ -391,10 +421,13 @@ class GroupService:
                     self._store_delivered(group, effect)
                     stored.append(effect.event.id)
                     self._after_delivery(group, [effect])
+                    if relayed:
+                        self.sync.nudge(group)
                 elif isinstance(effect, MembershipChanged):
                     self._after_delivery(group, [effect])
                 elif isinstance(effect, Duplicate):
                     stored.append(effect.event.id)
+                    self._late_copy(group, effect.event)
                 elif isinstance(effect, Rejected):
                     log.warning("group %s: rejected event %s from %s: %s", self._label(group),
                                 effect.event.id.hex()[:12], short_id(effect.event.author),
@@ -443,6 +476,26 @@ class GroupService:
         group.texts[event.id] = text
         group.joined_at[event.id] = now
 
+    def _late_copy(self, group: Group, event: Event) -> None:
+        """A pairwise copy for a message we stored unreadable (relayed without it)."""
+        blob = group.copies.get(event.id)
+        if blob is None or group.texts.get(event.id) is not None or event.kind is not Kind.MESSAGE:
+            return
+        body = decode_body(Kind.MESSAGE, event.body, mode=group.core.mode)
+        if not isinstance(body, PairwiseMessage):
+            return
+        try:
+            text = K.decrypt_pairwise(self.identity, group.id, event.author, event.seq, body, blob)
+        except DecryptError as exc:
+            log.warning("group %s: cannot decrypt %s from %s: %s", self._label(group),
+                        event.id.hex()[:12], short_id(event.author), exc)
+            return
+        with self.store.transaction():
+            self.store.add_copy(group.id, event.id, self.me, blob)
+            self.store.set_text(event.id, text)
+        group.texts[event.id] = text
+        self._notify(group, [event])
+
     def _equivocation(self, group: Group, eq: Equivocation) -> None:
         log.warning("group %s: %s signed two different events with seq %d (equivocation); "
                     "keeping the first", self._label(group), short_id(eq.author), eq.seq)
@@ -478,9 +531,10 @@ class GroupService:
     # -- outbox --
 
     def peer_connected(self, peer: PeerId) -> None:
-        """A channel to ``peer`` came up: push what it has not acknowledged."""
+        """A channel to ``peer`` came up: push what it has not acknowledged, then sync."""
         for group in self.groups.values():
             self._flush(group, peer)
+        self.sync.announce(peer)
 
     def _flush(self, group: Group, peer: PeerId) -> None:
         """Push ``peer`` our own events it has not acked (and the history, if we added it)."""
@@ -488,7 +542,7 @@ class GroupService:
             return
         invited = self._invited(group, peer)
         pending = [e for e in group.core.ordered()
-                   if peer not in group.acked.get(e.id, {}) and (e.author == self.me or invited)]
+                   if not group.has(peer, e) and (e.author == self.me or invited)]
         if pending:
             self._push(group, peer, pending)
 
@@ -524,8 +578,10 @@ class GroupService:
                 blob = self.store.copy(event.id, peer)
                 if blob is not None:
                     copies.append((event.id, blob))
+        # Outbox and invitation pushes are catch-up, not live: the receiver passes
+        # the news on to its other neighbours (see Sync.nudge).
         conn.send_nowait(encode_message(EventsMessage(group.id, tuple(e.raw for e in batch),
-                                                      tuple(copies))))
+                                                      tuple(copies), sync=True)))
 
     # -- watching --
 

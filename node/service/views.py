@@ -32,6 +32,7 @@ def group_view(service: GroupService, group: Group) -> dict[str, Any]:
         "events": len(group.core.ordered()),
         "epoch": group.keys.own.epoch if group.keys.own is not None else None,
         "waiting": sum(len(v) for v in group.core.buffered().values()),
+        "missing": {name_of(service, group, a): n for a, n in group.core.gaps().items()},
     }
 
 
@@ -104,12 +105,12 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
     if event.kind is Kind.MESSAGE:
         view["decrypted"] = view["text"] is not None
     if mine:
-        acked = group.acked.get(event.id, {})
         others = [m for m in group.core.state.members if m != service.me]
-        delivered_to = sorted(format_peer_id(p) for p in acked)
-        if not others or (others and all(m in acked for m in others)):
+        have = {m for m in others if group.has(m, event)} | set(group.acked.get(event.id, {}))
+        delivered_to = sorted(format_peer_id(p) for p in have)
+        if not others or all(m in have for m in others):
             state = "delivered"
-        elif acked:
+        elif have:
             state = "sent"
         else:
             state = "pending"

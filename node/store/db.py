@@ -396,6 +396,22 @@ class Store:
         )
         return [_event_row(r) for r in rows]
 
+    def events_page(
+        self, group: GroupId, after: int = 0, limit: int = 256
+    ) -> list[tuple[int, EventRow]]:
+        """Up to ``limit`` events stored after position ``after``, with their positions.
+
+        For streaming a long history without holding it in memory: pass the last
+        position of one page as ``after`` of the next.
+        """
+        rows = self._fetchall(
+            "read events",
+            f"SELECT pos, {_EVENT_COLUMNS} FROM events WHERE group_id = ? AND pos > ? "
+            "ORDER BY pos LIMIT ?",
+            (group, after, limit),
+        )
+        return [(int(r[0]), _event_row(r[1:])) for r in rows]
+
     def event(self, id: EventId) -> EventRow | None:
         r = self._fetchone("read event", f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?",
                            (id,))

@@ -2,12 +2,19 @@
 
 Each channel message is one msgpack map with a type ``t``:
 
-``events``  ``{"t": "events", "g": group, "ev": [event, ...], "cp": [[event id, copy], ...]}``
+``events``  ``{"t": "events", "g": group, "ev": [event, ...], "cp": [[event id, copy], ...],
+             "sync": bool}``
     Group events (encoded as in ``node.group.events``), oldest first. ``cp``
     carries, for pairwise-mode messages, the receiver's own ciphertext of an
-    event (keyed by event id); it is empty otherwise.
+    event (keyed by event id); it is empty otherwise. ``sync`` is true for
+    catch-up batches (answering a version vector), false for live fanout.
 ``ack``     ``{"t": "ack", "g": group, "ids": [event id, ...]}``
     The sender has stored these events (delivery receipts for their authors).
+``vv``      ``{"t": "vv", "g": group, "vv": [[author, seq], ...], "want": bool}``
+    The sender's version vector: for each author, the highest seq it has with
+    every earlier one (sorted by author). The receiver sends back the events
+    the sender lacks; with ``want`` it also answers with its own vector if it
+    lacks something the sender has (an answer never has ``want``).
 
 Strict: exactly these keys, the right types, at most ``MAX_EVENTS`` events or
 ids per message; unknown types are errors.
@@ -19,11 +26,14 @@ from dataclasses import dataclass
 
 from node.errors import RemoteProtocolError
 from node.group.events import ID_LEN, EventId, GroupId
+from node.ids import PeerId
 from node.wire.strict import pack, unpack_strict
 
 MAX_EVENTS = 256
 MAX_MESSAGE = 1024 * 1024
 MAX_COPY = 128 * 1024
+#: Authors in a version vector: a group's members over its whole life.
+MAX_VECTOR = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,7 @@ class EventsMessage:
     group: GroupId
     events: tuple[bytes, ...]
     copies: tuple[tuple[EventId, bytes], ...] = ()
+    sync: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +50,23 @@ class AckMessage:
     ids: tuple[EventId, ...]
 
 
-PeerMessage = EventsMessage | AckMessage
+@dataclass(frozen=True, slots=True)
+class VectorMessage:
+    group: GroupId
+    vector: tuple[tuple[PeerId, int], ...]
+    want: bool = False
+
+
+PeerMessage = EventsMessage | AckMessage | VectorMessage
 
 
 def encode_message(message: PeerMessage) -> bytes:
     if isinstance(message, EventsMessage):
         return pack({"t": "events", "g": message.group, "ev": list(message.events),
-                     "cp": [[i, c] for i, c in message.copies]})
+                     "cp": [[i, c] for i, c in message.copies], "sync": message.sync})
+    if isinstance(message, VectorMessage):
+        return pack({"t": "vv", "g": message.group, "vv": [[a, n] for a, n in message.vector],
+                     "want": message.want})
     return pack({"t": "ack", "g": message.group, "ids": list(message.ids)})
 
 
@@ -58,7 +79,7 @@ def decode_message(data: bytes) -> PeerMessage:
     if not isinstance(group, bytes) or len(group) != 32:
         raise RemoteProtocolError("peer message: 'g' must be a 32-byte group id")
     if kind == "events":
-        _keys(obj, {"t", "g", "ev", "cp"})
+        _keys(obj, {"t", "g", "ev", "cp", "sync"})
         events = obj["ev"]
         if not isinstance(events, list) or len(events) > MAX_EVENTS or not all(
             isinstance(e, bytes) for e in events
@@ -73,14 +94,38 @@ def decode_message(data: bytes) -> PeerMessage:
                     or not isinstance(item[1], bytes) or len(item[1]) > MAX_COPY):
                 raise RemoteProtocolError("'cp' entries are [event id, ciphertext]")
             out.append((EventId(item[0]), item[1]))
-        return EventsMessage(GroupId(group), tuple(events), tuple(out))
+        return EventsMessage(GroupId(group), tuple(events), tuple(out), _bool(obj["sync"], "sync"))
     if kind == "ack":
         _keys(obj, {"t", "g", "ids"})
         ids = obj["ids"]
         if not isinstance(ids, list) or len(ids) > MAX_EVENTS or not all(_is_id(i) for i in ids):
             raise RemoteProtocolError(f"'ids' must be a list of at most {MAX_EVENTS} event ids")
         return AckMessage(GroupId(group), tuple(EventId(i) for i in ids))
+    if kind == "vv":
+        _keys(obj, {"t", "g", "vv", "want"})
+        return VectorMessage(GroupId(group), _vector(obj["vv"]), _bool(obj["want"], "want"))
     raise RemoteProtocolError(f"unknown peer message type {kind!r}")
+
+
+def _bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise RemoteProtocolError(f"{key!r} must be a boolean")
+    return value
+
+
+def _vector(value: object) -> tuple[tuple[PeerId, int], ...]:
+    if not isinstance(value, list) or len(value) > MAX_VECTOR:
+        raise RemoteProtocolError(f"'vv' must be a list of at most {MAX_VECTOR} entries")
+    out: list[tuple[PeerId, int]] = []
+    previous = b""
+    for item in value:
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
+                or len(item[0]) != 32 or item[0] <= previous or not isinstance(item[1], int)
+                or isinstance(item[1], bool) or not 0 < item[1] < 2**40):
+            raise RemoteProtocolError("'vv' entries are sorted [author, seq] pairs")
+        previous = item[0]
+        out.append((PeerId(item[0]), item[1]))
+    return tuple(out)
 
 
 def _is_id(value: object) -> bool:

@@ -528,3 +528,19 @@ def test_store_does_not_import_trio() -> None:
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO,
                           capture_output=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_events_page_streams_in_insertion_order(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "kith.db")
+    group = GroupId(bytes(32))
+    store.add_group(GroupRow(group, "g", "private", 1.0))
+    for i in range(10):
+        store.add_event(EventRow(group, EventId(bytes([i]) * 32), PeerId(bytes(32)), i + 1, i + 1,
+                                 10, b"raw%d" % i, 1.0))
+    seen: list[int] = []
+    after = 0
+    while page := store.events_page(group, after, limit=3):
+        seen += [row.seq for _, row in page]
+        after = page[-1][0]
+    assert seen == list(range(1, 11))
+    store.close()

@@ -7,10 +7,12 @@ from hypothesis import strategies as st
 
 from node.errors import RemoteProtocolError
 from node.group.events import EventId, GroupId
+from node.ids import PeerId
 from node.wire.messages import (
     MAX_EVENTS,
     AckMessage,
     EventsMessage,
+    VectorMessage,
     decode_message,
     encode_message,
 )
@@ -22,9 +24,12 @@ ids = st.binary(min_size=32, max_size=32).map(EventId)
 @given(
     events=st.lists(st.binary(max_size=100), max_size=10),
     copies=st.lists(st.tuples(ids, st.binary(max_size=100)), max_size=5),
+    sync=st.booleans(),
 )
-def test_events_round_trip(events: list[bytes], copies: list[tuple[EventId, bytes]]) -> None:
-    m = EventsMessage(G, tuple(events), tuple(copies))
+def test_events_round_trip(
+    events: list[bytes], copies: list[tuple[EventId, bytes]], sync: bool
+) -> None:
+    m = EventsMessage(G, tuple(events), tuple(copies), sync)
     assert decode_message(encode_message(m)) == m
 
 
@@ -34,18 +39,34 @@ def test_ack_round_trip(event_ids: list[EventId]) -> None:
     assert decode_message(encode_message(m)) == m
 
 
+@given(st.dictionaries(st.binary(min_size=32, max_size=32), st.integers(1, 2**40 - 1)),
+       st.booleans())
+def test_vector_round_trip(entries: dict[bytes, int], want: bool) -> None:
+    m = VectorMessage(G, tuple(sorted((PeerId(a), n) for a, n in entries.items())), want)
+    assert decode_message(encode_message(m)) == m
+
+
 @pytest.mark.parametrize(
     ("obj", "message"),
     [
         ([1, 2], "not a map"),
-        ({"t": "events", "g": b"x", "ev": [], "cp": []}, "32-byte group"),
+        ({"t": "events", "g": b"x", "ev": [], "cp": [], "sync": False}, "32-byte group"),
         ({"t": "nope", "g": bytes(32)}, "unknown peer message type"),
         ({"t": "events", "g": bytes(32), "ev": []}, "keys must be"),
-        ({"t": "events", "g": bytes(32), "ev": [], "cp": [], "x": 1}, "keys must be"),
-        ({"t": "events", "g": bytes(32), "ev": ["str"], "cp": []}, "list of at most"),
-        ({"t": "events", "g": bytes(32), "ev": [b""] * (MAX_EVENTS + 1), "cp": []}, "at most"),
-        ({"t": "events", "g": bytes(32), "ev": [], "cp": [[b"short", b""]]}, "'cp' entries"),
+        ({"t": "events", "g": bytes(32), "ev": [], "cp": [], "sync": False, "x": 1},
+         "keys must be"),
+        ({"t": "events", "g": bytes(32), "ev": ["str"], "cp": [], "sync": False},
+         "list of at most"),
+        ({"t": "events", "g": bytes(32), "ev": [b""] * (MAX_EVENTS + 1), "cp": [],
+          "sync": False}, "at most"),
+        ({"t": "events", "g": bytes(32), "ev": [], "cp": [[b"short", b""]], "sync": False},
+         "'cp' entries"),
+        ({"t": "events", "g": bytes(32), "ev": [], "cp": [], "sync": 0}, "'sync' must be"),
         ({"t": "ack", "g": bytes(32), "ids": [b"short"]}, "event ids"),
+        ({"t": "vv", "g": bytes(32), "vv": [], "want": 1}, "boolean"),
+        ({"t": "vv", "g": bytes(32), "vv": [[bytes(32), 0]], "want": True}, "sorted"),
+        ({"t": "vv", "g": bytes(32), "vv": [[b"\x01" * 32, 1], [bytes(32), 1]], "want": True},
+         "sorted"),
     ],
 )
 def test_malformed(obj: object, message: str) -> None:
