@@ -162,6 +162,23 @@ class GroupCore:
         """The events waiting in the buffer."""
         return [e for seqs in self._buffer.values() for e in seqs.values()]
 
+    def gaps(self) -> dict[PeerId, int]:
+        """Per author, how many of its events we know exist but do not have yet.
+
+        Known from the events waiting in the buffer: their own seq and the
+        clocks they carry say how far each author had got.
+        """
+        needed: Clock = {}
+        for author, waiting in self._buffer.items():
+            for event in waiting.values():
+                needed[author] = max(needed.get(author, 0), event.seq - 1)
+                for who, count in event.clock:
+                    needed[who] = max(needed.get(who, 0), count)
+        missing = {a: n - self.frontier.get(a, 0) - len(self._buffer.get(a, {}).keys()
+                                                          & set(range(1, n + 1)))
+                   for a, n in needed.items()}
+        return {a: m for a, m in missing.items() if m > 0}
+
     def buffered(self) -> dict[PeerId, list[int]]:
         """Events waiting for their causal past, by author (for "N not yet received")."""
         return {a: sorted(seqs) for a, seqs in self._buffer.items() if seqs}
@@ -186,17 +203,48 @@ class GroupCore:
             known = self.event_id(author, seq)
             if known == event.id:
                 return [Duplicate(event)]
+            # Only the author can equivocate: a forgery must not frame it.
+            if self._signature_ok(event) is not True:
+                return [Rejected(event, "bad signature")]
             return [Equivocation(author, seq, known, event)]
+        # Check what can be checked before buffering, so strangers cannot fill the
+        # buffer (or pre-empt an author's real event) with forgeries.
+        verdict = self._signature_ok(event)
+        if verdict is False:
+            return [Rejected(event, "bad signature")]
         waiting = self._buffer.setdefault(author, {})
         if seq in waiting:
             if waiting[seq].id == event.id:
                 return [Duplicate(event)]
-            return [Equivocation(author, seq, waiting[seq].id, event)]
-        if len(waiting) >= self.max_buffer_per_author or self._buffered >= self.max_buffer:
+            if verdict is True and self._signature_ok(waiting[seq]) is True:
+                return [Equivocation(author, seq, waiting[seq].id, event)]
+            return [Dropped(event, "another event with this seq is already waiting")]
+        nxt = self.frontier.get(author, 0) + 1
+        deliverable = seq == nxt and self._full_clock(event) is not None
+        if not deliverable and (
+            len(waiting) >= self.max_buffer_per_author
+            or (self._buffered >= self.max_buffer and not self._evict_stranger(author))
+        ):
             return [Dropped(event, "too many events waiting for their causal past")]
         waiting[seq] = event
         self._buffered += 1
         return self._drain()
+
+    def _evict_stranger(self, newcomer: PeerId) -> bool:
+        """Make room by dropping a waiting event of an author who is not a member.
+
+        A full buffer must not lock members out: strangers (anyone can make up a
+        key and sign junk with it) go first. False if there is no such event.
+        """
+        members = self.state.members
+        if newcomer not in members:
+            return False
+        for author, waiting in self._buffer.items():
+            if author not in members and waiting:
+                waiting.pop(max(waiting))
+                self._buffered -= 1
+                return True
+        return False
 
     def _drain(self) -> list[Effect]:
         effects: list[Effect] = []
@@ -283,17 +331,29 @@ class GroupCore:
             effects.append(MembershipChanged(before, self.state))
         return effects
 
-    def _check_signature(self, event: Event) -> None:
-        if event.kind is Kind.MESSAGE and self.state.mode == "private":
-            key = self.signing_keys.get((event.author, event.epoch))
-            if key is None:
-                raise RemoteProtocolError(f"no sender key of its author for epoch {event.epoch}")
-        else:
-            key = bytes(event.author)
+    def _signing_key(self, event: Event) -> bytes | None:
+        """The key that must have signed ``event``; None if not known yet (a sender key)."""
+        if event.kind is Kind.MESSAGE and self.state.mode != "pairwise":
+            return self.signing_keys.get((event.author, event.epoch))
+        return bytes(event.author)
+
+    def _signature_ok(self, event: Event) -> bool | None:
+        """True or False if the signature can be checked now, None if its key is unknown."""
+        key = self._signing_key(event)
+        if key is None:
+            return None
         try:
             nacl.signing.VerifyKey(key).verify(event.unsigned.signing_bytes(), event.signature)
-        except (nacl.exceptions.BadSignatureError, ValueError) as exc:
-            raise RemoteProtocolError("bad signature") from exc
+        except (nacl.exceptions.BadSignatureError, ValueError):
+            return False
+        return True
+
+    def _check_signature(self, event: Event) -> None:
+        verdict = self._signature_ok(event)
+        if verdict is None:
+            raise RemoteProtocolError(f"no sender key of its author for epoch {event.epoch}")
+        if not verdict:
+            raise RemoteProtocolError("bad signature")
 
     def _record_sender_key(self, event: Event, body: SenderKey) -> None:
         if body.epoch != event.epoch:

@@ -261,3 +261,21 @@ def test_private_messages_are_signed_by_the_sender_key() -> None:
     forged = u.signed(KEYS[1].sign(u.signing_bytes()))
     [effect] = owner2.receive(forged)
     assert isinstance(effect, Rejected) and "bad signature" in effect.reason
+
+
+def test_gaps_count_what_is_known_to_be_missing() -> None:
+    (owner, bob, carol), history = group_of(3)
+    bobs = [bob.say(f"b{i}") for i in range(5)]
+    carol.receive(*bobs)
+    late = carol.say("after bob's five")
+    fresh = GroupCore(owner.core.group_id)
+    for e in history:
+        fresh.receive(e)
+    assert fresh.gaps() == {}
+    fresh.receive(late)  # says bob had 5 events: we have none of them
+    assert fresh.gaps() == {bob.peer_id: 5}
+    fresh.receive(bobs[4])  # one of the five is now waiting here
+    assert fresh.gaps() == {bob.peer_id: 4}
+    for e in bobs[:4]:
+        fresh.receive(e)
+    assert fresh.gaps() == {} and fresh.buffered() == {}
