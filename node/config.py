@@ -49,3 +49,7 @@ class Config:
     forget_after: int = 10
     #: Exchange version vectors with every connected member this often (seconds).
     sync_interval: float = 30.0
+    #: Tell the group what we have read (one small RECEIPT event per burst of reading).
+    read_receipts: bool = True
+    #: Read receipts go out at most this often (seconds): one event per group per burst.
+    receipt_interval: float = 2.0

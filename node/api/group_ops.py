@@ -105,6 +105,8 @@ def log(node: Node, req: dict[str, Any]) -> Any:
     limit = req.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise KithError("limit must be a positive integer")
+    if req.get("read"):
+        service.mark_read(group)
     return log_view(service, group, include_keys=bool(req.get("all")), limit=limit)
 
 
@@ -123,19 +125,25 @@ OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
 }
 
 
-def follow_request(node: Node, line: bytes) -> Group | None:
-    """The group to stream, if this (already answered) request was ``log`` with follow."""
+def follow_request(node: Node, line: bytes) -> tuple[Group, bool] | None:
+    """(group, mark read) to stream, if this (answered) request was ``log`` with follow."""
     request = json.loads(line)
     if request.get("op") != "log" or not request.get("follow"):
         return None
-    return _group(node, request)[1]
+    return _group(node, request)[1], bool(request.get("read"))
 
 
-async def stream_events(node: Node, group: Group, stream: trio.abc.Stream) -> None:
+async def stream_events(
+    node: Node, group: Group, stream: trio.abc.Stream, *, read: bool = False
+) -> None:
     service = _service(node)
     with service.watch(group) as events:
         async for event in events:
-            if event.kind is Kind.SENDER_KEY or group.core.is_withdrawn(event.author, event.seq):
+            if event.kind in (Kind.SENDER_KEY, Kind.RECEIPT) or group.core.is_withdrawn(
+                event.author, event.seq
+            ):
                 continue
+            if read:
+                service.mark_read(group)
             view = event_view(service, group, event)
             await stream.send_all(protocol.encode({"ok": True, "event": view}))

@@ -87,8 +87,9 @@ class Kith:
     def send(self, group: str, text: str) -> dict[str, Any]:
         return dict(self._call("send", group=group, text=text))
 
-    def log(self, group: str) -> list[dict[str, Any]]:
-        return list(self._call("log", group=group))
+    def log(self, group: str, *, read: bool = False) -> list[dict[str, Any]]:
+        """The conversation; with ``read=True`` it also counts as having read it."""
+        return list(self._call("log", group=group, read=read))
 
     async def group(self, group: str) -> Group:
         """The group, waiting until this node has it (someone may be adding us)."""
@@ -105,7 +106,7 @@ class Kith:
             for view in log_view(self.service, g):
                 yield view
             async for event in new:
-                if event.kind is not Kind.SENDER_KEY and not g.core.is_withdrawn(
+                if event.kind not in (Kind.SENDER_KEY, Kind.RECEIPT) and not g.core.is_withdrawn(
                     event.author, event.seq
                 ):
                     yield event_view(self.service, g, event)

@@ -121,7 +121,7 @@ async def _handle_client(node: Node, stream: trio.SocketStream) -> None:
                 await stream.send_all(protocol.encode(response))
                 follow = group_ops.follow_request(node, line) if response["ok"] else None
                 if follow is not None:
-                    await group_ops.stream_events(node, follow, stream)
+                    await group_ops.stream_events(node, follow[0], stream, read=follow[1])
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return

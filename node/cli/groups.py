@@ -67,7 +67,9 @@ def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:
 
 
 def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
-    params: dict[str, Any] = {"group": args.group, "all": args.all}
+    # Looking at the conversation is reading it; --json is for scripts (use --mark-read).
+    params: dict[str, Any] = {"group": args.group, "all": args.all,
+                              "read": args.mark_read or not args.json}
     if args.limit:
         params["limit"] = args.limit
     if not args.follow:
@@ -107,6 +109,8 @@ def format_event(e: dict[str, Any]) -> str:
         if e["mine"]:
             mark = {"pending": "  (pending)", "sent": "  (sent)", "delivered": "  (delivered)"}[
                 e["state"]]
+            if e.get("read_by"):
+                mark = f"  (read by {len(e['read_by'])})"
         return f"{when} {e['author_name']}: {text}{mark}"
     return f"{when} * {e['info'] or e['kind']}"
 

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network-key", metavar="FILE",
                    help="only accept peers holding this 32-byte key (see `kith network-key`)")
     p.add_argument("--name", help="display name for this run (default: from `kith init`)")
+    p.add_argument("--no-read-receipts", action="store_true",
+                   help="do not tell others what you have read")
     p.add_argument("--no-mdns", action="store_true",
                    help="do not announce or browse on mDNS (LAN discovery); use --peer instead")
     p.add_argument("--mdns-interface", metavar="IFACE",
@@ -163,6 +165,8 @@ def _add_group_commands(
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--all", action="store_true", help="include sender-key events")
     p.add_argument("--limit", type=int, metavar="N", help="only the last N events")
+    p.add_argument("--mark-read", action="store_true",
+                   help="with --json: count this as reading (plain output always does)")
     p.set_defaults(func=groups.cmd_log)
 
 
@@ -356,6 +360,7 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             max_handshaking=args.max_handshaking,
             mdns=not args.no_mdns,
             mdns_interface=args.mdns_interface,
+            read_receipts=not args.no_read_receipts,
         )
         if network_key is not None:
             log.info("network key %s: only peers holding it can connect", key_id(network_key))

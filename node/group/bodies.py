@@ -112,6 +112,13 @@ class PrivateMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Receipt:
+    """Read receipts: the reader's new read position per author (only what moved)."""
+
+    read: tuple[tuple[PeerId, int], ...]  # sorted by author
+
+
+@dataclass(frozen=True, slots=True)
 class PairwiseMessage:
     salt: bytes
     commitment: bytes
@@ -119,7 +126,7 @@ class PairwiseMessage:
 
 Body = (
     Create | Add | Remove | Leave | SetRole | Rename | Ban | SetPolicy | SenderKey
-    | PrivateMessage | PairwiseMessage
+    | PrivateMessage | PairwiseMessage | Receipt
 )
 
 
@@ -151,6 +158,8 @@ def _fields(body: Body) -> dict[str, Any]:
             return {"n": body.index, "ct": body.ciphertext}
         case PairwiseMessage():
             return {"salt": body.salt, "commit": body.commitment}
+        case Receipt():
+            return {"read": [[a, n] for a, n in body.read]}
     raise AssertionError(body)
 
 
@@ -162,6 +171,7 @@ _KINDS: dict[type, Kind] = {
     Create: Kind.CREATE, Add: Kind.ADD, Remove: Kind.REMOVE, Leave: Kind.LEAVE,
     SetRole: Kind.SET_ROLE, Rename: Kind.RENAME, Ban: Kind.BAN, SetPolicy: Kind.SET_POLICY,
     SenderKey: Kind.SENDER_KEY, PrivateMessage: Kind.MESSAGE, PairwiseMessage: Kind.MESSAGE,
+    Receipt: Kind.RECEIPT,
 }
 
 
@@ -197,6 +207,8 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
     elif kind is Kind.SENDER_KEY:
         body = SenderKey(fields.count("epoch", 0, 2**40), fields.raw("sign", 32),
                          fields.sealed_keys("keys"))
+    elif kind is Kind.RECEIPT:
+        body = Receipt(fields.positions("read"))
     elif mode == "pairwise":
         body = PairwiseMessage(fields.raw("salt", NONCE_LEN), fields.raw("commit", 32))
     else:
@@ -262,6 +274,22 @@ class _Fields:
                     or len(item[0]) != PUBLIC_KEY_LEN or not isinstance(item[1], bytes)
                     or len(item[1]) > 256 or item[0] <= previous):
                 raise EventError(f"{self.kind.name} {key!r}: sorted [member, sealed key] pairs")
+            previous = item[0]
+            out.append((PeerId(item[0]), item[1]))
+        return tuple(out)
+
+    def positions(self, key: str) -> tuple[tuple[PeerId, int], ...]:
+        value = self.get(key)
+        if not isinstance(value, list) or not 0 < len(value) <= HARD_MAX_MEMBERS:
+            raise EventError(f"{self.kind.name} {key!r} must be a non-empty list")
+        out: list[tuple[PeerId, int]] = []
+        previous = b""
+        for item in value:
+            if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
+                    or len(item[0]) != PUBLIC_KEY_LEN or item[0] <= previous
+                    or not isinstance(item[1], int) or isinstance(item[1], bool)
+                    or not 0 < item[1] < 2**40):
+                raise EventError(f"{self.kind.name} {key!r}: sorted [author, seq] pairs")
             previous = item[0]
             out.append((PeerId(item[0]), item[1]))
         return tuple(out)

@@ -60,6 +60,7 @@ class Kind(enum.IntEnum):
     SET_POLICY = 8
     SENDER_KEY = 9
     MESSAGE = 10
+    RECEIPT = 11
 
 
 MEMBERSHIP_KINDS = frozenset(

@@ -42,6 +42,7 @@ from node.group.bodies import (
     Leave,
     PairwiseMessage,
     PrivateMessage,
+    Receipt,
     Remove,
     Role,
     SenderKey,
@@ -108,6 +109,9 @@ class Group:
     #: Acks of others' events we relayed (in memory only: sync backpressure).
     relay_acks: dict[EventId, set[PeerId]] = field(default_factory=dict)
     own_ids: set[EventId] = field(default_factory=set)
+    #: Read receipts: reader -> author -> highest seq it has read.
+    read: dict[PeerId, dict[PeerId, int]] = field(default_factory=dict)
+    unread_receipt: bool = False  # we read something not yet announced
 
     def has(self, peer: PeerId, event: Event) -> bool:
         """Does ``peer`` have ``event`` (acked it, or its vector says so)?"""
@@ -133,8 +137,11 @@ class GroupService:
         self._load()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Background work: periodic anti-entropy with the members we have channels to."""
-        await self.sync.run(task_status=task_status)
+        """Background work: anti-entropy with connected members; coalesced read receipts."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receipts)
+            await nursery.start(self.sync.run)
+            task_status.started()
 
     # -- start-up --
 
@@ -244,6 +251,36 @@ class GroupService:
         counters.signatures += 1
         return self._author(group, message, new_own=own, text=text, counters=counters)
 
+    def mark_read(self, group: Group) -> None:
+        """The user has seen everything delivered so far: announce it (soon, coalesced)."""
+        if self.me not in group.core.state.members or not self.node.config.read_receipts:
+            return
+        if self._read_delta(group):
+            group.unread_receipt = True
+
+    def _read_delta(self, group: Group) -> tuple[tuple[PeerId, int], ...]:
+        mine = group.read.get(self.me, {})
+        latest: dict[PeerId, int] = {}
+        for event in group.core.ordered():
+            if event.kind is Kind.MESSAGE and event.author != self.me:
+                latest[event.author] = max(latest.get(event.author, 0), event.seq)
+        return tuple(sorted((a, n) for a, n in latest.items() if n > mine.get(a, 0)))
+
+    def _flush_receipts(self) -> None:
+        for group in self.groups.values():
+            if not group.unread_receipt:
+                continue
+            group.unread_receipt = False
+            delta = self._read_delta(group)
+            if delta and self.me in group.core.state.members:
+                self._author(group, Receipt(delta))
+
+    async def _receipts(self) -> None:
+        """Send read receipts at most every ``receipt_interval``: one small event per burst."""
+        while True:
+            await trio.sleep(self.node.config.receipt_interval)
+            self._flush_receipts()
+
     def _send_pairwise(self, group: Group, text: str, counters: K.Counters) -> Event:
         seq = group.core.frontier.get(self.me, 0) + 1
         recipients = [m for m in group.core.state.members if m != self.me]
@@ -324,8 +361,14 @@ class GroupService:
     # -- membership side effects --
 
     def _note_invite(self, group: Group, delivered: Delivered) -> None:
-        if isinstance(delivered.body, Add) and delivered.event.author == self.me:
-            group.invited.add(delivered.body.member)
+        """Bookkeeping every delivered event needs, live or replayed from the store."""
+        body, author = delivered.body, delivered.event.author
+        if isinstance(body, Add) and author == self.me:
+            group.invited.add(body.member)
+        elif isinstance(body, Receipt):
+            positions = group.read.setdefault(author, {})
+            for who, seq in body.read:
+                positions[who] = max(positions.get(who, 0), seq)
 
     def _after_delivery(self, group: Group, effects: list[Effect]) -> None:
         for effect in effects:

@@ -63,7 +63,7 @@ def members_view(service: GroupService, group: Group) -> list[dict[str, Any]]:
 
 def describe_event(service: GroupService, group: Group, event: Event) -> str | None:
     """A line of text for membership events (messages have their own text)."""
-    if event.kind in (Kind.MESSAGE, Kind.SENDER_KEY):
+    if event.kind in (Kind.MESSAGE, Kind.SENDER_KEY, Kind.RECEIPT):
         return None
     body = decode_body(event.kind, event.body, mode=group.core.mode)
     who = name_of(service, group, event.author)
@@ -116,6 +116,10 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
             state = "pending"
         view["state"] = state
         view["delivered_to"] = delivered_to
+        view["read_by"] = sorted(
+            format_peer_id(m) for m in others
+            if group.read.get(m, {}).get(service.me, 0) >= event.seq
+        )
         counters = group.counters.get(event.id)
         if counters is not None:
             view["cost"] = {"encryptions": counters.encryptions,
@@ -131,7 +135,7 @@ def log_view(
     rows = [
         event_view(service, group, e)
         for e in group.core.ordered()
-        if (include_keys or e.kind is not Kind.SENDER_KEY)
+        if (include_keys or e.kind not in (Kind.SENDER_KEY, Kind.RECEIPT))
         and not group.core.is_withdrawn(e.author, e.seq)
     ]
     return rows[-limit:] if limit else rows

@@ -165,3 +165,36 @@ async def test_state_is_rebuilt_from_the_store(tmp_path: Path) -> None:
         g = alice.service.find(group)
         assert g.keys.own is not None and g.keys.own.key.index == 1  # one message sent
         assert any(e.kind is Kind.SENDER_KEY for e in g.core.ordered())
+
+
+@pytest.mark.parametrize("receipts", [True, False])
+async def test_read_receipts_are_compact_and_can_be_turned_off(
+    tmp_path: Path, receipts: bool
+) -> None:
+    async with AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(
+            open_node(tmp_path / "alice", name="alice", receipt_interval=0.05))
+        bob = await stack.enter_async_context(open_node(
+            tmp_path / "bob", name="bob", peers=[alice.listen], read_receipts=receipts,
+            receipt_interval=0.05))
+        with trio.fail_after(SOON):
+            await alice.wait_for_peer(bob.peer_id)
+        group = await founded([alice, bob], "private")
+        for i in range(5):
+            alice.send(group, f"m{i}")
+        await messages(bob, group, 5)
+        bob.log(group, read=True)  # bob looks at the conversation
+        g = alice.service.find(group)
+        if receipts:
+            with trio.fail_after(SOON):
+                await alice.service.wait_until(
+                    lambda: all(e.get("read_by") for e in alice.log(group)
+                                if e["kind"] == "message"))
+            # one receipt event for five messages, carrying one position
+            receipts_seen = [e for e in g.core.ordered() if e.kind is Kind.RECEIPT]
+            assert len(receipts_seen) == 1 and len(receipts_seen[0].body) < 64
+        else:
+            bob.service._flush_receipts()
+            assert not any(e.kind is Kind.RECEIPT for e in
+                           bob.service.find(group).core.ordered())
+            assert all(e["read_by"] == [] for e in alice.log(group) if e["kind"] == "message")
