@@ -86,6 +86,7 @@ class Node:
         self._last_refusal_log = -REFUSAL_LOG_INTERVAL
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.offline = False
         #: mDNS instance name, new at every start (None when mDNS is off).
         self.instance = instance_name(os.urandom) if config.mdns else None
         self.mesh = MeshState(
@@ -182,6 +183,20 @@ class Node:
         conn = self.connections.get(peer)
         return conn is not None and await conn.send(data)
 
+    def set_offline(self, offline: bool) -> None:
+        """Airplane mode: drop every channel and refuse and stop dialling (until back).
+
+        The node keeps running: its groups keep accepting what the user writes
+        (into the outbox), which goes out when it is back online. Used by
+        ``kith demo`` and by tests of partitions on one machine.
+        """
+        self.offline = offline
+        if offline:
+            for conn in list(self.connections.values()):
+                conn.close("went offline")
+        log.info("now %s", "offline" if offline else "online")
+        self._notify()
+
     def broadcast(self, data: bytes) -> int:
         """Queue ``data`` for every connected peer without waiting; return how many took it.
 
@@ -227,6 +242,9 @@ class Node:
                     raise
                 log.warning("cannot accept connections: %s; pausing briefly", exc.strerror)
                 await trio.sleep(0.1)
+                continue
+            if self.offline:
+                stream.socket.close()
                 continue
             if self._handshaking >= self.config.max_handshaking:
                 self._refuse(stream)
@@ -276,6 +294,7 @@ class Node:
         where = format_hostport(target.host, target.port)
         self.mesh.manual[where] = known
         while True:
+            await self.wait_until(lambda: not self.offline)
             if known is not None and known in self.connections:
                 await self._wait_disconnected(known)
             try:
@@ -344,6 +363,9 @@ class Node:
 
     def _admit(self, conn: PeerConnection, found: str, instance: str | None) -> bool:
         """Register a new channel (synchronously); False if it lost the duplicate rule."""
+        if self.offline:
+            conn.close("went offline")
+            return False
         if not self._register(conn):
             log.debug("closing duplicate channel to %s", describe(conn.info))
             conn.close("duplicate")

@@ -122,6 +122,9 @@ class LanDiscovery:
         with scope:
             await trio.sleep(mesh.first_dial_delay(instance))
             while instance in mesh.candidates:
+                if node.offline:
+                    await node.wait_until(lambda: not node.offline)
+                    continue
                 if not mesh.should_dial(instance):
                     if mesh.candidates[instance].is_self:
                         return
