@@ -17,7 +17,7 @@ import trio
 from node.api import protocol
 from node.errors import ConfigError, KithError
 from node.group.bodies import MAX_GROUP_NAME, MAX_TEXT, MODES, Role
-from node.group.events import Kind
+from node.group.events import Event, Kind
 from node.ids import PeerId, parse_peer_id
 from node.service.groups import Group, GroupService
 from node.service.views import event_view, group_view, log_view, members_view
@@ -126,18 +126,26 @@ OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
 
 
 def follow_request(node: Node, line: bytes) -> tuple[Group, bool] | None:
-    """(group, mark read) to stream, if this (answered) request was ``log`` with follow."""
-    request = json.loads(line)
-    if request.get("op") != "log" or not request.get("follow"):
-        return None
-    return _group(node, request)[1], bool(request.get("read"))
+    """(group, mark read) to stream, if this request is ``log`` with follow."""
+    try:
+        request = json.loads(line)
+        if request.get("op") != "log" or not request.get("follow"):
+            return None
+        return _group(node, request)[1], bool(request.get("read"))
+    except (ValueError, AttributeError, KithError):
+        return None  # the dispatch answers the malformed request with its error
+
+
+def watch(node: Node, group: Group) -> trio.MemoryReceiveChannel[Event]:
+    return _service(node).watch(group)
 
 
 async def stream_events(
-    node: Node, group: Group, stream: trio.abc.Stream, *, read: bool = False
+    node: Node, group: Group, stream: trio.abc.Stream,
+    events: trio.MemoryReceiveChannel[Event], *, read: bool = False,
 ) -> None:
     service = _service(node)
-    with service.watch(group) as events:
+    with events:
         async for event in events:
             if event.kind in (Kind.SENDER_KEY, Kind.RECEIPT) or group.core.is_withdrawn(
                 event.author, event.seq

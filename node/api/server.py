@@ -117,11 +117,15 @@ async def _handle_client(node: Node, stream: trio.SocketStream) -> None:
                     buf += data
                 line, _, rest = bytes(buf).partition(b"\n")
                 buf = bytearray(rest)
+                # For log --follow, watch *before* taking the snapshot, so that nothing
+                # delivered in between is missed.
+                follow = group_ops.follow_request(node, line)
+                watch = group_ops.watch(node, follow[0]) if follow is not None else None
                 response = _dispatch(node, line)
                 await stream.send_all(protocol.encode(response))
-                follow = group_ops.follow_request(node, line) if response["ok"] else None
-                if follow is not None:
-                    await group_ops.stream_events(node, follow[0], stream, read=follow[1])
+                if follow is not None and watch is not None and response["ok"]:
+                    await group_ops.stream_events(node, follow[0], stream, watch,
+                                                  read=follow[1])
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return

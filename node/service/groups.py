@@ -308,6 +308,7 @@ class GroupService:
     ) -> Event:
         """Sign, deliver locally, store (with key state), then push to the members."""
         epoch = new_own.epoch if new_own is not None else self._epoch(group)
+        audience = set(group.core.state.members)  # before: a removed member hears of it
         unsigned = group.core.next_event(self.me, epoch, kind_of(body), encode_body(body))
         if isinstance(body, PrivateMessage):
             assert new_own is not None
@@ -334,7 +335,7 @@ class GroupService:
         group.joined_at[event.id] = now
         if counters is not None:
             group.counters[event.id] = counters
-        sent = self._fanout(group, [event], copies or {})
+        sent = self._fanout(group, [event], copies or {}, audience)
         if counters is not None:
             counters.bytes_out += sent
         self._after_delivery(group, effects)  # may author more (keys for newcomers): after
@@ -343,10 +344,17 @@ class GroupService:
     def _epoch(self, group: Group) -> int:
         return group.keys.own.epoch if group.keys.own is not None else 0
 
-    def _fanout(self, group: Group, events: list[Event], copies: dict[PeerId, bytes]) -> int:
-        """Queue ``events`` for every other member that is online; return bytes queued."""
+    def _fanout(
+        self, group: Group, events: list[Event], copies: dict[PeerId, bytes],
+        audience: set[PeerId] | None = None,
+    ) -> int:
+        """Queue ``events`` for every other member that is online; return bytes queued.
+
+        ``audience`` adds who was a member before these events (so that a member
+        being removed is told).
+        """
         total = 0
-        for member in group.core.state.members:
+        for member in set(group.core.state.members) | (audience or set()):
             if member == self.me:
                 continue
             cps: tuple[tuple[EventId, bytes], ...] = ()
@@ -633,7 +641,11 @@ class GroupService:
             for event in events:
                 try:
                     watcher.send_nowait(event)
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                except trio.WouldBlock:  # a follower that fell far behind: end its stream
+                    watcher.close()
+                    group.watchers.remove(watcher)
+                    break
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     group.watchers.remove(watcher)
                     break
         self._changed.set()

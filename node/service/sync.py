@@ -42,6 +42,7 @@ from node.wire.messages import (
 )
 
 if TYPE_CHECKING:
+    from node.group.membership import MembershipEvent
     from node.service.groups import Group, GroupService
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,19 @@ class Sync:
 
     def _shared(self, group: Group, peer: PeerId) -> bool:
         members = group.core.state.members
-        return peer in members and self.service.me in members
+        if self.service.me not in members:
+            return False
+        return peer in members or self._departure(group, peer) is not None
+
+    @staticmethod
+    def _departure(group: Group, peer: PeerId) -> MembershipEvent | None:
+        """The event by which ``peer`` left the group (if it did, and is not back)."""
+        if peer in group.core.state.members:
+            return None
+        for dep in reversed(group.core.state.departures):
+            if dep.member == peer:
+                return dep.event
+        return None
 
     def _send_vector(self, group: Group, peer: PeerId, *, want: bool) -> None:
         conn = self.service.node.connections.get(peer)
@@ -138,6 +151,7 @@ class Sync:
         self, group: Group, peer: PeerId, theirs: dict[PeerId, int], scope: trio.CancelScope
     ) -> None:
         sent = 0
+        departure = self._departure(group, peer)
         try:
             with scope:
                 after = 0
@@ -151,6 +165,8 @@ class Sync:
                     for _, row in page:
                         if row.seq <= theirs.get(row.author, 0):
                             continue
+                        if departure is not None and not departure.saw(row.author, row.seq):
+                            continue  # a departed member gets what led to its departure, no more
                         batch.append((row.id, row.raw, row.author, Kind(row.kind)))
                         size += len(row.raw)
                         if len(batch) >= MAX_EVENTS or size >= BATCH_BYTES:
