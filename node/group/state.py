@@ -158,6 +158,14 @@ class GroupCore:
             return False
         return self.state.is_withdrawn(author, seq, self.clock_at(author, seq))
 
+    def is_waiting(self, event: Event) -> bool:
+        waiting = self._buffer.get(event.author, {}).get(event.seq)
+        return waiting is not None and waiting.id == event.id
+
+    def size(self) -> int:
+        """Delivered plus waiting events."""
+        return len(self._delivered) + self._buffered
+
     def waiting(self) -> list[Event]:
         """The events waiting in the buffer."""
         return [e for seqs in self._buffer.values() for e in seqs.values()]
@@ -174,9 +182,11 @@ class GroupCore:
                 needed[author] = max(needed.get(author, 0), event.seq - 1)
                 for who, count in event.clock:
                     needed[who] = max(needed.get(who, 0), count)
-        missing = {a: n - self.frontier.get(a, 0) - len(self._buffer.get(a, {}).keys()
-                                                          & set(range(1, n + 1)))
-                   for a, n in needed.items()}
+        missing = {
+            a: n - self.frontier.get(a, 0)
+            - sum(1 for q in self._buffer.get(a, {}) if self.frontier.get(a, 0) < q <= n)
+            for a, n in needed.items()
+        }
         return {a: m for a, m in missing.items() if m > 0}
 
     def buffered(self) -> dict[PeerId, list[int]]:
@@ -216,8 +226,12 @@ class GroupCore:
         if seq in waiting:
             if waiting[seq].id == event.id:
                 return [Duplicate(event)]
-            if verdict is True and self._signature_ok(waiting[seq]) is True:
+            other = self._signature_ok(waiting[seq])
+            if verdict is True and other is True:
                 return [Equivocation(author, seq, waiting[seq].id, event)]
+            if verdict is True:  # a verified event beats one nobody can check yet
+                waiting[seq] = event
+                return self._drain()
             return [Dropped(event, "another event with this seq is already waiting")]
         nxt = self.frontier.get(author, 0) + 1
         deliverable = seq == nxt and self._full_clock(event) is not None

@@ -82,8 +82,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Most unknown groups whose events we hold while waiting to see if we were added.
+#: Most unknown groups whose events we hold while waiting to see if we were added,
+#: and most events held per such group (an invitation is history enough to adopt).
 MAX_PENDING_GROUPS = 8
+MAX_PENDING_EVENTS = 1024
 #: Stay well under the channel's 1 MiB message cap when batching events.
 BATCH_BYTES = 512 * 1024
 
@@ -108,7 +110,9 @@ class Group:
     peer_vectors: dict[PeerId, dict[PeerId, int]] = field(default_factory=dict)
     #: Acks of others' events we relayed (in memory only: sync backpressure).
     relay_acks: dict[EventId, set[PeerId]] = field(default_factory=dict)
+    relay_waiters: dict[EventId, int] = field(default_factory=dict)  # sessions awaiting an ack
     own_ids: set[EventId] = field(default_factory=set)
+    equivocated: set[tuple[PeerId, int]] = field(default_factory=set)
     #: Read receipts: reader -> author -> highest seq it has read.
     read: dict[PeerId, dict[PeerId, int]] = field(default_factory=dict)
     unread_receipt: bool = False  # we read something not yet announced
@@ -438,7 +442,7 @@ class GroupService:
                     if sender not in group.acked.setdefault(event_id, {}):
                         group.acked[event_id][sender] = now
                         self.store.add_delivery(group.id, event_id, sender, now)
-                else:
+                elif event_id in group.relay_waiters:  # a sync batch we are waiting on
                     group.relay_acks.setdefault(event_id, set()).add(sender)
         self._notify(group, [])
 
@@ -464,6 +468,7 @@ class GroupService:
     ) -> list[EventId]:
         """Deliver, store and react to events; ``relayed``: a sync batch (tell the others)."""
         stored: list[EventId] = []
+        dropped: dict[str, int] = {}
         for event in events:
             if event.kind is Kind.MESSAGE and event.id in copies:
                 group.copies[event.id] = copies[event.id]
@@ -477,8 +482,9 @@ class GroupService:
                 elif isinstance(effect, MembershipChanged):
                     self._after_delivery(group, [effect])
                 elif isinstance(effect, Duplicate):
-                    stored.append(effect.event.id)
-                    self._late_copy(group, effect.event)
+                    if not group.core.is_waiting(effect.event):  # ack only what is stored
+                        stored.append(effect.event.id)
+                        self._late_copy(group, effect.event)
                 elif isinstance(effect, Rejected):
                     log.warning("group %s: rejected event %s from %s: %s", self._label(group),
                                 effect.event.id.hex()[:12], short_id(effect.event.author),
@@ -486,8 +492,10 @@ class GroupService:
                 elif isinstance(effect, Equivocation):
                     self._equivocation(group, effect)
                 elif isinstance(effect, Dropped):
-                    log.info("group %s: dropped event from %s: %s", self._label(group),
-                             short_id(effect.event.author), effect.reason)
+                    dropped[effect.reason] = dropped.get(effect.reason, 0) + 1
+        for reason, count in dropped.items():  # one line per message, not per event
+            log.info("group %s: dropped %d event(s) from %s: %s", self._label(group), count,
+                     short_id(sender), reason)
         return stored
 
     def _store_delivered(self, group: Group, delivered: Delivered) -> None:
@@ -548,6 +556,9 @@ class GroupService:
         self._notify(group, [event])
 
     def _equivocation(self, group: Group, eq: Equivocation) -> None:
+        if (eq.author, eq.seq) in group.equivocated:
+            return  # recorded and reported once: a liar cannot grow the table
+        group.equivocated.add((eq.author, eq.seq))
         log.warning("group %s: %s signed two different events with seq %d (equivocation); "
                     "keeping the first", self._label(group), short_id(eq.author), eq.seq)
         self.store.add_equivocation(group.id, eq.author, eq.seq, eq.first, eq.second.raw,
@@ -564,9 +575,14 @@ class GroupService:
         for event in events:
             core.receive(event)
         if self.me not in core.state.members:
-            if core.state.created:
-                log.info("events from %s for group %s, which we are not in: holding %d",
-                         short_id(sender), group_id.hex()[:12], len(core.ordered()))
+            if core.size() > MAX_PENDING_EVENTS:
+                del self._pending[group_id]
+                log.warning("dropping %d events from %s for group %s, which we are not in",
+                            core.size(), short_id(sender), group_id.hex()[:12])
+                return None
+            log.info("events from %s for group %s, which we are not in%s: holding %d",
+                     short_id(sender), group_id.hex()[:12],
+                     "" if core.state.created else " (no CREATE yet)", core.size())
             return None
         del self._pending[group_id]
         row = GroupRow(group_id, core.state.name, core.state.mode, time.time())

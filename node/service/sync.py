@@ -43,6 +43,7 @@ from node.wire.messages import (
 
 if TYPE_CHECKING:
     from node.group.membership import MembershipEvent
+    from node.net.connection import PeerConnection
     from node.service.groups import Group, GroupService
 
 log = logging.getLogger(__name__)
@@ -198,21 +199,28 @@ class Sync:
                         copies.append((event_id, blob))
         message = EventsMessage(group.id, tuple(raw for _, raw, _, _ in batch), tuple(copies),
                                 sync=True)
+        last = batch[-1][0]
+        group.relay_waiters[last] = group.relay_waiters.get(last, 0) + 1  # expect its ack
+        try:
+            return await self._await_ack(group, peer, conn, message, last)
+        finally:
+            group.relay_waiters[last] -= 1
+            if not group.relay_waiters[last]:  # nobody waits on it: keep memory flat
+                del group.relay_waiters[last]
+                group.relay_acks.pop(last, None)
+
+    async def _await_ack(
+        self, group: Group, peer: PeerId, conn: PeerConnection, message: EventsMessage,
+        last: EventId,
+    ) -> bool:
         if not conn.send_nowait(encode_message(message)):
             return False
-        last = batch[-1][0]
         with trio.move_on_after(ACK_TIMEOUT) as timeout:
             await self.service.wait_until(
                 lambda: peer in group.acked.get(last, {})
                 or peer in group.relay_acks.get(last, ())
                 or peer not in self.service.node.connections
             )
-        for event_id, *_ in batch:  # done with these: keep memory flat on long catch-ups
-            acks = group.relay_acks.get(event_id)
-            if acks is not None:
-                acks.discard(peer)
-                if not acks:
-                    del group.relay_acks[event_id]
         if timeout.cancelled_caught:
             log.info("sync: %s did not acknowledge a batch of group %s; stopping for now",
                      short_id(peer), self.service._label(group))
