@@ -12,7 +12,7 @@ from typing import Any
 from node.api import protocol
 from node.errors import KithError, NotRunningError
 
-TIMEOUT = 10.0
+TIMEOUT = 120.0
 
 
 def _connect(path: Path) -> socket.socket:

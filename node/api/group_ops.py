@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from node.node import Node
 
 
+#: Most messages one ``send`` request may write (for tests, demos and load).
+MAX_COUNT = 100_000
+
+
 def _service(node: Node) -> GroupService:
     if node.groups is None:
         raise KithError("this node has no data directory, so no groups")
@@ -97,7 +101,16 @@ def send(node: Node, req: dict[str, Any]) -> Any:
         raise KithError("nothing to send")
     if len(text) > MAX_TEXT:
         raise KithError(f"a message is at most {MAX_TEXT} characters")
-    return event_view(service, group, service.send(group, text))
+    count = req.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
+        raise KithError(f"count must be 1..{MAX_COUNT}")
+    if count == 1:
+        return event_view(service, group, service.send(group, text))
+    last = None
+    for i in range(1, count + 1):
+        last = service.send(group, f"{text} #{i}")
+    assert last is not None
+    return event_view(service, group, last)
 
 
 def log(node: Node, req: dict[str, Any]) -> Any:

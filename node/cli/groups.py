@@ -62,7 +62,10 @@ def cmd_member_op(args: argparse.Namespace, datadir: DataDir) -> int:
 
 def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:
     text = " ".join(args.text)
-    event = client.call(datadir.control_socket, "send", group=args.group, text=text)
+    params: dict[str, Any] = {"group": args.group, "text": text}
+    if args.count != 1:
+        params["count"] = args.count
+    event = client.call(datadir.control_socket, "send", **params)
     return _out(args, event, f"{event['state']}: {event['id'][:12]}")
 
 

@@ -166,6 +166,8 @@ def _add_group_commands(
     p = sub.add_parser("send", parents=common, help="send a message to a group")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("text", nargs="+", help="the message (words are joined with spaces)")
+    p.add_argument("--count", type=int, default=1, metavar="N",
+                   help="send N numbered copies (TEXT #1 .. TEXT #N), for load and demos")
     p.set_defaults(func=groups.cmd_send)
     p = sub.add_parser("log", parents=common, help="show a group's conversation",
                        description="Every node shows the same events in the same order "
