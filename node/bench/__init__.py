@@ -1,0 +1,1 @@
+"""Measurement harnesses (``scripts/bench-fanout``: ``node.bench.fanout``)."""

@@ -1,0 +1,599 @@
+"""Fanout on real nodes: how fast one author pushes messages to N members, and at what cost.
+
+    scripts/bench-fanout [--members 2,8,32] [--modes raw,pairwise,private]
+                         [--messages 200] [--size 256] [--repeat 3] [--out DIR]
+
+Theory of operation
+-------------------
+One *run* measures one (N, mode). The author runs in this process; the N
+receivers run in other processes (``python -m node.bench.fanout receiver``),
+several receiver nodes per process (``--receiver-procs``, default 4) so that
+N = 32 costs four interpreters rather than 32. Everything is on 127.0.0.1,
+mDNS off, in fresh temporary data directories.
+
+Set-up, not timed: every receiver node dials the author; the author creates
+the group, adds each receiver and sends one warm-up message (in a private
+group this is where the sender key is made and sealed to every member); a
+receiver reports ``ready`` once it has decrypted the warm-up, so it has the
+group and the keys.
+
+Timed: the author calls ``GroupService.send`` M times, yielding to trio after
+each call as a control-socket request would. The wall clock runs from just
+before the first send until the last receiver has decrypted message M;
+receivers timestamp each message with ``time.monotonic()`` (CLOCK_MONOTONIC,
+one clock for all processes on Linux) and report the times when they have all
+M. Sender CPU is ``time.process_time()`` of this process from the first send
+until the last message has been acknowledged by every receiver: it includes
+the author's networking (channel encryption, syscalls, reading the acks and
+storing them) because with client-side fanout that is the sender's cost too.
+
+``raw`` is the ceiling: the same trio fanout shape (a queue and a sender task
+per receiver, one ``send_all`` per message per receiver) carrying M
+length-prefixed SIZE-byte messages over plain TCP, with no crypto, no group
+logic, no storage and no acks.
+
+A node drops a peer with more than ``Config.send_queue`` (128) messages queued
+and a burst of M sends queues up to M, so nodes here get ``queue_size(M)``:
+we measure the burst, not the drop-and-redial path (docs/research.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.api.python import open_node
+from node.errors import KithError
+from node.group.bodies import MAX_TEXT
+from node.group.events import Event, Kind
+from node.ids import parse_peer_id
+
+MODES = ("raw", "pairwise", "private")
+WARMUP = "warmup"
+#: Seconds allowed for starting receivers, connecting and the warm-up.
+SETUP_TIMEOUT = 60.0
+#: The timed phase may take SETUP_TIMEOUT plus this many seconds per message per member.
+PER_DELIVERY = 0.02
+#: Seconds receiver processes get to exit once their stdin is closed.
+STOP_TIMEOUT = 5.0
+
+
+class BenchError(KithError):
+    """A run could not be completed (a receiver failed or timed out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    members: tuple[int, ...]
+    modes: tuple[str, ...]
+    messages: int
+    size: int
+    repeat: int
+    receiver_procs: int
+    out: Path
+    tmp: Path  # where the data directories go (its filesystem decides what fsync costs)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One measured (N, mode) run."""
+
+    members: int
+    mode: str
+    repeat: int
+    seconds: float
+    messages_per_s: float
+    cpu_ms_per_message: float
+    encryptions_per_message: float
+    signatures_per_message: float
+    bytes_per_message: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+#: What a run measured (every field of ``Run`` after members, mode and repeat).
+METRICS = tuple(f.name for f in fields(Run))[3:]
+
+def message_text(index: int, size: int) -> str:
+    """Message ``index`` as exactly ``size`` ASCII characters (the index leads)."""
+    return f"{index:06d}:".ljust(size, "x")
+
+
+def message_index(text: str) -> int:
+    return int(text.split(":", 1)[0])
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def queue_size(messages: int) -> int:
+    """``send_queue`` for every node: the whole burst plus set-up events and acks."""
+    return max(128, messages + 256)
+
+
+# -- receiver processes ---------------------------------------------------------------------
+
+
+def _emit(**fields: Any) -> None:
+    """One JSON line to the parent (stdout is a pipe it reads)."""
+    sys.stdout.write(json.dumps(fields, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def _kith_receiver(k: int, data: Path, author: str, messages: int) -> None:
+    async with open_node(data, name=f"r{k}", peers=[author],
+                         send_queue=queue_size(messages)) as kith:
+        _emit(up=k, peer=kith.peer_id)
+        service = kith.service
+        await service.wait_until(lambda: bool(service.groups))
+        group = next(iter(service.groups.values()))
+        arrivals = [math.nan] * messages
+        left = messages
+
+        def seen(event: Event) -> None:
+            nonlocal left
+            if event.kind is not Kind.MESSAGE:
+                return
+            text = group.texts.get(event.id)
+            if text is None:
+                raise BenchError(f"receiver {k} could not decrypt {event.id.hex()[:12]}")
+            if text == WARMUP:
+                _emit(ready=k)
+                return
+            index = message_index(text)
+            if math.isnan(arrivals[index]):
+                left -= 1
+            arrivals[index] = time.monotonic()
+
+        with service.watch(group) as new:
+            for event in group.core.ordered():  # what arrived before we watched
+                seen(event)
+            async for event in new:
+                seen(event)
+                if not left:
+                    break
+        if left:  # the service ends a watch that falls 1,024 events behind
+            raise BenchError(f"receiver {k} fell behind: its watch ended with {left} to go")
+        _emit(done=k, arrivals=[round(t, 6) for t in arrivals])
+        await trio.sleep_forever()  # keep the node up (acks, goodbye) until told to stop
+
+
+async def _raw_receiver(k: int, messages: int) -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    _emit(up=k, port=listener.socket.getsockname()[1])
+    stream = await listener.accept()
+    await listener.aclose()
+    arrivals = [math.nan] * messages
+    left = messages
+    buf = bytearray()
+    async with stream:
+        while left:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise BenchError(f"receiver {k}: the author hung up after {messages - left}")
+            now = time.monotonic()
+            buf += data
+            at = 0
+            while len(buf) - at >= 4:
+                end = at + 4 + int.from_bytes(buf[at:at + 4], "big")
+                if end > len(buf):
+                    break
+                payload = bytes(buf[at + 4:end]).decode("ascii")
+                at = end
+                if payload == WARMUP:
+                    _emit(ready=k)
+                else:
+                    left -= math.isnan(arrivals[message_index(payload)])
+                    arrivals[message_index(payload)] = now
+            del buf[:at]
+        _emit(done=k, arrivals=[round(t, 6) for t in arrivals])
+        await trio.sleep_forever()
+
+
+async def _until_stdin_closed() -> None:
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+        while await stdin.receive_some():
+            pass
+
+
+async def receiver_main(
+    kind: str, first: int, count: int, data: Path, author: str, messages: int
+) -> None:
+    """Host receiver nodes ``first .. first+count-1`` until stdin closes."""
+    async with trio.open_nursery() as nursery:
+        for k in range(first, first + count):
+            if kind == "raw":
+                nursery.start_soon(_raw_receiver, k, messages)
+            else:
+                nursery.start_soon(_kith_receiver, k, data / f"r{k}", author, messages)
+        await _until_stdin_closed()
+        nursery.cancel_scope.cancel()
+
+
+# -- the parent's side of the receivers -----------------------------------------------------
+
+
+def split(n: int, procs: int) -> list[tuple[int, int]]:
+    """(first, count) of the receiver nodes each process hosts: ``n`` spread over ``procs``."""
+    procs = max(1, min(n, procs))
+    sizes = [n // procs + (i < n % procs) for i in range(procs)]
+    return [(sum(sizes[:i]), size) for i, size in enumerate(sizes)]
+
+
+class Receivers:
+    """The JSON lines written by one run's receiver processes, in arrival order."""
+
+    def __init__(self, lines: trio.MemoryReceiveChannel[dict[str, Any]], logs: list[Path]):
+        self._lines = lines
+        self._logs = logs
+        self._progress = ""
+
+    async def expect(self, key: str, count: int) -> list[dict[str, Any]]:
+        """The next ``count`` lines, each of which must carry ``key``."""
+        got: list[dict[str, Any]] = []
+        while len(got) < count:
+            self._progress = f"only {len(got)} of {count} receivers said {key!r}"
+            line = await self._lines.receive()
+            if key not in line:
+                raise BenchError(f"waiting for {key!r}, a receiver said {line}{self._tail()}")
+            got.append(line)
+        self._progress = ""
+        return got
+
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """Fail with ``BenchError`` (and the receivers' stderr) unless the block ends in time."""
+        try:
+            with trio.fail_after(seconds):
+                yield
+        except trio.TooSlowError:
+            what = self._progress or "the author was not done"
+            raise BenchError(f"{what} within {seconds:g} s{self._tail()}") from None
+
+    def _tail(self) -> str:
+        text = "".join(p.read_text(errors="replace")[-2000:] for p in self._logs if p.exists())
+        return f"; receiver stderr:\n{text}" if text.strip() else ""
+
+
+async def _read_lines(
+    proc: trio.Process, index: int, out: trio.MemorySendChannel[dict[str, Any]]
+) -> None:
+    assert proc.stdout is not None
+    pending = b""
+    async with out:
+        while data := await proc.stdout.receive_some():
+            *complete, pending = (pending + data).split(b"\n")
+            for line in complete:
+                try:
+                    out.send_nowait(json.loads(line))
+                except ValueError:
+                    out.send_nowait({"stdout": line.decode(errors="replace")})
+        await proc.wait()
+        out.send_nowait({"exit": index, "status": proc.returncode})
+
+
+@asynccontextmanager
+async def receivers(
+    kind: str, n: int, procs: int, tmp: Path, author: str, messages: int
+) -> AsyncIterator[Receivers]:
+    """Start receiver processes for ``n`` nodes; stop them (close stdin, then kill) on exit."""
+    send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
+    processes: list[trio.Process] = []
+    logs: list[Path] = []
+    async with trio.open_nursery() as nursery:
+        try:
+            for index, (first, count) in enumerate(split(n, procs)):
+                logs.append(tmp / f"receivers-{index}.log")
+                command = [sys.executable, "-m", "node.bench.fanout", "receiver", kind,
+                           str(first), str(count), str(tmp), author, str(messages)]
+                with logs[-1].open("wb") as err:
+                    proc = await trio.lowlevel.open_process(
+                        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+                processes.append(proc)
+                nursery.start_soon(_read_lines, proc, index, send.clone())
+            send.close()
+            yield Receivers(receive, logs)
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(processes)
+
+
+async def _stop(processes: list[trio.Process]) -> None:
+    for proc in processes:
+        if proc.stdin is not None:
+            await proc.stdin.aclose()
+    with trio.move_on_after(STOP_TIMEOUT):
+        for proc in processes:
+            await proc.wait()
+    for proc in processes:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+# -- one run --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, ``q`` in (0, 1]."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _result(
+    n: int, mode: str, repeat: int, messages: int, t0: float, cpu: float,
+    sent: list[float], done: list[dict[str, Any]], costs: tuple[float, float, float],
+) -> Run:
+    arrivals = [line["arrivals"] for line in done]
+    end = max(max(times) for times in arrivals)
+    latencies = [t - sent[i] for times in arrivals for i, t in enumerate(times)]
+    seconds = end - t0
+    return Run(n, mode, repeat, seconds, messages / seconds, 1000 * cpu / messages,
+               *costs, 1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.95))
+
+
+async def run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path) -> Run:
+    m = params.messages
+    async with open_node(tmp / "author", name="author", send_queue=queue_size(m)) as author, \
+            receivers("kith", n, params.receiver_procs, tmp, author.listen, m) as rx:
+        node, service = author.node, author.service
+        with rx.within(SETUP_TIMEOUT):
+            peers = [parse_peer_id(line["peer"]) for line in await rx.expect("up", n)]
+            await node.wait_until(lambda: all(p in node.connections for p in peers))
+            group = service.create("bench", mode)
+            for peer in peers:
+                service.add(group, peer)
+            service.send(group, WARMUP)
+            await rx.expect("ready", n)
+
+        texts = [message_text(i, params.size) for i in range(m)]
+        sent = [0.0] * m
+        ids = []
+        with rx.within(SETUP_TIMEOUT + PER_DELIVERY * n * m):
+            cpu0, t0 = time.process_time(), time.monotonic()
+            for i in range(m):
+                sent[i] = time.monotonic()
+                ids.append(service.send(group, texts[i]).id)
+                await trio.lowlevel.checkpoint()
+            done = await rx.expect("done", n)
+            last = ids[-1]
+            await service.wait_until(lambda: all(p in group.acked.get(last, {}) for p in peers))
+            cpu = time.process_time() - cpu0
+    counters = [group.counters[event_id] for event_id in ids]
+    costs = (sum(c.encryptions for c in counters) / m, sum(c.signatures for c in counters) / m,
+             sum(c.bytes_out for c in counters) / m)
+    return _result(n, mode, repeat, m, t0, cpu, sent, done, costs)
+
+
+async def _drain(stream: trio.SocketStream, queue: trio.MemoryReceiveChannel[bytes]) -> None:
+    async with queue:
+        async for data in queue:
+            await stream.send_all(data)
+
+
+async def run_raw(n: int, repeat: int, params: Params, tmp: Path) -> Run:
+    m = params.messages
+    payloads = [message_text(i, params.size).encode() for i in range(m)]
+    sent = [0.0] * m
+    streams: list[trio.SocketStream] = []
+    async with receivers("raw", n, params.receiver_procs, tmp, "-", m) as rx:
+        try:
+            with rx.within(SETUP_TIMEOUT):
+                for line in await rx.expect("up", n):
+                    streams.append(await trio.open_tcp_stream("127.0.0.1", line["port"]))
+                for stream in streams:
+                    await stream.send_all(frame(WARMUP.encode()))
+                await rx.expect("ready", n)
+            async with trio.open_nursery() as nursery:
+                queues = []
+                for stream in streams:
+                    queue_in, queue_out = trio.open_memory_channel[bytes](math.inf)
+                    queues.append(queue_in)
+                    nursery.start_soon(_drain, stream, queue_out)
+                with rx.within(SETUP_TIMEOUT + PER_DELIVERY * n * m):
+                    cpu0, t0 = time.process_time(), time.monotonic()
+                    for i in range(m):
+                        sent[i] = time.monotonic()
+                        data = frame(payloads[i])
+                        for queue in queues:
+                            queue.send_nowait(data)
+                        await trio.lowlevel.checkpoint()
+                    done = await rx.expect("done", n)
+                    cpu = time.process_time() - cpu0
+                for queue in queues:
+                    queue.close()
+        finally:
+            for stream in streams:
+                await trio.aclose_forcefully(stream)
+    costs = (0.0, 0.0, float(n * (4 + params.size)))
+    return _result(n, "raw", repeat, m, t0, cpu, sent, done, costs)
+
+
+# -- the whole benchmark ----------------------------------------------------------------------
+
+
+async def run_all(params: Params) -> list[Run]:
+    """Every (repeat, N, mode) run, repeats outermost so slow drifts spread over all rows."""
+    plan = [(r, n, mode) for r in range(params.repeat) for n in params.members
+            for mode in params.modes]
+    runs = []
+    for k, (r, n, mode) in enumerate(plan, 1):
+        with tempfile.TemporaryDirectory(prefix="kith-bench-", dir=params.tmp) as tmp:
+            if mode == "raw":
+                run = await run_raw(n, r, params, Path(tmp))
+            else:
+                run = await run_kith(mode, n, r, params, Path(tmp))
+        runs.append(run)
+        print(f"[{k}/{len(plan)}] N={n:<3} {mode:<8} run {r + 1}/{params.repeat}: "
+              f"{run.messages_per_s:8.0f} msg/s  {run.cpu_ms_per_message:7.3f} ms CPU/msg  "
+              f"p95 {run.latency_p95_ms:7.1f} ms  ({run.seconds:.2f} s)",
+              file=sys.stderr, flush=True)
+    return runs
+
+
+def summarise(runs: list[Run]) -> list[dict[str, Any]]:
+    """Per (N, mode): the median, min and max of every metric over the repeats."""
+    rows = []
+    keys = sorted({(r.members, r.mode) for r in runs},
+                  key=lambda key: (key[0], MODES.index(key[1])))
+    for n, mode in keys:
+        mine = [r for r in runs if (r.members, r.mode) == (n, mode)]
+        row: dict[str, Any] = {"members": n, "mode": mode, "runs": len(mine)}
+        for metric in METRICS:
+            values = [getattr(r, metric) for r in mine]
+            row[metric] = {"median": statistics.median(values), "min": min(values),
+                           "max": max(values)}
+        rows.append(row)
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        cpuinfo = []
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                  if line.startswith("model name")), "")
+    return {"cpu_count": os.cpu_count(), "cpu_model": model,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "trio": trio.__version__, "sqlite": sqlite3.sqlite_version,
+            "load_average": os.getloadavg()}  # others' work on the machine skews the numbers
+
+
+def table(summary: list[dict[str, Any]], params: Params) -> str:
+    def span(cell: dict[str, float], fmt: str) -> str:
+        return f"{cell['median']:{fmt}} [{cell['min']:{fmt}}-{cell['max']:{fmt}}]"
+
+    raw_cpu = {row["members"]: row["cpu_ms_per_message"]["median"]
+               for row in summary if row["mode"] == "raw"}
+    lines = [
+        f"{params.messages} messages of {params.size} B per run; median [min-max] of "
+        f"{params.repeat} run(s); {os.cpu_count()} CPU(s), Python {platform.python_version()}",
+        f"{'N':>3}  {'mode':<8}  {'msg/s':>21}  {'sender CPU ms/msg':>23}  {'x raw':>5}  "
+        f"{'enc':>4}  {'sig':>4}  {'bytes/msg':>9}  {'p50 ms':>7}  {'p95 ms':>7}",
+    ]
+    for row in summary:
+        cpu = row["cpu_ms_per_message"]["median"]
+        base = raw_cpu.get(row["members"])
+        ratio = f"{cpu / base:5.1f}" if base else "    -"
+        lines.append(
+            f"{row['members']:>3}  {row['mode']:<8}  {span(row['messages_per_s'], '6.0f'):>21}  "
+            f"{span(row['cpu_ms_per_message'], '6.3f'):>23}  {ratio}  "
+            f"{row['encryptions_per_message']['median']:4.0f}  "
+            f"{row['signatures_per_message']['median']:4.0f}  "
+            f"{row['bytes_per_message']['median']:9.0f}  "
+            f"{row['latency_p50_ms']['median']:7.1f}  {row['latency_p95_ms']['median']:7.1f}")
+    return "\n".join(lines)
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not isinstance(v, dict)} | {
+        f"{k}_{stat}": x for k, v in row.items() if isinstance(v, dict) for stat, x in v.items()}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_results(out: Path, host: dict[str, Any], params: Params, runs: list[Run],
+                  summary: list[dict[str, Any]], text: str) -> None:
+    """``results.json`` (machine, parameters, summary, every run), CSVs and the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(params).items()}
+    document = {"machine": host, "params": setup, "summary": summary,
+                "runs": [asdict(r) for r in runs]}
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out / "table.txt").write_text(text + "\n")
+    _write_csv(out / "runs.csv", [asdict(r) for r in runs])
+    _write_csv(out / "summary.csv", [_flat(row) for row in summary])
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    values = tuple(int(v) for v in text.split(",") if v.strip())
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values or any(v not in MODES for v in values):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(MODES)}")
+    return values
+
+
+def parse_args(argv: Sequence[str]) -> Params:
+    parser = argparse.ArgumentParser(
+        prog="bench-fanout",
+        description="Messages/s one author pushes to N members per mode, with sender CPU "
+                    "per message, against plain TCP fanout of the same bytes.")
+    parser.add_argument("--members", type=_ints, default=(2, 8, 32), metavar="N,N,...")
+    parser.add_argument("--modes", type=_modes, default=MODES, metavar="MODE,...")
+    for option, default, metavar in (("--messages", 200, "M"), ("--size", 256, "BYTES"),
+                                     ("--repeat", 3, "R"), ("--receiver-procs", 4, "P")):
+        parser.add_argument(option, type=int, default=default, metavar=metavar)
+    parser.add_argument("--out", type=Path, help="default bench-results/fanout-<timestamp>/")
+    parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()),
+                        help="where the data directories go (default: the system temp dir)")
+    args = parser.parse_args(argv)
+    if args.messages < 1 or args.repeat < 1 or args.receiver_procs < 1:
+        parser.error("--messages, --repeat and --receiver-procs must be at least 1")
+    if not 8 <= args.size <= MAX_TEXT:
+        parser.error(f"--size must be 8..{MAX_TEXT}")
+    out = args.out or Path("bench-results") / f"fanout-{datetime.now():%Y%m%d-%H%M%S}"
+    return Params(args.members, args.modes, args.messages, args.size, args.repeat,
+                  args.receiver_procs, out, args.tmp)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["receiver"]:
+        kind, first, count, data, author, messages = argv[1:]
+        trio.run(receiver_main, kind, int(first), int(count), Path(data), author, int(messages))
+        return 0
+    params = parse_args(argv)
+    started, host = time.monotonic(), machine()
+    try:
+        runs = trio.run(run_all, params)
+    except BenchError as exc:
+        print(f"bench-fanout: {exc}", file=sys.stderr)
+        return 1
+    summary = summarise(runs)
+    text = table(summary, params)
+    print(text)
+    host["load_average_at_end"] = os.getloadavg()
+    write_results(params.out, host, params, runs, summary, text)
+    print(f"results in {params.out} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    sys.exit(main())

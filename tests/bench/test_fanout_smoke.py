@@ -1,0 +1,76 @@
+"""The fanout benchmark end to end at a tiny size: real receiver processes, every mode."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from node.bench import fanout
+
+MEMBERS = 2
+MESSAGES = 5
+SIZE = 64
+
+
+def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    status = fanout.main([
+        "--members", str(MEMBERS), "--modes", "raw,pairwise,private",
+        "--messages", str(MESSAGES), "--size", str(SIZE), "--repeat", "1",
+        "--out", str(out), "--tmp", str(tmp_path),
+    ])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+
+    document = json.loads((out / "results.json").read_text())
+    assert document["machine"]["cpu_count"] >= 1
+    assert document["params"]["messages"] == MESSAGES
+    rows = {(row["members"], row["mode"]): row for row in document["summary"]}
+    assert set(rows) == {(MEMBERS, mode) for mode in fanout.MODES}
+    for row in rows.values():
+        assert row["runs"] == 1
+        assert row["messages_per_s"]["median"] > 0
+        assert row["cpu_ms_per_message"]["median"] > 0
+        assert row["latency_p95_ms"]["median"] >= row["latency_p50_ms"]["median"] > 0
+
+    def cost(mode: str, metric: str) -> float:
+        return float(rows[(MEMBERS, mode)][metric]["median"])
+
+    # Sender Keys: one encryption per message; pairwise: one per other member.
+    assert cost("private", "encryptions_per_message") == 1
+    assert cost("pairwise", "encryptions_per_message") == MEMBERS
+    assert cost("private", "signatures_per_message") == 1
+    assert cost("pairwise", "signatures_per_message") == 1
+    assert cost("raw", "encryptions_per_message") == 0
+    assert cost("raw", "bytes_per_message") == MEMBERS * (4 + SIZE)
+    # Every member gets a signed event carrying at least the ciphertext of the text.
+    assert cost("private", "bytes_per_message") > MEMBERS * SIZE
+    assert cost("pairwise", "bytes_per_message") > cost("private", "bytes_per_message")
+
+    assert len(document["runs"]) == len(fanout.MODES)
+    with (out / "summary.csv").open() as f:
+        assert {row["mode"] for row in csv.DictReader(f)} == set(fanout.MODES)
+    assert (out / "runs.csv").exists()
+
+    table = printed.out.splitlines()
+    assert any("sender CPU ms/msg" in line for line in table)
+    for mode in fanout.MODES:
+        assert any(line.split()[:2] == [str(MEMBERS), mode] for line in table), printed.out
+    assert printed.err.count(f"N={MEMBERS} ") == len(fanout.MODES)  # a progress line per run
+
+
+def test_receivers_are_spread_evenly_over_processes() -> None:
+    assert fanout.split(32, 4) == [(0, 8), (8, 8), (16, 8), (24, 8)]
+    assert fanout.split(5, 2) == [(0, 3), (3, 2)]
+    assert fanout.split(2, 4) == [(0, 1), (1, 1)]
+
+
+def test_message_text_has_the_size_and_carries_its_index() -> None:
+    text = fanout.message_text(42, 256)
+    assert len(text.encode()) == 256
+    assert fanout.message_index(text) == 42
+    assert fanout.percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
+    assert fanout.percentile([3.0, 1.0, 2.0, 4.0], 0.95) == 4.0
