@@ -31,38 +31,37 @@ def ed25519_to_x25519_public(public_key: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class IdentityKey:
-    """An Ed25519 signing key with the derived X25519 static key for Noise."""
+    """An Ed25519 signing key with the derived X25519 static key for Noise.
+
+    The derived keys are computed once (signing and key agreement happen per
+    message and per recipient: re-deriving them each time was measurable).
+    """
 
     seed: bytes = field(repr=False)
+    signing_key: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    public_key: bytes = field(init=False, repr=False, compare=False)
+    x25519_private: bytes = field(init=False, repr=False, compare=False)
+    x25519_public: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.seed) != SEED_LEN:
             raise ValueError(f"an identity seed is {SEED_LEN} bytes, got {len(self.seed)}")
+        signing = nacl.signing.SigningKey(self.seed)
+        sk = nacl.bindings.crypto_sign_seed_keypair(self.seed)[1]
+        public = bytes(signing.verify_key)
+        object.__setattr__(self, "signing_key", signing)
+        object.__setattr__(self, "public_key", public)
+        object.__setattr__(self, "x25519_private",
+                           bytes(nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(sk)))
+        object.__setattr__(self, "x25519_public", ed25519_to_x25519_public(public))
 
     @classmethod
     def generate(cls) -> IdentityKey:
         return cls(bytes(nacl.signing.SigningKey.generate()))
 
     @property
-    def signing_key(self) -> nacl.signing.SigningKey:
-        return nacl.signing.SigningKey(self.seed)
-
-    @property
-    def public_key(self) -> bytes:
-        return bytes(self.signing_key.verify_key)
-
-    @property
     def peer_id(self) -> PeerId:
         return peer_id(self.public_key)
-
-    @property
-    def x25519_private(self) -> bytes:
-        sk = nacl.bindings.crypto_sign_seed_keypair(self.seed)[1]
-        return bytes(nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(sk))
-
-    @property
-    def x25519_public(self) -> bytes:
-        return ed25519_to_x25519_public(self.public_key)
 
     def sign(self, message: bytes) -> bytes:
         return bytes(self.signing_key.sign(message).signature)

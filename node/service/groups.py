@@ -86,6 +86,8 @@ log = logging.getLogger(__name__)
 #: and most events held per such group (an invitation is history enough to adopt).
 MAX_PENDING_GROUPS = 8
 MAX_PENDING_EVENTS = 1024
+#: Delivery receipts (acks of our events) are saved in one transaction this often.
+DELIVERY_SAVE_INTERVAL = 0.5
 #: Stay well under the channel's 1 MiB message cap when batching events.
 BATCH_BYTES = 512 * 1024
 
@@ -136,6 +138,7 @@ class GroupService:
         self.me = node.peer_id
         self.groups: dict[GroupId, Group] = {}
         self._pending: dict[GroupId, GroupCore] = {}
+        self._unsaved_deliveries: list[tuple[GroupId, EventId, PeerId, float]] = []
         self._changed = trio.Event()
         self.sync = Sync(self, node.config.sync_interval)
         self._load()
@@ -144,6 +147,7 @@ class GroupService:
         """Background work: anti-entropy with connected members; coalesced read receipts."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._receipts)
+            nursery.start_soon(self._save_deliveries)
             await nursery.start(self.sync.run)
             task_status.started()
 
@@ -358,13 +362,15 @@ class GroupService:
         being removed is told).
         """
         total = 0
+        raws = tuple(e.raw for e in events)
+        shared = encode_message(EventsMessage(group.id, raws))  # the same bytes for everyone
         for member in set(group.core.state.members) | (audience or set()):
             if member == self.me:
                 continue
-            cps: tuple[tuple[EventId, bytes], ...] = ()
+            data = shared
             if member in copies:
                 cps = tuple((e.id, copies[member]) for e in events if e.kind is Kind.MESSAGE)
-            data = encode_message(EventsMessage(group.id, tuple(e.raw for e in events), cps))
+                data = encode_message(EventsMessage(group.id, raws, cps))
             conn = self.node.connections.get(member)
             if conn is not None and conn.send_nowait(data):
                 total += len(data)
@@ -436,15 +442,35 @@ class GroupService:
         if group is None:
             return
         now = time.time()
-        with self.store.transaction():
-            for event_id in message.ids:
-                if event_id in group.own_ids:
-                    if sender not in group.acked.setdefault(event_id, {}):
-                        group.acked[event_id][sender] = now
-                        self.store.add_delivery(group.id, event_id, sender, now)
-                elif event_id in group.relay_waiters:  # a sync batch we are waiting on
-                    group.relay_acks.setdefault(event_id, set()).add(sender)
+        for event_id in message.ids:
+            if event_id in group.own_ids:
+                if sender not in group.acked.setdefault(event_id, {}):
+                    group.acked[event_id][sender] = now
+                    self._unsaved_deliveries.append((group.id, event_id, sender, now))
+            elif event_id in group.relay_waiters:  # a sync batch we are waiting on
+                group.relay_acks.setdefault(event_id, set()).add(sender)
         self._notify(group, [])
+
+    def save_deliveries(self) -> None:
+        """Write the delivery receipts gathered since last time, in one transaction.
+
+        Receipts are written lazily (not one fsync per ack): losing the last second
+        of them in a crash only means the member is sent those events again.
+        """
+        if not self._unsaved_deliveries:
+            return
+        pending, self._unsaved_deliveries = self._unsaved_deliveries, []
+        with self.store.transaction():
+            for row in pending:
+                self.store.add_delivery(*row)
+
+    async def _save_deliveries(self) -> None:
+        try:
+            while True:
+                await trio.sleep(DELIVERY_SAVE_INTERVAL)
+                self.save_deliveries()
+        finally:
+            self.save_deliveries()
 
     def _on_events(self, sender: PeerId, message: EventsMessage) -> list[EventId]:
         events: list[Event] = []
@@ -466,33 +492,45 @@ class GroupService:
         self, group: Group, events: list[Event], copies: dict[EventId, bytes], sender: PeerId,
         *, relayed: bool = False,
     ) -> list[EventId]:
-        """Deliver, store and react to events; ``relayed``: a sync batch (tell the others)."""
+        """Deliver, store and react to events; ``relayed``: a sync batch (tell the others).
+
+        Everything the batch delivers is written in one transaction (one fsync per
+        incoming message, not per event); only after the commit do we react (which
+        may author and send events of our own) and ack.
+        """
         stored: list[EventId] = []
         dropped: dict[str, int] = {}
-        for event in events:
-            if event.kind is Kind.MESSAGE and event.id in copies:
-                group.copies[event.id] = copies[event.id]
-            for effect in group.core.receive(event):
-                if isinstance(effect, Delivered):
-                    self._store_delivered(group, effect)
-                    stored.append(effect.event.id)
-                    self._after_delivery(group, [effect])
-                    if relayed:
-                        self.sync.nudge(group)
-                elif isinstance(effect, MembershipChanged):
-                    self._after_delivery(group, [effect])
-                elif isinstance(effect, Duplicate):
-                    if not group.core.is_waiting(effect.event):  # ack only what is stored
+        reactions: list[Effect] = []
+        late: list[Event] = []
+        with self.store.transaction():
+            for event in events:
+                if event.kind is Kind.MESSAGE and event.id in copies:
+                    group.copies[event.id] = copies[event.id]
+                for effect in group.core.receive(event):
+                    if isinstance(effect, Delivered):
+                        self._store_delivered(group, effect)
                         stored.append(effect.event.id)
-                        self._late_copy(group, effect.event)
-                elif isinstance(effect, Rejected):
-                    log.warning("group %s: rejected event %s from %s: %s", self._label(group),
-                                effect.event.id.hex()[:12], short_id(effect.event.author),
-                                effect.reason)
-                elif isinstance(effect, Equivocation):
-                    self._equivocation(group, effect)
-                elif isinstance(effect, Dropped):
-                    dropped[effect.reason] = dropped.get(effect.reason, 0) + 1
+                        reactions.append(effect)
+                    elif isinstance(effect, MembershipChanged):
+                        reactions.append(effect)
+                    elif isinstance(effect, Duplicate):
+                        if not group.core.is_waiting(effect.event):  # ack only what is stored
+                            stored.append(effect.event.id)
+                            late.append(effect.event)
+                    elif isinstance(effect, Rejected):
+                        log.warning("group %s: rejected event %s from %s: %s",
+                                    self._label(group), effect.event.id.hex()[:12],
+                                    short_id(effect.event.author), effect.reason)
+                    elif isinstance(effect, Equivocation):
+                        self._equivocation(group, effect)
+                    elif isinstance(effect, Dropped):
+                        dropped[effect.reason] = dropped.get(effect.reason, 0) + 1
+        if reactions:
+            self._after_delivery(group, reactions)
+            if relayed:
+                self.sync.nudge(group)
+        for event in late:
+            self._late_copy(group, event)
         for reason, count in dropped.items():  # one line per message, not per event
             log.info("group %s: dropped %d event(s) from %s: %s", self._label(group), count,
                      short_id(sender), reason)
