@@ -17,10 +17,10 @@ import trio
 from node.api import protocol
 from node.errors import ConfigError, KithError
 from node.group.bodies import MAX_GROUP_NAME, MAX_TEXT, MODES, Role
-from node.group.events import Event, Kind
+from node.group.events import Event
 from node.ids import PeerId, parse_peer_id
 from node.service.groups import Group, GroupService
-from node.service.views import event_view, group_view, log_view, members_view
+from node.service.views import HIDDEN_KINDS, event_view, group_view, log_view, members_view
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -72,7 +72,8 @@ def create(node: Node, req: dict[str, Any]) -> Any:
         raise KithError(f"mode must be one of {', '.join(MODES)}")
     if any(g.core.state.name == name for g in service.groups.values()):
         raise KithError(f"you already have a group called {name!r}")
-    return group_view(service, service.create(name, mode))
+    return group_view(service, service.create(name, mode,
+                                              share_history=bool(req.get("share_history"))))
 
 
 def list_groups(node: Node, req: dict[str, Any]) -> Any:
@@ -160,9 +161,7 @@ async def stream_events(
     service = _service(node)
     with events:
         async for event in events:
-            if event.kind in (Kind.SENDER_KEY, Kind.RECEIPT) or group.core.is_withdrawn(
-                event.author, event.seq
-            ):
+            if event.kind in HIDDEN_KINDS or group.core.is_withdrawn(event.author, event.seq):
                 continue
             if read:
                 service.mark_read(group)

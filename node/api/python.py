@@ -33,12 +33,11 @@ from node.api import group_ops
 from node.config import Config
 from node.datadir import DataDir
 from node.errors import KithError
-from node.group.events import Kind
 from node.ids import format_peer_id, parse_peer_id
 from node.net.address import DialTarget, parse_hostport
 from node.node import Node
 from node.service.groups import Group, GroupService
-from node.service.views import event_view, log_view
+from node.service.views import HIDDEN_KINDS, event_view, log_view
 
 
 class Kith:
@@ -68,9 +67,10 @@ class Kith:
         peer = parse_peer_id(peer_id)
         await self.node.wait_until(lambda: peer in self.node.connections)
 
-    def create_group(self, name: str, mode: str = "private") -> str:
+    def create_group(self, name: str, mode: str = "private", share_history: bool = False) -> str:
         """Create a group; returns its id (hex)."""
-        return str(self._call("group.create", name=name, mode=mode)["id"])
+        return str(self._call("group.create", name=name, mode=mode,
+                              share_history=share_history)["id"])
 
     def groups(self) -> list[dict[str, Any]]:
         return list(self._call("group.list"))
@@ -106,7 +106,7 @@ class Kith:
             for view in log_view(self.service, g):
                 yield view
             async for event in new:
-                if event.kind not in (Kind.SENDER_KEY, Kind.RECEIPT) and not g.core.is_withdrawn(
+                if event.kind not in HIDDEN_KINDS and not g.core.is_withdrawn(
                     event.author, event.seq
                 ):
                     yield event_view(self.service, g, event)

@@ -138,6 +138,9 @@ def _add_group_commands(
     p.add_argument("--mode", choices=["private", "pairwise"], default="private",
                    help="private: Sender Keys, one encryption per message (default); "
                    "pairwise: one encryption per recipient (for comparison)")
+    p.add_argument("--share-history", action="store_true",
+                   help="private groups: members added later can read earlier messages "
+                   "(members keep old keys to give them; see docs/threat-model.md)")
     p.set_defaults(func=groups.cmd_create)
     p = gsub.add_parser("list", parents=common, help="list your groups")
     p.set_defaults(func=groups.cmd_list)

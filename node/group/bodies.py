@@ -58,6 +58,7 @@ class Create:
     nonce: bytes
     max_members: int
     add_policy: str = "members"
+    share_history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,14 @@ class PrivateMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """Our earlier sender keys (each epoch's starting chain state), sealed to one newcomer."""
+
+    member: PeerId
+    keys: tuple[tuple[int, bytes, bytes], ...]  # (epoch, signing public key, sealed), by epoch
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """Read receipts: the reader's new read position per author (only what moved)."""
 
@@ -126,7 +135,7 @@ class PairwiseMessage:
 
 Body = (
     Create | Add | Remove | Leave | SetRole | Rename | Ban | SetPolicy | SenderKey
-    | PrivateMessage | PairwiseMessage | Receipt
+    | PrivateMessage | PairwiseMessage | Receipt | History
 )
 
 
@@ -138,7 +147,8 @@ def _fields(body: Body) -> dict[str, Any]:
     match body:
         case Create():
             return {"name": body.name, "mode": body.mode, "nonce": body.nonce,
-                    "max": body.max_members, "add": body.add_policy}
+                    "max": body.max_members, "add": body.add_policy,
+                    "history": body.share_history}
         case Add():
             return {"member": body.member, "role": body.role.label, "name": body.name}
         case Remove() | Ban():
@@ -160,6 +170,8 @@ def _fields(body: Body) -> dict[str, Any]:
             return {"salt": body.salt, "commit": body.commitment}
         case Receipt():
             return {"read": [[a, n] for a, n in body.read]}
+        case History():
+            return {"member": body.member, "keys": [[e, k, b] for e, k, b in body.keys]}
     raise AssertionError(body)
 
 
@@ -171,7 +183,7 @@ _KINDS: dict[type, Kind] = {
     Create: Kind.CREATE, Add: Kind.ADD, Remove: Kind.REMOVE, Leave: Kind.LEAVE,
     SetRole: Kind.SET_ROLE, Rename: Kind.RENAME, Ban: Kind.BAN, SetPolicy: Kind.SET_POLICY,
     SenderKey: Kind.SENDER_KEY, PrivateMessage: Kind.MESSAGE, PairwiseMessage: Kind.MESSAGE,
-    Receipt: Kind.RECEIPT,
+    Receipt: Kind.RECEIPT, History: Kind.HISTORY,
 }
 
 
@@ -188,7 +200,7 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
     if kind is Kind.CREATE:
         body = Create(fields.text("name", MAX_GROUP_NAME), fields.choice("mode", MODES),
                       fields.raw("nonce", NONCE_LEN), fields.count("max", 2, HARD_MAX_MEMBERS),
-                      fields.choice("add", ADD_POLICIES))
+                      fields.choice("add", ADD_POLICIES), fields.flag("history"))
     elif kind is Kind.ADD:
         body = Add(fields.peer("member"), Role.parse(fields.get("role")),
                    fields.text("name", MAX_GROUP_NAME, allow_empty=True))
@@ -209,6 +221,8 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
                          fields.sealed_keys("keys"))
     elif kind is Kind.RECEIPT:
         body = Receipt(fields.positions("read"))
+    elif kind is Kind.HISTORY:
+        body = History(fields.peer("member"), fields.epoch_keys("keys"))
     elif mode == "pairwise":
         body = PairwiseMessage(fields.raw("salt", NONCE_LEN), fields.raw("commit", 32))
     else:
@@ -276,6 +290,28 @@ class _Fields:
                 raise EventError(f"{self.kind.name} {key!r}: sorted [member, sealed key] pairs")
             previous = item[0]
             out.append((PeerId(item[0]), item[1]))
+        return tuple(out)
+
+    def flag(self, key: str) -> bool:
+        value = self.get(key)
+        if not isinstance(value, bool):
+            raise EventError(f"{self.kind.name} {key!r} must be true or false")
+        return value
+
+    def epoch_keys(self, key: str) -> tuple[tuple[int, bytes, bytes], ...]:
+        value = self.get(key)
+        if not isinstance(value, list) or not 0 < len(value) <= 4096:
+            raise EventError(f"{self.kind.name} {key!r} must be a non-empty list")
+        out: list[tuple[int, bytes, bytes]] = []
+        previous = -1
+        for item in value:
+            if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], int)
+                    or isinstance(item[0], bool) or not previous < item[0] < 2**40
+                    or not isinstance(item[1], bytes) or len(item[1]) != 32
+                    or not isinstance(item[2], bytes) or len(item[2]) > 256):
+                raise EventError(f"{self.kind.name} {key!r}: [epoch, key, sealed] by epoch")
+            previous = item[0]
+            out.append((item[0], item[1], item[2]))
         return tuple(out)
 
     def positions(self, key: str) -> tuple[tuple[PeerId, int], ...]:

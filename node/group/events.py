@@ -61,6 +61,7 @@ class Kind(enum.IntEnum):
     SENDER_KEY = 9
     MESSAGE = 10
     RECEIPT = 11
+    HISTORY = 12
 
 
 MEMBERSHIP_KINDS = frozenset(

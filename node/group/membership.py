@@ -97,6 +97,7 @@ class Membership:
     mode: str = "private"
     max_members: int = DEFAULT_MAX_MEMBERS
     add_policy: str = "members"
+    share_history: bool = False
     owner: PeerId | None = None
     created: bool = False
     members: dict[PeerId, Role] = field(default_factory=dict)
@@ -142,9 +143,11 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
     role = state.role(author)
     if role is None:
         raise AuthorizationError("author is not a member")
-    if kind in (Kind.MESSAGE, Kind.SENDER_KEY):
+    if kind in (Kind.MESSAGE, Kind.SENDER_KEY, Kind.HISTORY):
         if role is Role.GUEST:
             raise AuthorizationError("guests cannot post")
+        if kind is Kind.HISTORY and not state.share_history:
+            raise AuthorizationError("this group does not share its history")
         return
     if kind in (Kind.LEAVE, Kind.RECEIPT):  # guests read, so they may say so
         return
@@ -211,6 +214,7 @@ def _apply(state: Membership, e: MembershipEvent, departures_of: dict[PeerId, li
         state.created = True
         state.name, state.mode = body.name, body.mode
         state.max_members, state.add_policy = body.max_members, body.add_policy
+        state.share_history = body.share_history
         state.owner = e.author
         state.members[e.author] = Role.OWNER
     elif isinstance(body, Add):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from node.crypto import sender_keys
 from node.crypto.keys import IdentityKey
 from node.crypto.sender_keys import SenderKeyState
 from node.errors import DecryptError, KithError, RemoteProtocolError
@@ -39,6 +40,7 @@ from node.group.bodies import (
     Ban,
     Body,
     Create,
+    History,
     Leave,
     PairwiseMessage,
     PrivateMessage,
@@ -115,6 +117,7 @@ class Group:
     relay_waiters: dict[EventId, int] = field(default_factory=dict)  # sessions awaiting an ack
     own_ids: set[EventId] = field(default_factory=set)
     equivocated: set[tuple[PeerId, int]] = field(default_factory=set)
+    redecrypted: list[Event] = field(default_factory=list)  # history just made readable
     #: Read receipts: reader -> author -> highest seq it has read.
     read: dict[PeerId, dict[PeerId, int]] = field(default_factory=dict)
     unread_receipt: bool = False  # we read something not yet announced
@@ -189,7 +192,10 @@ class GroupService:
 
     # -- user operations --
 
-    def create(self, name: str, mode: str = "private", max_members: int = 500) -> Group:
+    def create(
+        self, name: str, mode: str = "private", max_members: int = 500,
+        share_history: bool = False,
+    ) -> Group:
         nonce = os.urandom(16)
         group_id = group_id_for(self.me, nonce)
         row = GroupRow(group_id, name, mode, time.time())
@@ -197,7 +203,8 @@ class GroupService:
         with self.store.transaction():
             self.store.add_group(row)
             self.groups[group_id] = group
-            self._author(group, Create(name, mode, nonce, max_members))
+            self._author(group, Create(name, mode, nonce, max_members,
+                                       share_history=share_history))
         log.info("created %s group %s (%s)", mode, name, group_id.hex()[:12])
         return group
 
@@ -251,7 +258,10 @@ class GroupService:
         members = set(state.members)
         if K.needs_rotation(group.keys, members):
             fresh, distribution = K.new_sender_key(group.keys, self.me, members)
-            self._author(group, distribution, new_own=fresh)
+            with self.store.transaction():
+                if group.core.state.share_history:  # kept to hand to later members
+                    self.store.save_own_history(group.id, fresh.epoch, fresh.key)
+                self._author(group, distribution, new_own=fresh)
             log.info("group %s: new sender key, epoch %d, for %d member(s)",
                      self._label(group), fresh.epoch, len(fresh.recipients))
         assert group.keys.own is not None
@@ -415,6 +425,12 @@ class GroupService:
             body = K.distribution(own.key, own.epoch, newcomers)
             updated = K.OwnKey(own.epoch, own.key, own.recipients | newcomers)
             self._author(group, body, new_own=updated)
+            if change.after.share_history:  # ... and, by the group's choice, from before
+                epochs = self.store.own_history(group.id)
+                for peer in sorted(newcomers):
+                    history = K.history_for(peer, epochs)
+                    if history is not None:
+                        self._author(group, history)
 
     # -- receiving --
 
@@ -529,6 +545,9 @@ class GroupService:
             self._after_delivery(group, reactions)
             if relayed:
                 self.sync.nudge(group)
+        if group.redecrypted:
+            readable, group.redecrypted = group.redecrypted, []
+            self._notify(group, readable)
         for event in late:
             self._late_copy(group, event)
         for reason, count in dropped.items():  # one line per message, not per event
@@ -552,6 +571,8 @@ class GroupService:
                     new_state, text = K.decrypt_private(state, group.id, event.author,
                                                         event.epoch, body)
                     key_update = (event.author, event.epoch, new_state)
+            elif isinstance(body, History) and body.member == self.me:
+                self._read_history(group, event.author, body)
             elif isinstance(body, PairwiseMessage):
                 blob = group.copies.get(event.id)
                 if blob is not None:
@@ -572,6 +593,33 @@ class GroupService:
             group.keys.peers[(key_update[0], key_update[1])] = key_update[2]
         group.texts[event.id] = text
         group.joined_at[event.id] = now
+
+    def _read_history(self, group: Group, author: PeerId, body: History) -> None:
+        """Decrypt ``author``'s earlier messages we stored unreadable (shared history)."""
+        for epoch, signing_public, sealed in body.keys:
+            try:
+                state = sender_keys.open_sealed(self.identity, sealed, signing_public)
+            except DecryptError as exc:
+                log.warning("group %s: unusable history key from %s: %s", self._label(group),
+                            short_id(author), exc)
+                continue
+            unread = []
+            for event in group.core.ordered():
+                if (event.author == author and event.epoch == epoch
+                        and event.kind is Kind.MESSAGE and group.texts.get(event.id) is None):
+                    message = decode_body(Kind.MESSAGE, event.body, mode=group.core.mode)
+                    if isinstance(message, PrivateMessage):
+                        unread.append((message.index, event, message))
+            for _, event, message in sorted(unread, key=lambda x: x[0]):
+                try:
+                    state, text = K.decrypt_private(state, group.id, author, epoch, message)
+                except DecryptError as exc:
+                    log.info("group %s: history message %s stays unreadable: %s",
+                             self._label(group), event.id.hex()[:12], exc)
+                    continue
+                self.store.set_text(event.id, text)
+                group.texts[event.id] = text
+                group.redecrypted.append(event)
 
     def _late_copy(self, group: Group, event: Event) -> None:
         """A pairwise copy for a message we stored unreadable (relayed without it)."""

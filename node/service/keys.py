@@ -24,6 +24,7 @@ from node.crypto.keys import IdentityKey, ed25519_to_x25519_public
 from node.crypto.sender_keys import OwnSenderKey, SenderKeyState
 from node.errors import DecryptError, RemoteProtocolError
 from node.group.bodies import (
+    History,
     PairwiseMessage,
     PrivateMessage,
     SenderKey,
@@ -92,6 +93,18 @@ def distribution(own: OwnSenderKey, epoch: int, recipients: frozenset[PeerId]) -
         except RemoteProtocolError:
             continue  # a member whose key is unusable cannot receive anything anyway
     return SenderKey(epoch, own.signing_public, tuple(sealed))
+
+
+def history_for(member: PeerId, epochs: list[tuple[int, OwnSenderKey]]) -> History | None:
+    """A HISTORY body giving ``member`` the starting state of each of our past epochs."""
+    sealed = []
+    for epoch, key in epochs:
+        try:
+            blob = sender_keys.seal_for(ed25519_to_x25519_public(member), key.receiver_state())
+        except RemoteProtocolError:
+            return None
+        sealed.append((epoch, key.signing_public, blob))
+    return History(member, tuple(sealed)) if sealed else None
 
 
 def open_distribution(

@@ -18,6 +18,9 @@ from node.group.events import Event, Kind
 from node.ids import PeerId, format_peer_id, short_id
 from node.service.groups import Group, GroupService
 
+#: Bookkeeping events that a conversation view does not show.
+HIDDEN_KINDS = frozenset({Kind.SENDER_KEY, Kind.RECEIPT, Kind.HISTORY})
+
 
 def group_view(service: GroupService, group: Group) -> dict[str, Any]:
     state = group.core.state
@@ -26,6 +29,7 @@ def group_view(service: GroupService, group: Group) -> dict[str, Any]:
         "id": group.id.hex(),
         "name": state.name,
         "mode": state.mode,
+        "share_history": state.share_history,
         "role": role.label if role is not None else None,
         "member": role is not None,
         "members": len(state.members),
@@ -63,13 +67,14 @@ def members_view(service: GroupService, group: Group) -> list[dict[str, Any]]:
 
 def describe_event(service: GroupService, group: Group, event: Event) -> str | None:
     """A line of text for membership events (messages have their own text)."""
-    if event.kind in (Kind.MESSAGE, Kind.SENDER_KEY, Kind.RECEIPT):
+    if event.kind in (Kind.MESSAGE, Kind.SENDER_KEY, Kind.RECEIPT, Kind.HISTORY):
         return None
     body = decode_body(event.kind, event.body, mode=group.core.mode)
     who = name_of(service, group, event.author)
     match body:
         case Create():
-            return f"{who} created the group {body.name!r} ({body.mode})"
+            shared = ", history shared with new members" if body.share_history else ""
+            return f"{who} created the group {body.name!r} ({body.mode}{shared})"
         case Add():
             return f"{who} added {name_of(service, group, body.member)} as {body.role.label}"
         case Remove():
@@ -135,7 +140,7 @@ def log_view(
     rows = [
         event_view(service, group, e)
         for e in group.core.ordered()
-        if (include_keys or e.kind not in (Kind.SENDER_KEY, Kind.RECEIPT))
+        if (include_keys or e.kind not in HIDDEN_KINDS)
         and not group.core.is_withdrawn(e.author, e.seq)
     ]
     return rows[-limit:] if limit else rows

@@ -474,6 +474,26 @@ class Store:
              _pack_peers(recipients)),
         )
 
+    def save_own_history(self, group: GroupId, epoch: int, key: OwnSenderKey) -> None:
+        """Keep the starting state of one of our epochs (groups that share history)."""
+        _check_integer(epoch, "epoch")
+        _check_integer(key.index, "sender key index")
+        self._write(
+            "store sender key history",
+            "INSERT OR IGNORE INTO own_history (group_id, epoch, chain_key, next_index,"
+            " signing_seed) VALUES (?, ?, ?, ?, ?)",
+            (group, int(epoch), key.chain_key, int(key.index), key.signing_seed),
+        )
+
+    def own_history(self, group: GroupId) -> list[tuple[int, OwnSenderKey]]:
+        """The starting state of each of our epochs in ``group``, oldest first."""
+        rows = self._fetchall(
+            "read sender key history",
+            "SELECT epoch, chain_key, next_index, signing_seed FROM own_history"
+            " WHERE group_id = ? ORDER BY epoch", (group,),
+        )
+        return [(int(e), OwnSenderKey(bytes(ck), int(i), bytes(seed))) for e, ck, i, seed in rows]
+
     def own_key(self, group: GroupId) -> tuple[int, OwnSenderKey, frozenset[PeerId]] | None:
         """Our sender key for ``group`` as (epoch, key, recipients), or ``None``."""
         r = self._fetchone(

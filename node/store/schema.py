@@ -128,6 +128,18 @@ MIGRATIONS: list[str] = [
         UNIQUE (group_id, author, seq, second_digest)
     ) STRICT;
     """,
+    # 1 -> 2: groups created with --share-history keep each epoch's starting sender key,
+    # to hand to members who join later.
+    """
+    CREATE TABLE own_history (
+        group_id      BLOB NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        epoch         INTEGER NOT NULL,
+        chain_key     BLOB NOT NULL,
+        next_index    INTEGER NOT NULL,
+        signing_seed  BLOB NOT NULL,
+        PRIMARY KEY (group_id, epoch)
+    ) STRICT;
+    """,
 ]
 
 

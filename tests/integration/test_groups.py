@@ -198,3 +198,29 @@ async def test_read_receipts_are_compact_and_can_be_turned_off(
             assert not any(e.kind is Kind.RECEIPT for e in
                            bob.service.find(group).core.ordered())
             assert all(e["read_by"] == [] for e in alice.log(group) if e["kind"] == "message")
+
+
+@pytest.mark.parametrize("share", [True, False])
+async def test_share_history_lets_late_joiners_read_earlier_messages(
+    tmp_path: Path, share: bool
+) -> None:
+    async with mesh(tmp_path, "alice", "bob", "dave") as (alice, bob, dave):
+        group = alice.create_group("lab", share_history=share)
+        alice.add(group, bob.peer_id)
+        with trio.fail_after(SOON):
+            await bob.group(group)
+        alice.send(group, "old news from alice")
+        await messages(bob, group, 1)
+        bob.send(group, "old news from bob")
+        await messages(alice, group, 2)
+        alice.add(group, dave.peer_id)
+        alice.send(group, "welcome dave")
+        expected = (["old news from alice", "old news from bob"] if share else [None, None])
+        with trio.fail_after(SOON):
+            await dave.group(group)
+            await dave.service.wait_until(
+                lambda: texts_of(dave, group) == [*expected, "welcome dave"])
+
+
+def texts_of(node: Kith, group: str) -> list[object]:
+    return [e["text"] for e in node.log(group) if e["kind"] == "message"]
