@@ -323,7 +323,8 @@ BODY_CASES: dict[str, tuple[Kind, Any, str]] = {
     ),
     "create unknown key": (
         Kind.CREATE,
-        {"name": "g", "mode": "private", "nonce": NONCE, "max": 10, "add": "members", "x": 1},
+        {"name": "g", "mode": "private", "nonce": NONCE, "max": 10, "add": "members",
+         "history": False, "x": 1},
         "CREATE body has unknown keys ['x']",
     ),
     "create empty name": (
