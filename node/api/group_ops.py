@@ -107,9 +107,15 @@ def send(node: Node, req: dict[str, Any]) -> Any:
         raise KithError(f"count must be 1..{MAX_COUNT}")
     if count == 1:
         return event_view(service, group, service.send(group, text))
+    return _send_many(service, group, text, count)
+
+
+async def _send_many(service: GroupService, group: Group, text: str, count: int) -> Any:
+    """Numbered messages, yielding between them so the node keeps serving its peers."""
     last = None
     for i in range(1, count + 1):
         last = service.send(group, f"{text} #{i}")
+        await trio.lowlevel.checkpoint()
     assert last is not None
     return event_view(service, group, last)
 

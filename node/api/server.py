@@ -7,6 +7,7 @@ owner can use it; that is the whole access control (as for ssh-agent).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -121,7 +122,7 @@ async def _handle_client(node: Node, stream: trio.SocketStream) -> None:
                 # delivered in between is missed.
                 follow = group_ops.follow_request(node, line)
                 watch = group_ops.watch(node, follow[0]) if follow is not None else None
-                response = _dispatch(node, line)
+                response = await _dispatch(node, line)
                 await stream.send_all(protocol.encode(response))
                 if follow is not None and watch is not None and response["ok"]:
                     await group_ops.stream_events(node, follow[0], stream, watch,
@@ -131,7 +132,7 @@ async def _handle_client(node: Node, stream: trio.SocketStream) -> None:
             return
 
 
-def _dispatch(node: Node, line: bytes) -> dict[str, Any]:
+async def _dispatch(node: Node, line: bytes) -> dict[str, Any]:
     try:
         request = json.loads(line)
     except ValueError:
@@ -142,6 +143,9 @@ def _dispatch(node: Node, line: bytes) -> dict[str, Any]:
     if handler is None:
         return protocol.error(f"unknown op {request['op']!r}")
     try:
-        return protocol.ok(handler(node, request))
+        result = handler(node, request)
+        if inspect.isawaitable(result):  # long operations yield to the rest of the node
+            result = await result
+        return protocol.ok(result)
     except KithError as exc:
         return protocol.error(str(exc))

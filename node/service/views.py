@@ -8,6 +8,7 @@ from node.group.bodies import (
     Add,
     Ban,
     Create,
+    PrivateMessage,
     Remove,
     Rename,
     SetPolicy,
@@ -109,6 +110,9 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
     }
     if event.kind is Kind.MESSAGE:
         view["decrypted"] = view["text"] is not None
+        body = decode_body(Kind.MESSAGE, event.body, mode=group.core.mode)
+        if isinstance(body, PrivateMessage):
+            view["chain_index"] = body.index  # with epoch: which message key (never reused)
     if mine:
         others = [m for m in group.core.state.members if m != service.me]
         have = {m for m in others if group.has(m, event)} | set(group.acked.get(event.id, {}))
