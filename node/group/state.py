@@ -141,6 +141,10 @@ class GroupCore:
     def event_id(self, author: PeerId, seq: int) -> EventId:
         return self._ids[author][seq - 1]
 
+    def delivered_order(self) -> list[Event]:
+        """Delivered events in the order they were delivered here (a causal order)."""
+        return list(self._delivered)
+
     def ordered(self) -> list[Event]:
         """Every delivered event in the one total order."""
         return sorted(self._delivered, key=lambda e: e.order_key)

@@ -34,6 +34,7 @@ import trio
 
 from node.group.events import EventId, GroupId, Kind
 from node.ids import PeerId, short_id
+from node.sync.plan import Batcher, behind, missing
 from node.wire.messages import (
     MAX_EVENTS,
     EventsMessage,
@@ -129,9 +130,9 @@ class Sync:
         theirs = dict(message.vector)
         group.peer_vectors[sender] = theirs
         mine = group.core.frontier
-        if any(n > theirs.get(a, 0) for a, n in mine.items()):
+        if behind(mine, theirs):
             self._start(group, sender, theirs)
-        if message.want and any(n > mine.get(a, 0) for a, n in theirs.items()):
+        if message.want and behind(theirs, mine):
             self._send_vector(group, sender, want=False)
         self.service._notify(group, [])
 
@@ -156,27 +157,25 @@ class Sync:
         try:
             with scope:
                 after = 0
-                batch: list[tuple[EventId, bytes, PeerId, Kind]] = []
-                size = 0
+                batcher: Batcher[tuple[EventId, bytes, PeerId, Kind]] = Batcher(
+                    MAX_EVENTS, BATCH_BYTES)
                 while True:
                     page = self.service.store.events_page(group.id, after, PAGE)
                     if not page:
                         break
                     after = page[-1][0]
-                    for _, row in page:
-                        if row.seq <= theirs.get(row.author, 0):
-                            continue
+                    for row in missing((row for _, row in page), theirs):
                         if departure is not None and not departure.saw(row.author, row.seq):
                             continue  # a departed member gets what led to its departure, no more
-                        batch.append((row.id, row.raw, row.author, Kind(row.kind)))
-                        size += len(row.raw)
-                        if len(batch) >= MAX_EVENTS or size >= BATCH_BYTES:
-                            if not await self._send_batch(group, peer, batch):
+                        item = (row.id, row.raw, row.author, Kind(row.kind))
+                        full = batcher.add(item, len(row.raw))
+                        if full is not None:
+                            if not await self._send_batch(group, peer, full):
                                 return
-                            sent += len(batch)
-                            batch, size = [], 0
-                if batch and await self._send_batch(group, peer, batch):
-                    sent += len(batch)
+                            sent += len(full)
+                rest = batcher.flush()
+                if rest is not None and await self._send_batch(group, peer, rest):
+                    sent += len(rest)
         finally:
             if self._sessions.get((peer, group.id)) is scope:
                 del self._sessions[(peer, group.id)]
