@@ -10,6 +10,7 @@ was deliverable on arrival (no buffering).
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from hypothesis import given, settings
@@ -69,7 +70,8 @@ def test_random_partitions_heal_to_one_history(seed: int, batch: int) -> None:
             if len(half) > 1:
                 meet(r, rng.choice([x for x in half if x is not r]), batch)
     # heal: meetings along a chain, then back, reach everyone
-    for a, b in [*zip(replicas, replicas[1:]), *zip(reversed(replicas), list(reversed(replicas))[1:])]:
+    chain = [*itertools.pairwise(replicas), *itertools.pairwise(reversed(replicas))]
+    for a, b in chain:
         meet(a, b, batch)
         meet(b, a, batch)
     orders = [[e.id for e in r.core.ordered()] for r in replicas]
