@@ -16,7 +16,14 @@ import trio
 
 from node.api import protocol
 from node.errors import ConfigError, KithError
-from node.group.bodies import MAX_GROUP_NAME, MAX_TEXT, MODES, Role
+from node.group.bodies import (
+    DEFAULT_MAX_MEMBERS,
+    HARD_MAX_MEMBERS,
+    MAX_GROUP_NAME,
+    MAX_TEXT,
+    MODES,
+    Role,
+)
 from node.group.events import Event
 from node.ids import PeerId, parse_peer_id
 from node.service.groups import Group, GroupService
@@ -72,7 +79,10 @@ def create(node: Node, req: dict[str, Any]) -> Any:
         raise KithError(f"mode must be one of {', '.join(MODES)}")
     if any(g.core.state.name == name for g in service.groups.values()):
         raise KithError(f"you already have a group called {name!r}")
-    return group_view(service, service.create(name, mode,
+    cap = req.get("max_members", DEFAULT_MAX_MEMBERS)
+    if not isinstance(cap, int) or isinstance(cap, bool) or not 2 <= cap <= HARD_MAX_MEMBERS:
+        raise KithError(f"max_members must be 2..{HARD_MAX_MEMBERS}")
+    return group_view(service, service.create(name, mode, max_members=cap,
                                               share_history=bool(req.get("share_history"))))
 
 

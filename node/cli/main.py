@@ -138,6 +138,8 @@ def _add_group_commands(
     p.add_argument("--mode", choices=["private", "pairwise"], default="private",
                    help="private: Sender Keys, one encryption per message (default); "
                    "pairwise: one encryption per recipient (for comparison)")
+    p.add_argument("--max-members", type=int, default=500, metavar="N",
+                   help="cap on members (default 500, at most 5000)")
     p.add_argument("--share-history", action="store_true",
                    help="private groups: members added later can read earlier messages "
                    "(members keep old keys to give them; see docs/threat-model.md)")

@@ -34,6 +34,7 @@ def group_view(service: GroupService, group: Group) -> dict[str, Any]:
         "role": role.label if role is not None else None,
         "member": role is not None,
         "members": len(state.members),
+        "max_members": state.max_members,
         "events": len(group.core.ordered()),
         "epoch": group.keys.own.epoch if group.keys.own is not None else None,
         "waiting": sum(len(v) for v in group.core.buffered().values()),
