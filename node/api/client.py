@@ -13,6 +13,8 @@ from node.api import protocol
 from node.errors import KithError, NotRunningError
 
 TIMEOUT = 120.0
+#: Answers come from our own node and may be long (a whole group log); requests stay small.
+MAX_ANSWER = 256 * 1024 * 1024
 
 
 def _connect(path: Path) -> socket.socket:
@@ -42,7 +44,7 @@ def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
             if not chunk:
                 raise KithError("the node closed the control connection")
             buf += chunk
-            if len(buf) > protocol.MAX_LINE:
+            if len(buf) > MAX_ANSWER:
                 raise KithError("the node's answer is too long")
         line, _, rest = bytes(buf).partition(b"\n")
         buf = bytearray(rest)

@@ -123,8 +123,12 @@ def send(node: Node, req: dict[str, Any]) -> Any:
 async def _send_many(service: GroupService, group: Group, text: str, count: int) -> Any:
     """Numbered messages, yielding between them so the node keeps serving its peers."""
     last = None
+    half = service.node.config.send_queue // 2
     for i in range(1, count + 1):
         last = service.send(group, f"{text} #{i}")
+        # Pace ourselves by the members' queues: a burst must not look like a stuck peer.
+        for conn in list(service.node.connections.values()):
+            await conn.wait_queue_below(half)
         await trio.lowlevel.checkpoint()
     assert last is not None
     return event_view(service, group, last)

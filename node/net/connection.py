@@ -58,6 +58,7 @@ class PeerConnection:
         self._on_message = on_message
         self._send_lock = trio.Lock()
         self._queue_in, self._queue_out = trio.open_memory_channel[bytes](config.send_queue)
+        self._progress = trio.Event()  # set whenever the sender took a message off the queue
         self._last_sent = trio.current_time()
         self._cancel = trio.CancelScope()
         self.close_reason = ""
@@ -135,8 +136,18 @@ class PeerConnection:
             return False
         return True
 
+    def queued(self) -> int:
+        return self._queue_in.statistics().current_buffer_used
+
+    async def wait_queue_below(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` messages are queued (or the channel is closing)."""
+        while self.queued() >= limit and not self._cancel.cancel_called:
+            await self._progress.wait()
+
     async def _sender(self) -> None:
         async for data in self._queue_out:
+            self._progress.set()
+            self._progress = trio.Event()
             try:
                 await self._send(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -160,6 +171,7 @@ class PeerConnection:
         if not self.close_reason:
             self.close_reason = reason
         self._cancel.cancel()
+        self._progress.set()
 
     async def _goodbye(self, reason: str) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT) as scope:
