@@ -280,6 +280,15 @@ class Scene:
         await self.barrier()
         return event
 
+    @property
+    def honest(self) -> list[PeerId]:
+        """The members mallory seals her sender keys to: alice and bob."""
+        return [self.alice.node.peer_id, self.bob.node.peer_id]
+
+    async def share_sender_key(self) -> None:
+        """Mallory hands her sender key to alice and bob (before sending messages)."""
+        await self.mallory.share(self.gid, self.mallory.sender_key(self.gid, self.honest))
+
     async def still_serving(self) -> None:
         """Bob and alice exchange group messages; mallory's channel is still up."""
         self.rounds += 1
@@ -393,7 +402,7 @@ async def test_event_from_a_non_member(tmp_path: Path, logs: LogWatch) -> None:
     async with scene(tmp_path) as s:
         # mallory is connected and knows the group's history, but was never added
         s.mallory.mirror(s.gid, s.history())
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
+        members = s.honest
         key_event = s.mallory.forge(s.gid, K.distribution(OwnSenderKey.generate(), 0,
                                                           frozenset(members)))
         await s.mallory.send(s.gid, key_event)
@@ -408,7 +417,7 @@ async def test_event_from_a_non_member(tmp_path: Path, logs: LogWatch) -> None:
 async def test_events_from_a_removed_member(tmp_path: Path, logs: LogWatch) -> None:
     async with scene(tmp_path) as s:
         replica = await s.join()
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
+        members = s.honest
         await s.mallory.share(s.gid, s.mallory.sender_key(s.gid, members),
                               s.mallory.say(s.gid, "while a member"))
         await wait_text(s.alice, s.group, "while a member")
@@ -442,7 +451,7 @@ async def test_message_from_a_guest(tmp_path: Path, logs: LogWatch) -> None:
     async with scene(tmp_path) as s:
         await s.join(role="guest")
         assert s.core.state.role(s.mallory.peer_id) is GroupRole.GUEST
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
+        members = s.honest
         key_event = s.mallory.forge(s.gid, K.distribution(OwnSenderKey.generate(), 0,
                                                           frozenset(members)))
         await s.mallory.send(s.gid, key_event)
@@ -488,7 +497,7 @@ async def test_replayed_events_are_acked_again_and_stored_once(
 ) -> None:
     async with scene(tmp_path) as s:
         await s.join()
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
+        members = s.honest
         key_event = s.mallory.sender_key(s.gid, members)
         said = s.mallory.say(s.gid, "once")
         await s.mallory.share(s.gid, key_event, said)
@@ -520,8 +529,7 @@ async def test_replayed_events_are_acked_again_and_stored_once(
 async def test_message_from_a_future_epoch(tmp_path: Path, logs: LogWatch) -> None:
     async with scene(tmp_path) as s:
         await s.join()
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
-        await s.mallory.share(s.gid, s.mallory.sender_key(s.gid, members))
+        await s.share_sender_key()
         future = s.mallory.forge(s.gid, PrivateMessage(0, os.urandom(64)), epoch=7,
                                  signer=nacl.signing.SigningKey.generate())
         await s.mallory.send(s.gid, future)
@@ -538,7 +546,7 @@ async def test_message_with_a_huge_index(
 ) -> None:
     async with scene(tmp_path) as s:
         await s.join()
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
+        members = s.honest
         await s.mallory.share(s.gid, s.mallory.sender_key(s.gid, members),
                               s.mallory.say(s.gid, "index 0"))
         await wait_text(s.alice, s.group, "index 0")
@@ -661,8 +669,7 @@ async def test_clock_with_too_many_entries_or_absurd_counters(
 ) -> None:
     async with scene(tmp_path) as s:
         await s.join()
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
-        await s.mallory.share(s.gid, s.mallory.sender_key(s.gid, members))
+        await s.share_sender_key()
         base = s.mallory.forge(s.gid, PrivateMessage(0, os.urandom(40)),
                                signer=s.mallory.sender_signing_key(s.gid))
         cases = {
@@ -713,8 +720,7 @@ async def send_waiting(s: Scene) -> Event:
     (10^6, not 2^40 - 1: ``GroupCore.gaps`` still costs memory in proportion.)
     """
     await s.join()
-    members = [s.alice.node.peer_id, s.bob.node.peer_id]
-    await s.mallory.share(s.gid, s.mallory.sender_key(s.gid, members))
+    await s.share_sender_key()
     waits = s.mallory.forge(s.gid, PrivateMessage(0, os.urandom(40)),
                             signer=s.mallory.sender_signing_key(s.gid),
                             clock=((s.bob.node.peer_id, 10**6),), lamport=10**6 + 100)
@@ -860,7 +866,7 @@ async def test_malformed_wire_messages(tmp_path: Path, logs: LogWatch) -> None:
 async def test_malformed_events_inside_a_good_message(tmp_path: Path, logs: LogWatch) -> None:
     async with scene(tmp_path) as s:
         await s.join()
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
+        members = s.honest
         key_event = s.mallory.sender_key(s.gid, members)
         said = s.mallory.say(s.gid, "between the junk")
         await s.mallory.send(s.gid, b"junk", key_event, b"", said.raw + b"\x00", said,
@@ -896,8 +902,7 @@ async def test_acks_for_events_that_do_not_exist_are_not_recorded(
 async def test_equivocation_is_rejected_and_recorded(tmp_path: Path, logs: LogWatch) -> None:
     async with scene(tmp_path) as s:
         await s.join()
-        members = [s.alice.node.peer_id, s.bob.node.peer_id]
-        await s.mallory.share(s.gid, s.mallory.sender_key(s.gid, members))
+        await s.share_sender_key()
         twin = s.mallory.forge(s.gid, PrivateMessage(0, os.urandom(64)),
                                signer=s.mallory.sender_signing_key(s.gid))
         first = s.mallory.say(s.gid, "the first")
