@@ -1,5 +1,5 @@
 # Shared by scripts/run and scripts/test: make sure .venv exists and matches pyproject.toml.
-# Usage: ensure_venv ROOT EXTRAS   (EXTRAS "" or "dev")
+# Usage: ensure_venv ROOT EXTRAS   (EXTRAS "", "plots" or "dev"; dev includes plots)
 
 find_python() {
     local candidate
@@ -19,9 +19,10 @@ ensure_venv() {
     local root="$1" extras="$2" venv="$1/.venv" want stamp python spec
     want="$(cat "$root/pyproject.toml" | sha256sum | cut -c1-16)"
     stamp="$venv/.kith-installed"
-    # A dev install also satisfies a plain run.
+    # A dev install also satisfies a plain run and the plots; a plots install a plain run.
     if [ -f "$stamp" ] && grep -qx "$want dev" "$stamp"; then return 0; fi
-    if [ -f "$stamp" ] && [ -z "$extras" ] && grep -qx "$want " "$stamp"; then return 0; fi
+    if [ -f "$stamp" ] && grep -qx "$want $extras" "$stamp"; then return 0; fi
+    if [ -f "$stamp" ] && [ -z "$extras" ] && grep -qx "$want plots" "$stamp"; then return 0; fi
     if [ ! -x "$venv/bin/python" ]; then
         python="$(find_python)"
         echo "kith: creating $venv with $("$python" --version)" >&2

@@ -1,7 +1,8 @@
 """Fanout on real nodes: how fast one author pushes messages to N members, and at what cost.
 
-    scripts/bench-fanout [--members 2,8,32] [--modes raw,pairwise,private]
-                         [--messages 200] [--size 256] [--repeat 3] [--out DIR]
+    kith bench fanout [--members 2,8,32] [--mode raw,pairwise,sender-keys[,libp2p]]
+                      [--messages 200] [--size 256] [--repeat 3] [--out DIR]
+    (scripts/bench-fanout is the same, creating .venv first)
 
 Theory of operation
 -------------------
@@ -40,13 +41,10 @@ we measure the burst, not the drop-and-redial path (docs/research.md).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
-import platform
-import sqlite3
-import statistics
+import resource
 import subprocess
 import sys
 import tempfile
@@ -61,12 +59,18 @@ from typing import Any
 import trio
 
 from node.api.python import open_node
+from node.bench import report
 from node.errors import KithError
 from node.group.bodies import MAX_TEXT
 from node.group.events import Event, Kind
 from node.ids import parse_peer_id
 
-MODES = ("raw", "pairwise", "private")
+#: Modes in table order. ``sender-keys`` is a ``private`` group; ``libp2p`` is py-libp2p
+#: floodsub (node/bench/floodsub.py, the ``compare`` extra).
+MODES = ("raw", "pairwise", "sender-keys", "libp2p")
+DEFAULT_MODES = ("raw", "pairwise", "sender-keys")
+ALIASES = {"private": "sender-keys", "sender_keys": "sender-keys", "floodsub": "libp2p"}
+GROUP_MODE = {"pairwise": "pairwise", "sender-keys": "private"}
 WARMUP = "warmup"
 #: Seconds allowed for starting receivers, connecting and the warm-up.
 SETUP_TIMEOUT = 60.0
@@ -107,10 +111,47 @@ class Run:
     bytes_per_message: float
     latency_p50_ms: float
     latency_p95_ms: float
+    latency_p99_ms: float = math.nan
+    #: Bytes the author's TCP connections carried per message (channel records, acks
+    #: not included: those are received).
+    wire_bytes_per_message: float = math.nan
+    #: Every member has the message: ``members x messages_per_s``.
+    deliveries_per_s: float = math.nan
+    #: Peak resident memory of the author's process during the run (sampled).
+    peak_rss_mb: float = math.nan
+    #: Largest peak resident memory of one receiver process.
+    receiver_rss_mb: float = math.nan
 
 
 #: What a run measured (every field of ``Run`` after members, mode and repeat).
 METRICS = tuple(f.name for f in fields(Run))[3:]
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (``/proc/self/statm``; NaN elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return math.nan
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """The peak of ``rss_mb()`` while ``run`` runs (every 20 ms; ru_maxrss cannot be
+    reset between runs of one process)."""
+
+    def __init__(self) -> None:
+        self.peak = rss_mb()
+
+    async def run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb())
+            await trio.sleep(0.02)
+
 
 def message_text(index: int, size: int) -> str:
     """Message ``index`` as exactly ``size`` ASCII characters (the index leads)."""
@@ -173,7 +214,7 @@ async def _kith_receiver(k: int, data: Path, author: str, messages: int) -> None
                     break
         if left:  # the service ends a watch that falls 1,024 events behind
             raise BenchError(f"receiver {k} fell behind: its watch ended with {left} to go")
-        _emit(done=k, arrivals=[round(t, 6) for t in arrivals])
+        _emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
         await trio.sleep_forever()  # keep the node up (acks, goodbye) until told to stop
 
 
@@ -205,7 +246,7 @@ async def _raw_receiver(k: int, messages: int) -> None:
                     left -= math.isnan(arrivals[message_index(payload)])
                     arrivals[message_index(payload)] = now
             del buf[:at]
-        _emit(done=k, arrivals=[round(t, 6) for t in arrivals])
+        _emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
         await trio.sleep_forever()
 
 
@@ -342,13 +383,17 @@ def percentile(values: Sequence[float], q: float) -> float:
 def _result(
     n: int, mode: str, repeat: int, messages: int, t0: float, cpu: float,
     sent: list[float], done: list[dict[str, Any]], costs: tuple[float, float, float],
+    *, wire_bytes: float, peak_rss: float,
 ) -> Run:
     arrivals = [line["arrivals"] for line in done]
     end = max(max(times) for times in arrivals)
     latencies = [t - sent[i] for times in arrivals for i, t in enumerate(times)]
     seconds = end - t0
+    receiver_rss = max((line.get("rss_mb", math.nan) for line in done), default=math.nan)
     return Run(n, mode, repeat, seconds, messages / seconds, 1000 * cpu / messages,
-               *costs, 1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.95))
+               *costs, 1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.95),
+               1000 * percentile(latencies, 0.99), wire_bytes / messages,
+               n * messages / seconds, peak_rss, receiver_rss)
 
 
 async def run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path) -> Run:
@@ -359,7 +404,7 @@ async def run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path) ->
         with rx.within(SETUP_TIMEOUT):
             peers = [parse_peer_id(line["peer"]) for line in await rx.expect("up", n)]
             await node.wait_until(lambda: all(p in node.connections for p in peers))
-            group = service.create("bench", mode)
+            group = service.create("bench", GROUP_MODE[mode])
             for peer in peers:
                 service.add(group, peer)
             service.send(group, WARMUP)
@@ -368,20 +413,29 @@ async def run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path) ->
         texts = [message_text(i, params.size) for i in range(m)]
         sent = [0.0] * m
         ids = []
-        with rx.within(SETUP_TIMEOUT + PER_DELIVERY * n * m):
-            cpu0, t0 = time.process_time(), time.monotonic()
-            for i in range(m):
-                sent[i] = time.monotonic()
-                ids.append(service.send(group, texts[i]).id)
-                await trio.lowlevel.checkpoint()
-            done = await rx.expect("done", n)
-            last = ids[-1]
-            await service.wait_until(lambda: all(p in group.acked.get(last, {}) for p in peers))
-            cpu = time.process_time() - cpu0
+        streams = [node.connections[p].stream for p in peers]
+        sampler = RssSampler()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sampler.run)
+            with rx.within(SETUP_TIMEOUT + PER_DELIVERY * n * m):
+                wire0 = sum(stream.bytes_sent for stream in streams)
+                cpu0, t0 = time.process_time(), time.monotonic()
+                for i in range(m):
+                    sent[i] = time.monotonic()
+                    ids.append(service.send(group, texts[i]).id)
+                    await trio.lowlevel.checkpoint()
+                done = await rx.expect("done", n)
+                last = ids[-1]
+                await service.wait_until(
+                    lambda: all(p in group.acked.get(last, {}) for p in peers))
+                cpu = time.process_time() - cpu0
+                wire = sum(stream.bytes_sent for stream in streams) - wire0
+            nursery.cancel_scope.cancel()
     counters = [group.counters[event_id] for event_id in ids]
     costs = (sum(c.encryptions for c in counters) / m, sum(c.signatures for c in counters) / m,
              sum(c.bytes_out for c in counters) / m)
-    return _result(n, mode, repeat, m, t0, cpu, sent, done, costs)
+    return _result(n, mode, repeat, m, t0, cpu, sent, done, costs,
+                   wire_bytes=wire, peak_rss=sampler.peak)
 
 
 async def _drain(stream: trio.SocketStream, queue: trio.MemoryReceiveChannel[bytes]) -> None:
@@ -403,7 +457,9 @@ async def run_raw(n: int, repeat: int, params: Params, tmp: Path) -> Run:
                 for stream in streams:
                     await stream.send_all(frame(WARMUP.encode()))
                 await rx.expect("ready", n)
+            sampler = RssSampler()
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(sampler.run)
                 queues = []
                 for stream in streams:
                     queue_in, queue_out = trio.open_memory_channel[bytes](math.inf)
@@ -421,173 +477,194 @@ async def run_raw(n: int, repeat: int, params: Params, tmp: Path) -> Run:
                     cpu = time.process_time() - cpu0
                 for queue in queues:
                     queue.close()
+                nursery.cancel_scope.cancel()
         finally:
             for stream in streams:
                 await trio.aclose_forcefully(stream)
-    costs = (0.0, 0.0, float(n * (4 + params.size)))
-    return _result(n, "raw", repeat, m, t0, cpu, sent, done, costs)
+    wire = float(n * (4 + params.size))  # exactly what the frames carry, per message
+    return _result(n, "raw", repeat, m, t0, cpu, sent, done, (0.0, 0.0, wire),
+                   wire_bytes=wire * m, peak_rss=sampler.peak)
 
 
 # -- the whole benchmark ----------------------------------------------------------------------
+
+
+async def run_one(mode: str, n: int, repeat: int, params: Params, tmp: Path) -> Run:
+    if mode == "raw":
+        return await run_raw(n, repeat, params, tmp)
+    if mode == "libp2p":
+        from node.bench.floodsub import run_floodsub
+
+        return await run_floodsub(n, repeat, params, tmp)
+    return await run_kith(mode, n, repeat, params, tmp)
 
 
 async def run_all(params: Params) -> list[Run]:
     """Every (repeat, N, mode) run, repeats outermost so slow drifts spread over all rows."""
     plan = [(r, n, mode) for r in range(params.repeat) for n in params.members
             for mode in params.modes]
+    progress = report.Progress(len(plan), "fanout")
     runs = []
-    for k, (r, n, mode) in enumerate(plan, 1):
+    for r, n, mode in plan:
         with tempfile.TemporaryDirectory(prefix="kith-bench-", dir=params.tmp) as tmp:
-            if mode == "raw":
-                run = await run_raw(n, r, params, Path(tmp))
-            else:
-                run = await run_kith(mode, n, r, params, Path(tmp))
+            run = await run_one(mode, n, r, params, Path(tmp))
         runs.append(run)
-        print(f"[{k}/{len(plan)}] N={n:<3} {mode:<8} run {r + 1}/{params.repeat}: "
-              f"{run.messages_per_s:8.0f} msg/s  {run.cpu_ms_per_message:7.3f} ms CPU/msg  "
-              f"p95 {run.latency_p95_ms:7.1f} ms  ({run.seconds:.2f} s)",
-              file=sys.stderr, flush=True)
+        progress.step(f"N={n:<3} {mode:<11} run {r + 1}/{params.repeat}: "
+                      f"{run.messages_per_s:7.0f} msg/s {run.cpu_ms_per_message:7.3f} ms CPU/msg "
+                      f"p95 {run.latency_p95_ms:6.0f} ms ({run.seconds:.2f} s)")
     return runs
 
 
-def summarise(runs: list[Run]) -> list[dict[str, Any]]:
-    """Per (N, mode): the median, min and max of every metric over the repeats."""
-    rows = []
-    keys = sorted({(r.members, r.mode) for r in runs},
-                  key=lambda key: (key[0], MODES.index(key[1])))
-    for n, mode in keys:
-        mine = [r for r in runs if (r.members, r.mode) == (n, mode)]
-        row: dict[str, Any] = {"members": n, "mode": mode, "runs": len(mine)}
-        for metric in METRICS:
-            values = [getattr(r, metric) for r in mine]
-            row[metric] = {"median": statistics.median(values), "min": min(values),
-                           "max": max(values)}
-        rows.append(row)
+def summarise(runs: Sequence[Run], params: Params) -> list[report.Row]:
+    """Per (N, mode): the median, min and max of every metric over the repeats, and the
+    sender CPU relative to raw at the same N (``x_raw_cpu``) and the delivered rate
+    relative to raw (``of_raw_rate``, the goal is at least 0.5 for sender-keys)."""
+    rows = report.summarise([asdict(r) for r in runs], ("members", "mode"), METRICS,
+                            order={"mode": MODES})
+    raw = {row["members"]: row for row in rows if row["mode"] == "raw"}
+    for row in rows:
+        base = raw.get(row["members"])
+        for name, metric in (("x_raw_cpu", "cpu_ms_per_message"),
+                             ("of_raw_rate", "messages_per_s")):
+            value = math.nan
+            if base is not None and base[metric]["median"] > 0:
+                value = row[metric]["median"] / base[metric]["median"]
+            row[name] = {"median": value, "min": value, "max": value}
     return rows
 
 
-def machine() -> dict[str, Any]:
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        cpuinfo = []
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                  if line.startswith("model name")), "")
-    return {"cpu_count": os.cpu_count(), "cpu_model": model,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "trio": trio.__version__, "sqlite": sqlite3.sqlite_version,
-            "load_average": os.getloadavg()}  # others' work on the machine skews the numbers
+COLUMNS = (
+    report.Column("messages_per_s", "msg/s", ".0f", span=True),
+    report.Column("of_raw_rate", "of raw", ".2f"),
+    report.Column("cpu_ms_per_message", "CPU ms/msg", ".3f", span=True),
+    report.Column("x_raw_cpu", "x raw", ".1f"),
+    report.Column("encryptions_per_message", "enc", ".0f"),
+    report.Column("signatures_per_message", "sig", ".0f"),
+    report.Column("bytes_per_message", "app B/msg", ".0f"),
+    report.Column("wire_bytes_per_message", "wire B/msg", ".0f"),
+    report.Column("latency_p50_ms", "p50 ms", ".0f"),
+    report.Column("latency_p95_ms", "p95 ms", ".0f"),
+    report.Column("latency_p99_ms", "p99 ms", ".0f"),
+    report.Column("peak_rss_mb", "RSS MB", ".0f"),
+)
+
+#: What the plots show, one PNG each.
+PLOTS = {
+    "messages_per_s": "delivered messages/s (all members)",
+    "deliveries_per_s": "deliveries/s (members x msg/s)",
+    "cpu_ms_per_message": "sender CPU ms per message",
+    "wire_bytes_per_message": "bytes on the wire per message (sender)",
+    "encryptions_per_message": "encryptions per message",
+    "signatures_per_message": "signatures per message",
+    "latency_p50_ms": "p50 delivery latency (ms)",
+    "latency_p95_ms": "p95 delivery latency (ms)",
+    "latency_p99_ms": "p99 delivery latency (ms)",
+    "peak_rss_mb": "author peak RSS (MB)",
+}
 
 
-def table(summary: list[dict[str, Any]], params: Params) -> str:
-    def span(cell: dict[str, float], fmt: str) -> str:
-        return f"{cell['median']:{fmt}} [{cell['min']:{fmt}}-{cell['max']:{fmt}}]"
-
-    raw_cpu = {row["members"]: row["cpu_ms_per_message"]["median"]
-               for row in summary if row["mode"] == "raw"}
-    lines = [
-        f"{params.messages} messages of {params.size} B per run; median [min-max] of "
-        f"{params.repeat} run(s); {os.cpu_count()} CPU(s), Python {platform.python_version()}",
-        f"{'N':>3}  {'mode':<8}  {'msg/s':>21}  {'sender CPU ms/msg':>23}  {'x raw':>5}  "
-        f"{'enc':>4}  {'sig':>4}  {'bytes/msg':>9}  {'p50 ms':>7}  {'p95 ms':>7}",
-    ]
-    for row in summary:
-        cpu = row["cpu_ms_per_message"]["median"]
-        base = raw_cpu.get(row["members"])
-        ratio = f"{cpu / base:5.1f}" if base else "    -"
-        lines.append(
-            f"{row['members']:>3}  {row['mode']:<8}  {span(row['messages_per_s'], '6.0f'):>21}  "
-            f"{span(row['cpu_ms_per_message'], '6.3f'):>23}  {ratio}  "
-            f"{row['encryptions_per_message']['median']:4.0f}  "
-            f"{row['signatures_per_message']['median']:4.0f}  "
-            f"{row['bytes_per_message']['median']:9.0f}  "
-            f"{row['latency_p50_ms']['median']:7.1f}  {row['latency_p95_ms']['median']:7.1f}")
-    return "\n".join(lines)
-
-
-def _flat(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if not isinstance(v, dict)} | {
-        f"{k}_{stat}": x for k, v in row.items() if isinstance(v, dict) for stat, x in v.items()}
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_results(out: Path, host: dict[str, Any], params: Params, runs: list[Run],
-                  summary: list[dict[str, Any]], text: str) -> None:
-    """``results.json`` (machine, parameters, summary, every run), CSVs and the table."""
-    out.mkdir(parents=True, exist_ok=True)
-    setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(params).items()}
-    document = {"machine": host, "params": setup, "summary": summary,
-                "runs": [asdict(r) for r in runs]}
-    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-    (out / "table.txt").write_text(text + "\n")
-    _write_csv(out / "runs.csv", [asdict(r) for r in runs])
-    _write_csv(out / "summary.csv", [_flat(row) for row in summary])
+def header(params: Params) -> str:
+    return (f"fanout: {params.messages} messages of {params.size} B per run; median [min-max] "
+            f"of {params.repeat} run(s); {os.cpu_count()} CPU(s), "
+            f"Python {report.machine()['python']}")
 
 
 # -- command line -----------------------------------------------------------------------------
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    values = tuple(int(v) for v in text.split(",") if v.strip())
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of positive integers")
     return values
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    values = tuple(ALIASES.get(v.strip(), v.strip()) for v in text.split(",") if v.strip())
     if not values or any(v not in MODES for v in values):
-        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(MODES)}")
-    return values
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a comma-separated list of {', '.join(MODES)}")
+    return tuple(dict.fromkeys(values))
 
 
-def parse_args(argv: Sequence[str]) -> Params:
+def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bench-fanout",
-        description="Messages/s one author pushes to N members per mode, with sender CPU "
-                    "per message, against plain TCP fanout of the same bytes.")
-    parser.add_argument("--members", type=_ints, default=(2, 8, 32), metavar="N,N,...")
-    parser.add_argument("--modes", type=_modes, default=MODES, metavar="MODE,...")
-    for option, default, metavar in (("--messages", 200, "M"), ("--size", 256, "BYTES"),
-                                     ("--repeat", 3, "R"), ("--receiver-procs", 4, "P")):
-        parser.add_argument(option, type=int, default=default, metavar=metavar)
+        prog=prog,
+        description="How fast one author pushes messages to N members of a group on real "
+                    "nodes (receivers in other processes, all on 127.0.0.1), what each message "
+                    "costs the sender (CPU, encryptions, signatures, bytes), and the delivery "
+                    "latency, per mode, against plain TCP fanout of the same bytes (raw). "
+                    "Method: docs/research.md.",
+        epilog="Modes: raw (plain TCP, the ceiling), pairwise (one encryption per member), "
+               "sender-keys (alias private: one encryption per message), libp2p (py-libp2p "
+               "floodsub, needs: pip install -e '.[compare]'). Writes results.json, "
+               "summary.csv, runs.csv, table.txt and PNG plots (with matplotlib) to --out.")
+    parser.add_argument("--members", type=_ints, default=(2, 8, 32), metavar="N,N,...",
+                        help="group sizes: members other than the author (default 2,8,32)")
+    parser.add_argument("--mode", "--modes", dest="modes", type=_modes, default=DEFAULT_MODES,
+                        metavar="MODE,...", help="default raw,pairwise,sender-keys")
+    parser.add_argument("--messages", type=int, default=200, metavar="M",
+                        help="messages per run (default 200)")
+    parser.add_argument("--size", type=int, default=256, metavar="BYTES",
+                        help=f"message text size, 8..{MAX_TEXT} (default 256)")
+    parser.add_argument("--repeat", type=int, default=3, metavar="R",
+                        help="runs per (N, mode); the table shows median [min-max] (default 3)")
+    parser.add_argument("--receiver-procs", type=int, default=4, metavar="P",
+                        help="processes the receiver nodes are spread over (default 4)")
     parser.add_argument("--out", type=Path, help="default bench-results/fanout-<timestamp>/")
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()),
-                        help="where the data directories go (default: the system temp dir)")
+                        help="where the data directories go (default: the system temp dir; "
+                             "/dev/shm takes fsync out of the picture)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return parser
+
+
+def parse_args(argv: Sequence[str], prog: str = "kith bench fanout") -> tuple[Params, bool]:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.messages < 1 or args.repeat < 1 or args.receiver_procs < 1:
         parser.error("--messages, --repeat and --receiver-procs must be at least 1")
     if not 8 <= args.size <= MAX_TEXT:
         parser.error(f"--size must be 8..{MAX_TEXT}")
+    if "libp2p" in args.modes:
+        from node.bench.floodsub import available
+
+        missing = available()
+        if missing is not None:
+            parser.error(f"mode libp2p: {missing}")
     out = args.out or Path("bench-results") / f"fanout-{datetime.now():%Y%m%d-%H%M%S}"
-    return Params(args.members, args.modes, args.messages, args.size, args.repeat,
-                  args.receiver_procs, out, args.tmp)
+    params = Params(args.members, args.modes, args.messages, args.size, args.repeat,
+                    args.receiver_procs, out, args.tmp)
+    return params, not args.no_plots
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "kith bench fanout") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["receiver"]:
         kind, first, count, data, author, messages = argv[1:]
         trio.run(receiver_main, kind, int(first), int(count), Path(data), author, int(messages))
         return 0
-    params = parse_args(argv)
-    started, host = time.monotonic(), machine()
+    params, plots = parse_args(argv, prog)
+    started, host = time.monotonic(), report.machine()
     try:
         runs = trio.run(run_all, params)
     except BenchError as exc:
-        print(f"bench-fanout: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
-    summary = summarise(runs)
-    text = table(summary, params)
+    summary = summarise(runs, params)
+    text = report.table(summary, ("members", "mode"), COLUMNS, header(params))
     print(text)
     host["load_average_at_end"] = os.getloadavg()
-    write_results(params.out, host, params, runs, summary, text)
+    setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(params).items()}
+    report.write_results(params.out, params=setup, runs=[asdict(r) for r in runs],
+                         summary=summary, text=text, host=host,
+                         extra={"markdown": report.markdown(summary, ("members", "mode"),
+                                                            COLUMNS)})
+    if plots:
+        report.plot(params.out, summary, PLOTS, title=f"fanout, {params.size} B messages")
     print(f"results in {params.out} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
     return 0
 
@@ -596,4 +673,4 @@ if __name__ == "__main__":
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    sys.exit(main())
+    sys.exit(main(prog="bench-fanout"))

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["private", "pairwise"], default="private")
     p.set_defaults(func=cmd_demo)
 
+    # Only for `kith --help`: main() hands `kith bench ...` to node.cli.bench before parsing.
+    sub.add_parser("bench", add_help=False, help="measure what client-side fanout costs "
+                   "(kith bench fanout|rekey|sim, see kith bench --help)")
+
     p = sub.add_parser("network-key", parents=[data_again, json_flag],
                        help="create a LAN network key file",
                        description="Write a new random 32-byte network key to FILE (mode 0600). "
@@ -187,8 +191,14 @@ def _add_group_commands(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = _default_to_run(list(sys.argv[1:] if argv is None else argv))
+    at = _command_index(argv)
+    if argv[at:at + 1] == ["bench"]:  # its own parsers, --help included
+        from node.cli.bench import main as bench_main
+
+        return bench_main(argv[at + 1:])
     parser = build_parser()
-    args = parser.parse_args(_default_to_run(list(sys.argv[1:] if argv is None else argv)))
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(message)s",
@@ -209,11 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo"}
+COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench"}
 
 
-def _default_to_run(argv: list[str]) -> list[str]:
-    """``kith [global options] [run options]`` means ``kith ... run ...``."""
+def _command_index(argv: list[str]) -> int:
+    """Where the command is: after the global options."""
     i = 0
     while i < len(argv):
         if argv[i] == "--data":
@@ -222,6 +232,12 @@ def _default_to_run(argv: list[str]) -> list[str]:
             i += 1
         else:
             break
+    return i
+
+
+def _default_to_run(argv: list[str]) -> list[str]:
+    """``kith [global options] [run options]`` means ``kith ... run ...``."""
+    i = _command_index(argv)
     if i < len(argv) and (argv[i] in COMMANDS or argv[i] in ("-h", "--help", "--version")):
         return argv
     return [*argv[:i], "run", *argv[i:]]

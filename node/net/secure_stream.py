@@ -67,6 +67,10 @@ class SecureStream(trio.abc.Stream):
         self._closed = False
         self._broken = False
         self._sending = False
+        #: Bytes written to and read from the transport (records, framing, handshake):
+        #: what this channel costs on the wire, for ``kith bench``.
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     # -- handshake --
 
@@ -126,6 +130,7 @@ class SecureStream(trio.abc.Stream):
         self._sending = True
         try:
             await self.transport.send_all(data)
+            self.bytes_sent += len(data)
         except trio.ClosedResourceError:
             if self._closed:
                 raise
@@ -201,6 +206,7 @@ class SecureStream(trio.abc.Stream):
     async def _receive_into_channel(self, *, during_handshake: bool) -> None:
         try:
             data = await self.transport.receive_some(RECEIVE_SIZE)
+            self.bytes_received += len(data)
         except trio.ClosedResourceError:
             if self._closed:
                 raise

@@ -18,7 +18,7 @@ SIZE = 64
 def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     status = fanout.main([
-        "--members", str(MEMBERS), "--modes", "raw,pairwise,private",
+        "--members", str(MEMBERS), "--mode", "raw,pairwise,private",
         "--messages", str(MESSAGES), "--size", str(SIZE), "--repeat", "1",
         "--out", str(out), "--tmp", str(tmp_path),
     ])
@@ -29,37 +29,49 @@ def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert document["machine"]["cpu_count"] >= 1
     assert document["params"]["messages"] == MESSAGES
     rows = {(row["members"], row["mode"]): row for row in document["summary"]}
-    assert set(rows) == {(MEMBERS, mode) for mode in fanout.MODES}
+    assert set(rows) == {(MEMBERS, mode) for mode in fanout.DEFAULT_MODES}
     for row in rows.values():
         assert row["runs"] == 1
         assert row["messages_per_s"]["median"] > 0
         assert row["cpu_ms_per_message"]["median"] > 0
         assert row["latency_p95_ms"]["median"] >= row["latency_p50_ms"]["median"] > 0
+        assert row["latency_p99_ms"]["median"] >= row["latency_p95_ms"]["median"]
+        assert row["peak_rss_mb"]["median"] > 1
+        assert row["receiver_rss_mb"]["median"] > 1
+        assert row["deliveries_per_s"]["median"] == pytest.approx(
+            MEMBERS * row["messages_per_s"]["median"])
 
     def cost(mode: str, metric: str) -> float:
         return float(rows[(MEMBERS, mode)][metric]["median"])
 
     # Sender Keys: one encryption per message; pairwise: one per other member.
-    assert cost("private", "encryptions_per_message") == 1
+    assert cost("sender-keys", "encryptions_per_message") == 1
     assert cost("pairwise", "encryptions_per_message") == MEMBERS
-    assert cost("private", "signatures_per_message") == 1
+    assert cost("sender-keys", "signatures_per_message") == 1
     assert cost("pairwise", "signatures_per_message") == 1
     assert cost("raw", "encryptions_per_message") == 0
     assert cost("raw", "bytes_per_message") == MEMBERS * (4 + SIZE)
+    assert cost("raw", "wire_bytes_per_message") == MEMBERS * (4 + SIZE)
     # Every member gets a signed event carrying at least the ciphertext of the text.
-    assert cost("private", "bytes_per_message") > MEMBERS * SIZE
-    assert cost("pairwise", "bytes_per_message") > cost("private", "bytes_per_message")
+    assert cost("sender-keys", "bytes_per_message") > MEMBERS * SIZE
+    assert cost("pairwise", "bytes_per_message") > cost("sender-keys", "bytes_per_message")
+    # On the wire each copy also pays the channel's framing and tag (23 bytes per record).
+    for mode in ("sender-keys", "pairwise"):
+        assert cost(mode, "wire_bytes_per_message") >= cost(mode, "bytes_per_message") + 23
+    assert rows[(MEMBERS, "raw")]["of_raw_rate"]["median"] == 1
 
-    assert len(document["runs"]) == len(fanout.MODES)
+    assert len(document["runs"]) == len(fanout.DEFAULT_MODES)
     with (out / "summary.csv").open() as f:
-        assert {row["mode"] for row in csv.DictReader(f)} == set(fanout.MODES)
+        assert {row["mode"] for row in csv.DictReader(f)} == set(fanout.DEFAULT_MODES)
     assert (out / "runs.csv").exists()
 
     table = printed.out.splitlines()
-    assert any("sender CPU ms/msg" in line for line in table)
-    for mode in fanout.MODES:
+    for mode in fanout.DEFAULT_MODES:
         assert any(line.split()[:2] == [str(MEMBERS), mode] for line in table), printed.out
-    assert printed.err.count(f"N={MEMBERS} ") == len(fanout.MODES)  # a progress line per run
+    assert any("CPU ms/msg" in line for line in table)
+    assert printed.err.count(f"N={MEMBERS} ") == len(fanout.DEFAULT_MODES)  # progress per run
+    # matplotlib is in the dev install: one PNG per plotted metric.
+    assert {p.name for p in out.glob("*.png")} == {f"{m}.png" for m in fanout.PLOTS}
 
 
 def test_receivers_are_spread_evenly_over_processes() -> None:
@@ -74,3 +86,12 @@ def test_message_text_has_the_size_and_carries_its_index() -> None:
     assert fanout.message_index(text) == 42
     assert fanout.percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
     assert fanout.percentile([3.0, 1.0, 2.0, 4.0], 0.95) == 4.0
+
+
+def test_modes_accept_aliases_and_reject_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    params, plots = fanout.parse_args(["--mode", "private,raw,sender-keys", "--no-plots"])
+    assert params.modes == ("sender-keys", "raw")
+    assert plots is False
+    with pytest.raises(SystemExit):
+        fanout.parse_args(["--mode", "carrier-pigeon"])
+    assert "raw, pairwise, sender-keys, libp2p" in capsys.readouterr().err
