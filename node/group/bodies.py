@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.errors import RemoteProtocolError
-from node.group.events import EventError, GroupId, Kind
+from node.group.events import ID_LEN, EventError, EventId, GroupId, Kind
 from node.ids import PUBLIC_KEY_LEN, PeerId
 from node.wire.strict import pack, unpack_strict
 
@@ -133,9 +133,38 @@ class PairwiseMessage:
     commitment: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete a message: its content is erased on every node, a tombstone stays."""
+
+    target: EventId
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """Pin (``pin=True``) or unpin a message (owner and admins)."""
+
+    target: EventId
+    pin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """An admin mutes (``mute=True``) or unmutes a member.
+
+    ``until`` is informational unix time (seconds, the admin's clock; 0 = no end): the
+    mute ends only with an UNMUTE event, which an admin's node authors once its own clock
+    passes ``until`` (see docs/protocol.md: validity never depends on a clock).
+    """
+
+    member: PeerId
+    mute: bool
+    until: int = 0
+
+
 Body = (
     Create | Add | Remove | Leave | SetRole | Rename | Ban | SetPolicy | SenderKey
-    | PrivateMessage | PairwiseMessage | Receipt | History
+    | PrivateMessage | PairwiseMessage | Receipt | History | Delete | Pin | Mute
 )
 
 
@@ -172,6 +201,12 @@ def _fields(body: Body) -> dict[str, Any]:
             return {"read": [[a, n] for a, n in body.read]}
         case History():
             return {"member": body.member, "keys": [[e, k, b] for e, k, b in body.keys]}
+        case Delete():
+            return {"target": body.target}
+        case Pin():
+            return {"target": body.target, "pin": body.pin}
+        case Mute():
+            return {"member": body.member, "mute": body.mute, "until": body.until}
     raise AssertionError(body)
 
 
@@ -183,7 +218,8 @@ _KINDS: dict[type, Kind] = {
     Create: Kind.CREATE, Add: Kind.ADD, Remove: Kind.REMOVE, Leave: Kind.LEAVE,
     SetRole: Kind.SET_ROLE, Rename: Kind.RENAME, Ban: Kind.BAN, SetPolicy: Kind.SET_POLICY,
     SenderKey: Kind.SENDER_KEY, PrivateMessage: Kind.MESSAGE, PairwiseMessage: Kind.MESSAGE,
-    Receipt: Kind.RECEIPT, History: Kind.HISTORY,
+    Receipt: Kind.RECEIPT, History: Kind.HISTORY, Delete: Kind.DELETE, Pin: Kind.PIN,
+    Mute: Kind.MUTE,
 }
 
 
@@ -223,6 +259,12 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
         body = Receipt(fields.positions("read"))
     elif kind is Kind.HISTORY:
         body = History(fields.peer("member"), fields.epoch_keys("keys"))
+    elif kind is Kind.DELETE:
+        body = Delete(EventId(fields.raw("target", ID_LEN)))
+    elif kind is Kind.PIN:
+        body = Pin(EventId(fields.raw("target", ID_LEN)), fields.flag("pin"))
+    elif kind is Kind.MUTE:
+        body = Mute(fields.peer("member"), fields.flag("mute"), fields.count("until", 0, 2**40))
     elif mode == "pairwise":
         body = PairwiseMessage(fields.raw("salt", NONCE_LEN), fields.raw("commit", 32))
     else:

@@ -62,12 +62,17 @@ class Kind(enum.IntEnum):
     MESSAGE = 10
     RECEIPT = 11
     HISTORY = 12
+    DELETE = 13
+    PIN = 14
+    MUTE = 15
 
 
 MEMBERSHIP_KINDS = frozenset(
     {Kind.CREATE, Kind.ADD, Kind.REMOVE, Kind.LEAVE, Kind.SET_ROLE, Kind.RENAME, Kind.BAN,
-     Kind.SET_POLICY}
+     Kind.SET_POLICY, Kind.MUTE}
 )
+#: Kinds that act on an earlier event (named by id in the body's ``target``).
+TARGETED_KINDS = frozenset({Kind.DELETE, Kind.PIN})
 DEPARTURE_KINDS = frozenset({Kind.REMOVE, Kind.LEAVE, Kind.BAN})
 
 

@@ -49,6 +49,7 @@ from node.group.bodies import (
     Ban,
     Body,
     Create,
+    Mute,
     Remove,
     Rename,
     Role,
@@ -92,6 +93,23 @@ class Departure:
 
 
 @dataclass(slots=True)
+class MuteEpisode:
+    """An admin's mute of ``member``: its messages with seq > ``cut`` are refused..."""
+
+    member: PeerId
+    cut: int  # what the muting admin had seen of the member
+    event: MembershipEvent
+    until: int  # informational end (unix seconds, 0 = none); see Mute
+    ended_by: MembershipEvent | None = None  # ...except those made after this UNMUTE
+
+    def covers(self, author: PeerId, seq: int, clock_of: Clock | None) -> bool:
+        if author != self.member or seq <= self.cut:
+            return False
+        end = self.ended_by
+        return end is None or clock_of is None or clock_of.get(end.author, 0) < end.seq
+
+
+@dataclass(slots=True)
 class Membership:
     name: str = ""
     mode: str = "private"
@@ -107,6 +125,20 @@ class Membership:
     readds: list[MembershipEvent] = field(default_factory=list)
     #: How many departures have taken effect: a new sender-key epoch is due when it grows.
     departures_applied: int = 0
+    #: Admin mutes of members, in the total order (ended ones kept: they decide old events).
+    mutes: list[MuteEpisode] = field(default_factory=list)
+
+    def muted(self) -> dict[PeerId, int]:
+        """Members muted now, with each mute's informational end (0 = none)."""
+        return {m.member: m.until for m in self.mutes if m.ended_by is None}
+
+    def is_muted(self, author: PeerId, seq: int, clock_of: Clock | None = None) -> bool:
+        """Is message (author, seq) suppressed by an admin's mute?
+
+        Yes if a MUTE of its author had not seen it (seq above the mute's cut) and it was
+        not made after the UNMUTE that ended that mute (``clock_of``: its full clock).
+        """
+        return any(m.covers(author, seq, clock_of) for m in self.mutes)
 
     def role(self, peer: PeerId) -> Role | None:
         return self.members.get(peer)
@@ -146,11 +178,15 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
     if kind in (Kind.MESSAGE, Kind.SENDER_KEY, Kind.HISTORY):
         if role is Role.GUEST:
             raise AuthorizationError("guests cannot post")
+        if kind is Kind.MESSAGE and author in state.muted():
+            raise AuthorizationError("the author is muted by an admin")
         if kind is Kind.HISTORY and not state.share_history:
             raise AuthorizationError("this group does not share its history")
         return
     if kind in (Kind.LEAVE, Kind.RECEIPT):  # guests read, so they may say so
         return
+    if kind is Kind.DELETE:
+        return  # whose message may be deleted is checked against the target (state.py)
     if kind is Kind.ADD:
         assert isinstance(body, Add)
         needed = Role.ADMIN if state.add_policy == "admins" else Role.MEMBER
@@ -174,6 +210,14 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
             raise AuthorizationError("not a member")
         if target is Role.OWNER:
             raise AuthorizationError("nobody can remove or ban the owner")
+    if isinstance(body, Mute):
+        target = state.role(body.member)
+        if body.mute and target is None:
+            raise AuthorizationError("not a member")
+        if target is not None and target >= role:
+            raise AuthorizationError("can only mute or unmute members below one's own role")
+        if not body.mute and body.member not in state.muted():
+            raise AuthorizationError("that member is not muted")
     if isinstance(body, SetRole):
         target = state.role(body.member)
         if target is None:
@@ -242,3 +286,13 @@ def _apply(state: Membership, e: MembershipEvent, departures_of: dict[PeerId, li
         state.name = body.name
     elif isinstance(body, SetPolicy):
         state.add_policy = body.add_policy
+    elif isinstance(body, Mute):
+        current = [m for m in state.mutes if m.member == body.member and m.ended_by is None]
+        if body.mute and current:
+            current[0].until = body.until  # a new end for the mute in force
+        elif body.mute:
+            state.mutes.append(MuteEpisode(body.member, e.clock.get(body.member, 0), e,
+                                           body.until))
+        else:
+            for m in current:
+                m.ended_by = e

@@ -36,9 +36,10 @@ import nacl.exceptions
 import nacl.signing
 
 from node.errors import RemoteProtocolError
-from node.group.bodies import Body, Create, SenderKey, decode_body, group_id_for
+from node.group.bodies import Body, Create, Delete, Pin, Role, SenderKey, decode_body, group_id_for
 from node.group.events import (
     MEMBERSHIP_KINDS,
+    TARGETED_KINDS,
     Event,
     EventId,
     GroupId,
@@ -101,7 +102,17 @@ class Dropped:
     reason: str
 
 
-Effect = Delivered | MembershipChanged | Rejected | Duplicate | Equivocation | Dropped
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A DELETE was delivered: erase the content of ``target`` (a tombstone stays)."""
+
+    target: EventId
+    by: Event
+
+
+Effect = (
+    Delivered | MembershipChanged | Rejected | Duplicate | Equivocation | Dropped | Deleted
+)
 
 
 class GroupCore:
@@ -122,6 +133,10 @@ class GroupCore:
         self._lamports: dict[PeerId, list[int]] = {}
         self._ids: dict[PeerId, list[EventId]] = {}
         self._delivered: list[Event] = []
+        self._by_id: dict[EventId, Event] = {}
+        #: Deleted message -> the DELETE that took effect (first in the total order).
+        self.deleted: dict[EventId, Event] = {}
+        self._pins: dict[EventId, tuple[tuple[int, bytes, int], bool]] = {}
         self._membership_events: list[MembershipEvent] = []
         self.signing_keys: dict[tuple[PeerId, int], bytes] = {}
         self._epochs: Clock = {}
@@ -148,6 +163,34 @@ class GroupCore:
     def ordered(self) -> list[Event]:
         """Every delivered event in the one total order."""
         return sorted(self._delivered, key=lambda e: e.order_key)
+
+    def get(self, event_id: EventId) -> Event | None:
+        """A delivered event by id."""
+        return self._by_id.get(event_id)
+
+    def pinned(self) -> list[EventId]:
+        """Pinned messages (the last PIN or UNPIN of each, in the total order, wins)."""
+        pins = [(key, target) for target, (key, on) in self._pins.items()
+                if on and target not in self.deleted]
+        return [target for _, target in sorted(pins)]
+
+    def saw(self, event_id: EventId, target_id: EventId) -> bool:
+        """Is delivered event ``target_id`` in the causal past of delivered ``event_id``?"""
+        event, target = self._by_id.get(event_id), self._by_id.get(target_id)
+        if event is None or target is None or event_id == target_id:
+            return False
+        if target.author == event.author:
+            return target.seq < event.seq
+        return self.clock_at(event.author, event.seq).get(target.author, 0) >= target.seq
+
+    def is_muted(self, event: Event) -> bool:
+        """A message suppressed by an admin's mute (see node.group.membership.MuteEpisode)."""
+        if event.kind is not Kind.MESSAGE or not any(
+            m.member == event.author for m in self.state.mutes
+        ):
+            return False
+        return self.state.is_muted(event.author, event.seq,
+                                   self.clock_at(event.author, event.seq))
 
     def clock_at(self, author: PeerId, seq: int) -> Clock:
         """The author's full clock at its event ``seq`` (own entry excluded)."""
@@ -328,6 +371,9 @@ class GroupCore:
             raise RemoteProtocolError("CREATE must be its author's first event of its group")
         past = self._state_at(clock, author, event.seq)
         authorize(past, author, event.kind, body)
+        if event.kind in TARGETED_KINDS:
+            assert isinstance(body, Delete | Pin)
+            self._check_target(event, clock, body, past)
         if isinstance(body, SenderKey):
             self._record_sender_key(event, body)
 
@@ -338,7 +384,17 @@ class GroupCore:
         self._ids.setdefault(author, []).append(event.id)
         self._epochs[author] = event.epoch
         self._delivered.append(event)
+        self._by_id[event.id] = event
         effects: list[Effect] = [Delivered(event, body, clock)]
+        if isinstance(body, Delete):
+            first = self.deleted.get(body.target)
+            if first is None or event.order_key < first.order_key:
+                self.deleted[body.target] = event
+            effects.append(Deleted(body.target, event))
+        elif isinstance(body, Pin):
+            known = self._pins.get(body.target)
+            if known is None or known[0] < event.order_key:
+                self._pins[body.target] = (event.order_key, body.pin)
         if event.kind in MEMBERSHIP_KINDS:
             own = dict(clock)
             own[author] = event.seq - 1
@@ -348,6 +404,22 @@ class GroupCore:
             before, self.state = self.state, fold(self._membership_events)
             effects.append(MembershipChanged(before, self.state))
         return effects
+
+    def _check_target(self, event: Event, clock: Clock, body: Delete | Pin, past: Membership
+                      ) -> None:
+        """A DELETE or PIN must name a message in its own causal past, and may it?"""
+        target = self._by_id.get(body.target)
+        if target is None or not (
+            target.seq < event.seq if target.author == event.author
+            else clock.get(target.author, 0) >= target.seq
+        ):
+            raise AuthorizationError(f"no event {body.target.hex()[:12]} in this event's past")
+        if target.kind is not Kind.MESSAGE:
+            raise AuthorizationError("only messages can be deleted or pinned")
+        role = past.role(event.author)
+        if (isinstance(body, Delete) and target.author != event.author
+                and (role is None or role < Role.ADMIN)):
+            raise AuthorizationError("only the author or an admin may delete this message")
 
     def _signing_key(self, event: Event) -> bytes | None:
         """The key that must have signed ``event``; None if not known yet (a sender key)."""
