@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_group_commands(sub, data_again, json_flag)
 
+    from node.cli import chat
+
+    chat.add_parser(sub, data_again)
+
     p = sub.add_parser("demo", help="watch a group survive a network cut (no setup)",
                        description="Start a small group of nodes on 127.0.0.1 in this process, "
                        "run a short conversation, cut one node off while everybody keeps "
@@ -219,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench"}
+COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench",
+            "chat"}
 
 
 def _command_index(argv: list[str]) -> int:

@@ -1,0 +1,159 @@
+"""The model as plain lines of text: what each pane of the screen shows.
+
+Every string that came from the network goes through ``clean`` here, at the
+one place where text turns into screen lines, so no path can skip it. Each
+line is ``(style, text)``; the style names the urwid palette entry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from node.chat.model import ChatModel, GroupInfo, MemberInfo, View
+from node.chat.text import clean, shorten
+
+Line = tuple[str, str]
+Clock = Callable[[float], str]
+
+#: Characters of a quoted message shown above a reply.
+QUOTE_CHARS = 60
+INDENT = "     "
+
+
+def local_time(when: float) -> str:
+    return time.strftime("%H:%M", time.localtime(when))
+
+
+def message_lines(model: ChatModel, view: View, clock: Clock = local_time) -> list[Line]:
+    """One message: the quote it replies to, the message itself, its reactions."""
+    lines: list[Line] = []
+    number = model.handle_of(str(view.get("id", "")))
+    handle = f"[{number}]" if number is not None else "[?]"
+    when = clock(view["time"]) if view.get("time") else "--:--"
+    author = clean(str(view.get("author_name") or "?"))
+    preview = view.get("reply_preview")
+    if isinstance(preview, dict):
+        quoted = clean(str(preview.get("text") or "(deleted)"))
+        lines.append(("quote", f"{INDENT}  ┌ {clean(str(preview.get('author_name') or '?'))}: "
+                               f"{shorten(quoted, QUOTE_CHARS)}"))
+    elif view.get("reply_to"):
+        lines.append(("quote", f"{INDENT}  ┌ reply to a message not shown here"))
+    if view.get("deleted"):
+        by = clean(str(view.get("deleted_by") or author))
+        body = f"(message deleted by {by})"
+        style = "deleted"
+    elif view.get("text") is None:
+        body = "[cannot decrypt: sent before you joined]"
+        style = "deleted"
+    else:
+        body = clean(str(view["text"]))
+        style = "mention" if view.get("mentions_me") else ("mine" if view.get("mine") else "msg")
+    extras = []
+    if view.get("edited"):
+        extras.append("(edited)")
+    if view.get("pinned"):
+        extras.append("[pinned]")
+    if view.get("mine"):
+        extras.append(delivery_mark(model, view))
+    tail = (" " + " ".join(extras)) if extras else ""
+    lines.append((style, f"{handle:>4} {when} {author}: {body}{tail}"))
+    reactions = view.get("reactions") or {}
+    if isinstance(reactions, dict) and reactions:
+        parts = [f"{clean(str(emoji))} {', '.join(clean(str(n)) for n in names)}"
+                 for emoji, names in reactions.items() if names]
+        if parts:
+            lines.append(("reaction", f"{INDENT}     " + "  ·  ".join(parts)))
+    return lines
+
+
+def delivery_mark(model: ChatModel, view: View) -> str:
+    """``[pending]``, ``[sent]``, ``[delivered]`` or ``[read by bob, carol]``."""
+    read_by = view.get("read_by") or []
+    if read_by:
+        return f"[read by {', '.join(clean(model.name_of(str(p))) for p in read_by)}]"
+    return f"[{view.get('state') or 'sent'}]"
+
+
+def event_lines(model: ChatModel, view: View, clock: Clock = local_time) -> list[Line]:
+    if view.get("kind") == "message":
+        return message_lines(model, view, clock)
+    when = clock(view["time"]) if view.get("time") else "--:--"
+    info = view.get("info") or view.get("kind") or "event"
+    return [("info", f"{'':>4} {when} * {clean(str(info))}")]
+
+
+def gap_lines(group: GroupInfo | None) -> list[Line]:
+    """Causal gaps sync has not filled yet (``missing`` in the group view)."""
+    if group is None:
+        return []
+    return [("gap", f"{'':>4} ... {n} event(s) from {clean(who)} not yet received")
+            for who, n in sorted(group.missing.items()) if n > 0]
+
+
+def conversation_lines(model: ChatModel, now: float, clock: Clock = local_time) -> list[Line]:
+    group = model.current_group
+    if group is None:
+        return [("info", "No groups yet. Create one with /create NAME, or wait to be added "
+                         "(/help lists the commands).")]
+    lines: list[Line] = []
+    for view in model.events:
+        lines.extend(event_lines(model, view, clock))
+    lines.extend(gap_lines(group))
+    typing = model.typing_now(group.id, now)
+    if typing:
+        who = ", ".join(clean(n) for n in typing)
+        lines.append(("typing", f"{'':>4} {who} {'is' if len(typing) == 1 else 'are'} typing…"))
+    lines.extend(("notice", line) for line in model.notices)
+    return lines
+
+
+def group_lines(model: ChatModel) -> list[Line]:
+    lines: list[Line] = [("title", "Groups")]
+    for g in model.groups:
+        marker = ">" if g.id == model.current else " "
+        badges = []
+        if g.unread and g.id != model.current:
+            badges.append(f"({g.unread})")
+        if g.muted:
+            badges.append("[muted]")
+        if not g.member:
+            badges.append("[left]")
+        text = f"{marker} {clean(g.name)} {' '.join(badges)}".rstrip()
+        style = "current" if g.id == model.current else ("unread" if g.unread else "group")
+        lines.append((style, text))
+    if not model.groups:
+        lines.append(("info", "  (none)"))
+    return lines
+
+
+def presence_text(member: MemberInfo, model: ChatModel, now: float, clock: Clock) -> str:
+    if member.me:
+        return "you"
+    if member.typing or model.is_typing(member.peer_id, now):
+        state = "typing…"
+    elif member.presence == "offline" and member.last_seen:
+        state = f"offline, seen {clock(member.last_seen)}"
+    else:
+        state = member.presence
+    return f"{state}, muted" if member.muted else state
+
+
+def member_lines(model: ChatModel, now: float, clock: Clock = local_time) -> list[Line]:
+    lines: list[Line] = [("title", f"Members ({len(model.members)})")]
+    dots = {"online": "●", "reachable": "◐"}
+    for m in model.members:
+        dot = "●" if m.me else dots.get(m.presence, "○")
+        role = "" if m.role == "member" else f" {m.role}"
+        lines.append(("member" if m.presence == "online" or m.me else "away",
+                      f"{dot} {clean(m.name)}{role}"))
+        lines.append(("away", f"    {presence_text(m, model, now, clock)}"))
+    return lines
+
+
+def header_text(model: ChatModel) -> str:
+    group = model.current_group
+    where = f" · {clean(group.name)}" if group is not None else ""
+    mode = f" · node {model.node_mode}" if model.node_mode else ""
+    return (f" kith chat · {clean(model.my_name)} ({model.me[:8]}){where}{mode}"
+            "   Tab completes · /help · Ctrl-N/P groups · Ctrl-C quits")

@@ -1,0 +1,128 @@
+"""``kith chat [GROUP]``: the interactive terminal client.
+
+If a node already runs on the data directory (it holds ``node.lock``), the
+client attaches to it through the control socket. Otherwise it starts the node
+itself, in the same process, with the options ``kith run`` takes, and stops it
+on exit; the node logs to ``chat.log`` in the data directory meanwhile (the
+terminal belongs to the client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+import trio
+
+from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
+from node.datadir import DataDir
+from node.errors import ConfigError, KithError
+
+DESCRIPTION = """\
+An interactive chat on the terminal: your groups with unread counts, the
+conversation (replies, edits, reactions, pins, delivery and read marks), the
+members and who is online or typing, and a line to type in. Type /help inside
+for the commands; Tab completes commands, peer names and group names;
+Ctrl-N/Ctrl-P switch groups; Ctrl-C quits.
+
+If no node is running on this data directory, `kith chat` starts one in its own
+process (with the --listen/--peer/... options below, as `kith run` takes them)
+and stops it when you quit; its log goes to chat.log in the data directory.
+If a node is running, it attaches to it and those options are ignored.
+Notifications: a terminal bell for new messages in unmuted groups and for
+mentions; a desktop notification too with --desktop-notify (needs notify-send).
+"""
+
+
+def add_parser(sub: Any, data_again: argparse.ArgumentParser) -> None:
+    """Register ``kith chat``."""
+    p = sub.add_parser("chat", parents=[data_again], help="the interactive chat client",
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("group", metavar="GROUP", nargs="?",
+                   help="group to open first (name or id prefix)")
+    p.add_argument("--listen", metavar="HOST:PORT", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+                   help="when starting the node: address to accept peers on")
+    p.add_argument("--peer", metavar="[PEERID@]HOST:PORT", action="append", default=[],
+                   help="when starting the node: dial this peer (repeatable)")
+    p.add_argument("--network-key", metavar="FILE",
+                   help="when starting the node: only accept peers holding this key")
+    p.add_argument("--name", help="when starting the node: display name for this run")
+    p.add_argument("--no-mdns", action="store_true",
+                   help="when starting the node: no LAN discovery (use --peer)")
+    p.add_argument("--no-read-receipts", action="store_true",
+                   help="when starting the node: do not tell others what you have read")
+    p.add_argument("--desktop-notify", action="store_true",
+                   help="also show desktop notifications (notify-send, when a display is set)")
+    p.set_defaults(func=cmd_chat)
+
+
+def _log_to_file(datadir: DataDir) -> None:
+    """The node logs to chat.log: stderr is the client's screen."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(datadir.path / "chat.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+
+
+def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
+    from node.chat.backend import NodeClient, serve_node
+    from node.chat.view import desktop_available, run_chat
+    from node.cli.main import _check_name, _lock, load_network_key
+    from node.net.address import DialTarget, parse_hostport
+
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise ConfigError("kith chat needs a terminal (for scripts: kith send / kith log)")
+    datadir.ensure()
+    datadir.check_socket_path()
+    desktop = args.desktop_notify and desktop_available()
+    client = NodeClient(datadir.control_socket)
+    try:
+        lock = _lock(datadir)
+    except ConfigError:  # a node runs on this data directory: attach to it
+        _run(lambda: run_chat(client, group=args.group, node_mode="attached", desktop=desktop))
+        return 0
+    try:
+        from node.node import Node
+
+        host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
+        targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
+        network_key = load_network_key(args.network_key) if args.network_key else None
+        key = datadir.load_or_create_identity()
+        name = _check_name(args.name) if args.name else datadir.load_name()
+        _log_to_file(datadir)
+        node = Node(key, Config(listen_host=host, listen_port=port, name=name,
+                                network_key=network_key, mdns=not args.no_mdns,
+                                read_receipts=not args.no_read_receipts), datadir)
+
+        async def start_node(task_status: trio.TaskStatus[None]) -> None:
+            await serve_node(node, targets, task_status=task_status)
+
+        _run(lambda: run_chat(client, group=args.group, node_mode="in this process",
+                              start_node=start_node, desktop=desktop))
+    finally:
+        os.close(lock)
+    return 0
+
+
+def _run(main: Any) -> None:
+    """``trio.run(main)``; a KithError inside nursery groups comes out as itself (one line)."""
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:
+        error = _only_error(group)
+        if isinstance(error, KithError):
+            raise error from None
+        raise
+
+
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
