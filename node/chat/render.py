@@ -30,7 +30,7 @@ def message_lines(model: ChatModel, view: View, clock: Clock = local_time) -> li
     lines: list[Line] = []
     number = model.handle_of(str(view.get("id", "")))
     handle = f"[{number}]" if number is not None else "[?]"
-    when = clock(view["time"]) if view.get("time") else "--:--"
+    when = clock(view["time"]) if view.get("time") is not None else "--:--"
     author = clean(str(view.get("author_name") or "?"))
     preview = view.get("reply_preview")
     if isinstance(preview, dict):
@@ -78,7 +78,7 @@ def delivery_mark(model: ChatModel, view: View) -> str:
 def event_lines(model: ChatModel, view: View, clock: Clock = local_time) -> list[Line]:
     if view.get("kind") == "message":
         return message_lines(model, view, clock)
-    when = clock(view["time"]) if view.get("time") else "--:--"
+    when = clock(view["time"]) if view.get("time") is not None else "--:--"
     info = view.get("info") or view.get("kind") or "event"
     return [("info", f"{'':>4} {when} * {clean(str(info))}")]
 
