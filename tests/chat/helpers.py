@@ -24,7 +24,7 @@ def member(peer: str, name: str, **fields: Any) -> dict[str, Any]:
     return view
 
 
-def message(n: int, author: str = BOB, text: str = "hi", **fields: Any) -> dict[str, Any]:
+def message(n: int, author: str = BOB, text: str | None = "hi", **fields: Any) -> dict[str, Any]:
     names = {ME: "alice", BOB: "bob", CAROL: "carol"}
     view: dict[str, Any] = {"id": f"{n:064x}", "author": author, "author_name": names[author],
                             "kind": "message", "text": text, "time": 0.0, "mine": author == ME,

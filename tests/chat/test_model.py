@@ -34,7 +34,8 @@ def test_handles_are_stable_when_a_late_message_is_ordered_before() -> None:
 
 
 def test_membership_events_get_no_handle() -> None:
-    info = {"id": "f" * 64, "kind": "add", "info": "alice added bob", "author": ME}
+    info: dict[str, object] = {"id": "f" * 64, "kind": "add", "info": "alice added bob",
+                               "author": ME}
     model = model_with(info, message(1))
     assert model.handle_of("f" * 64) is None
     assert model.handle_of(message(1)["id"]) == 1
