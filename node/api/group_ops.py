@@ -9,6 +9,8 @@ line per new event until the client hangs up.
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +26,19 @@ from node.group.bodies import (
     MODES,
     Role,
 )
-from node.group.events import Event
-from node.ids import PeerId, parse_peer_id
-from node.service.groups import Group, GroupService
-from node.service.views import HIDDEN_KINDS, event_view, group_view, log_view, members_view
+from node.group.content import MAX_EMOJI
+from node.group.events import Event, EventId, Kind
+from node.ids import PeerId, parse_peer_id, short_id
+from node.service.groups import Group, GroupService, Notice, TypingNotice
+from node.service.views import (
+    event_view,
+    group_view,
+    is_shown,
+    log_view,
+    members_view,
+    name_of,
+    typing_view,
+)
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -35,6 +46,9 @@ if TYPE_CHECKING:
 
 #: Most messages one ``send`` request may write (for tests, demos and load).
 MAX_COUNT = 100_000
+#: Longest admin mute with an end, in minutes (a year); without ``minutes``: until unmuted.
+MAX_MUTE_MINUTES = 525_600
+_MENTION = re.compile(r"@([^\s@,;:!?.()\[\]{}<>\"']+)")
 
 
 def _service(node: Node) -> GroupService:
@@ -67,6 +81,44 @@ def _role(req: dict[str, Any], default: str | None = None) -> Role:
     if not isinstance(text, str) or text.upper() not in Role.__members__ or text == "owner":
         raise KithError("role must be one of admin, member, guest")
     return Role[text.upper()]
+
+
+def _event(group: Group, req: dict[str, Any], key: str = "event") -> EventId:
+    """An event of ``group`` by id: 64 hex digits or a unique prefix of 8 or more."""
+    text = _str(req, key).strip().lower()
+    label = group.core.state.name or group.id.hex()[:12]
+    if not 8 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+        raise KithError(f"an event id is 8 to 64 hex digits, not {text!r}")
+    if len(text) == 64:
+        found = group.core.get(EventId(bytes.fromhex(text)))
+        matches = [found.id] if found is not None else []
+    else:
+        matches = [e.id for e in group.core.delivered_order() if e.id.hex().startswith(text)]
+    if not matches:
+        raise KithError(f"no such event {text} in {label}")
+    if len(matches) > 1:
+        raise KithError(f"{text} matches several events in {label}; give more of the id")
+    return matches[0]
+
+
+def mentions_in(service: GroupService, group: Group, text: str) -> list[PeerId]:
+    """Members named in ``text`` as ``@name`` or ``@shortid`` (case-insensitive)."""
+    names: dict[str, PeerId] = {}
+    for peer in group.core.state.members:
+        names.setdefault(short_id(peer).lower(), peer)
+        names.setdefault(name_of(service, group, peer).lower(), peer)
+    found = {names[m.group(1).lower()] for m in _MENTION.finditer(text)
+             if m.group(1).lower() in names}
+    return sorted(found)
+
+
+def _text(req: dict[str, Any]) -> str:
+    text = req.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise KithError("nothing to send")
+    if len(text) > MAX_TEXT:
+        raise KithError(f"a message is at most {MAX_TEXT} characters")
+    return text
 
 
 def create(node: Node, req: dict[str, Any]) -> Any:
@@ -107,17 +159,78 @@ def _event_op(action: Callable[[GroupService, Group, dict[str, Any]], Any]) -> C
 
 def send(node: Node, req: dict[str, Any]) -> Any:
     service, group = _group(node, req)
-    text = req.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise KithError("nothing to send")
-    if len(text) > MAX_TEXT:
-        raise KithError(f"a message is at most {MAX_TEXT} characters")
+    text = _text(req)
     count = req.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
         raise KithError(f"count must be 1..{MAX_COUNT}")
+    reply_to = _event(group, req, "reply_to") if req.get("reply_to") else None
     if count == 1:
-        return event_view(service, group, service.send(group, text))
+        event = service.send(group, text, reply_to=reply_to,
+                             mentions=mentions_in(service, group, text))
+        return event_view(service, group, event)
     return _send_many(service, group, text, count)
+
+
+def edit(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    target, text = _event(group, req), _text(req)
+    event = service.edit(group, target, text, mentions_in(service, group, text))
+    return event_view(service, group, event)
+
+
+def delete(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    target = _event(group, req)
+    event = group.core.get(target)
+    role = group.core.state.role(service.me)
+    if (event is not None and event.author != service.me
+            and (role is None or role < Role.ADMIN)):
+        raise KithError("only the author or an admin may delete this message")
+    return event_view(service, group, service.delete(group, target))
+
+
+def react(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    target = _event(group, req)
+    emoji = req.get("emoji")
+    if not isinstance(emoji, str) or not 1 <= len(emoji) <= MAX_EMOJI:
+        raise KithError(f"a reaction is 1..{MAX_EMOJI} characters")
+    event = service.react(group, target, emoji, remove=bool(req.get("remove")))
+    return event_view(service, group, event)
+
+
+def pin(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    target = _event(group, req)
+    return event_view(service, group, service.pin(group, target, not req.get("unpin")))
+
+
+def typing(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    service.typing(group)
+    return None
+
+
+def mute_member(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    peer = _peer(req)
+    minutes = req.get("minutes")
+    if req.get("unmute"):
+        return event_view(service, group, service.mute(group, peer, mute=False))
+    if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool)
+                                or not 1 <= minutes <= MAX_MUTE_MINUTES):
+        raise KithError(f"minutes must be 1..{MAX_MUTE_MINUTES} (or left out: until unmuted)")
+    until = int(time.time()) + 60 * minutes if minutes else 0
+    return event_view(service, group, service.mute(group, peer, until))
+
+
+def notify(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    muted = req.get("muted")
+    if not isinstance(muted, bool):
+        raise KithError("'muted' must be true or false")
+    service.set_notify_muted(group, muted)
+    return group_view(service, group)
 
 
 async def _send_many(service: GroupService, group: Group, text: str, count: int) -> Any:
@@ -154,7 +267,14 @@ OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
     "group.ban": _event_op(lambda s, g, r: s.ban(g, _peer(r))),
     "group.role": _event_op(lambda s, g, r: s.set_role(g, _peer(r), _role(r))),
     "group.leave": _event_op(lambda s, g, r: s.leave(g)),
+    "group.mute": mute_member,
+    "group.notify": notify,
     "send": send,
+    "edit": edit,
+    "delete": delete,
+    "react": react,
+    "pin": pin,
+    "typing": typing,
     "log": log,
 }
 
@@ -170,20 +290,31 @@ def follow_request(node: Node, line: bytes) -> tuple[Group, bool] | None:
         return None  # the dispatch answers the malformed request with its error
 
 
-def watch(node: Node, group: Group) -> trio.MemoryReceiveChannel[Event]:
-    return _service(node).watch(group)
+def watch(node: Node, group: Group) -> trio.MemoryReceiveChannel[Notice]:
+    return _service(node).watch_notices(group)
+
+
+def notice_view(service: GroupService, group: Group, notice: Notice) -> dict[str, Any] | None:
+    """What a follower is sent for a new event or typing notice (None: nothing)."""
+    if isinstance(notice, TypingNotice):
+        return typing_view(service, group, notice)
+    if not is_shown(group, notice, include_all=True) or notice.kind in (
+        Kind.SENDER_KEY, Kind.RECEIPT, Kind.HISTORY
+    ):
+        return None
+    return event_view(service, group, notice)
 
 
 async def stream_events(
     node: Node, group: Group, stream: trio.abc.Stream,
-    events: trio.MemoryReceiveChannel[Event], *, read: bool = False,
+    events: trio.MemoryReceiveChannel[Notice], *, read: bool = False,
 ) -> None:
     service = _service(node)
     with events:
-        async for event in events:
-            if event.kind in HIDDEN_KINDS or group.core.is_withdrawn(event.author, event.seq):
+        async for notice in events:
+            view = notice_view(service, group, notice)
+            if view is None:
                 continue
-            if read:
+            if read and isinstance(notice, Event):
                 service.mark_read(group)
-            view = event_view(service, group, event)
             await stream.send_all(protocol.encode({"ok": True, "event": view}))

@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from node.api import group_ops
+from node.api.group_ops import notice_view
 from node.config import Config
 from node.datadir import DataDir
 from node.errors import KithError
@@ -37,7 +38,7 @@ from node.ids import format_peer_id, parse_peer_id
 from node.net.address import DialTarget, parse_hostport
 from node.node import Node
 from node.service.groups import Group, GroupService
-from node.service.views import HIDDEN_KINDS, event_view, log_view
+from node.service.views import log_view
 
 
 class Kith:
@@ -84,8 +85,34 @@ class Kith:
     def remove(self, group: str, peer_id: str) -> dict[str, Any]:
         return dict(self._call("group.remove", group=group, peer=peer_id))
 
-    def send(self, group: str, text: str) -> dict[str, Any]:
-        return dict(self._call("send", group=group, text=text))
+    def send(self, group: str, text: str, reply_to: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"group": group, "text": text}
+        if reply_to is not None:
+            params["reply_to"] = reply_to
+        return dict(self._call("send", **params))
+
+    def edit(self, group: str, event: str, text: str) -> dict[str, Any]:
+        return dict(self._call("edit", group=group, event=event, text=text))
+
+    def delete(self, group: str, event: str) -> dict[str, Any]:
+        return dict(self._call("delete", group=group, event=event))
+
+    def react(self, group: str, event: str, emoji: str, remove: bool = False) -> dict[str, Any]:
+        return dict(self._call("react", group=group, event=event, emoji=emoji, remove=remove))
+
+    def pin(self, group: str, event: str, unpin: bool = False) -> dict[str, Any]:
+        return dict(self._call("pin", group=group, event=event, unpin=unpin))
+
+    def typing(self, group: str) -> None:
+        self._call("typing", group=group)
+
+    def mute(self, group: str, peer_id: str, minutes: int | None = None,
+             unmute: bool = False) -> dict[str, Any]:
+        return dict(self._call("group.mute", group=group, peer=peer_id, minutes=minutes,
+                               unmute=unmute))
+
+    def notify(self, group: str, muted: bool) -> dict[str, Any]:
+        return dict(self._call("group.notify", group=group, muted=muted))
 
     def log(self, group: str, *, read: bool = False) -> list[dict[str, Any]]:
         """The conversation; with ``read=True`` it also counts as having read it."""
@@ -100,16 +127,16 @@ class Kith:
                 await self.service.wait_until(lambda: _has(self.service, group))
 
     async def events(self, group: str) -> AsyncIterator[dict[str, Any]]:
-        """Every event of the group in order: the log so far, then new ones as they arrive."""
+        """The log so far, then every new event (edits, reactions, ... included) and typing
+        notices (``{"kind": "typing", ...}``) as they arrive."""
         g = await self.group(group)
-        with self.service.watch(g) as new:
+        with self.service.watch_notices(g) as new:
             for view in log_view(self.service, g):
                 yield view
-            async for event in new:
-                if event.kind not in HIDDEN_KINDS and not g.core.is_withdrawn(
-                    event.author, event.seq
-                ):
-                    yield event_view(self.service, g, event)
+            async for notice in new:
+                update = notice_view(self.service, g, notice)
+                if update is not None:
+                    yield update
 
 
 def _has(service: GroupService, group: str) -> bool:

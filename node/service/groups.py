@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -40,9 +40,12 @@ from node.group.bodies import (
     Ban,
     Body,
     Create,
+    Delete,
     History,
     Leave,
+    Mute,
     PairwiseMessage,
+    Pin,
     PrivateMessage,
     Receipt,
     Remove,
@@ -54,8 +57,22 @@ from node.group.bodies import (
     group_id_for,
     kind_of,
 )
+from node.group.content import (
+    Content,
+    Conversation,
+    Edit,
+    Item,
+    Post,
+    React,
+    Thread,
+    check_emoji,
+    decode_content,
+    encode_content,
+    fold_conversation,
+)
 from node.group.events import Event, EventError, EventId, GroupId, Kind, decode_event
 from node.group.state import (
+    Deleted,
     Delivered,
     Dropped,
     Duplicate,
@@ -73,6 +90,7 @@ from node.wire.messages import (
     MAX_EVENTS,
     AckMessage,
     EventsMessage,
+    TypingMessage,
     VectorMessage,
     decode_message,
     encode_message,
@@ -83,6 +101,7 @@ if TYPE_CHECKING:
     from node.node import Node
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Most unknown groups whose events we hold while waiting to see if we were added,
 #: and most events held per such group (an invitation is history enough to adopt).
@@ -92,6 +111,29 @@ MAX_PENDING_EVENTS = 1024
 DELIVERY_SAVE_INTERVAL = 0.5
 #: Stay well under the channel's 1 MiB message cap when batching events.
 BATCH_BYTES = 512 * 1024
+#: A typing notice is sent at most this often per group, and shown this long.
+TYPING_INTERVAL = 3.0
+TYPING_SHOWN = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TypingNotice:
+    """``author`` is typing in ``group`` (ephemeral: streamed to followers, never stored)."""
+
+    group: GroupId
+    author: PeerId
+
+
+Notice = Event | TypingNotice
+
+
+def display_text(content: Content | None) -> str | None:
+    """What the ``text`` column holds for a content: the text, or a reaction's emoji."""
+    if isinstance(content, Post | Edit):
+        return content.text
+    if isinstance(content, React):
+        return content.emoji
+    return None
 
 
 class GroupError(KithError):
@@ -109,6 +151,7 @@ class Group:
     joined_at: dict[EventId, float] = field(default_factory=dict)  # received_at per event
     counters: dict[EventId, K.Counters] = field(default_factory=dict)
     watchers: list[trio.MemorySendChannel[Event]] = field(default_factory=list)
+    notice_watchers: list[trio.MemorySendChannel[Notice]] = field(default_factory=list)
     invited: set[PeerId] = field(default_factory=set)  # members we added (we owe them history)
     #: The last version vector each member sent us (sync; tells what it has of ours).
     peer_vectors: dict[PeerId, dict[PeerId, int]] = field(default_factory=dict)
@@ -121,6 +164,27 @@ class Group:
     #: Read receipts: reader -> author -> highest seq it has read.
     read: dict[PeerId, dict[PeerId, int]] = field(default_factory=dict)
     unread_receipt: bool = False  # we read something not yet announced
+    contents: dict[EventId, Content] = field(default_factory=dict)  # decrypted message content
+    read_marks: dict[PeerId, int] = field(default_factory=dict)  # local: author -> seq read
+    notify_muted: bool = False  # local: no notifications for this group
+    typing: dict[PeerId, float] = field(default_factory=dict)  # member -> when it last typed
+    typing_sent: float = 0.0
+    version: int = 0  # bumped when a content changes without a new event (cache key)
+    _conversation: tuple[tuple[int, int], Conversation] | None = None
+
+    def conversation(self) -> Conversation:
+        """Posts with their edits, reactions and tombstones (cached until something changes)."""
+        key = (len(self.core.delivered_order()), self.version)
+        if self._conversation is None or self._conversation[0] != key:
+            core = self.core
+            items = [
+                Item(e.id, e.author, self.contents.get(e.id)) for e in core.ordered()
+                if e.kind is Kind.MESSAGE and not core.is_withdrawn(e.author, e.seq)
+                and not core.is_muted(e)
+            ]
+            deleted = {t: d.author for t, d in core.deleted.items()}
+            self._conversation = (key, fold_conversation(items, core.saw, deleted))
+        return self._conversation[1]
 
     def has(self, peer: PeerId, event: Event) -> bool:
         """Does ``peer`` have ``event`` (acked it, or its vector says so)?"""
@@ -173,8 +237,20 @@ class GroupService:
                     group.own_ids.add(event.id)
                 group.texts[event.id] = ev.text
                 group.joined_at[event.id] = ev.received_at
+                if ev.content is not None:
+                    try:
+                        group.contents[event.id] = decode_content(ev.content)
+                    except EventError as exc:
+                        log.warning("stored content of %s is unreadable: %s",
+                                    event.id.hex()[:12], exc)
             for event_id, blob in self._own_copies(group):
                 group.copies[event_id] = blob
+            with self.store.transaction():  # a delete is final, also after a crash
+                for target in group.core.deleted:
+                    if group.texts.get(target) is not None or target in group.contents:
+                        self._erase(group, target)
+            group.notify_muted = self.store.notify_muted(row.id)
+            group.read_marks = self.store.read_marks(row.id)
             self.groups[row.id] = group
         if self.groups:
             log.info("loaded %d group(s) from %s", len(self.groups), self.store.path)
@@ -245,16 +321,68 @@ class GroupService:
             self.store.set_group_left(group.id, True)
         return event
 
-    def send(self, group: Group, text: str) -> Event:
+    def send(self, group: Group, text: str, *, reply_to: EventId | None = None,
+             mentions: Sequence[PeerId] = ()) -> Event:
+        """Post ``text`` (a reply to ``reply_to``, mentioning ``mentions``)."""
+        if reply_to is not None:
+            self.thread(group, reply_to)  # must be a message we can see
+        return self.post(group, Post(text, reply_to, tuple(sorted(set(mentions)))))
+
+    def thread(self, group: Group, target: EventId, *, readable: bool = False) -> Thread:
+        """The visible, not deleted post ``target``, or a GroupError saying why not."""
+        thread = group.conversation().threads.get(target)
+        if thread is None:
+            raise GroupError(f"no message {target.hex()[:12]} in this group")
+        if thread.deleted_by is not None:
+            raise GroupError(f"message {target.hex()[:12]} was deleted")
+        if readable and thread.text is None:
+            raise GroupError(f"message {target.hex()[:12]} cannot be read here")
+        return thread
+
+    def edit(self, group: Group, target: EventId, text: str,
+             mentions: Sequence[PeerId] = ()) -> Event:
+        thread = self.thread(group, target, readable=True)
+        if thread.author != self.me:
+            raise GroupError("only the author may edit a message")
+        return self.post(group, Edit(target, text, tuple(sorted(set(mentions)))))
+
+    def react(self, group: Group, target: EventId, emoji: str, remove: bool = False) -> Event:
+        self.thread(group, target)
+        try:
+            check_emoji(emoji)
+        except EventError as exc:
+            raise GroupError(str(exc)) from None
+        return self.post(group, React(target, emoji, remove))
+
+    def delete(self, group: Group, target: EventId) -> Event:
+        self.thread(group, target)
+        return self._author_checked(group, Delete(target))
+
+    def pin(self, group: Group, target: EventId, pin: bool = True) -> Event:
+        self.thread(group, target)
+        return self._author_checked(group, Pin(target, pin))
+
+    def mute(self, group: Group, peer: PeerId, until: int = 0, *, mute: bool = True) -> Event:
+        """An admin's mute of a member (``until``: unix seconds, 0 = until unmuted)."""
+        return self._author_checked(group, Mute(peer, mute, until))
+
+    def set_notify_muted(self, group: Group, muted: bool) -> None:
+        self.store.set_notify_muted(group.id, muted)
+        group.notify_muted = muted
+
+    def post(self, group: Group, content: Content) -> Event:
+        """Encrypt and send one MESSAGE with ``content``."""
         state = group.core.state
         role = state.role(self.me)
         if role is None:
             raise GroupError("you are not a member of this group")
         if role is Role.GUEST:
             raise GroupError("guests can read but not post")
+        if self.me in state.muted():
+            raise GroupError("an admin has muted you in this group")
         counters = K.Counters()
         if group.core.mode == "pairwise":
-            return self._send_pairwise(group, text, counters)
+            return self._send_pairwise(group, content, counters)
         members = set(state.members)
         if K.needs_rotation(group.keys, members):
             fresh, distribution = K.new_sender_key(group.keys, self.me, members)
@@ -265,12 +393,32 @@ class GroupService:
             log.info("group %s: new sender key, epoch %d, for %d member(s)",
                      self._label(group), fresh.epoch, len(fresh.recipients))
         assert group.keys.own is not None
-        own, message = K.encrypt_private(group.keys.own, group.id, self.me, text, counters)
+        own, message = K.encrypt_private(group.keys.own, group.id, self.me, content, counters)
         counters.signatures += 1
-        return self._author(group, message, new_own=own, text=text, counters=counters)
+        return self._author(group, message, new_own=own, content=content, counters=counters)
+
+    def unread(self, group: Group) -> int:
+        """Visible posts from others after our (local) read position."""
+        conv = group.conversation()
+        core = group.core
+        count = 0
+        for thread in conv.threads.values():
+            event = core.get(thread.id)
+            if (event is not None and thread.author != self.me and thread.deleted_by is None
+                    and event.seq > group.read_marks.get(thread.author, 0)):
+                count += 1
+        return count
 
     def mark_read(self, group: Group) -> None:
-        """The user has seen everything delivered so far: announce it (soon, coalesced)."""
+        """The user has seen everything delivered so far: remember it, announce it (coalesced)."""
+        latest: dict[PeerId, int] = {}
+        for event in group.core.ordered():
+            if event.kind is Kind.MESSAGE and event.author != self.me:
+                latest[event.author] = max(latest.get(event.author, 0), event.seq)
+        moved = {a: n for a, n in latest.items() if n > group.read_marks.get(a, 0)}
+        if moved:
+            self.store.set_read_marks(group.id, moved)
+            group.read_marks.update(moved)
         if self.me not in group.core.state.members or not self.node.config.read_receipts:
             return
         if self._read_delta(group):
@@ -294,17 +442,70 @@ class GroupService:
                 self._author(group, Receipt(delta))
 
     async def _receipts(self) -> None:
-        """Send read receipts at most every ``receipt_interval``: one small event per burst."""
+        """Send read receipts at most every ``receipt_interval``: one small event per burst.
+
+        The same beat ends timed mutes whose end our clock has passed (as an admin).
+        """
         while True:
             await trio.sleep(self.node.config.receipt_interval)
             self._flush_receipts()
+            self.expire_mutes(time.time())
 
-    def _send_pairwise(self, group: Group, text: str, counters: K.Counters) -> Event:
+    def expire_mutes(self, now: float) -> list[Event]:
+        """As owner or admin, UNMUTE the members whose timed mute ended by our clock."""
+        unmuted = []
+        for group in self.groups.values():
+            state = group.core.state
+            mine = state.role(self.me)
+            if mine is None or mine < Role.ADMIN:
+                continue
+            for peer, until in state.muted().items():
+                theirs = state.role(peer)
+                if 0 < until <= now and (theirs is None or theirs < mine):
+                    try:
+                        unmuted.append(self._author(group, Mute(peer, False, 0)))
+                    except _NotAccepted as exc:
+                        log.info("group %s: cannot end the mute of %s: %s",
+                                 self._label(group), short_id(peer), exc.reason)
+        return unmuted
+
+    # -- typing (ephemeral) --
+
+    def typing(self, group: Group, now: float | None = None) -> bool:
+        """Tell the online members we are typing; False if rate-limited (not sent)."""
+        now = time.time() if now is None else now
+        if self.me not in group.core.state.members:
+            raise GroupError("you are not a member of this group")
+        if now - group.typing_sent < TYPING_INTERVAL:
+            return False
+        group.typing_sent = now
+        data = encode_message(TypingMessage(group.id))
+        for member in group.core.state.members:
+            conn = self.node.connections.get(member) if member != self.me else None
+            if conn is not None:
+                conn.send_nowait(data)
+        return True
+
+    def _on_typing(self, sender: PeerId, message: TypingMessage) -> None:
+        group = self.groups.get(message.group)
+        if group is None or sender not in group.core.state.members:
+            return  # only members' notices count; never stored
+        if group.core.state.role(sender) is Role.GUEST or sender in group.core.state.muted():
+            return
+        group.typing[sender] = time.time()
+        self._notify(group, [TypingNotice(group.id, sender)])
+
+    def is_typing(self, group: Group, peer: PeerId, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return now - group.typing.get(peer, -TYPING_SHOWN) < TYPING_SHOWN
+
+    def _send_pairwise(self, group: Group, content: Content, counters: K.Counters) -> Event:
         seq = group.core.frontier.get(self.me, 0) + 1
         recipients = [m for m in group.core.state.members if m != self.me]
-        body, copies = K.encrypt_pairwise(self.identity, recipients, group.id, seq, text, counters)
+        body, copies = K.encrypt_pairwise(self.identity, recipients, group.id, seq, content,
+                                          counters)
         counters.signatures += 1
-        return self._author(group, body, text=text, copies=copies, counters=counters)
+        return self._author(group, body, content=content, copies=copies, counters=counters)
 
     def _author_checked(self, group: Group, body: Body) -> Event:
         try:
@@ -320,7 +521,7 @@ class GroupService:
         body: Body,
         *,
         new_own: K.OwnKey | None = None,
-        text: str | None = None,
+        content: Content | None = None,
         copies: dict[PeerId, bytes] | None = None,
         counters: K.Counters | None = None,
     ) -> Event:
@@ -339,17 +540,25 @@ class GroupService:
         if rejected:
             raise _NotAccepted(rejected[0].reason)
         now = time.time()
+        text = display_text(content)
+        packed = encode_content(content) if content is not None else None
         with self.store.transaction():
             self.store.add_event(EventRow(group.id, event.id, self.me, event.seq, event.lamport,
-                                          int(event.kind), event.raw, now, text))
+                                          int(event.kind), event.raw, now, text, packed))
             if new_own is not None:
                 self.store.save_own_key(group.id, new_own.epoch, new_own.key, new_own.recipients)
             for member, blob in (copies or {}).items():
                 self.store.add_copy(group.id, event.id, member, blob)
+            if content is not None:
+                group.contents[event.id] = content
+                group.version += 1
+            group.texts[event.id] = text
+            erased = self._apply_deletes(group, effects)
+        if erased:
+            self.store.checkpoint()
         if new_own is not None:
             group.keys.own = new_own
         group.own_ids.add(event.id)
-        group.texts[event.id] = text
         group.joined_at[event.id] = now
         if counters is not None:
             group.counters[event.id] = counters
@@ -448,6 +657,9 @@ class GroupService:
         if isinstance(message, VectorMessage):
             self.sync.on_vector(sender, message)
             return
+        if isinstance(message, TypingMessage):
+            self._on_typing(sender, message)
+            return
         stored = self._on_events(sender, message)
         if stored:
             ack = AckMessage(message.group, tuple(stored[:MAX_EVENTS]))
@@ -518,6 +730,7 @@ class GroupService:
         dropped: dict[str, int] = {}
         reactions: list[Effect] = []
         late: list[Event] = []
+        erased = False
         with self.store.transaction():
             for event in events:
                 if event.kind is Kind.MESSAGE and event.id in copies:
@@ -541,6 +754,10 @@ class GroupService:
                         self._equivocation(group, effect)
                     elif isinstance(effect, Dropped):
                         dropped[effect.reason] = dropped.get(effect.reason, 0) + 1
+                    elif isinstance(effect, Deleted):
+                        erased = self._apply_deletes(group, [effect]) or erased
+        if erased:
+            self.store.checkpoint()
         if reactions:
             self._after_delivery(group, reactions)
             if relayed:
@@ -557,7 +774,7 @@ class GroupService:
 
     def _store_delivered(self, group: Group, delivered: Delivered) -> None:
         event, body = delivered.event, delivered.body
-        text: str | None = None
+        content: Content | None = None
         key_update: tuple[PeerId, int, SenderKeyState] | None = None
         try:
             if isinstance(body, SenderKey):
@@ -568,23 +785,27 @@ class GroupService:
             elif isinstance(body, PrivateMessage):
                 state = group.keys.peers.get((event.author, event.epoch))
                 if state is not None:
-                    new_state, text = K.decrypt_private(state, group.id, event.author,
-                                                        event.epoch, body)
+                    new_state, content = K.decrypt_private(state, group.id, event.author,
+                                                           event.epoch, body)
                     key_update = (event.author, event.epoch, new_state)
             elif isinstance(body, History) and body.member == self.me:
                 self._read_history(group, event.author, body)
             elif isinstance(body, PairwiseMessage):
                 blob = group.copies.get(event.id)
                 if blob is not None:
-                    text = K.decrypt_pairwise(self.identity, group.id, event.author, event.seq,
-                                              body, blob)
+                    content = K.decrypt_pairwise(self.identity, group.id, event.author,
+                                                 event.seq, body, blob)
         except DecryptError as exc:
             log.warning("group %s: cannot decrypt %s from %s: %s", self._label(group),
                         event.id.hex()[:12], short_id(event.author), exc)
+        if content is not None and self._erased_edit(group, event, content):
+            content = None  # an edit of a message deleted before it arrived: not kept
+        text = display_text(content)
         now = time.time()
         with self.store.transaction():
-            self.store.add_event(EventRow(group.id, event.id, event.author, event.seq,
-                                          event.lamport, int(event.kind), event.raw, now, text))
+            self.store.add_event(EventRow(
+                group.id, event.id, event.author, event.seq, event.lamport, int(event.kind),
+                event.raw, now, text, encode_content(content) if content is not None else None))
             if key_update is not None:
                 self.store.save_peer_key(group.id, *key_update)
             if event.id in group.copies:
@@ -592,7 +813,51 @@ class GroupService:
         if key_update is not None:
             group.keys.peers[(key_update[0], key_update[1])] = key_update[2]
         group.texts[event.id] = text
+        if content is not None:
+            group.contents[event.id] = content
+            group.version += 1
+            self._check_content(group, event, content)
         group.joined_at[event.id] = now
+
+    def _check_content(self, group: Group, event: Event, content: Content) -> None:
+        """Log (once, on arrival) an edit or reaction the conversation will ignore."""
+        if isinstance(content, Post):
+            return
+        reason = group.conversation().ignored.get(event.id)
+        if reason is not None:
+            log.warning("group %s: ignoring %s %s from %s: %s", self._label(group),
+                        "edit" if isinstance(content, Edit) else "reaction",
+                        event.id.hex()[:12], short_id(event.author), reason)
+
+    def _erased_edit(self, group: Group, event: Event, content: Content) -> bool:
+        if not isinstance(content, Edit) or content.target not in group.core.deleted:
+            return False
+        target = group.core.get(content.target)
+        return target is not None and target.author == event.author
+
+    def _apply_deletes(self, group: Group, effects: Sequence[Effect]) -> bool:
+        """Erase the content of messages deleted by these effects (inside a transaction)."""
+        erased = False
+        for effect in effects:
+            if isinstance(effect, Deleted):
+                self._erase(group, effect.target)
+                erased = True
+        return erased
+
+    def _erase(self, group: Group, target: EventId) -> None:
+        """Forget a deleted message: its text, content, copies, and its author's edits of it."""
+        message = group.core.get(target)
+        doomed = [target] + [
+            eid for eid, c in group.contents.items()
+            if isinstance(c, Edit) and c.target == target and message is not None
+            and (e := group.core.get(eid)) is not None and e.author == message.author
+        ]
+        for eid in doomed:
+            self.store.erase_content(eid)
+            group.texts[eid] = None
+            group.contents.pop(eid, None)
+            group.copies.pop(eid, None)
+        group.version += 1
 
     def _read_history(self, group: Group, author: PeerId, body: History) -> None:
         """Decrypt ``author``'s earlier messages we stored unreadable (shared history)."""
@@ -606,39 +871,52 @@ class GroupService:
             unread = []
             for event in group.core.ordered():
                 if (event.author == author and event.epoch == epoch
-                        and event.kind is Kind.MESSAGE and group.texts.get(event.id) is None):
+                        and event.kind is Kind.MESSAGE and group.texts.get(event.id) is None
+                        and event.id not in group.core.deleted):
                     message = decode_body(Kind.MESSAGE, event.body, mode=group.core.mode)
                     if isinstance(message, PrivateMessage):
                         unread.append((message.index, event, message))
             for _, event, message in sorted(unread, key=lambda x: x[0]):
                 try:
-                    state, text = K.decrypt_private(state, group.id, author, epoch, message)
+                    state, content = K.decrypt_private(state, group.id, author, epoch, message)
                 except DecryptError as exc:
                     log.info("group %s: history message %s stays unreadable: %s",
                              self._label(group), event.id.hex()[:12], exc)
                     continue
-                self.store.set_text(event.id, text)
+                if self._erased_edit(group, event, content):
+                    continue
+                text = display_text(content)
+                self.store.set_content(event.id, text, encode_content(content))
                 group.texts[event.id] = text
+                group.contents[event.id] = content
+                group.version += 1
                 group.redecrypted.append(event)
 
     def _late_copy(self, group: Group, event: Event) -> None:
         """A pairwise copy for a message we stored unreadable (relayed without it)."""
         blob = group.copies.get(event.id)
-        if blob is None or group.texts.get(event.id) is not None or event.kind is not Kind.MESSAGE:
+        if (blob is None or group.texts.get(event.id) is not None
+                or event.kind is not Kind.MESSAGE or event.id in group.core.deleted):
             return
         body = decode_body(Kind.MESSAGE, event.body, mode=group.core.mode)
         if not isinstance(body, PairwiseMessage):
             return
         try:
-            text = K.decrypt_pairwise(self.identity, group.id, event.author, event.seq, body, blob)
+            content = K.decrypt_pairwise(self.identity, group.id, event.author, event.seq, body,
+                                         blob)
         except DecryptError as exc:
             log.warning("group %s: cannot decrypt %s from %s: %s", self._label(group),
                         event.id.hex()[:12], short_id(event.author), exc)
             return
+        if self._erased_edit(group, event, content):
+            return
+        text = display_text(content)
         with self.store.transaction():
             self.store.add_copy(group.id, event.id, self.me, blob)
-            self.store.set_text(event.id, text)
+            self.store.set_content(event.id, text, encode_content(content))
         group.texts[event.id] = text
+        group.contents[event.id] = content
+        group.version += 1
         self._notify(group, [event])
 
     def _equivocation(self, group: Group, eq: Equivocation) -> None:
@@ -738,24 +1016,23 @@ class GroupService:
 
     # -- watching --
 
-    def _notify(self, group: Group, events: list[Event]) -> None:
-        for watcher in list(group.watchers):
-            for event in events:
-                try:
-                    watcher.send_nowait(event)
-                except trio.WouldBlock:  # a follower that fell far behind: end its stream
-                    watcher.close()
-                    group.watchers.remove(watcher)
-                    break
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    group.watchers.remove(watcher)
-                    break
+    def _notify(self, group: Group, events: Sequence[Notice]) -> None:
+        plain = [e for e in events if isinstance(e, Event)]
+        _send_all(group.watchers, plain)
+        _send_all(group.notice_watchers, events)
         self._changed.set()
         self._changed = trio.Event()
 
     def watch(self, group: Group) -> trio.MemoryReceiveChannel[Event]:
+        """New events of ``group`` as they are delivered."""
         send, receive = trio.open_memory_channel[Event](1024)
         group.watchers.append(send)
+        return receive
+
+    def watch_notices(self, group: Group) -> trio.MemoryReceiveChannel[Notice]:
+        """New events of ``group`` and typing notices, as they happen."""
+        send, receive = trio.open_memory_channel[Notice](1024)
+        group.notice_watchers.append(send)
         return receive
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -764,6 +1041,20 @@ class GroupService:
 
     def _label(self, group: Group) -> str:
         return group.core.state.name or group.id.hex()[:12]
+
+
+def _send_all(watchers: list[trio.MemorySendChannel[_T]], items: Sequence[_T]) -> None:
+    for watcher in list(watchers):
+        for item in items:
+            try:
+                watcher.send_nowait(item)
+            except trio.WouldBlock:  # a follower that fell far behind: end its stream
+                watcher.close()
+                watchers.remove(watcher)
+                break
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                watchers.remove(watcher)
+                break
 
 
 class _NotAccepted(Exception):

@@ -28,9 +28,8 @@ from node.group.bodies import (
     PairwiseMessage,
     PrivateMessage,
     SenderKey,
-    decode_plaintext,
-    encode_plaintext,
 )
+from node.group.content import Content, Post, decode_content, encode_content
 from node.group.events import EventError, GroupId
 from node.ids import PeerId
 from node.wire.strict import pack
@@ -118,12 +117,16 @@ def open_distribution(
     return None
 
 
+def _plaintext(content: str | Content) -> bytes:
+    return encode_content(Post(content) if isinstance(content, str) else content)
+
+
 def encrypt_private(
-    own: OwnKey, group: GroupId, me: PeerId, text: str, counters: Counters
+    own: OwnKey, group: GroupId, me: PeerId, content: str | Content, counters: Counters
 ) -> tuple[OwnKey, PrivateMessage]:
     index = own.key.index
     new_key, used, blob = sender_keys.encrypt(
-        own.key, encode_plaintext(text), private_ad(group, me, own.epoch, index)
+        own.key, _plaintext(content), private_ad(group, me, own.epoch, index)
     )
     counters.encryptions += 1
     return OwnKey(own.epoch, new_key, own.recipients), PrivateMessage(used, blob)
@@ -131,20 +134,20 @@ def encrypt_private(
 
 def decrypt_private(
     state: SenderKeyState, group: GroupId, author: PeerId, epoch: int, body: PrivateMessage
-) -> tuple[SenderKeyState, str]:
+) -> tuple[SenderKeyState, Content]:
     ad = private_ad(group, author, epoch, body.index)
     new_state, plaintext = sender_keys.decrypt(state, body.index, body.ciphertext, ad)
     try:
-        return new_state, decode_plaintext(plaintext)
+        return new_state, decode_content(plaintext)
     except EventError as exc:
         raise DecryptError(f"message decrypted to garbage: {exc}") from exc
 
 
 def encrypt_pairwise(
-    identity: IdentityKey, recipients: list[PeerId], group: GroupId, seq: int, text: str,
-    counters: Counters,
+    identity: IdentityKey, recipients: list[PeerId], group: GroupId, seq: int,
+    content: str | Content, counters: Counters,
 ) -> tuple[PairwiseMessage, dict[PeerId, bytes]]:
-    plaintext = encode_plaintext(text)
+    plaintext = _plaintext(content)
     salt = pairwise.new_salt()
     ad = pairwise_ad(group, identity.peer_id, seq)
     copies = {}
@@ -160,11 +163,11 @@ def encrypt_pairwise(
 def decrypt_pairwise(
     identity: IdentityKey, group: GroupId, author: PeerId, seq: int, body: PairwiseMessage,
     blob: bytes,
-) -> str:
+) -> Content:
     plaintext = pairwise.decrypt_from(identity, author, blob, pairwise_ad(group, author, seq))
     if not pairwise.verify_commitment(plaintext, body.salt, body.commitment):
         raise DecryptError("pairwise copy does not match the signed commitment")
     try:
-        return decode_plaintext(plaintext)
+        return decode_content(plaintext)
     except EventError as exc:
         raise DecryptError(f"message decrypted to garbage: {exc}") from exc

@@ -8,6 +8,9 @@ from node.group.bodies import (
     Add,
     Ban,
     Create,
+    Delete,
+    Mute,
+    Pin,
     PrivateMessage,
     Remove,
     Rename,
@@ -15,12 +18,37 @@ from node.group.bodies import (
     SetRole,
     decode_body,
 )
+from node.group.content import Edit, React
 from node.group.events import Event, Kind
 from node.ids import PeerId, format_peer_id, short_id
-from node.service.groups import Group, GroupService
+from node.service.groups import Group, GroupService, TypingNotice
 
 #: Bookkeeping events that a conversation view does not show.
 HIDDEN_KINDS = frozenset({Kind.SENDER_KEY, Kind.RECEIPT, Kind.HISTORY})
+#: Events folded into the message they act on (shown by ``log`` only with ``all``).
+FOLDED_KINDS = frozenset({Kind.DELETE, Kind.PIN, Kind.MUTE})
+
+
+def is_folded(group: Group, event: Event) -> bool:
+    """An edit, reaction, delete, pin or mute: shown as part of its target."""
+    if event.kind in FOLDED_KINDS:
+        return True
+    return event.kind is Kind.MESSAGE and isinstance(group.contents.get(event.id), Edit | React)
+
+
+def is_shown(group: Group, event: Event, *, include_all: bool = False) -> bool:
+    """Does ``log`` show this event (withdrawn and muted messages never)?"""
+    core = group.core
+    if core.is_withdrawn(event.author, event.seq) or core.is_muted(event):
+        return False
+    if include_all:
+        return True
+    return event.kind not in HIDDEN_KINDS and not is_folded(group, event)
+
+
+def typing_view(service: GroupService, group: Group, notice: TypingNotice) -> dict[str, Any]:
+    return {"kind": "typing", "author": format_peer_id(notice.author),
+            "author_name": name_of(service, group, notice.author), "group": group.id.hex()}
 
 
 def group_view(service: GroupService, group: Group) -> dict[str, Any]:
@@ -39,6 +67,9 @@ def group_view(service: GroupService, group: Group) -> dict[str, Any]:
         "epoch": group.keys.own.epoch if group.keys.own is not None else None,
         "waiting": sum(len(v) for v in group.core.buffered().values()),
         "missing": {name_of(service, group, a): n for a, n in group.core.gaps().items()},
+        "unread": service.unread(group),
+        "muted": group.notify_muted,
+        "pinned": [t.hex() for t in group.core.pinned()],
     }
 
 
@@ -54,8 +85,15 @@ def name_of(service: GroupService, group: Group, peer: PeerId) -> str:
 def members_view(service: GroupService, group: Group) -> list[dict[str, Any]]:
     state = group.core.state
     rows = []
+    muted = state.muted()
     for peer, role in sorted(state.members.items(), key=lambda kv: (-kv[1], bytes(kv[0]))):
+        known = service.node.mesh.known.get(peer)
+        until = muted.get(peer)
         rows.append({
+            "typing": peer != service.me and service.is_typing(group, peer),
+            "last_seen": known.last_seen if known is not None else None,
+            "muted": until is not None,
+            "muted_until": float(until) if until else None,
             "peer_id": format_peer_id(peer),
             "short_id": short_id(peer),
             "name": name_of(service, group, peer),
@@ -89,6 +127,15 @@ def describe_event(service: GroupService, group: Group, event: Event) -> str | N
             return f"{who} renamed the group to {body.name!r}"
         case SetPolicy():
             return f"{who} set who may add members: {body.add_policy}"
+        case Delete():
+            return f"{who} deleted message {body.target.hex()[:8]}"
+        case Pin():
+            return f"{who} {'pinned' if body.pin else 'unpinned'} message {body.target.hex()[:8]}"
+        case Mute() if body.mute:
+            end = " until their mute ends" if body.until else ""
+            return f"{who} muted {name_of(service, group, body.member)}{end}"
+        case Mute():
+            return f"{who} unmuted {name_of(service, group, body.member)}"
     if event.kind is Kind.LEAVE:
         return f"{who} left"
     return None
@@ -114,6 +161,17 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
         body = decode_body(Kind.MESSAGE, event.body, mode=group.core.mode)
         if isinstance(body, PrivateMessage):
             view["chain_index"] = body.index  # with epoch: which message key (never reused)
+        _message_fields(service, group, event, view)
+    elif event.kind in (Kind.DELETE, Kind.PIN):
+        target = decode_body(event.kind, event.body)
+        assert isinstance(target, Delete | Pin)
+        view["target"] = target.target.hex()
+    elif event.kind is Kind.MUTE:
+        mute = decode_body(event.kind, event.body)
+        assert isinstance(mute, Mute)
+        view["target"] = format_peer_id(mute.member)
+        view["muted"] = mute.mute
+        view["until"] = float(mute.until) if mute.until else None
     if mine:
         others = [m for m in group.core.state.members if m != service.me]
         have = {m for m in others if group.has(m, event)} | set(group.acked.get(event.id, {}))
@@ -145,7 +203,46 @@ def log_view(
     rows = [
         event_view(service, group, e)
         for e in group.core.ordered()
-        if (include_keys or e.kind not in HIDDEN_KINDS)
-        and not group.core.is_withdrawn(e.author, e.seq)
+        if is_shown(group, e, include_all=include_keys)
     ]
     return rows[-limit:] if limit else rows
+
+
+def _message_fields(service: GroupService, group: Group, event: Event, view: dict[str, Any]
+                    ) -> None:
+    """Replies, edits, deletes, reactions, pins and mentions of a MESSAGE view."""
+    conv = group.conversation()
+    content = group.contents.get(event.id)
+    if isinstance(content, Edit | React):
+        view["kind"] = "edit" if isinstance(content, Edit) else "reaction"
+        view["target"] = content.target.hex()
+        view["applied"] = event.id in conv.targets
+        if isinstance(content, React):
+            view["emoji"], view["remove"] = content.emoji, content.remove
+        return
+    thread = conv.threads.get(event.id)
+    deleted = event.id in group.core.deleted
+    view.update({"reply_to": None, "reply_preview": None, "edited": False, "edits": [],
+                 "deleted": deleted, "reactions": {}, "pinned": event.id in group.core.pinned(),
+                 "mentions": [], "mentions_me": False})
+    if deleted:
+        view["text"] = None
+        view["deleted_by"] = name_of(service, group, group.core.deleted[event.id].author)
+    if thread is None:
+        return
+    view["text"] = thread.text
+    if thread.reply_to is not None:
+        view["reply_to"] = thread.reply_to.hex()
+        quoted = conv.threads.get(thread.reply_to)
+        if quoted is not None:
+            view["reply_preview"] = {"author_name": name_of(service, group, quoted.author),
+                                     "text": quoted.text, "deleted": quoted.deleted_by is not None}
+    view["edited"] = bool(thread.edits)
+    view["edits"] = [{"text": text, "time": group.joined_at.get(version)}
+                     for version, text in thread.edits]
+    if thread.edit_ids:
+        view["edited_at"] = group.joined_at.get(thread.edit_ids[-1])
+    view["reactions"] = {emoji: [name_of(service, group, p) for p in who]
+                         for emoji, who in thread.reactions.items()}
+    view["mentions"] = [format_peer_id(p) for p in thread.mentions]
+    view["mentions_me"] = service.me in thread.mentions

@@ -77,6 +77,7 @@ class EventRow:
     raw: bytes  # the encoded event, exactly as received
     received_at: float
     text: str | None = None  # decrypted message text (None: not a message, or undecryptable)
+    content: bytes | None = None  # the decrypted content (node.group.content), if any
 
 
 class SeqConflictError(StorageError):
@@ -96,7 +97,7 @@ class SeqConflictError(StorageError):
 
 
 _GROUP_COLUMNS = "id, name, mode, joined_at, has_left"
-_EVENT_COLUMNS = "group_id, id, author, seq, lamport, kind, raw, received_at, text"
+_EVENT_COLUMNS = "group_id, id, author, seq, lamport, kind, raw, received_at, text, content"
 
 
 def _group_row(r: Any) -> GroupRow:
@@ -106,7 +107,7 @@ def _group_row(r: Any) -> GroupRow:
 def _event_row(r: Any) -> EventRow:
     return EventRow(
         group=GroupId(r[0]), id=EventId(r[1]), author=PeerId(r[2]), seq=r[3], lamport=r[4],
-        kind=r[5], raw=r[6], received_at=r[7], text=r[8],
+        kind=r[5], raw=r[6], received_at=r[7], text=r[8], content=r[9],
     )
 
 
@@ -369,10 +370,10 @@ class Store:
             conn = self._db()
             try:
                 cursor = conn.execute(
-                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (id) DO NOTHING",
                     (row.group, row.id, row.author, int(row.seq), int(row.lamport),
-                     int(row.kind), row.raw, row.received_at, row.text),
+                     int(row.kind), row.raw, row.received_at, row.text, row.content),
                 )
             except sqlite3.IntegrityError as exc:
                 r = conn.execute(
@@ -423,6 +424,59 @@ class Store:
     def set_text(self, id: EventId, text: str | None) -> None:
         if not self._write("store text", "UPDATE events SET text = ? WHERE id = ?", (text, id)):
             raise StorageError(f"cannot store the text of event {id.hex()}: event not stored")
+
+    def set_content(self, id: EventId, text: str | None, content: bytes | None) -> None:
+        """Store the decrypted text and content of a stored event."""
+        if not self._write("store content", "UPDATE events SET text = ?, content = ? WHERE id = ?",
+                           (text, content, id)):
+            raise StorageError(f"cannot store the content of event {id.hex()}: event not stored")
+
+    def erase_content(self, id: EventId) -> None:
+        """Forget what a deleted message said: its text, its content and every pairwise copy.
+
+        The signed event itself stays (it is a link in everyone's causal chain); see
+        docs/threat-model.md for what remains. ``secure_delete`` zeroes the freed bytes in
+        the main file; call ``checkpoint()`` after the transaction to empty the WAL too.
+        """
+        self._write("erase content", "UPDATE events SET text = NULL, content = NULL WHERE id = ?",
+                    (id,))
+        self._write("erase copies", "DELETE FROM copies WHERE event = ?", (id,))
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the main file and truncate it (old page images go with it)."""
+        with self._errors("checkpoint"):
+            self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    # -- local settings ------------------------------------------------------------------
+
+    def set_notify_muted(self, group: GroupId, muted: bool) -> None:
+        self._write(
+            "store group setting",
+            "INSERT INTO group_prefs (group_id, notify_muted) VALUES (?, ?)"
+            " ON CONFLICT (group_id) DO UPDATE SET notify_muted = excluded.notify_muted",
+            (group, int(muted)),
+        )
+
+    def notify_muted(self, group: GroupId) -> bool:
+        r = self._fetchone("read group setting",
+                           "SELECT notify_muted FROM group_prefs WHERE group_id = ?", (group,))
+        return r is not None and bool(r[0])
+
+    def set_read_marks(self, group: GroupId, marks: dict[PeerId, int]) -> None:
+        """Raise our read position per author (never lowers one)."""
+        for author, seq in marks.items():
+            _check_integer(seq, "seq")
+            self._write(
+                "store read mark",
+                "INSERT INTO read_marks (group_id, author, seq) VALUES (?, ?, ?)"
+                " ON CONFLICT (group_id, author) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (group, author, int(seq)),
+            )
+
+    def read_marks(self, group: GroupId) -> dict[PeerId, int]:
+        rows = self._fetchall("read read marks",
+                              "SELECT author, seq FROM read_marks WHERE group_id = ?", (group,))
+        return {PeerId(a): int(s) for a, s in rows}
 
     def count_events(self, group: GroupId) -> int:
         r = self._fetchone("count events", "SELECT count(*) FROM events WHERE group_id = ?",

@@ -140,6 +140,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (group_id, epoch)
     ) STRICT;
     """,
+    # 2 -> 3: message features. content is the decrypted message content (msgpack, see
+    # node.group.content; NULL when unreadable or deleted). Local, never-sent settings: a
+    # group's notifications muted, and our own read position per author (for unread counts,
+    # kept even with read receipts off).
+    """
+    ALTER TABLE events ADD COLUMN content BLOB;
+
+    CREATE TABLE group_prefs (
+        group_id     BLOB PRIMARY KEY REFERENCES groups (id) ON DELETE CASCADE,
+        notify_muted INTEGER NOT NULL DEFAULT 0 CHECK (notify_muted IN (0, 1))
+    ) STRICT;
+
+    CREATE TABLE read_marks (
+        group_id BLOB NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        author   BLOB NOT NULL,
+        seq      INTEGER NOT NULL,
+        PRIMARY KEY (group_id, author)
+    ) STRICT;
+    """,
 ]
 
 

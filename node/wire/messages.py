@@ -15,6 +15,9 @@ Each channel message is one msgpack map with a type ``t``:
     every earlier one (sorted by author). The receiver sends back the events
     the sender lacks; with ``want`` it also answers with its own vector if it
     lacks something the sender has (an answer never has ``want``).
+``typing``  ``{"t": "typing", "g": group}``
+    The sender is typing in the group: ephemeral, shown for a few seconds,
+    never stored or relayed.
 
 Strict: exactly these keys, the right types, at most ``MAX_EVENTS`` events or
 ids per message; unknown types are errors.
@@ -57,7 +60,14 @@ class VectorMessage:
     want: bool = False
 
 
-PeerMessage = EventsMessage | AckMessage | VectorMessage
+@dataclass(frozen=True, slots=True)
+class TypingMessage:
+    """The sender is typing in ``group`` (ephemeral: shown a few seconds, never stored)."""
+
+    group: GroupId
+
+
+PeerMessage = EventsMessage | AckMessage | VectorMessage | TypingMessage
 
 
 def encode_message(message: PeerMessage) -> bytes:
@@ -67,6 +77,8 @@ def encode_message(message: PeerMessage) -> bytes:
     if isinstance(message, VectorMessage):
         return pack({"t": "vv", "g": message.group, "vv": [[a, n] for a, n in message.vector],
                      "want": message.want})
+    if isinstance(message, TypingMessage):
+        return pack({"t": "typing", "g": message.group})
     return pack({"t": "ack", "g": message.group, "ids": list(message.ids)})
 
 
@@ -104,6 +116,9 @@ def decode_message(data: bytes) -> PeerMessage:
     if kind == "vv":
         _keys(obj, {"t", "g", "vv", "want"})
         return VectorMessage(GroupId(group), _vector(obj["vv"]), _bool(obj["want"], "want"))
+    if kind == "typing":
+        _keys(obj, {"t", "g"})
+        return TypingMessage(GroupId(group))
     raise RemoteProtocolError(f"unknown peer message type {kind!r}")
 
 

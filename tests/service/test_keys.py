@@ -6,6 +6,7 @@ import pytest
 
 from node.crypto.keys import IdentityKey
 from node.errors import DecryptError
+from node.group.content import Post
 from node.group.events import GroupId
 from node.service import keys as K
 
@@ -26,7 +27,7 @@ def test_private_round_trip_and_rotation_excludes_the_departed() -> None:
     own2, body = K.encrypt_private(own, G, ALICE.peer_id, "hi", counters)
     assert counters.encryptions == 1 and own2.key.index == own.key.index + 1
     _, text = K.decrypt_private(bob_state, G, ALICE.peer_id, own.epoch, body)
-    assert text == "hi"
+    assert text == Post("hi")
     # wrong author or epoch in the AD: refused
     with pytest.raises(DecryptError):
         K.decrypt_private(bob_state, G, BOB.peer_id, own.epoch, body)
@@ -47,7 +48,7 @@ def test_newcomer_distribution_reads_from_now_on() -> None:
     carol = K.open_distribution(CAROL, dist)
     assert carol is not None
     own, late = K.encrypt_private(own, G, ALICE.peer_id, "after", K.Counters())
-    assert K.decrypt_private(carol, G, ALICE.peer_id, own.epoch, late)[1] == "after"
+    assert K.decrypt_private(carol, G, ALICE.peer_id, own.epoch, late)[1] == Post("after")
     with pytest.raises(DecryptError):
         K.decrypt_private(carol, G, ALICE.peer_id, own.epoch, early)
 
@@ -56,7 +57,7 @@ def test_pairwise_copies_and_commitment() -> None:
     counters = K.Counters()
     body, copies = K.encrypt_pairwise(ALICE, [BOB.peer_id, CAROL.peer_id], G, 5, "hey", counters)
     assert counters.encryptions == 2 and set(copies) == {BOB.peer_id, CAROL.peer_id}
-    assert K.decrypt_pairwise(BOB, G, ALICE.peer_id, 5, body, copies[BOB.peer_id]) == "hey"
+    assert K.decrypt_pairwise(BOB, G, ALICE.peer_id, 5, body, copies[BOB.peer_id]) == Post("hey")
     with pytest.raises(DecryptError):  # carol's copy is not bob's
         K.decrypt_pairwise(BOB, G, ALICE.peer_id, 5, body, copies[CAROL.peer_id])
     with pytest.raises(DecryptError):  # bound to the event's seq
