@@ -1,0 +1,60 @@
+"""What simulated members send each other, and its exact size on a real wire.
+
+A payload is the decoded form of a real peer message (``node.wire.messages``):
+events travel as ``Event`` objects so that receivers skip re-parsing bytes
+(a thousand members would otherwise spend most of the run in msgpack), but
+every payload is sized by encoding the real message it stands for, so byte
+counts are exactly what a node would queue for that member.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.group.events import Event, EventId, GroupId
+from node.ids import PeerId
+from node.wire.messages import AckMessage, EventsMessage, VectorMessage, encode_message
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    events: tuple[Event, ...]
+    copies: tuple[tuple[EventId, bytes], ...] = ()  # pairwise: the receiver's own ciphertext
+    sync: bool = False  # catch-up (outbox, invitation, anti-entropy), not live fanout
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    ids: tuple[EventId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Vector:
+    vector: tuple[tuple[PeerId, int], ...]
+    want: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """raw mode: message ``index`` as a length-prefixed frame of ``size`` bytes."""
+
+    index: int
+
+
+Payload = Events | Ack | Vector | Frame
+
+#: raw mode's frame header (a 4-byte length, as in the fanout benchmark).
+FRAME_HEADER = 4
+
+
+def size_of(group: GroupId, payload: Payload, frame_size: int = 0) -> int:
+    """Bytes of the real message ``payload`` stands for."""
+    if isinstance(payload, Events):
+        message = EventsMessage(group, tuple(e.raw for e in payload.events), payload.copies,
+                                payload.sync)
+        return len(encode_message(message))
+    if isinstance(payload, Ack):
+        return len(encode_message(AckMessage(group, payload.ids)))
+    if isinstance(payload, Vector):
+        return len(encode_message(VectorMessage(group, payload.vector, payload.want)))
+    return FRAME_HEADER + frame_size
