@@ -77,3 +77,12 @@ def test_malformed(obj: object, message: str) -> None:
 def test_garbage() -> None:
     with pytest.raises(RemoteProtocolError):
         decode_message(b"\xc1\xc1")
+
+
+def test_typing_round_trip_and_strict_keys() -> None:
+    from node.wire.messages import TypingMessage
+
+    message = TypingMessage(GroupId(b"\x03" * 32))
+    assert decode_message(encode_message(message)) == message
+    with pytest.raises(RemoteProtocolError, match="keys"):
+        decode_message(msgpack.packb({"t": "typing", "g": b"\x03" * 32, "x": 1}, use_bin_type=True))
