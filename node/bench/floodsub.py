@@ -257,6 +257,20 @@ async def receivers(
             with trio.CancelScope(shield=True):
                 await _stop(processes)
 
+@contextmanager
+def plain_bench_errors() -> Iterator[None]:
+    """Re-raise a ``BenchError`` that crossed trio nurseries as itself, not in a group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        bench, rest = group.split(BenchError)
+        if bench is None or rest is not None:
+            raise
+        first: BaseException = bench
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
 
 # -- one run --------------------------------------------------------------------------------
 
@@ -296,10 +310,18 @@ def _run(n: int, repeat: int, messages: int, t0: float, cpu: float, sent: list[f
 
 
 async def run_floodsub(n: int, repeat: int, params: Params, tmp: Path) -> Run:
-    """One (N, "libp2p") run: a floodsub publisher here, ``n`` subscribers in other processes."""
+    """One (N, "libp2p") run: a floodsub publisher here, ``n`` subscribers in other processes.
+
+    Raises ``BenchError`` (never wrapped in an exception group) if it cannot finish.
+    """
     reason = available()
     if reason is not None:
         raise BenchError(reason)
+    with plain_bench_errors():
+        return await _run_floodsub(n, repeat, params, tmp)
+
+
+async def _run_floodsub(n: int, repeat: int, params: Params, tmp: Path) -> Run:
     from libp2p.peer.id import ID
 
     m = params.messages
