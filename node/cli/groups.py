@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,8 @@ def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:
     params: dict[str, Any] = {"group": args.group, "text": text}
     if args.count != 1:
         params["count"] = args.count
+    if getattr(args, "reply", None):
+        params["reply_to"] = args.reply
     event = client.call(datadir.control_socket, "send", **params)
     return _out(args, event, f"{event['state']}: {event['id'][:12]}")
 
@@ -89,7 +92,10 @@ def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
     try:
         for i, item in enumerate(stream):
             for event in item if i == 0 else [item]:
-                print(json.dumps(event) if args.json else format_event(event), flush=True)
+                if args.json:
+                    print(json.dumps(event), flush=True)
+                elif event.get("kind") != "typing":  # ephemeral: for interactive clients
+                    print(format_event(event), flush=True)
     except KeyboardInterrupt:
         return 0
     return 0
@@ -105,18 +111,136 @@ def gap_lines(datadir: DataDir, group: str) -> list[str]:
             for who, n in sorted(match[0]["missing"].items())]
 
 
+def escape(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters shown as escapes.
+
+    A message can carry ESC sequences (colours, cursor moves, a fake prompt, a title
+    change) or bidi overrides; printed raw, the terminal would obey them. Newlines and
+    tabs stay (indented), and the zero-width joiner that emoji sequences need.
+    """
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append("\n         ")
+        elif ch == "\t" or ch == "\u200d":
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+                       if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def format_event(e: dict[str, Any]) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(e["time"])) if e.get("time") else "--:--:--"
+    who = escape(str(e.get("author_name", "")))
+    short = e.get("id", "")[:8]
     if e["kind"] == "message":
-        text = e["text"] if e["text"] is not None else "[cannot decrypt: sent before you joined]"
+        if e.get("deleted"):
+            text = f"[deleted by {escape(e.get('deleted_by') or '?')}]"
+        elif e["text"] is None:
+            text = "[cannot decrypt: sent before you joined]"
+        else:
+            text = escape(e["text"])
         mark = ""
         if e["mine"]:
             mark = {"pending": "  (pending)", "sent": "  (sent)", "delivered": "  (delivered)"}[
                 e["state"]]
             if e.get("read_by"):
                 mark = f"  (read by {len(e['read_by'])})"
-        return f"{when} {e['author_name']}: {text}{mark}"
-    return f"{when} * {e['info'] or e['kind']}"
+        extra = ("  (edited)" if e.get("edited") else "") + ("  [pinned]" if e.get("pinned")
+                                                            else "")
+        line = f"{when} {short} {who}: {text}{extra}{mark}"
+        preview = e.get("reply_preview")
+        if e.get("reply_to"):
+            if preview is None:
+                quoted = f"(message {e['reply_to'][:8]})"
+            elif preview.get("deleted"):
+                quoted = f"{escape(preview['author_name'])}: [deleted]"
+            else:
+                quoted = (f"{escape(preview['author_name'])}: "
+                          f"{escape((preview.get('text') or '')[:60])}")
+            line = f"{' ' * 18}> {quoted}\n{line}"
+        if e.get("reactions"):
+            line += "\n         " + "  ".join(
+                f"{escape(emoji)} {len(names)} ({', '.join(escape(n) for n in names)})"
+                for emoji, names in e["reactions"].items())
+        return line
+    if e["kind"] in ("edit", "reaction"):
+        what = (f"edited {e['target'][:8]}: {escape(e['text'] or '')}" if e["kind"] == "edit"
+                else f"{'removed' if e.get('remove') else 'reacted'} {escape(e.get('emoji', ''))}"
+                f" on {e['target'][:8]}")
+        return f"{when} {short} * {who} {what}"
+    return f"{when} {short} * {escape(e['info'] or e['kind'])}"
+
+
+def cmd_target_op(args: argparse.Namespace, datadir: DataDir) -> int:
+    """``kith edit|delete|react|pin``: an action on one message."""
+    params: dict[str, Any] = {"group": args.group, "event": args.event}
+    if args.op == "edit":
+        params["text"] = " ".join(args.text)
+    elif args.op == "react":
+        params["emoji"], params["remove"] = args.emoji, args.remove
+    elif args.op == "pin":
+        params["unpin"] = args.unpin
+    event = client.call(datadir.control_socket, args.op, **params)
+    return _out(args, event, f"{args.op}: {event['id'][:12]}")
+
+
+def cmd_mute(args: argparse.Namespace, datadir: DataDir) -> int:
+    event = client.call(datadir.control_socket, "group.mute", group=args.group, peer=args.peer,
+                        minutes=args.minutes, unmute=args.unmute)
+    return _out(args, event, escape(event["info"] or "done"))
+
+
+def cmd_notify(args: argparse.Namespace, datadir: DataDir) -> int:
+    g = client.call(datadir.control_socket, "group.notify", group=args.group, muted=args.muted)
+    state = "muted (no notifications)" if g["muted"] else "on"
+    return _out(args, g, f"notifications for {escape(g['name'])}: {state}")
+
+
+def add_message_parsers(sub: Any, gsub: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``kith edit/delete/react/pin``, ``send --reply``, ``group mute/notify``."""
+    sub.choices["send"].add_argument("--reply", metavar="EVENT",
+                                     help="reply to this message (its id or 8+ hex digits)")
+    p = sub.add_parser("edit", parents=common, help="edit one of your messages")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("event", metavar="EVENT")
+    p.add_argument("text", nargs="+", help="the new text")
+    p.set_defaults(func=cmd_target_op, op="edit")
+    p = sub.add_parser("delete", parents=common,
+                       help="delete a message (yours, or anyone's as owner/admin)")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("event", metavar="EVENT")
+    p.set_defaults(func=cmd_target_op, op="delete")
+    p = sub.add_parser("react", parents=common, help="react to a message with an emoji")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("event", metavar="EVENT")
+    p.add_argument("emoji", metavar="EMOJI")
+    p.add_argument("--remove", action="store_true", help="take your reaction back")
+    p.set_defaults(func=cmd_target_op, op="react")
+    p = sub.add_parser("pin", parents=common, help="pin a message (owner/admin)")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("event", metavar="EVENT")
+    p.add_argument("--unpin", action="store_true")
+    p.set_defaults(func=cmd_target_op, op="pin")
+    p = gsub.add_parser("mute", parents=common,
+                        help="mute a member: its messages are refused by everyone (admin)")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("peer", metavar="PEER_ID")
+    p.add_argument("--minutes", type=int, metavar="N",
+                   help="end the mute after N minutes (default: until --unmute)")
+    p.add_argument("--unmute", action="store_true")
+    p.set_defaults(func=cmd_mute)
+    p = gsub.add_parser("notify", parents=common,
+                        help="turn this group's notifications off or on (local only)")
+    p.add_argument("group", metavar="GROUP")
+    flag = p.add_mutually_exclusive_group(required=True)
+    flag.add_argument("--mute", dest="muted", action="store_true")
+    flag.add_argument("--unmute", dest="muted", action="store_false")
+    p.set_defaults(func=cmd_notify)
 
 
 def _table(rows: Sequence[Sequence[str]]) -> None:

@@ -192,6 +192,7 @@ def _add_group_commands(
     p.add_argument("--mark-read", action="store_true",
                    help="with --json: count this as reading (plain output always does)")
     p.set_defaults(func=groups.cmd_log)
+    groups.add_message_parsers(sub, gsub, common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench",
-            "chat"}
+            "chat", "edit", "delete", "react", "pin"}
 
 
 def _command_index(argv: list[str]) -> int:
