@@ -98,6 +98,9 @@ class Simulation:
     # -- set-up --
 
     def setup(self) -> None:
+        """Found the group (done by ``run`` if not done yet)."""
+        if self.members or self.order:
+            return
         s = self.s
         keys = [IdentityKey(self.key_rng.randbytes(32)) for _ in range(s.members + 1)]
         ids = [k.peer_id for k in keys]
