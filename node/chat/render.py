@@ -95,7 +95,8 @@ def conversation_lines(model: ChatModel, now: float, clock: Clock = local_time) 
     group = model.current_group
     if group is None:
         return [("info", "No groups yet. Create one with /create NAME, or wait to be added "
-                         "(/help lists the commands).")]
+                         "(/help lists the commands)."),
+                *(("notice", line) for line in model.notices)]
     lines: list[Line] = []
     for view in model.events:
         lines.extend(event_lines(model, view, clock))
