@@ -188,3 +188,28 @@ async def test_peers_and_help_become_notices(tmp: Path) -> None:
         assert any("bob" in line and "online" in line for line in session.model.notices)
         session.submit("/help")
         assert any("/reply N TEXT" in line for line in session.model.notices)
+
+
+async def test_mute_commands_local_and_admin(tmp: Path) -> None:
+    async with two_nodes(tmp) as (alice, bob), chat_session(alice) as (session, notes):
+        model = session.model
+        group = alice.create_group("team")
+        alice.add(group, bob.peer_id)
+        await until(session, lambda: len(model.members) == 2, "members")
+        session.submit("/mute")
+        await until(session, lambda: model.current_group is not None
+                    and model.current_group.muted, "local mute")
+        assert model.status == "notifications off for this group"
+        session.submit("/mute @bob 5")
+        await until(session, lambda: any(m.muted for m in model.members), "bob muted")
+        assert model.status == "muted @bob for 5 min"
+        with trio.fail_after(SOON):
+            await bob.group(group)
+            await bob.service.wait_until(lambda: any(m["muted"] for m in bob.members(group)
+                                                     if m["peer_id"] == bob.peer_id))
+        with pytest.raises(KithError):
+            bob.send(group, "can I still talk?")
+        session.submit("/unmute")
+        await until(session, lambda: model.current_group is not None
+                    and not model.current_group.muted, "local unmute")
+        assert notes == []
