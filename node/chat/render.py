@@ -19,6 +19,8 @@ Clock = Callable[[float], str]
 #: Characters of a quoted message shown above a reply.
 QUOTE_CHARS = 60
 INDENT = "     "
+#: Pinned messages listed above the conversation.
+MAX_PINNED_SHOWN = 3
 
 
 def local_time(when: float) -> str:
@@ -83,6 +85,21 @@ def event_lines(model: ChatModel, view: View, clock: Clock = local_time) -> list
     return [("info", f"{'':>4} {when} * {clean(str(info))}")]
 
 
+def pinned_lines(model: ChatModel, group: GroupInfo) -> list[Line]:
+    """The group's pinned messages, above the conversation (``pinned`` in the group view)."""
+    by_id = {v.get("id"): v for v in model.events}
+    lines: list[Line] = []
+    for event_id in group.pinned[-MAX_PINNED_SHOWN:]:
+        view = by_id.get(event_id)
+        if view is None:
+            continue
+        number = model.handle_of(event_id)
+        text = clean(str(view.get("text") or ""))
+        lines.append(("pinned", f"pinned [{number}] {clean(str(view.get('author_name')))}: "
+                                f"{shorten(text, QUOTE_CHARS)}"))
+    return lines
+
+
 def gap_lines(group: GroupInfo | None) -> list[Line]:
     """Causal gaps sync has not filled yet (``missing`` in the group view)."""
     if group is None:
@@ -97,7 +114,7 @@ def conversation_lines(model: ChatModel, now: float, clock: Clock = local_time) 
         return [("info", "No groups yet. Create one with /create NAME, or wait to be added "
                          "(/help lists the commands)."),
                 *(("notice", line) for line in model.notices)]
-    lines: list[Line] = []
+    lines: list[Line] = pinned_lines(model, group)
     for view in model.events:
         lines.extend(event_lines(model, view, clock))
     lines.extend(gap_lines(group))

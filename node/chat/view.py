@@ -53,6 +53,7 @@ PALETTE = [
     ("deleted", "dark gray", "default"),
     ("info", "dark green", "default"),
     ("gap", "light red", "default"),
+    ("pinned", "black", "yellow"),
     ("typing", "dark gray", "default"),
     ("notice", "light blue", "default"),
     ("member", "default", "default"),

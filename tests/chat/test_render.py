@@ -127,3 +127,11 @@ def test_members_presence_last_seen_typing() -> None:
 
 def test_no_group_yet_says_what_to_do() -> None:
     assert "/create NAME" in texts(ChatModel())[0]
+
+
+def test_pinned_messages_are_listed_above() -> None:
+    model = model_with(message(1, text="rules: be nice\x1b[5m", pinned=True), message(2),
+                       pinned=[message(1)["id"], "9" * 64])
+    lines = texts(model)
+    assert lines[0] == "pinned [1] bob: rules: be nice\\x1b[5m"
+    assert lines[1].endswith("bob: rules: be nice\\x1b[5m [pinned]")
