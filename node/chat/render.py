@@ -174,4 +174,4 @@ def header_text(model: ChatModel) -> str:
     where = f" · {clean(group.name)}" if group is not None else ""
     mode = f" · node {model.node_mode}" if model.node_mode else ""
     return (f" kith chat · {clean(model.my_name)} ({model.me[:8]}){where}{mode}"
-            "   Tab completes · /help · Ctrl-N/P groups · Ctrl-C quits")
+            "   /help · Tab completes · Ctrl-C quits")

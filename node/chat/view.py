@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -62,6 +63,20 @@ PALETTE = [
 GROUPS_WIDTH = 22
 MEMBERS_WIDTH = 28
 Walker = urwid.SimpleFocusListWalker[Any]
+
+
+#: Where a conversation line's text starts: after "[12] 10:41 ", after "     10:41 " of an
+#: info line, or after the indentation of a quote or reaction line. Wrapped text hangs there.
+HANG = re.compile(r"^( *\[[\d?]+\] \S+ | +\S+ (?=\* )| +)")
+UNHUNG = frozenset({"notice", "pinned"})
+
+
+def _line(text: str, hang: bool) -> urwid.Widget:
+    match = HANG.match(text) if hang else None
+    if match is None or not 0 < match.end() < len(text) or match.end() > 24:
+        return urwid.Text(text)
+    return urwid.Columns([(match.end(), urwid.Text(text[:match.end()])),
+                          urwid.Text(text[match.end():])])
 
 
 class InputLine(urwid.Edit):
@@ -116,8 +131,9 @@ class ChatView:
         self.at_end = True
 
     @staticmethod
-    def _texts(walker: Walker, lines: list[Line]) -> None:
-        walker[:] = [urwid.AttrMap(urwid.Text(text), style) for style, text in lines]
+    def _texts(walker: Walker, lines: list[Line], *, hang: bool = False) -> None:
+        walker[:] = [urwid.AttrMap(_line(text, hang and style not in UNHUNG), style)
+                     for style, text in lines]
 
     def render(self) -> None:
         now = time.time()
@@ -126,7 +142,7 @@ class ChatView:
         self._texts(self.groups, group_lines(model))
         self._texts(self.members, member_lines(model, now))
         focus = self.conversation.focus
-        self._texts(self.conversation, conversation_lines(model, now))
+        self._texts(self.conversation, conversation_lines(model, now), hang=True)
         if self.conversation:
             if self.at_end or focus is None:
                 self.conversation.set_focus(len(self.conversation) - 1)
