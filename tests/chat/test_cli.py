@@ -1,0 +1,29 @@
+"""``kith chat`` on the command line: registered, documented, and clear without a terminal."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from node.cli.main import build_parser, main
+from node.testing.procs import kith_cli
+
+
+def test_chat_is_a_command_with_help(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["chat", "team", "--no-mdns", "--peer", "127.0.0.1:7000"])
+    assert args.group == "team" and args.no_mdns and args.peer == ["127.0.0.1:7000"]
+    with pytest.raises(SystemExit):
+        main(["chat", "--help"])
+    help_text = capsys.readouterr().out
+    for word in ("/help", "Tab", "in its own", "attaches", "--desktop-notify"):
+        assert word in help_text
+
+
+async def test_without_a_terminal_it_says_so() -> None:
+    with tempfile.TemporaryDirectory(prefix="kc-") as tmp:
+        result = await kith_cli(Path(tmp), "chat")
+    assert result.returncode == 1
+    assert "kith chat needs a terminal" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
