@@ -98,8 +98,15 @@ class Tmux:
         raise AssertionError(f"{name}: {pattern!r} not on screen within {seconds:g} s:\n{text}")
 
     async def kill(self) -> None:
+        """Kill the server and remove its socket file (tmux leaves it behind)."""
+        try:
+            socket_path = (await self.run("display-message", "-p", "#{socket_path}")).strip()
+        except AssertionError:
+            socket_path = ""  # no server was started
         await trio.run_process(["tmux", "-L", self.server, "kill-server"], check=False,
                                capture_stdout=True, capture_stderr=True)
+        if socket_path:
+            await trio.Path(socket_path).unlink(missing_ok=True)
 
 
 @asynccontextmanager
