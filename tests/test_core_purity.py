@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "node"
-CORES = ["wire", "crypto", "channel", "mesh", "group", "sync"]
+CORES = ["wire", "crypto", "channel", "mesh", "group", "sync", "files"]
 FORBIDDEN = {"trio", "socket", "sqlite3", "zeroconf", "time", "random", "asyncio", "threading"}
 CORE_FILES = sorted(p for core in CORES for p in (ROOT / core).rglob("*.py"))
 

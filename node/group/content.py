@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from node.errors import RemoteProtocolError
+from node.files.attachment import FileRef, decode_ref
 from node.group.bodies import MAX_TEXT
 from node.group.events import ID_LEN, EventError, EventId
 from node.ids import PUBLIC_KEY_LEN, PeerId
@@ -42,6 +43,7 @@ class Post:
     text: str
     reply_to: EventId | None = None
     mentions: tuple[PeerId, ...] = ()  # sorted, unique
+    file: FileRef | None = None  # an attachment (node.files.attachment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,7 @@ def check_emoji(emoji: object) -> str:
 
 def encode_content(content: Content) -> bytes:
     match content:
-        case Post(text=text, reply_to=None, mentions=()):
+        case Post(text=text, reply_to=None, mentions=(), file=None):
             return pack({"text": text})  # version 1: readable by every version
         case Post():
             obj: dict[str, object] = {"v": VERSION, "t": "post", "text": content.text}
@@ -79,6 +81,8 @@ def encode_content(content: Content) -> bytes:
                 obj["reply"] = content.reply_to
             if content.mentions:
                 obj["mentions"] = list(content.mentions)
+            if content.file is not None:
+                obj["file"] = content.file.encode()
             return pack(obj)
         case Edit():
             obj = {"v": VERSION, "t": "edit", "target": content.target, "text": content.text}
@@ -105,11 +109,15 @@ def decode_content(raw: bytes) -> Content:
         raise EventError(f"unknown message format {obj.get('v')!r}")
     kind = obj.get("t")
     keys = set(obj) - {"v", "t"}
-    if kind == "post" and {"text"} <= keys <= {"text", "reply", "mentions"}:
+    if kind == "post" and {"text"} <= keys <= {"text", "reply", "mentions", "file"}:
         reply = obj.get("reply")
         if reply is not None:
             reply = _id(reply, "reply")
-        return Post(_text(obj["text"]), reply, _mentions(obj))
+        try:
+            file = decode_ref(obj["file"]) if "file" in obj else None
+        except RemoteProtocolError as exc:
+            raise EventError(f"bad attachment: {exc}") from exc
+        return Post(_text(obj["text"]), reply, _mentions(obj), file)
     if kind == "edit" and {"target", "text"} <= keys <= {"target", "text", "mentions"}:
         return Edit(_id(obj["target"], "target"), _text(obj["text"]),
                     _mentions(obj))
@@ -163,6 +171,7 @@ class Thread:
     edits: list[tuple[EventId, str]] = field(default_factory=list)  # older versions, oldest 1st
     edit_ids: list[EventId] = field(default_factory=list)  # the EDIT events that took effect
     deleted_by: PeerId | None = None
+    file: FileRef | None = None  # its attachment (None once deleted)
     #: emoji -> reactors in the order they reacted (first reaction of each author kept).
     reactions: dict[str, list[PeerId]] = field(default_factory=dict)
 
@@ -206,7 +215,8 @@ def fold_conversation(
                                                deleted_by=deleted[item.id])
             elif content is not None:
                 conv.threads[item.id] = Thread(item.id, item.author, content.text,
-                                               content.reply_to, content.mentions)
+                                               content.reply_to, content.mentions,
+                                               file=content.file)
             else:  # unreadable here (sent before we joined): others may still react to it
                 conv.threads[item.id] = Thread(item.id, item.author, None, None, ())
             continue

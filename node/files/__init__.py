@@ -1,0 +1,1 @@
+"""Attachments (pure): chunking, per-chunk encryption, the file reference, safe names."""
