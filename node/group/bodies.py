@@ -7,6 +7,7 @@ strings: ``owner``, ``admin``, ``member``, ``guest``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 from dataclasses import dataclass
@@ -23,8 +24,12 @@ NONCE_LEN = 16
 #: Default and hard cap on the members of a group.
 DEFAULT_MAX_MEMBERS = 500
 HARD_MAX_MEMBERS = 5000
-MODES = ("private", "pairwise")
+MODES = ("private", "pairwise", "open")
 ADD_POLICIES = ("members", "admins")
+#: Who may JOIN an open group: only approved peer ids, or anyone not banned.
+JOIN_POLICIES = ("whitelist", "blacklist")
+#: An open-group MESSAGE carries its content in clear (a message content, see content.py).
+MAX_OPEN_CONTENT = MAX_TEXT * 4 + 4096
 
 
 class Role(enum.IntEnum):
@@ -59,6 +64,8 @@ class Create:
     max_members: int
     add_policy: str = "members"
     share_history: bool = False
+    #: Open groups only (``mode == "open"``): "whitelist" or "blacklist"; "" otherwise.
+    policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +98,12 @@ class Rename:
 
 @dataclass(frozen=True, slots=True)
 class Ban:
+    """Ban ``member``; ``until`` (unix seconds, the admin's clock; 0 = no end) is
+    informational like a mute's: the ban ends only with an UNBAN, which an admin's
+    node authors once its own clock passes ``until``."""
+
     member: PeerId
+    until: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +174,39 @@ class Mute:
     until: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class OpenMessage:
+    """A MESSAGE of an open group: the message content in clear (signed, not encrypted)."""
+
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """A peer adds itself to an open group (as a member); ``name`` is its own label."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Approve:
+    """An admin puts ``member`` on (``approve=True``) or takes it off an open group's whitelist."""
+
+    member: PeerId
+    approve: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unban:
+    """An admin lifts the ban of ``member`` (it may join or be added again)."""
+
+    member: PeerId
+
+
 Body = (
     Create | Add | Remove | Leave | SetRole | Rename | Ban | SetPolicy | SenderKey
     | PrivateMessage | PairwiseMessage | Receipt | History | Delete | Pin | Mute
+    | OpenMessage | Join | Approve | Unban
 )
 
 
@@ -175,12 +217,17 @@ def encode_body(body: Body) -> bytes:
 def _fields(body: Body) -> dict[str, Any]:
     match body:
         case Create():
-            return {"name": body.name, "mode": body.mode, "nonce": body.nonce,
-                    "max": body.max_members, "add": body.add_policy,
-                    "history": body.share_history}
+            create = {"name": body.name, "mode": body.mode, "nonce": body.nonce,
+                      "max": body.max_members, "add": body.add_policy,
+                      "history": body.share_history}
+            if body.mode == "open":
+                create["policy"] = body.policy
+            return create
         case Add():
             return {"member": body.member, "role": body.role.label, "name": body.name}
-        case Remove() | Ban():
+        case Ban() if body.until:
+            return {"member": body.member, "until": body.until}
+        case Remove() | Ban() | Unban():
             return {"member": body.member}
         case Leave():
             return {}
@@ -207,6 +254,12 @@ def _fields(body: Body) -> dict[str, Any]:
             return {"target": body.target, "pin": body.pin}
         case Mute():
             return {"member": body.member, "mute": body.mute, "until": body.until}
+        case OpenMessage():
+            return {"content": body.content}
+        case Join():
+            return {"name": body.name}
+        case Approve():
+            return {"member": body.member, "approve": body.approve}
     raise AssertionError(body)
 
 
@@ -219,7 +272,8 @@ _KINDS: dict[type, Kind] = {
     SetRole: Kind.SET_ROLE, Rename: Kind.RENAME, Ban: Kind.BAN, SetPolicy: Kind.SET_POLICY,
     SenderKey: Kind.SENDER_KEY, PrivateMessage: Kind.MESSAGE, PairwiseMessage: Kind.MESSAGE,
     Receipt: Kind.RECEIPT, History: Kind.HISTORY, Delete: Kind.DELETE, Pin: Kind.PIN,
-    Mute: Kind.MUTE,
+    Mute: Kind.MUTE, OpenMessage: Kind.MESSAGE, Join: Kind.JOIN, Approve: Kind.APPROVE,
+    Unban: Kind.UNBAN,
 }
 
 
@@ -234,16 +288,26 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
     fields = _Fields(kind, obj)
     body: Body
     if kind is Kind.CREATE:
-        body = Create(fields.text("name", MAX_GROUP_NAME), fields.choice("mode", MODES),
-                      fields.raw("nonce", NONCE_LEN), fields.count("max", 2, HARD_MAX_MEMBERS),
-                      fields.choice("add", ADD_POLICIES), fields.flag("history"))
+        create = Create(fields.text("name", MAX_GROUP_NAME), fields.choice("mode", MODES),
+                        fields.raw("nonce", NONCE_LEN), fields.count("max", 2, HARD_MAX_MEMBERS),
+                        fields.choice("add", ADD_POLICIES), fields.flag("history"))
+        if create.mode == "open":  # only open groups carry (and must carry) a join policy
+            create = dataclasses.replace(create, policy=fields.choice("policy", JOIN_POLICIES))
+        body = create
     elif kind is Kind.ADD:
         body = Add(fields.peer("member"), Role.parse(fields.get("role")),
                    fields.text("name", MAX_GROUP_NAME, allow_empty=True))
     elif kind is Kind.REMOVE:
         body = Remove(fields.peer("member"))
     elif kind is Kind.BAN:
-        body = Ban(fields.peer("member"))
+        body = Ban(fields.peer("member"),
+                   fields.count("until", 1, 2**40) if "until" in obj else 0)
+    elif kind is Kind.UNBAN:
+        body = Unban(fields.peer("member"))
+    elif kind is Kind.JOIN:
+        body = Join(fields.text("name", MAX_GROUP_NAME, allow_empty=True))
+    elif kind is Kind.APPROVE:
+        body = Approve(fields.peer("member"), fields.flag("approve"))
     elif kind is Kind.LEAVE:
         body = Leave()
     elif kind is Kind.SET_ROLE:
@@ -265,6 +329,8 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
         body = Pin(EventId(fields.raw("target", ID_LEN)), fields.flag("pin"))
     elif kind is Kind.MUTE:
         body = Mute(fields.peer("member"), fields.flag("mute"), fields.count("until", 0, 2**40))
+    elif mode == "open":
+        body = OpenMessage(fields.blob("content", MAX_OPEN_CONTENT))
     elif mode == "pairwise":
         body = PairwiseMessage(fields.raw("salt", NONCE_LEN), fields.raw("commit", 32))
     else:

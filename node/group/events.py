@@ -65,11 +65,14 @@ class Kind(enum.IntEnum):
     DELETE = 13
     PIN = 14
     MUTE = 15
+    JOIN = 16
+    APPROVE = 17
+    UNBAN = 18
 
 
 MEMBERSHIP_KINDS = frozenset(
     {Kind.CREATE, Kind.ADD, Kind.REMOVE, Kind.LEAVE, Kind.SET_ROLE, Kind.RENAME, Kind.BAN,
-     Kind.SET_POLICY, Kind.MUTE}
+     Kind.SET_POLICY, Kind.MUTE, Kind.JOIN, Kind.APPROVE, Kind.UNBAN}
 )
 #: Kinds that act on an earlier event (named by id in the body's ``target``).
 TARGETED_KINDS = frozenset({Kind.DELETE, Kind.PIN})

@@ -36,6 +36,14 @@ one by one. Two questions are kept apart:
 
 The state of a causal past (for validity) is computed with the same fold over
 the membership events inside that past, so both questions use one function.
+
+Open groups (``mode == "open"``) add three kinds. A peer adds *itself* with
+JOIN: under the "blacklist" policy anyone not banned may, under "whitelist"
+only a peer id an admin has APPROVEd. A JOIN is an admission like an ADD: it
+loses to a concurrent departure of its author, and it lifts the cut-off of
+that author's earlier departure for the events it makes from the JOIN on.
+UNBAN lifts a ban (a timed ban's end is an UNBAN an admin's node authors: no
+validity here ever depends on a clock).
 """
 
 from __future__ import annotations
@@ -46,15 +54,18 @@ from dataclasses import dataclass, field
 from node.group.bodies import (
     DEFAULT_MAX_MEMBERS,
     Add,
+    Approve,
     Ban,
     Body,
     Create,
+    Join,
     Mute,
     Remove,
     Rename,
     Role,
     SetPolicy,
     SetRole,
+    Unban,
 )
 from node.group.events import EventId, Kind
 from node.ids import PeerId
@@ -83,6 +94,14 @@ class MembershipEvent:
         if author == self.author:
             return seq <= self.seq
         return seq <= self.clock.get(author, 0)
+
+
+def admitted(e: MembershipEvent) -> PeerId:
+    """Who an admission (ADD or JOIN) lets in."""
+    if isinstance(e.body, Join):
+        return e.author
+    assert isinstance(e.body, Add)
+    return e.body.member
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +146,12 @@ class Membership:
     departures_applied: int = 0
     #: Admin mutes of members, in the total order (ended ones kept: they decide old events).
     mutes: list[MuteEpisode] = field(default_factory=list)
+    #: Open groups: "whitelist" or "blacklist" ("" for private and pairwise groups).
+    policy: str = ""
+    #: Open groups with a whitelist: the peer ids admins approved (they may JOIN).
+    approved: set[PeerId] = field(default_factory=set)
+    #: Banned peers with a timed ban's informational end (unix seconds); see Ban.
+    ban_until: dict[PeerId, int] = field(default_factory=dict)
 
     def muted(self) -> dict[PeerId, int]:
         """Members muted now, with each mute's informational end (0 = none)."""
@@ -149,10 +174,10 @@ class Membership:
             if dep.member != author or seq <= dep.cut:
                 continue
             readded_after = any(
-                add.body.member == author  # type: ignore[union-attr]
+                admitted(add) == author
                 and add.saw(dep.event.author, dep.event.seq)
-                and clock_of is not None
-                and clock_of.get(add.author, 0) >= add.seq
+                and (seq >= add.seq if add.author == author  # its own JOIN, and what follows
+                     else clock_of is not None and clock_of.get(add.author, 0) >= add.seq)
                 for add in self.readds
             )
             if not readded_after:
@@ -172,6 +197,9 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
         return
     if not state.created:
         raise AuthorizationError("the group has no CREATE in this event's past")
+    if kind is Kind.JOIN:
+        _authorize_join(state, author)
+        return
     role = state.role(author)
     if role is None:
         raise AuthorizationError("author is not a member")
@@ -196,6 +224,9 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
             raise AuthorizationError("already a member")
         if body.member in state.banned:
             raise AuthorizationError("that peer is banned from this group")
+        if (state.policy == "whitelist" and role < Role.ADMIN
+                and body.member not in state.approved):
+            raise AuthorizationError("only admins may add a peer that is not approved")
         if body.role >= Role.OWNER or (body.role > role):
             raise AuthorizationError("cannot give a role above one's own")
         if len(state.members) >= state.max_members:
@@ -224,6 +255,24 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
             raise AuthorizationError("not a member")
         if target >= role or body.role >= role:
             raise AuthorizationError("can only change roles below one's own")
+    if isinstance(body, Approve) and state.policy != "whitelist":
+        raise AuthorizationError("only open groups with a whitelist approve peers")
+    if isinstance(body, Unban) and body.member not in state.banned:
+        raise AuthorizationError("that peer is not banned")
+
+
+def _authorize_join(state: Membership, author: PeerId) -> None:
+    """May ``author`` add itself (JOIN) in ``state``?"""
+    if state.mode != "open":
+        raise AuthorizationError("only open groups can be joined; ask a member to add you")
+    if author in state.members:
+        raise AuthorizationError("already a member")
+    if author in state.banned:
+        raise AuthorizationError("that peer is banned from this group")
+    if state.policy == "whitelist" and author not in state.approved:
+        raise AuthorizationError("this group admits only peers an admin approved")
+    if len(state.members) >= state.max_members:
+        raise AuthorizationError(f"the group is full ({state.max_members} members)")
 
 
 def fold(events: Iterable[MembershipEvent]) -> Membership:
@@ -237,7 +286,7 @@ def fold(events: Iterable[MembershipEvent]) -> Membership:
             departures_of.setdefault(e.author, []).append(e)
     state = Membership()
     for e in ordered:
-        if state.is_withdrawn(e.author, e.seq, e.clock):
+        if state.is_withdrawn(e.author, e.seq, e.clock) and not _rejoins(state, e):
             continue
         try:
             authorize(state, e.author, e.kind, e.body)
@@ -245,6 +294,12 @@ def fold(events: Iterable[MembershipEvent]) -> Membership:
             continue  # valid in its own past, overtaken by an earlier change: no effect
         _apply(state, e, departures_of)
     return state
+
+
+def _rejoins(state: Membership, e: MembershipEvent) -> bool:
+    """A JOIN made after every departure of its author: an admission, not a withdrawn event."""
+    return e.kind is Kind.JOIN and all(
+        e.saw(d.event.author, d.event.seq) for d in state.departures if d.member == e.author)
 
 
 def _concurrent(a: MembershipEvent, b: MembershipEvent) -> bool:
@@ -259,21 +314,24 @@ def _apply(state: Membership, e: MembershipEvent, departures_of: dict[PeerId, li
         state.name, state.mode = body.name, body.mode
         state.max_members, state.add_policy = body.max_members, body.add_policy
         state.share_history = body.share_history
+        state.policy = body.policy if body.mode == "open" else ""
         state.owner = e.author
         state.members[e.author] = Role.OWNER
-    elif isinstance(body, Add):
-        if any(_concurrent(e, d) for d in departures_of.get(body.member, [])):
-            return  # remove wins over a concurrent add
-        if any(d.member == body.member for d in state.departures):
+    elif isinstance(body, Add | Join):
+        member = admitted(e)
+        if any(_concurrent(e, d) for d in departures_of.get(member, [])):
+            return  # remove wins over a concurrent add (or join)
+        if any(d.member == member for d in state.departures):
             state.readds.append(e)
-        state.members[body.member] = body.role
+        state.members[member] = body.role if isinstance(body, Add) else Role.MEMBER
         if body.name:
-            state.labels[body.member] = body.name
+            state.labels[member] = body.name
     elif isinstance(body, Remove | Ban) or e.kind is Kind.LEAVE:
         member = e.author if e.kind is Kind.LEAVE else body.member  # type: ignore[union-attr]
         cut = e.seq if e.kind is Kind.LEAVE else e.clock.get(member, 0)
         if isinstance(body, Ban):
             state.banned.add(member)
+            state.ban_until[member] = body.until
         if member in state.members:
             del state.members[member]
             state.departures_applied += 1
@@ -284,6 +342,14 @@ def _apply(state: Membership, e: MembershipEvent, departures_of: dict[PeerId, li
         state.members[body.member] = body.role
     elif isinstance(body, Rename):
         state.name = body.name
+    elif isinstance(body, Approve):
+        if body.approve:
+            state.approved.add(body.member)
+        else:
+            state.approved.discard(body.member)
+    elif isinstance(body, Unban):
+        state.banned.discard(body.member)
+        state.ban_until.pop(body.member, None)
     elif isinstance(body, SetPolicy):
         state.add_policy = body.add_policy
     elif isinstance(body, Mute):

@@ -423,7 +423,7 @@ class GroupCore:
 
     def _signing_key(self, event: Event) -> bytes | None:
         """The key that must have signed ``event``; None if not known yet (a sender key)."""
-        if event.kind is Kind.MESSAGE and self.state.mode != "pairwise":
+        if event.kind is Kind.MESSAGE and self.state.mode not in ("pairwise", "open"):
             return self.signing_keys.get((event.author, event.epoch))
         return bytes(event.author)
 
