@@ -509,6 +509,42 @@ class Store:
         )
         return {PeerId(recipient): blob for recipient, blob in rows}
 
+    # -- attachment chunks (the bytes are files: node.store.chunks) ------------------------
+
+    def add_chunk(self, group: GroupId, event: EventId, index: int, address: bytes,
+                  size: int) -> None:
+        """Record that we hold chunk ``index`` (at ``address``) of the file of ``event``."""
+        self._write(
+            "store chunk",
+            "INSERT INTO chunks (event, idx, address, group_id, size) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (event, idx) DO NOTHING",
+            (event, _check_integer(index, "chunk index"), address, group,
+             _check_integer(size, "chunk size")),
+        )
+
+    def chunks(self) -> list[tuple[GroupId, EventId, int, bytes]]:
+        """Every chunk we hold: (group, event, index, address)."""
+        rows = self._fetchall("read chunks", "SELECT group_id, event, idx, address FROM chunks",
+                              ())
+        return [(GroupId(g), EventId(e), int(i), bytes(a)) for g, e, i, a in rows]
+
+    def forget_chunks(self, event: EventId) -> list[bytes]:
+        """Drop the chunks of ``event``'s file; return the addresses no other file uses."""
+        rows = self._fetchall("read chunks", "SELECT DISTINCT address FROM chunks WHERE event = ?",
+                              (event,))
+        self._write("forget chunks", "DELETE FROM chunks WHERE event = ?", (event,))
+        orphans = []
+        for (address,) in rows:
+            if self._fetchone("read chunks", "SELECT 1 FROM chunks WHERE address = ?",
+                              (address,)) is None:
+                orphans.append(bytes(address))
+        return orphans
+
+    def forget_chunk(self, event: EventId, index: int) -> None:
+        """Drop one chunk row (its file was found missing or damaged)."""
+        self._write("forget chunk", "DELETE FROM chunks WHERE event = ? AND idx = ?",
+                    (event, index))
+
     # -- sender keys ---------------------------------------------------------------------
 
     def save_own_key(

@@ -159,6 +159,22 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (group_id, author)
     ) STRICT;
     """,
+    # 3 -> 4: attachments. The encrypted chunks are files under chunks/ in the data
+    # directory, named by their content address (100 MiB of blobs would bloat the WAL and
+    # every checkpoint); this table lists the chunks we hold, per message (``event``, the
+    # MESSAGE whose content names the file) and position. An address may appear under
+    # several messages; its file goes when the last row naming it does.
+    """
+    CREATE TABLE chunks (
+        event    BLOB NOT NULL,
+        idx      INTEGER NOT NULL,
+        address  BLOB NOT NULL,
+        group_id BLOB NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        size     INTEGER NOT NULL,
+        PRIMARY KEY (event, idx)
+    ) STRICT;
+    CREATE INDEX chunks_by_address ON chunks (address);
+    """,
 ]
 
 

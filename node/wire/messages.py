@@ -18,6 +18,12 @@ Each channel message is one msgpack map with a type ``t``:
 ``typing``  ``{"t": "typing", "g": group}``
     The sender is typing in the group: ephemeral, shown for a few seconds,
     never stored or relayed.
+``want``    ``{"t": "want", "g": group, "h": [chunk address, ...]}``
+    Attachment chunks the sender asks for (at most ``MAX_WANT``).
+``chunk``   ``{"t": "chunk", "g": group, "h": address, "d": bytes}``
+    One encrypted attachment chunk (at most ``MAX_CHUNK`` bytes), answering a ``want``.
+``nochunk`` ``{"t": "nochunk", "g": group, "h": [chunk address, ...]}``
+    The sender does not have (or will not give) these chunks: ask someone else.
 
 Strict: exactly these keys, the right types, at most ``MAX_EVENTS`` events or
 ids per message; unknown types are errors.
@@ -28,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node.errors import RemoteProtocolError
+from node.files.attachment import HASH_LEN, MAX_CHUNK
 from node.group.events import ID_LEN, EventId, GroupId
 from node.ids import PeerId
 from node.wire.strict import pack, unpack_strict
@@ -37,6 +44,8 @@ MAX_MESSAGE = 1024 * 1024
 MAX_COPY = 128 * 1024
 #: Authors in a version vector: a group's members over its whole life.
 MAX_VECTOR = 20_000
+#: Most chunk addresses in one ``want`` or ``nochunk``.
+MAX_WANT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +76,33 @@ class TypingMessage:
     group: GroupId
 
 
-PeerMessage = EventsMessage | AckMessage | VectorMessage | TypingMessage
+@dataclass(frozen=True, slots=True)
+class WantMessage:
+    """Send me these attachment chunks (content addresses) of ``group``."""
+
+    group: GroupId
+    addresses: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkMessage:
+    """One encrypted attachment chunk; the receiver checks ``data`` hashes to ``address``."""
+
+    group: GroupId
+    address: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NoChunkMessage:
+    """The sender has none of these chunks to give (the asker tries another member)."""
+
+    group: GroupId
+    addresses: tuple[bytes, ...]
+
+
+ChunkTraffic = WantMessage | ChunkMessage | NoChunkMessage
+PeerMessage = EventsMessage | AckMessage | VectorMessage | TypingMessage | ChunkTraffic
 
 
 def encode_message(message: PeerMessage) -> bytes:
@@ -79,6 +114,12 @@ def encode_message(message: PeerMessage) -> bytes:
                      "want": message.want})
     if isinstance(message, TypingMessage):
         return pack({"t": "typing", "g": message.group})
+    if isinstance(message, WantMessage):
+        return pack({"t": "want", "g": message.group, "h": list(message.addresses)})
+    if isinstance(message, NoChunkMessage):
+        return pack({"t": "nochunk", "g": message.group, "h": list(message.addresses)})
+    if isinstance(message, ChunkMessage):
+        return pack({"t": "chunk", "g": message.group, "h": message.address, "d": message.data})
     return pack({"t": "ack", "g": message.group, "ids": list(message.ids)})
 
 
@@ -119,6 +160,21 @@ def decode_message(data: bytes) -> PeerMessage:
     if kind == "typing":
         _keys(obj, {"t", "g"})
         return TypingMessage(GroupId(group))
+    if kind in ("want", "nochunk"):
+        _keys(obj, {"t", "g", "h"})
+        addresses = obj["h"]
+        if (not isinstance(addresses, list) or not 0 < len(addresses) <= MAX_WANT
+                or not all(_is_address(a) for a in addresses)):
+            raise RemoteProtocolError(f"'h' must be 1..{MAX_WANT} chunk addresses")
+        cls = WantMessage if kind == "want" else NoChunkMessage
+        return cls(GroupId(group), tuple(addresses))
+    if kind == "chunk":
+        _keys(obj, {"t", "g", "h", "d"})
+        if not _is_address(obj["h"]):
+            raise RemoteProtocolError("'h' must be a chunk address")
+        if not isinstance(obj["d"], bytes) or len(obj["d"]) > MAX_CHUNK:
+            raise RemoteProtocolError(f"'d' must be at most {MAX_CHUNK} bytes")
+        return ChunkMessage(GroupId(group), obj["h"], obj["d"])
     raise RemoteProtocolError(f"unknown peer message type {kind!r}")
 
 
@@ -141,6 +197,10 @@ def _vector(value: object) -> tuple[tuple[PeerId, int], ...]:
         previous = item[0]
         out.append((PeerId(item[0]), item[1]))
     return tuple(out)
+
+
+def _is_address(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == HASH_LEN
 
 
 def _is_id(value: object) -> bool:
