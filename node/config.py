@@ -53,3 +53,6 @@ class Config:
     read_receipts: bool = True
     #: Read receipts go out at most this often (seconds): one event per group per burst.
     receipt_interval: float = 2.0
+    #: Largest attachment sent or fetched (bytes; at most 256 MiB). Files up to this size
+    #: are fetched automatically when their message arrives; larger ones are not fetched.
+    max_file_size: int = 100 * MiB

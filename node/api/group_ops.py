@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -29,6 +30,7 @@ from node.group.bodies import (
 from node.group.content import MAX_EMOJI
 from node.group.events import Event, EventId, Kind
 from node.ids import PeerId, parse_peer_id, short_id
+from node.service.files import FileService, Upload
 from node.service.groups import Group, GroupService, Notice, TypingNotice
 from node.service.views import (
     event_view,
@@ -247,6 +249,66 @@ async def _send_many(service: GroupService, group: Group, text: str, count: int)
     return event_view(service, group, last)
 
 
+def _files(service: GroupService) -> FileService:
+    if service.files is None:
+        raise KithError("this node cannot handle files")
+    return service.files
+
+
+async def send_file(node: Node, req: dict[str, Any]) -> Any:
+    """Send a file (``path``, absolute) with an optional caption ``text``.
+
+    Answers at once with the upload (poll ``file.upload``), or with ``"wait": true``
+    when the message is out, with its event.
+    """
+    service, group = _group(node, req)
+    path = Path(_str(req, "path"))
+    if not path.is_absolute():
+        raise KithError(f"the file path must be absolute, not {path}")
+    text = req.get("text", "")
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        raise KithError(f"a caption is at most {MAX_TEXT} characters")
+    files = _files(service)
+    upload = files.start_upload(group, path, text, mentions_in(service, group, text))
+    if not req.get("wait"):
+        return upload_view(service, group, upload)
+    await upload.finished.wait()
+    if upload.error is not None:
+        raise KithError(upload.error)
+    assert upload.event is not None
+    return event_view(service, group, upload.event)
+
+
+def upload_view(service: GroupService, group: Group, upload: Upload) -> dict[str, Any]:
+    return {"upload": upload.id, "name": upload.name, "size": upload.size, "done": upload.done,
+            "state": upload.state, "error": upload.error,
+            "event": event_view(service, group, upload.event) if upload.event else None}
+
+
+def file_upload(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    upload = _files(service).uploads.get(_str(req, "upload"))
+    if upload is None:
+        raise KithError("no such upload")
+    return upload_view(service, group, upload)
+
+
+def file_status(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    files = _files(service)
+    return files.view(files.transfer(_event(group, req)))
+
+
+async def file_save(node: Node, req: dict[str, Any]) -> Any:
+    """Save the file of message ``event`` into directory ``dir`` (absolute); never overwrites."""
+    service, group = _group(node, req)
+    files = _files(service)
+    event = _event(group, req)
+    directory = Path(_str(req, "dir"))
+    saved = await files.save(event, directory)
+    return {**files.view(files.transfer(event)), "path": str(saved)}
+
+
 def log(node: Node, req: dict[str, Any]) -> Any:
     service, group = _group(node, req)
     limit = req.get("limit")
@@ -276,6 +338,10 @@ OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
     "pin": pin,
     "typing": typing,
     "log": log,
+    "file.send": send_file,
+    "file.upload": file_upload,
+    "file.status": file_status,
+    "file.save": file_save,
 }
 
 

@@ -103,6 +103,22 @@ class Kith:
     def pin(self, group: str, event: str, unpin: bool = False) -> dict[str, Any]:
         return dict(self._call("pin", group=group, event=event, unpin=unpin))
 
+    async def send_file(self, group: str, path: str | Path, text: str = "") -> dict[str, Any]:
+        """Send a file (encrypted, in chunks); returns the message once it is out."""
+        result = group_ops.OPS["file.send"](self.node, {
+            "group": group, "path": str(Path(path).resolve()), "text": text, "wait": True})
+        return dict(await result)
+
+    def file_status(self, group: str, event: str) -> dict[str, Any]:
+        """How much of the file of message ``event`` this node holds."""
+        return dict(self._call("file.status", group=group, event=event))
+
+    async def save_file(self, group: str, event: str, directory: str | Path) -> Path:
+        """Save the file of ``event`` into ``directory``; returns where (never overwrites)."""
+        result = group_ops.OPS["file.save"](self.node, {
+            "group": group, "event": event, "dir": str(Path(directory).resolve())})
+        return Path((await result)["path"])
+
     def typing(self, group: str) -> None:
         self._call("typing", group=group)
 

@@ -28,6 +28,8 @@ def safe_name(name: str) -> str:
         category = unicodedata.category(ch)
         if ch in "/\\:" or category[0] == "C" or category in ("Zl", "Zp"):
             out.append("_")  # separators, controls, format chars (bidi overrides), unassigned
+        elif category == "Zs":
+            out.append(" ")  # odd spaces (no-break, ideographic) look like a plain one
         else:
             out.append(ch)
     text = "".join(out).strip()

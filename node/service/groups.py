@@ -84,14 +84,18 @@ from node.group.state import (
 )
 from node.ids import PeerId, short_id
 from node.service import keys as K
+from node.service.files import FileService
 from node.service.sync import Sync
 from node.store.db import EventRow, GroupRow, Store
 from node.wire.messages import (
     MAX_EVENTS,
     AckMessage,
+    ChunkMessage,
     EventsMessage,
+    NoChunkMessage,
     TypingMessage,
     VectorMessage,
+    WantMessage,
     decode_message,
     encode_message,
 )
@@ -208,7 +212,9 @@ class GroupService:
         self._unsaved_deliveries: list[tuple[GroupId, EventId, PeerId, float]] = []
         self._changed = trio.Event()
         self.sync = Sync(self, node.config.sync_interval)
+        self.files: FileService | None = None  # attachments (node.service.files), after _load
         self._load()
+        self.files = FileService(self)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background work: anti-entropy with connected members; coalesced read receipts."""
@@ -216,6 +222,8 @@ class GroupService:
             nursery.start_soon(self._receipts)
             nursery.start_soon(self._save_deliveries)
             await nursery.start(self.sync.run)
+            if self.files is not None:
+                await nursery.start(self.files.run)
             task_status.started()
 
     # -- start-up --
@@ -651,6 +659,10 @@ class GroupService:
         except RemoteProtocolError as exc:
             log.warning("dropping message from %s: %s", short_id(sender), exc)
             return
+        if isinstance(message, WantMessage | ChunkMessage | NoChunkMessage):
+            if self.files is not None:
+                await self.files.on_message(conn, message)
+            return
         if isinstance(message, AckMessage):
             self._on_ack(sender, message)
             return
@@ -852,6 +864,8 @@ class GroupService:
             if isinstance(c, Edit) and c.target == target and message is not None
             and (e := group.core.get(eid)) is not None and e.author == message.author
         ]
+        if self.files is not None:
+            self.files.forget(group, target)  # a deleted message's file goes too
         for eid in doomed:
             self.store.erase_content(eid)
             group.texts[eid] = None
@@ -966,6 +980,8 @@ class GroupService:
         for group in self.groups.values():
             self._flush(group, peer)
         self.sync.announce(peer)
+        if self.files is not None:
+            self.files.peer_connected(peer)
 
     def _flush(self, group: Group, peer: PeerId) -> None:
         """Push ``peer`` our own events it has not acked (and the history, if we added it)."""
@@ -1018,6 +1034,8 @@ class GroupService:
 
     def _notify(self, group: Group, events: Sequence[Notice]) -> None:
         plain = [e for e in events if isinstance(e, Event)]
+        if plain and self.files is not None:
+            self.files.notice(group, plain)  # files in newly readable messages
         _send_all(group.watchers, plain)
         _send_all(group.notice_watchers, events)
         self._changed.set()

@@ -246,3 +246,7 @@ def _message_fields(service: GroupService, group: Group, event: Event, view: dic
                          for emoji, who in thread.reactions.items()}
     view["mentions"] = [format_peer_id(p) for p in thread.mentions]
     view["mentions_me"] = service.me in thread.mentions
+    if thread.file is not None and service.files is not None and not deleted:
+        transfer = service.files.transfers.get(event.id)
+        if transfer is not None:
+            view["file"] = service.files.view(transfer)
