@@ -106,7 +106,7 @@ class Kith:
     async def send_file(self, group: str, path: str | Path, text: str = "") -> dict[str, Any]:
         """Send a file (encrypted, in chunks); returns the message once it is out."""
         result = group_ops.OPS["file.send"](self.node, {
-            "group": group, "path": str(Path(path).resolve()), "text": text, "wait": True})
+            "group": group, "path": _absolute(path), "text": text, "wait": True})
         return dict(await result)
 
     def file_status(self, group: str, event: str) -> dict[str, Any]:
@@ -116,7 +116,7 @@ class Kith:
     async def save_file(self, group: str, event: str, directory: str | Path) -> Path:
         """Save the file of ``event`` into ``directory``; returns where (never overwrites)."""
         result = group_ops.OPS["file.save"](self.node, {
-            "group": group, "event": event, "dir": str(Path(directory).resolve())})
+            "group": group, "event": event, "dir": _absolute(directory)})
         return Path((await result)["path"])
 
     def typing(self, group: str) -> None:
@@ -153,6 +153,11 @@ class Kith:
                 update = notice_view(self.service, g, notice)
                 if update is not None:
                     yield update
+
+
+def _absolute(path: str | Path) -> str:
+    """An absolute path (the node may run with another working directory; no I/O)."""
+    return str(Path.cwd() / path) if not Path(path).is_absolute() else str(path)
 
 
 def _has(service: GroupService, group: str) -> bool:

@@ -105,7 +105,10 @@ class _MissingChunk(FileError):
 
 
 def mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB" if size >= 1024 * 1024 else f"{size} bytes"
+    """A size for people: ``12.5 MiB``, ``768.0 KiB``, ``10 bytes``."""
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MiB"
+    return f"{size / 1024:.1f} KiB" if size >= 1024 else f"{size} bytes"
 
 
 @dataclass(slots=True)
@@ -593,8 +596,6 @@ class FileService:
                             f"{len(ref.chunks)} chunks")
         if not directory.is_absolute():
             raise FileError(f"save needs an absolute directory, not {directory}")
-        if not directory.is_dir():
-            raise FileError(f"{directory} is not a directory")
         try:
             return await trio.to_thread.run_sync(self._write_file, transfer, directory)
         except _MissingChunk as exc:
@@ -602,7 +603,10 @@ class FileService:
             raise
 
     def _write_file(self, transfer: Transfer, directory: Path) -> Path:
+        """In a worker thread: decrypt into a new file in ``directory``."""
         ref = transfer.ref
+        if not directory.is_dir():
+            raise FileError(f"{directory} is not a directory")
         for name in candidates(ref.name):
             path = directory / name
             if path.parent != directory:  # safe_name makes one component; belt and braces
