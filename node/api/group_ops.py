@@ -256,13 +256,13 @@ def _files(service: GroupService) -> FileService:
 
 
 async def send_file(node: Node, req: dict[str, Any]) -> Any:
-    """Send a file (``path``, absolute) with an optional caption ``text``.
+    """Send a file (``file``: its absolute path) with an optional caption ``text``.
 
     Answers at once with the upload (poll ``file.upload``), or with ``"wait": true``
     when the message is out, with its event.
     """
     service, group = _group(node, req)
-    path = Path(_str(req, "path"))
+    path = Path(_str(req, "file"))
     if not path.is_absolute():
         raise KithError(f"the file path must be absolute, not {path}")
     text = req.get("text", "")

@@ -126,6 +126,17 @@ class Run:
 #: What a run measured (every field of ``Run`` after members, mode and repeat).
 METRICS = tuple(f.name for f in fields(Run))[3:]
 
+def bench_error(exc: BaseException) -> BenchError | None:
+    """The BenchError inside (nested) exception groups: trio's nurseries wrap it."""
+    if isinstance(exc, BenchError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := bench_error(inner)) is not None:
+                return found
+    return None
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -651,8 +662,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench fanout") -> 
     started, host = time.monotonic(), report.machine()
     try:
         runs = trio.run(run_all, params)
-    except BenchError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+    except (BenchError, BaseExceptionGroup) as exc:
+        error = bench_error(exc)
+        if error is None:
+            raise
+        print(f"{prog}: {error}", file=sys.stderr)
         return 1
     summary = summarise(runs, params)
     text = report.table(summary, ("members", "mode"), COLUMNS, header(params))

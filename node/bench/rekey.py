@@ -53,7 +53,7 @@ import trio
 
 from node.api.python import Kith, open_node
 from node.bench import report
-from node.bench.fanout import ALIASES, GROUP_MODE, BenchError, _ints
+from node.bench.fanout import ALIASES, GROUP_MODE, BenchError, _ints, bench_error
 from node.group.bodies import SenderKey, decode_body
 from node.group.events import GroupId, Kind
 from node.ids import PeerId
@@ -286,24 +286,13 @@ def parse_args(argv: Sequence[str], prog: str) -> tuple[Params, bool]:
     return Params(args.members, args.modes, args.repeat, out, args.tmp), not args.no_plots
 
 
-def _bench_error(exc: BaseException) -> BenchError | None:
-    """The BenchError inside (nested) exception groups: the nodes' nurseries wrap it."""
-    if isinstance(exc, BenchError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            if (found := _bench_error(inner)) is not None:
-                return found
-    return None
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "kith bench rekey") -> int:
     params, plots = parse_args(list(sys.argv[1:] if argv is None else argv), prog)
     started, host = time.monotonic(), report.machine()
     try:
         runs = trio.run(run_all, params)
     except (BenchError, BaseExceptionGroup) as exc:
-        error = _bench_error(exc)
+        error = bench_error(exc)
         if error is None:
             raise
         print(f"{prog}: {error}", file=sys.stderr)

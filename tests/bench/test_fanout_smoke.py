@@ -95,3 +95,11 @@ def test_modes_accept_aliases_and_reject_unknown(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         fanout.parse_args(["--mode", "carrier-pigeon"])
     assert "raw, pairwise, sender-keys, libp2p" in capsys.readouterr().err
+
+
+def test_a_bench_error_is_found_inside_trios_exception_groups() -> None:
+    inner = fanout.BenchError("receiver 3 fell behind")
+    nested = BaseExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("x"), inner])])
+    assert fanout.bench_error(nested) is inner
+    assert fanout.bench_error(ExceptionGroup("other", [ValueError("x")])) is None
+    assert fanout.bench_error(inner) is inner
