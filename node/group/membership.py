@@ -49,7 +49,7 @@ validity here ever depends on a clock).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from node.group.bodies import (
     DEFAULT_MAX_MEMBERS,
@@ -277,23 +277,67 @@ def _authorize_join(state: Membership, author: PeerId) -> None:
 
 def fold(events: Iterable[MembershipEvent]) -> Membership:
     """The membership produced by a set of *valid* membership events (see module docstring)."""
+    # Keep this shape (what is learnt of the whole set first, then one _step per event
+    # in order): fold_next relies on it.
     ordered = sorted(events, key=lambda e: e.order_key)
+    departures_of = departures(ordered)
+    state = Membership()
+    for e in ordered:
+        _step(state, e, departures_of)
+    return state
+
+
+def fold_next(state: Membership, e: MembershipEvent, last: tuple[int, bytes, int] | None,
+              departures_of: dict[PeerId, list[MembershipEvent]]) -> Membership | None:
+    """``fold([*events, e])`` in one step from ``state = fold(events)``, or None when one
+    step might differ (the caller then folds the whole set). ``last`` is the greatest
+    order key in ``events`` (None if empty), ``departures_of`` is ``departures(events)``.
+
+    ``fold`` applies the events in the total order, each to the state the earlier
+    ones built; only what it learns of the whole set first (``departures``) reaches
+    back. So if ``e`` comes last in the order and adds nothing to that, the earlier
+    events apply exactly as before and ``e`` applies to ``state``. A group grows by
+    such steps (each ADD sees the previous ones): founding a group of N is N steps,
+    not N folds.
+    """
+    if departures([e]) or (last is not None and e.order_key <= last):
+        return None
+    after = _copied(state)
+    _step(after, e, departures_of)
+    return after
+
+
+def departures(ordered: Iterable[MembershipEvent]) -> dict[PeerId, list[MembershipEvent]]:
+    """The departures (REMOVE, BAN, LEAVE) among ``ordered``, by who departs, in order."""
     departures_of: dict[PeerId, list[MembershipEvent]] = {}
     for e in ordered:
         if e.kind in (Kind.REMOVE, Kind.BAN):
             departures_of.setdefault(e.body.member, []).append(e)  # type: ignore[union-attr]
         elif e.kind is Kind.LEAVE:
             departures_of.setdefault(e.author, []).append(e)
-    state = Membership()
-    for e in ordered:
-        if state.is_withdrawn(e.author, e.seq, e.clock) and not _rejoins(state, e):
-            continue
-        try:
-            authorize(state, e.author, e.kind, e.body)
-        except AuthorizationError:
-            continue  # valid in its own past, overtaken by an earlier change: no effect
-        _apply(state, e, departures_of)
-    return state
+    return departures_of
+
+
+def _step(state: Membership, e: MembershipEvent,
+          departures_of: dict[PeerId, list[MembershipEvent]]) -> None:
+    if state.is_withdrawn(e.author, e.seq, e.clock) and not _rejoins(state, e):
+        return
+    try:
+        authorize(state, e.author, e.kind, e.body)
+    except AuthorizationError:
+        return  # valid in its own past, overtaken by an earlier change: no effect
+    _apply(state, e, departures_of)
+
+
+def _copied(state: Membership) -> Membership:
+    """A copy ``_apply`` can change without changing ``state``."""
+    copy = replace(state)
+    for f in fields(copy):
+        value = getattr(copy, f.name)
+        if isinstance(value, dict | set | list):
+            setattr(copy, f.name, type(value)(value))
+    copy.mutes = [replace(m) for m in state.mutes]  # episodes change in place
+    return copy
 
 
 def _rejoins(state: Membership, e: MembershipEvent) -> bool:

@@ -51,12 +51,16 @@ from node.group.membership import (
     Membership,
     MembershipEvent,
     authorize,
+    departures,
     fold,
+    fold_next,
 )
 from node.ids import PeerId
 
 MAX_BUFFER_PER_AUTHOR = 256
 MAX_BUFFER = 4096
+#: Memberships of causal pasts that lack some membership event, kept for reuse (see _state_at).
+PAST_STATES = 32
 
 Clock = dict[PeerId, int]
 
@@ -138,11 +142,54 @@ class GroupCore:
         self.deleted: dict[EventId, Event] = {}
         self._pins: dict[EventId, tuple[tuple[int, bytes, int], bool]] = {}
         self._membership_events: list[MembershipEvent] = []
+        #: Of the membership events: the greatest order key and ``departures()`` (for fold_next).
+        self._last_key: tuple[int, bytes, int] | None = None
+        self._departures_of: dict[PeerId, list[MembershipEvent]] = {}
         self.signing_keys: dict[tuple[PeerId, int], bytes] = {}
         self._epochs: Clock = {}
         self._buffer: dict[PeerId, dict[int, Event]] = {}
         self._buffered = 0
+        #: Waiting events whose signature verified when they arrived, with the key that
+        #: verified it, so that delivery does not check it again. Only waiting events are
+        #: listed (an entry leaves with its event), so this is bounded like the buffer.
+        self._verified: dict[EventId, bytes] = {}
+        #: author -> how many membership events (a prefix of ``_membership_events``) its
+        #: latest delivered event had seen: where the next one's check starts.
+        self._covered: Clock = {}
+        #: (seen prefix, seen indices after it) -> membership of such a causal past.
+        self._past_states: dict[tuple[int, tuple[int, ...]], Membership] = {}
         self.state = Membership()
+
+    def copy(self) -> GroupCore:
+        """An independent copy: same delivered and waiting events, keys and membership.
+
+        What either copy receives later does not change the other. Events and
+        membership states are shared: the core never changes one once made (a new
+        membership state is a new object), so only the containers are copied.
+        """
+        twin = GroupCore(self.group_id, max_buffer_per_author=self.max_buffer_per_author,
+                         max_buffer=self.max_buffer)
+        twin.frontier = dict(self.frontier)
+        twin._clock = dict(self._clock)  # the inner clocks are replaced whole, never changed
+        twin._deltas = {a: list(v) for a, v in self._deltas.items()}
+        twin._lamports = {a: list(v) for a, v in self._lamports.items()}
+        twin._ids = {a: list(v) for a, v in self._ids.items()}
+        twin._delivered = list(self._delivered)
+        twin._by_id = dict(self._by_id)
+        twin.deleted = dict(self.deleted)
+        twin._pins = dict(self._pins)
+        twin._membership_events = list(self._membership_events)
+        twin._last_key = self._last_key
+        twin._departures_of = {m: list(v) for m, v in self._departures_of.items()}
+        twin.signing_keys = dict(self.signing_keys)
+        twin._epochs = dict(self._epochs)
+        twin._buffer = {a: dict(v) for a, v in self._buffer.items()}
+        twin._buffered = self._buffered
+        twin._verified = dict(self._verified)
+        twin._covered = dict(self._covered)
+        twin._past_states = dict(self._past_states)
+        twin.state = self.state
+        return twin
 
     # -- queries --
 
@@ -264,20 +311,24 @@ class GroupCore:
             if self._signature_ok(event) is not True:
                 return [Rejected(event, "bad signature")]
             return [Equivocation(author, seq, known, event)]
+        queued = self._buffer.get(author, {}).get(seq)
+        if queued is not None and queued.id == event.id:  # the id covers the signature
+            return [Duplicate(event)]
         # Check what can be checked before buffering, so strangers cannot fill the
-        # buffer (or pre-empt an author's real event) with forgeries.
+        # buffer (or pre-empt an author's real event) with forgeries. A verified event
+        # is remembered as such: delivery does not check it again.
         verdict = self._signature_ok(event)
         if verdict is False:
             return [Rejected(event, "bad signature")]
         waiting = self._buffer.setdefault(author, {})
-        if seq in waiting:
-            if waiting[seq].id == event.id:
-                return [Duplicate(event)]
-            other = self._signature_ok(waiting[seq])
+        if queued is not None:
+            other = self._verified_now(queued)
             if verdict is True and other is True:
-                return [Equivocation(author, seq, waiting[seq].id, event)]
+                return [Equivocation(author, seq, queued.id, event)]
             if verdict is True:  # a verified event beats one nobody can check yet
+                self._verified.pop(queued.id, None)
                 waiting[seq] = event
+                self._remember_verified(event)
                 return self._drain()
             return [Dropped(event, "another event with this seq is already waiting")]
         nxt = self.frontier.get(author, 0) + 1
@@ -289,7 +340,21 @@ class GroupCore:
             return [Dropped(event, "too many events waiting for their causal past")]
         waiting[seq] = event
         self._buffered += 1
+        if verdict is True:
+            self._remember_verified(event)
         return self._drain()
+
+    def _remember_verified(self, event: Event) -> None:
+        key = self._signing_key(event)
+        if key is not None:
+            self._verified[event.id] = key
+
+    def _verified_now(self, event: Event) -> bool | None:
+        """Like ``_signature_ok``, without checking again a waiting event that verified."""
+        key = self._verified.get(event.id)
+        if key is not None and key == self._signing_key(event):
+            return True
+        return self._signature_ok(event)
 
     def _evict_stranger(self, newcomer: PeerId) -> bool:
         """Make room by dropping a waiting event of an author who is not a member.
@@ -302,7 +367,8 @@ class GroupCore:
             return False
         for author, waiting in self._buffer.items():
             if author not in members and waiting:
-                waiting.pop(max(waiting))
+                evicted = waiting.pop(max(waiting))
+                self._verified.pop(evicted.id, None)
                 self._buffered -= 1
                 return True
         return False
@@ -334,6 +400,7 @@ class GroupCore:
     def _reject_later(self, author: PeerId, effects: list[Effect]) -> None:
         """An author's events after a rejected one can never be delivered: drop them."""
         for later in self._buffer.pop(author, {}).values():
+            self._verified.pop(later.id, None)
             self._buffered -= 1
             effects.append(Rejected(later, "follows a rejected event of the same author"))
 
@@ -364,12 +431,13 @@ class GroupCore:
             raise RemoteProtocolError("epoch went backwards")
         mode = self.state.mode if self.state.created else "private"
         body = decode_body(event.kind, event.body, mode=mode)
-        self._check_signature(event)
+        self._check_signature(event, self._verified.pop(event.id, None))
         if isinstance(body, Create) and (
             event.seq != 1 or clock or group_id_for(author, body.nonce) != self.group_id
         ):
             raise RemoteProtocolError("CREATE must be its author's first event of its group")
-        past = self._state_at(clock, author, event.seq)
+        covered = self._seen_prefix(clock, author, event.seq)
+        past = self._state_at(clock, author, event.seq, covered)
         authorize(past, author, event.kind, body)
         if event.kind in TARGETED_KINDS:
             assert isinstance(body, Delete | Pin)
@@ -379,6 +447,7 @@ class GroupCore:
 
         self.frontier[author] = event.seq
         self._clock[author] = clock
+        self._covered[author] = covered
         self._deltas.setdefault(author, []).append(event.clock)
         self._lamports.setdefault(author, []).append(event.lamport)
         self._ids.setdefault(author, []).append(event.id)
@@ -398,10 +467,16 @@ class GroupCore:
         if event.kind in MEMBERSHIP_KINDS:
             own = dict(clock)
             own[author] = event.seq - 1
-            self._membership_events.append(
-                MembershipEvent(event.id, author, event.seq, event.lamport, event.kind, body, own)
-            )
-            before, self.state = self.state, fold(self._membership_events)
+            new = MembershipEvent(event.id, author, event.seq, event.lamport, event.kind, body, own)
+            before = self.state
+            self.state = (fold_next(before, new, self._last_key, self._departures_of)
+                          or fold([*self._membership_events, new]))
+            self._membership_events.append(new)
+            self._last_key = max(new.order_key, self._last_key or new.order_key)
+            for member, departed in departures([new]).items():
+                listed = self._departures_of.setdefault(member, [])
+                listed.extend(departed)
+                listed.sort(key=lambda m: m.order_key)  # as departures() of the sorted set
             effects.append(MembershipChanged(before, self.state))
         return effects
 
@@ -438,7 +513,10 @@ class GroupCore:
             return False
         return True
 
-    def _check_signature(self, event: Event) -> None:
+    def _check_signature(self, event: Event, verified_with: bytes | None = None) -> None:
+        """Raise unless ``event`` is signed by its key (``verified_with``: it was, on arrival)."""
+        if verified_with is not None and verified_with == self._signing_key(event):
+            return
         verdict = self._signature_ok(event)
         if verdict is None:
             raise RemoteProtocolError(f"no sender key of its author for epoch {event.epoch}")
@@ -453,13 +531,40 @@ class GroupCore:
             raise RemoteProtocolError("a second, different sender key for the same epoch")
         self.signing_keys[(event.author, body.epoch)] = body.signing_public
 
-    def _state_at(self, clock: Clock, author: PeerId, seq: int) -> Membership:
-        """Membership in the causal past of (author, seq) with full ``clock``."""
-        def seen(m: MembershipEvent) -> bool:
-            limit = seq - 1 if m.author == author else clock.get(m.author, 0)
-            return m.seq <= limit
+    def _seen(self, m: MembershipEvent, clock: Clock, author: PeerId, seq: int) -> bool:
+        """Is membership event ``m`` in the causal past of (author, seq) with full ``clock``?"""
+        limit = seq - 1 if m.author == author else clock.get(m.author, 0)
+        return m.seq <= limit
 
-        past = [m for m in self._membership_events if seen(m)]
-        if len(past) == len(self._membership_events):
+    def _seen_prefix(self, clock: Clock, author: PeerId, seq: int) -> int:
+        """How many of the first membership events (in delivery order) (author, seq) saw.
+
+        Clocks only grow along an author's events, so the search starts where the
+        author's previous event stopped: usually nothing new to look at.
+        """
+        events = self._membership_events
+        first = min(self._covered.get(author, 0), len(events))
+        while first < len(events) and self._seen(events[first], clock, author, seq):
+            first += 1
+        return first
+
+    def _state_at(self, clock: Clock, author: PeerId, seq: int, first: int) -> Membership:
+        """Membership in the causal past of (author, seq) with full ``clock``.
+
+        ``first`` is ``_seen_prefix``: the past holds the membership events before it
+        and, of those after it, the ones it saw. If it saw them all, that is the
+        current state; else the fold of that set, remembered by the set (a few
+        concurrent events usually share a past).
+        """
+        events = self._membership_events
+        if first == len(events):
             return self.state
-        return fold(past)
+        after = tuple(i for i in range(first + 1, len(events))
+                      if self._seen(events[i], clock, author, seq))
+        state = self._past_states.get((first, after))
+        if state is None:
+            state = fold([*events[:first], *(events[i] for i in after)])
+            if len(self._past_states) >= PAST_STATES:
+                del self._past_states[next(iter(self._past_states))]
+            self._past_states[(first, after)] = state
+        return state
