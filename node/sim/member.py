@@ -106,30 +106,12 @@ class _Session:
 
 
 def copy_core(core: GroupCore) -> GroupCore:
-    """An independent copy of ``core`` (same delivered events, keys, membership).
+    """An independent copy of ``core`` (``GroupCore.copy``).
 
     The simulation founds a group once and gives every member a copy, instead of
-    making each of N members verify and fold N membership events (O(N^2) each).
-    Containers are copied two levels deep; events and membership states are
-    immutable or replaced whole by the core, so they are shared. Only the data
-    attributes a fresh core has are copied (not instrumentation added later).
+    making each of N members verify and fold N membership events.
     """
-    fresh = GroupCore(core.group_id, max_buffer_per_author=core.max_buffer_per_author,
-                      max_buffer=core.max_buffer)
-    for name in vars(fresh):
-        value = getattr(core, name)
-        if isinstance(value, dict):
-            value = {k: _copy1(v) for k, v in value.items()}
-        elif isinstance(value, list | set):
-            value = type(value)(value)
-        setattr(fresh, name, value)
-    return fresh
-
-
-def _copy1(value: object) -> object:
-    if isinstance(value, dict | list | set):
-        return type(value)(value)
-    return value
+    return core.copy()
 
 
 class Member:

@@ -6,7 +6,6 @@ import pytest
 
 from node.group.bodies import SenderKey, decode_body
 from node.group.events import Kind
-from node.sim.member import copy_core
 from node.sim.metrics import measure
 from node.sim.runner import Simulation
 from node.sim.scenario import Scenario
@@ -72,7 +71,7 @@ def test_a_copied_core_evolves_on_its_own() -> None:
     other = sim.members[sim.order[2]].core
     assert [e.id for e in other.ordered()] == [e.id for e in founder.ordered()]
     assert other.frontier == founder.frontier and other.state.members == founder.state.members
-    copy = copy_core(founder)
+    copy = founder.copy()
     sim.run()  # everyone receives two more messages; the copy receives nothing
     assert len(founder.ordered()) == len(copy.ordered()) + 2
     assert copy.frontier != founder.frontier
