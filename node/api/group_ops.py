@@ -22,6 +22,7 @@ from node.errors import ConfigError, KithError
 from node.group.bodies import (
     DEFAULT_MAX_MEMBERS,
     HARD_MAX_MEMBERS,
+    JOIN_POLICIES,
     MAX_GROUP_NAME,
     MAX_TEXT,
     MODES,
@@ -136,8 +137,14 @@ def create(node: Node, req: dict[str, Any]) -> Any:
     cap = req.get("max_members", DEFAULT_MAX_MEMBERS)
     if not isinstance(cap, int) or isinstance(cap, bool) or not 2 <= cap <= HARD_MAX_MEMBERS:
         raise KithError(f"max_members must be 2..{HARD_MAX_MEMBERS}")
+    policy = req.get("policy") or ""
+    if mode == "open" and policy not in JOIN_POLICIES:
+        raise KithError("an open group needs a policy: whitelist or blacklist")
+    if mode != "open" and policy:
+        raise KithError("only open groups have a join policy")
     return group_view(service, service.create(name, mode, max_members=cap,
-                                              share_history=bool(req.get("share_history"))))
+                                              share_history=bool(req.get("share_history")),
+                                              policy=policy))
 
 
 def list_groups(node: Node, req: dict[str, Any]) -> Any:
@@ -224,6 +231,55 @@ def mute_member(node: Node, req: dict[str, Any]) -> Any:
         raise KithError(f"minutes must be 1..{MAX_MUTE_MINUTES} (or left out: until unmuted)")
     until = int(time.time()) + 60 * minutes if minutes else 0
     return event_view(service, group, service.mute(group, peer, until))
+
+
+def _minutes(req: dict[str, Any]) -> int:
+    """``until`` (unix seconds) for an optional ``minutes``; 0 without one."""
+    minutes = req.get("minutes")
+    if minutes is None:
+        return 0
+    if (not isinstance(minutes, int) or isinstance(minutes, bool)
+            or not 1 <= minutes <= MAX_MUTE_MINUTES):
+        raise KithError(f"minutes must be 1..{MAX_MUTE_MINUTES} (or left out: no end)")
+    return int(time.time()) + 60 * minutes
+
+
+def ban(node: Node, req: dict[str, Any]) -> Any:
+    """Ban a peer (optionally for ``minutes``; with ``purge`` also delete its messages)."""
+    service, group = _group(node, req)
+    event = service.open.ban(group, _peer(req), _minutes(req), purge=bool(req.get("purge")))
+    return event_view(service, group, event)
+
+
+def purge(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    deletes = service.open.purge(group, _peer(req))
+    return {"deleted": len(deletes)}
+
+
+def approve(node: Node, req: dict[str, Any]) -> Any:
+    service, group = _group(node, req)
+    event = service.open.approve(group, _peer(req), not req.get("unapprove"))
+    return event_view(service, group, event)
+
+
+async def discover(node: Node, req: dict[str, Any]) -> Any:
+    """Open groups heard on the LAN; waits up to ``timeout`` s for the first one."""
+    service = _service(node)
+    wait = req.get("timeout", 0)
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= 60:
+        raise KithError("timeout must be 0..60 seconds")
+    if not node.config.mdns:
+        raise KithError("this node runs without mDNS (--no-mdns): it hears no open groups")
+    with trio.move_on_after(wait):
+        await service.wait_until(lambda: bool(service.open.heard))
+    return service.open.discovered()
+
+
+async def join(node: Node, req: dict[str, Any]) -> Any:
+    service = _service(node)
+    group = await service.open.join(_str(req, "group"))
+    return group_view(service, group)
 
 
 def notify(node: Node, req: dict[str, Any]) -> Any:
@@ -326,7 +382,12 @@ OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
     "group.add": _event_op(lambda s, g, r: s.add(g, _peer(r), _role(r, "member"),
                                                  str(r.get("label", ""))[:MAX_GROUP_NAME])),
     "group.remove": _event_op(lambda s, g, r: s.remove(g, _peer(r))),
-    "group.ban": _event_op(lambda s, g, r: s.ban(g, _peer(r))),
+    "group.ban": ban,
+    "group.unban": _event_op(lambda s, g, r: s.open.unban(g, _peer(r))),
+    "group.approve": approve,
+    "group.purge": purge,
+    "group.discover": discover,
+    "group.join": join,
     "group.role": _event_op(lambda s, g, r: s.set_role(g, _peer(r), _role(r))),
     "group.leave": _event_op(lambda s, g, r: s.leave(g)),
     "group.mute": mute_member,

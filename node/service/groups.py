@@ -44,6 +44,7 @@ from node.group.bodies import (
     History,
     Leave,
     Mute,
+    OpenMessage,
     PairwiseMessage,
     Pin,
     PrivateMessage,
@@ -85,6 +86,7 @@ from node.group.state import (
 from node.ids import PeerId, short_id
 from node.service import keys as K
 from node.service.files import FileService
+from node.service.open_groups import OpenGroups
 from node.service.sync import Sync
 from node.store.db import EventRow, GroupRow, Store
 from node.wire.messages import (
@@ -213,6 +215,7 @@ class GroupService:
         self._changed = trio.Event()
         self.sync = Sync(self, node.config.sync_interval)
         self.files: FileService | None = None  # attachments (node.service.files), after _load
+        self.open: OpenGroups = OpenGroups(self)  # open groups: announcing, joining, bans
         self._load()
         self.files = FileService(self)
 
@@ -278,7 +281,7 @@ class GroupService:
 
     def create(
         self, name: str, mode: str = "private", max_members: int = 500,
-        share_history: bool = False,
+        share_history: bool = False, policy: str = "",
     ) -> Group:
         nonce = os.urandom(16)
         group_id = group_id_for(self.me, nonce)
@@ -288,7 +291,7 @@ class GroupService:
             self.store.add_group(row)
             self.groups[group_id] = group
             self._author(group, Create(name, mode, nonce, max_members,
-                                       share_history=share_history))
+                                       share_history=share_history, policy=policy))
         log.info("created %s group %s (%s)", mode, name, group_id.hex()[:12])
         return group
 
@@ -317,8 +320,9 @@ class GroupService:
     def remove(self, group: Group, peer: PeerId) -> Event:
         return self._author_checked(group, Remove(peer))
 
-    def ban(self, group: Group, peer: PeerId) -> Event:
-        return self._author_checked(group, Ban(peer))
+    def ban(self, group: Group, peer: PeerId, until: int = 0) -> Event:
+        """Ban ``peer`` (``until``: unix seconds when an admin's node lifts it, 0 = never)."""
+        return self._author_checked(group, Ban(peer, until))
 
     def set_role(self, group: Group, peer: PeerId, role: Role) -> Event:
         return self._author_checked(group, SetRole(peer, role))
@@ -389,6 +393,10 @@ class GroupService:
         if self.me in state.muted():
             raise GroupError("an admin has muted you in this group")
         counters = K.Counters()
+        if group.core.mode == "open":  # no end-to-end encryption: signed content in clear
+            counters.signatures += 1
+            return self._author(group, OpenMessage(encode_content(content)), content=content,
+                                counters=counters)
         if group.core.mode == "pairwise":
             return self._send_pairwise(group, content, counters)
         members = set(state.members)
@@ -458,6 +466,7 @@ class GroupService:
             await trio.sleep(self.node.config.receipt_interval)
             self._flush_receipts()
             self.expire_mutes(time.time())
+            self.open.expire_bans(time.time())
 
     def expire_mutes(self, now: float) -> list[Event]:
         """As owner or admin, UNMUTE the members whose timed mute ended by our clock."""
@@ -637,6 +646,8 @@ class GroupService:
         for peer in newcomers:
             # Our events from before we saw it join are in its causal past: it needs them.
             self._flush(group, peer)
+        if newcomers and group.core.mode == "open":
+            self.sync.nudge(group)  # a JOIN reaches only who the joiner knew: spread it
         if own is not None and newcomers and self.me in change.after.members:
             # hand our current chain to the newcomers: they read from now on
             body = K.distribution(own.key, own.epoch, newcomers)
@@ -657,7 +668,11 @@ class GroupService:
         try:
             message = decode_message(data)
         except RemoteProtocolError as exc:
+            if self.open.on_raw(conn, data):  # asking for, or refusing, an open group
+                return
             log.warning("dropping message from %s: %s", short_id(sender), exc)
+            return
+        if self.open.on_message(sender, message):  # the history of a group we are joining
             return
         if isinstance(message, WantMessage | ChunkMessage | NoChunkMessage):
             if self.files is not None:
@@ -802,6 +817,8 @@ class GroupService:
                     key_update = (event.author, event.epoch, new_state)
             elif isinstance(body, History) and body.member == self.me:
                 self._read_history(group, event.author, body)
+            elif isinstance(body, OpenMessage):
+                content = K.read_open(body)
             elif isinstance(body, PairwiseMessage):
                 blob = group.copies.get(event.id)
                 if blob is not None:

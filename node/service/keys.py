@@ -13,6 +13,10 @@ who speaks again, not one per member (O(N) instead of O(N^2) sealed keys).
 Pairwise groups: the message is encrypted separately for every other member;
 the signed event carries a salted commitment to the plaintext, and each
 recipient checks its own ciphertext against it.
+
+Open groups: no end-to-end encryption. The content is in clear inside the
+signed event (only the channels' Noise encryption protects it on the wire);
+anyone who may join, and every member's node, can read it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from node.crypto.sender_keys import OwnSenderKey, SenderKeyState
 from node.errors import DecryptError, RemoteProtocolError
 from node.group.bodies import (
     History,
+    OpenMessage,
     PairwiseMessage,
     PrivateMessage,
     SenderKey,
@@ -171,3 +176,11 @@ def decrypt_pairwise(
         return decode_content(plaintext)
     except EventError as exc:
         raise DecryptError(f"message decrypted to garbage: {exc}") from exc
+
+
+def read_open(body: OpenMessage) -> Content:
+    """The content of an open group's message (in clear); DecryptError if it is garbage."""
+    try:
+        return decode_content(body.content)
+    except EventError as exc:
+        raise DecryptError(f"message content is garbage: {exc}") from exc

@@ -6,9 +6,11 @@ from typing import Any
 
 from node.group.bodies import (
     Add,
+    Approve,
     Ban,
     Create,
     Delete,
+    Join,
     Mute,
     Pin,
     PrivateMessage,
@@ -16,6 +18,7 @@ from node.group.bodies import (
     Rename,
     SetPolicy,
     SetRole,
+    Unban,
     decode_body,
 )
 from node.group.content import Edit, React
@@ -70,6 +73,9 @@ def group_view(service: GroupService, group: Group) -> dict[str, Any]:
         "unread": service.unread(group),
         "muted": group.notify_muted,
         "pinned": [t.hex() for t in group.core.pinned()],
+        "policy": state.policy or None,  # open groups: whitelist or blacklist
+        "banned": sorted(format_peer_id(p) for p in state.banned),
+        "approved": sorted(format_peer_id(p) for p in state.approved),
     }
 
 
@@ -120,7 +126,15 @@ def describe_event(service: GroupService, group: Group, event: Event) -> str | N
         case Remove():
             return f"{who} removed {name_of(service, group, body.member)}"
         case Ban():
-            return f"{who} banned {name_of(service, group, body.member)}"
+            end = " for a time" if body.until else ""
+            return f"{who} banned {name_of(service, group, body.member)}{end}"
+        case Unban():
+            return f"{who} lifted the ban of {name_of(service, group, body.member)}"
+        case Join():
+            return f"{who} joined"
+        case Approve():
+            verb = "approved" if body.approve else "took back the approval of"
+            return f"{who} {verb} {name_of(service, group, body.member)}"
         case SetRole():
             return f"{who} made {name_of(service, group, body.member)} {body.role.label}"
         case Rename():
@@ -166,6 +180,12 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
         target = decode_body(event.kind, event.body)
         assert isinstance(target, Delete | Pin)
         view["target"] = target.target.hex()
+    elif event.kind in (Kind.BAN, Kind.UNBAN, Kind.APPROVE):
+        action = decode_body(event.kind, event.body)
+        assert isinstance(action, Ban | Unban | Approve)
+        view["target"] = format_peer_id(action.member)
+        if isinstance(action, Ban):
+            view["until"] = float(action.until) if action.until else None
     elif event.kind is Kind.MUTE:
         mute = decode_body(event.kind, event.body)
         assert isinstance(mute, Mute)
