@@ -106,7 +106,7 @@ class Kith:
     async def send_file(self, group: str, path: str | Path, text: str = "") -> dict[str, Any]:
         """Send a file (encrypted, in chunks); returns the message once it is out."""
         result = group_ops.OPS["file.send"](self.node, {
-            "group": group, "path": _absolute(path), "text": text, "wait": True})
+            "group": group, "file": _absolute(path), "text": text, "wait": True})
         return dict(await result)
 
     def file_status(self, group: str, event: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from node.api import client
 from node.datadir import DataDir
+from node.errors import KithError
 
 
 def _out(args: argparse.Namespace, result: Any, text: str) -> int:
@@ -63,6 +64,12 @@ def cmd_member_op(args: argparse.Namespace, datadir: DataDir) -> int:
 
 
 def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:
+    if getattr(args, "file", None):
+        from node.cli.files import cmd_send_file
+
+        return cmd_send_file(args, datadir)
+    if not args.text:
+        raise KithError("nothing to send (give TEXT, or --file PATH)")
     text = " ".join(args.text)
     params: dict[str, Any] = {"group": args.group, "text": text}
     if args.count != 1:
@@ -163,6 +170,10 @@ def format_event(e: dict[str, Any]) -> str:
                 quoted = (f"{escape(preview['author_name'])}: "
                           f"{escape((preview.get('text') or '')[:60])}")
             line = f"{' ' * 18}> {quoted}\n{line}"
+        if e.get("file"):
+            from node.cli.files import describe
+
+            line += "\n         " + describe(e["file"])
         if e.get("reactions"):
             line += "\n         " + "  ".join(
                 f"{escape(emoji)} {len(names)} ({', '.join(escape(n) for n in names)})"

@@ -29,6 +29,7 @@ from node.crypto.keys import IdentityKey
 from node.crypto.netkey import key_id, parse_network_key_file
 from node.datadir import DataDir, resolve_data_dir
 from node.errors import ConfigError, KithError, NotRunningError
+from node.files.attachment import HARD_MAX_FILE
 from node.ids import fingerprint, format_peer_id, short_id
 from node.net.address import DialTarget, parse_hostport
 from node.wire.hello import MAX_NAME_CHARS
@@ -38,6 +39,17 @@ EXIT_NOT_RUNNING = 3
 
 log = logging.getLogger("kith")
 DEFAULTS = Config()
+
+
+def _mebibytes(text: str) -> int:
+    """``--max-file-size``: MiB (fractions allowed) to bytes, within the hard cap."""
+    try:
+        size = int(float(text) * (1 << 20))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of MiB: {text!r}") from None
+    if not 0 <= size <= HARD_MAX_FILE:
+        raise argparse.ArgumentTypeError(f"must be 0..{HARD_MAX_FILE >> 20} MiB")
+    return size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not announce or browse on mDNS (LAN discovery); use --peer instead")
     p.add_argument("--mdns-interface", metavar="IFACE",
                    help="announce and browse only on this interface (name or IPv4 address)")
+    p.add_argument("--max-file-size", type=_mebibytes, default=DEFAULTS.max_file_size,
+                   metavar="MIB", help="largest attachment sent or fetched, in MiB (default "
+                   f"{DEFAULTS.max_file_size >> 20}, at most {HARD_MAX_FILE >> 20}); larger "
+                   "files are not fetched")
     p.add_argument("--handshake-timeout", type=float, default=DEFAULTS.handshake_timeout,
                    metavar="SECONDS", help=argparse.SUPPRESS)
     p.add_argument("--max-handshaking", type=int, default=DEFAULTS.max_handshaking,
@@ -178,7 +194,7 @@ def _add_group_commands(
 
     p = sub.add_parser("send", parents=common, help="send a message to a group")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("text", nargs="+", help="the message (words are joined with spaces)")
+    p.add_argument("text", nargs="*", help="the message (words are joined with spaces)")
     p.add_argument("--count", type=int, default=1, metavar="N",
                    help="send N numbered copies (TEXT #1 .. TEXT #N), for load and demos")
     p.set_defaults(func=groups.cmd_send)
@@ -193,6 +209,9 @@ def _add_group_commands(
                    help="with --json: count this as reading (plain output always does)")
     p.set_defaults(func=groups.cmd_log)
     groups.add_message_parsers(sub, gsub, common)
+    from node.cli import files
+
+    files.add_parsers(sub, common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench",
-            "chat", "edit", "delete", "react", "pin"}
+            "chat", "edit", "delete", "react", "pin", "save"}
 
 
 def _command_index(argv: list[str]) -> int:
@@ -406,6 +425,7 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             mdns=not args.no_mdns,
             mdns_interface=args.mdns_interface,
             read_receipts=not args.no_read_receipts,
+            max_file_size=args.max_file_size,
         )
         if network_key is not None:
             log.info("network key %s: only peers holding it can connect", key_id(network_key))
