@@ -16,8 +16,6 @@ from typing import Any
 from node.chat.model import ChatModel, View
 from node.chat.text import clean, is_clean
 
-#: What /file and /save say until attachments exist (issue 6, part 3): change it here.
-ATTACHMENTS_UNAVAILABLE = "attachments are not available yet"
 ROLES = ("admin", "member", "guest")
 MAX_EMOJI = 16
 
@@ -80,9 +78,9 @@ COMMANDS: dict[str, Spec] = {
                  "no notifications from this group  |  admin: silence a member "
                  "(for MINUTES, else until /unmute)", (1,)),
     "unmute": Spec("/unmute  |  /unmute @MEMBER", "undo /mute", (1,)),
-    "file": Spec("/file PATH", "send a file (" + ATTACHMENTS_UNAVAILABLE + ")"),
-    "save": Spec("/save N [PATH]", "save the file of message [N] (" + ATTACHMENTS_UNAVAILABLE
-                 + ")"),
+    "file": Spec("/file PATH", "send a file (encrypted; members fetch it in chunks)"),
+    "save": Spec("/save N [DIR]", "save the file of message [N] into DIR (default: the "
+                 "current directory); never overwrites"),
     "peers": Spec("/peers", "list the peers this node knows"),
     "help": Spec("/help", "this list"),
     "quit": Spec("/quit", "leave the client (also Ctrl-C); a node it started stops too"),
@@ -300,8 +298,27 @@ def _mute(unmute: bool) -> Handler:
     return handler
 
 
-def _attachments(model: ChatModel, args: list[str], rest: str) -> Local:
-    return Local("notice", ATTACHMENTS_UNAVAILABLE)
+def _file(model: ChatModel, args: list[str], rest: str) -> Request:
+    """``/file PATH``: the whole rest of the line is the path (spaces allowed)."""
+    _needs(args, 1)
+    path = rest.strip()
+    if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":
+        path = path[1:-1]  # a path pasted in quotes
+    return Request("file.send", {"group": _group(model), "file": path},
+                   f"sent {clean(path.rsplit('/', 1)[-1])}", "/file", then="upload")
+
+
+def _save(model: ChatModel, args: list[str], rest: str) -> Request:
+    """``/save N [DIR]``: DIR is the rest of the line after N (spaces allowed)."""
+    _needs(args, 1)
+    target = _message(model, args[0])
+    file = target.get("file")
+    if not isinstance(file, dict):
+        raise UsageError(f"message [{args[0]}] has no file")
+    parts = rest.split(None, 1)
+    directory = parts[1].strip() if len(parts) > 1 else "."
+    return Request("file.save", {"group": _group(model), "event": target["id"],
+                                 "dir": directory}, "", "/save", then="save")
 
 
 def _peers(model: ChatModel, args: list[str], rest: str) -> Request:
@@ -324,8 +341,8 @@ _HANDLERS: dict[str, Handler] = {
     "unpin": _pin(True),
     "mute": _mute(False),
     "unmute": _mute(True),
-    "file": _attachments,
-    "save": _attachments,
+    "file": _file,
+    "save": _save,
     "peers": _peers,
     "help": lambda model, args, rest: Local("help"),
     "quit": lambda model, args, rest: Local("quit"),

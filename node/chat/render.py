@@ -60,6 +60,9 @@ def message_lines(model: ChatModel, view: View, clock: Clock = local_time) -> li
         extras.append(delivery_mark(model, view))
     tail = (" " + " ".join(extras)) if extras else ""
     lines.append((style, f"{handle:>4} {when} {author}: {body}{tail}"))
+    file = view.get("file")
+    if isinstance(file, dict) and not view.get("deleted"):
+        lines.append(("reaction", f"{INDENT}     {file_text(file)}"))
     reactions = view.get("reactions") or {}
     if isinstance(reactions, dict) and reactions:
         parts = [f"{clean(str(emoji))} {', '.join(clean(str(n)) for n in names)}"
@@ -67,6 +70,32 @@ def message_lines(model: ChatModel, view: View, clock: Clock = local_time) -> li
         if parts:
             lines.append(("reaction", f"{INDENT}     " + "  ·  ".join(parts)))
     return lines
+
+
+def size_text(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def file_text(file: dict[str, object]) -> str:
+    """The attachment line under a message: name, size, and how much of it is here."""
+    size, have = _count(file.get("size")), _count(file.get("bytes_have"))
+    state = str(file.get("state") or "")
+    if state == "fetching":
+        note = f" receiving {have * 100 // max(size, 1)}%"
+    elif state == "too large":
+        note = " not fetched (over this node's size limit)"
+    elif state == "complete":
+        note = " /save to keep it"
+    else:
+        note = f" {clean(state)}"
+    return f"📎 {clean(str(file.get('name') or '?'))} ({size_text(size)}){note}"
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def delivery_mark(model: ChatModel, view: View) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ import trio
 from node.chat.backend import NodeClient
 from node.chat.commands import Local, Request, UsageError, help_lines, interpret, peer_lines
 from node.chat.model import ChatModel, Notification
+from node.chat.render import size_text
+from node.chat.text import clean
 from node.errors import KithError
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,19 @@ RETRY = 2.0
 LOG_LIMIT = 500
 #: Shortest interval between two typing notices we send.
 TYPING_EVERY = 3.0
+#: Seconds between progress polls while a file is sent or received.
+FILE_POLL = 0.2
+
+
+def absolute(path: str) -> str:
+    """``path`` for the node (which may run elsewhere in the file system): ``~`` expanded,
+    relative to where the client runs."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def progress_text(verb: str, name: str, done: int, total: int) -> str:
+    percent = done * 100 // total if total else 100
+    return f"{verb} {clean(name)}: {percent}% ({size_text(done)} of {size_text(total)})"
 
 
 def unsupported(error: str, command: str) -> str | None:
@@ -187,6 +203,8 @@ class ChatSession:
     async def execute(self, request: Request) -> Any:
         """Send ``request`` to the node; report in the status line. Returns the result."""
         model = self.model
+        if request.then in ("upload", "save"):
+            return await self._file(request)
         if request.op == "send":
             model.status = "sending…"
             self.on_change()
@@ -209,6 +227,48 @@ class ChatSession:
             model.notice("Peers this node knows:")
             for line in peer_lines(model):
                 model.notice(line)
+        self.poke()
+        self.on_change()
+        return result
+
+    async def _file(self, request: Request) -> Any:
+        """``/file`` and ``/save``, with progress in the status line."""
+        model = self.model
+        params = dict(request.params)
+        try:
+            if request.then == "upload":
+                params["file"] = absolute(params["file"])
+                upload = await self.client.call("file.send", **params)
+                while upload["state"] == "encrypting":
+                    model.status = progress_text("sending", upload["name"], upload["done"],
+                                                 upload["size"])
+                    self.on_change()
+                    await trio.sleep(FILE_POLL)
+                    upload = await self.client.call("file.upload", group=params["group"],
+                                                    upload=upload["upload"])
+                if upload["state"] == "failed":
+                    raise KithError(upload["error"] or "sending failed")
+                model.status = f"sent {clean(upload['name'])} ({size_text(upload['size'])})"
+                result = upload
+            else:
+                params["dir"] = absolute(params["dir"])
+                status = await self.client.call("file.status", group=params["group"],
+                                                event=params["event"])
+                while status["state"] == "fetching":
+                    model.status = progress_text("receiving", status["name"],
+                                                 status["bytes_have"], status["size"])
+                    if status["stalled"]:
+                        model.status += " - waiting for a member who has it"
+                    self.on_change()
+                    await trio.sleep(FILE_POLL)
+                    status = await self.client.call("file.status", group=params["group"],
+                                                    event=params["event"])
+                result = await self.client.call("file.save", **params)
+                model.status = f"saved {clean(result['path'])}"
+        except KithError as exc:
+            message = str(exc)
+            model.status = unsupported(message, request.command) or f"{request.command}: {message}"
+            result = None
         self.poke()
         self.on_change()
         return result

@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.chat.commands import (
-    ATTACHMENTS_UNAVAILABLE,
     COMMANDS,
     Local,
     Request,
@@ -119,8 +118,6 @@ def test_local_commands() -> None:
     assert interpret("/quit", model) == Local("quit")
     assert interpret("/q", model) == Local("quit")
     assert interpret("/open lab", model) == Local("switch", "ab" * 16)
-    assert interpret("/file /etc/passwd", model) == Local("notice", ATTACHMENTS_UNAVAILABLE)
-    assert interpret("/save 1", model) == Local("notice", ATTACHMENTS_UNAVAILABLE)
     create = interpret("/create big team", model)
     assert isinstance(create, Request) and create.params == {"name": "big team"}
     assert create.then == "switch"
