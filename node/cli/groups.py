@@ -26,7 +26,8 @@ def _out(args: argparse.Namespace, result: Any, text: str) -> int:
 
 def cmd_create(args: argparse.Namespace, datadir: DataDir) -> int:
     g = client.call(datadir.control_socket, "group.create", name=args.name, mode=args.mode,
-                    share_history=args.share_history, max_members=args.max_members)
+                    share_history=args.share_history, max_members=args.max_members,
+                    policy=getattr(args, "policy", None))
     return _out(args, g, f"created {g['mode']} group {g['name']!r}\n  id {g['id']}")
 
 

@@ -159,9 +159,11 @@ def _add_group_commands(
     gsub = g.add_subparsers(dest="group_command", metavar="ACTION", required=True)
     p = gsub.add_parser("create", parents=common, help="create a group (you are its owner)")
     p.add_argument("name")
-    p.add_argument("--mode", choices=["private", "pairwise"], default="private",
+    p.add_argument("--mode", choices=["private", "pairwise", "open"], default="private",
                    help="private: Sender Keys, one encryption per message (default); "
-                   "pairwise: one encryption per recipient (for comparison)")
+                   "pairwise: one encryption per recipient (for comparison); "
+                   "open: a public channel announced on the LAN, not end-to-end encrypted "
+                   "(needs --policy)")
     p.add_argument("--max-members", type=int, default=500, metavar="N",
                    help="cap on members (default 500, at most 5000)")
     p.add_argument("--share-history", action="store_true",
@@ -209,6 +211,9 @@ def _add_group_commands(
                    help="with --json: count this as reading (plain output always does)")
     p.set_defaults(func=groups.cmd_log)
     groups.add_message_parsers(sub, gsub, common)
+    from node.cli.open_groups import add_open_parsers
+
+    add_open_parsers(gsub, common)
     from node.cli import files
 
     files.add_parsers(sub, common)

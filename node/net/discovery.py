@@ -10,6 +10,11 @@ trio side, in a worker thread, a few at a time.
 
 A flood of announcements cannot grow memory: the channel is bounded (excess
 events are dropped and counted) and so is the number of concurrent resolves.
+
+Open groups: the node also announces one ``_kith-group._tcp`` service per open
+group it is a member of (``set_groups``, whenever that set changes) and browses
+for others' (``FoundGroup``/``LostGroup``); the records are built and parsed
+by ``node.wire.announce`` like the node's own.
 """
 
 from __future__ import annotations
@@ -37,11 +42,16 @@ from zeroconf import (
 
 from node.errors import ConfigError
 from node.wire.announce import (
+    GROUP_SERVICE_TYPE,
     SERVICE_TYPE,
     Announcement,
+    GroupAnnouncement,
+    GroupRecord,
     Network,
     RawRecord,
     RecordError,
+    group_service_name,
+    parse_group_record,
     parse_record,
     service_name,
     txt_properties,
@@ -65,7 +75,17 @@ class Lost:
     instance: str
 
 
-DiscoveryEvent = Found | Lost
+@dataclass(frozen=True, slots=True)
+class FoundGroup:
+    announcement: GroupAnnouncement
+
+
+@dataclass(frozen=True, slots=True)
+class LostGroup:
+    instance: str
+
+
+DiscoveryEvent = Found | Lost | FoundGroup | LostGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +148,10 @@ class Discovery:
         self.dropped = 0
         self._zc: Zeroconf | None = None
         self._networks: list[Network] | None = None
+        self._addresses: list[str] = []
+        #: Open-group services registered now, by instance.
+        self._groups: dict[str, ServiceInfo] = {}
+        self._lock = trio.Lock()
 
     async def run(
         self,
@@ -137,6 +161,7 @@ class Discovery:
     ) -> None:
         """Announce and browse until cancelled; found and lost nodes go to ``events``."""
         addresses, zc_interfaces = self._plan()
+        self._addresses = addresses
         zc = await trio.to_thread.run_sync(
             lambda: Zeroconf(interfaces=zc_interfaces, ip_version=IPVersion.V4Only)
         )
@@ -157,17 +182,46 @@ class Discovery:
         try:
             await trio.to_thread.run_sync(zc.register_service, info)
             browser = ServiceBrowser(
-                zc, SERVICE_TYPE, handlers=[self._handler(token, raw_send)]
+                zc, [SERVICE_TYPE, GROUP_SERVICE_TYPE], handlers=[self._handler(token, raw_send)]
             )
             log.info("announcing on mDNS as %s at %s port %d", self.instance,
                      ", ".join(addresses), self.port)
             task_status.started()
             await self._pump(zc, raw_receive, events)
         finally:
+            groups, self._groups = list(self._groups.values()), {}
+            self._zc = None
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 await trio.to_thread.run_sync(
-                    self._close, zc, info, browser, abandon_on_cancel=True
+                    self._close, zc, [info, *groups], browser, abandon_on_cancel=True
                 )
+
+    async def set_groups(self, records: list[GroupRecord]) -> None:
+        """Announce exactly these open groups (withdrawing the others)."""
+        async with self._lock:
+            zc = self._zc
+            if zc is None:
+                return
+            wanted = {r.instance: r for r in records}
+            for instance in [i for i in self._groups if i not in wanted]:
+                info = self._groups.pop(instance)
+                await trio.to_thread.run_sync(zc.unregister_service, info)
+            for instance, record in wanted.items():
+                old = self._groups.get(instance)
+                info = ServiceInfo(
+                    GROUP_SERVICE_TYPE, group_service_name(instance), port=self.port,
+                    properties=record.properties, server=f"{self.instance}.local.",
+                    addresses=[socket.inet_aton(a) for a in self._addresses],
+                )
+                if old is not None and old.properties == info.properties:
+                    continue
+                if old is not None:
+                    await trio.to_thread.run_sync(zc.update_service, info)
+                else:
+                    await trio.to_thread.run_sync(zc.register_service, info)
+                self._groups[instance] = info
+                log.info("announcing open group %s on mDNS as %s", record.properties.get("n"),
+                         instance)
 
     def _plan(self) -> tuple[list[str], list[str] | InterfaceChoice]:
         """Which addresses to announce and which interfaces zeroconf should use."""
@@ -183,11 +237,12 @@ class Discovery:
         return addresses, InterfaceChoice.All
 
     @staticmethod
-    def _close(zc: Zeroconf, info: ServiceInfo, browser: ServiceBrowser | None) -> None:
+    def _close(zc: Zeroconf, infos: list[ServiceInfo], browser: ServiceBrowser | None) -> None:
         if browser is not None:
             browser.cancel()
         try:
-            zc.unregister_service(info)  # sends a goodbye so others forget us at once
+            for info in infos:
+                zc.unregister_service(info)  # sends a goodbye so others forget us at once
         finally:
             zc.close()
 
@@ -213,7 +268,9 @@ class Discovery:
         ) -> None:
             event: DiscoveryEvent | _Resolve | _Rejected
             if state_change is ServiceStateChange.Removed:
-                event = Lost(_instance_of(name))
+                instance = _instance_of(name)
+                event = LostGroup(instance) if service_type == GROUP_SERVICE_TYPE else Lost(
+                    instance)
             else:
                 info = ServiceInfo(service_type, name)
                 cached = info.load_from_cache(zeroconf)
@@ -258,7 +315,7 @@ class Discovery:
         out: trio.MemorySendChannel[DiscoveryEvent],
     ) -> None:
         try:
-            info = ServiceInfo(SERVICE_TYPE, name)
+            info = ServiceInfo(_type_of(name), name)
             ok = await trio.to_thread.run_sync(
                 info.request, zc, RESOLVE_TIMEOUT_MS, limiter=limiter, abandon_on_cancel=True
             )
@@ -275,15 +332,26 @@ class Discovery:
 
 
 def _instance(event: DiscoveryEvent) -> str:
-    return event.instance if isinstance(event, Lost) else event.announcement.instance
+    if isinstance(event, Lost | LostGroup):
+        instance = event.instance
+    else:
+        instance = event.announcement.instance
+    if isinstance(event, FoundGroup | LostGroup):  # "<node instance>-<group>": whose is it?
+        return instance.rsplit("-", 1)[0]
+    return instance
+
+
+def _type_of(name: str) -> str:
+    return GROUP_SERVICE_TYPE if name.endswith("." + GROUP_SERVICE_TYPE) else SERVICE_TYPE
 
 
 def _instance_of(name: str) -> str:
-    suffix = "." + SERVICE_TYPE
+    suffix = "." + _type_of(name)
     return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
-def _parse(info: ServiceInfo, networks: list[Network] | None) -> Found | _Rejected:
+def _parse(info: ServiceInfo, networks: list[Network] | None
+           ) -> Found | FoundGroup | _Rejected:
     raw = RawRecord(
         name=info.name,
         port=info.port,
@@ -292,6 +360,8 @@ def _parse(info: ServiceInfo, networks: list[Network] | None) -> Found | _Reject
         text=info.text,
     )
     try:
+        if _type_of(info.name) == GROUP_SERVICE_TYPE:
+            return FoundGroup(parse_group_record(raw, networks))
         return Found(parse_record(raw, networks))
     except RecordError as exc:
         return _Rejected(info.name, str(exc))

@@ -3,13 +3,16 @@
 It runs ``Discovery`` (announce + browse), feeds what it hears into the
 node's pure ``MeshState``, and keeps one dial task per announced node. The
 decisions (who dials first, when to stop, when to forget) are the mesh
-state's; this module only waits, dials and logs.
+state's; this module only waits, dials and logs. Open groups heard go to the
+group service (``OpenGroups.heard_group``); the open groups this node is a
+member of are announced (``set_groups``) whenever that set changes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -19,8 +22,8 @@ from node.errors import HandshakeError, RemoteProtocolError
 from node.net.address import DialTarget
 from node.net.backoff import Backoff
 from node.net.connection import explain
-from node.net.discovery import Discovery, DiscoveryEvent, Lost
-from node.wire.announce import Announcement, tag_matches
+from node.net.discovery import Discovery, DiscoveryEvent, FoundGroup, Lost, LostGroup
+from node.wire.announce import Announcement, GroupAnnouncement, GroupRecord, tag_matches
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -65,12 +68,38 @@ class LanDiscovery:
         send, receive = trio.open_memory_channel[DiscoveryEvent](64)
         async with trio.open_nursery() as nursery:
             await nursery.start(source.run, send)
+            set_groups = getattr(source, "set_groups", None)
+            if set_groups is not None and node.groups is not None:
+                nursery.start_soon(self._announce_groups, set_groups)
             task_status.started()
             async for event in receive:
                 self._handle(event, nursery)
 
+    async def _announce_groups(
+        self, set_groups: Callable[[list[GroupRecord]], Awaitable[None]]
+    ) -> None:
+        """Keep the announced open groups equal to the open groups we are a member of."""
+        service = self.node.groups
+        assert service is not None
+
+        def names(records: list[GroupRecord]) -> list[tuple[str, str, str]]:
+            return [(r.instance, r.properties["n"], r.properties["p"]) for r in records]
+
+        while True:
+            records = service.open.records()
+            await set_groups(records)
+            announced = names(records)
+
+            def changed(done: list[tuple[str, str, str]] = announced) -> bool:
+                return names(service.open.records()) != done
+
+            await service.wait_until(changed)
+
     def _handle(self, event: DiscoveryEvent, nursery: trio.Nursery) -> None:
         mesh = self.node.mesh
+        if isinstance(event, FoundGroup | LostGroup):
+            self._handle_group(event)
+            return
         if isinstance(event, Lost):
             if mesh.withdrawn(event.instance) is not None:
                 log.info("mDNS: %s withdrew its announcement", event.instance)
@@ -94,7 +123,16 @@ class LanDiscovery:
             self._scopes[ann.instance] = scope
             nursery.start_soon(self._dial_loop, ann.instance, scope)
 
-    def _welcome(self, ann: Announcement) -> bool:
+    def _handle_group(self, event: FoundGroup | LostGroup) -> None:
+        service = self.node.groups
+        if service is None:
+            return
+        if isinstance(event, LostGroup):
+            service.open.lost_group(event.instance)
+        elif self._welcome(event.announcement):
+            service.open.heard_group(event.announcement)
+
+    def _welcome(self, ann: Announcement | GroupAnnouncement) -> bool:
         """Skip strangers: nodes without our network key (by the announced tag)."""
         key = self.node.config.network_key
         if key is None:

@@ -1070,6 +1070,11 @@ class GroupService:
         group.notice_watchers.append(send)
         return receive
 
+    def _notify_all(self) -> None:
+        """Wake whoever waits in ``wait_until`` (something outside any group changed)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
             await self._changed.wait()

@@ -103,11 +103,11 @@ class OpenGroups:
         if new:
             log.info("mDNS: open group %r (%s) served by %s at %s:%d", ann.name, ann.policy,
                      short_id(PeerId(ann.peer)), ann.host, ann.port)
-        self.service._changed.set()
-        self.service._changed = trio.Event()
+        self.service._notify_all()
 
     def lost_group(self, instance: str) -> None:
-        self.heard.pop(instance, None)
+        if self.heard.pop(instance, None) is not None:
+            self.service._notify_all()
 
     def discovered(self) -> list[dict[str, object]]:
         """Open groups heard nearby, one entry per group with the members serving it."""
