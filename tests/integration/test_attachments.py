@@ -231,3 +231,42 @@ async def test_wants_from_outsiders_and_for_unknown_chunks_get_nochunk(tmp_path:
         [answer] = seen
         assert type(answer).__name__ == "NoChunkMessage"
         assert answer.addresses == (address, bytes(32))  # type: ignore[attr-defined]
+
+
+async def test_pairwise_groups_carry_files_too(tmp_path: Path) -> None:
+    async with mesh(tmp_path, "alice", "bob") as nodes:
+        alice, bob = nodes
+        group = await founded(nodes, "pairwise")
+        source = make_file(tmp_path / "p.bin", CHUNK_SIZE + 3)
+        sent = await alice.send_file(group, source)
+        await complete(bob, group, sent["id"])
+        assert (await bob.save_file(group, sent["id"], tmp_path / "bob")).read_bytes() == \
+            source.read_bytes()
+
+
+async def test_a_file_sent_while_a_member_was_away_arrives_and_survives_restarts(
+    tmp_path: Path
+) -> None:
+    source = make_file(tmp_path / "minutes.txt", 2 * CHUNK_SIZE + 1)
+    async with open_node(tmp_path / "alice", name="alice") as alice:
+        async with open_node(tmp_path / "bob", name="bob", peers=[alice.listen]) as bob:
+            with trio.fail_after(SOON):
+                await alice.wait_for_peer(bob.peer_id)
+            group = await founded([alice, bob], "private")
+        sent = await alice.send_file(group, source)  # bob is away
+        async with open_node(tmp_path / "bob", name="bob", peers=[alice.listen]) as bob:
+            await complete(bob, group, sent["id"])
+        async with open_node(tmp_path / "bob", name="bob") as bob:  # alone: from its store
+            assert bob.file_status(group, sent["id"])["state"] == "complete"
+            out = tmp_path / "out"
+            out.mkdir()
+            saved = await bob.save_file(group, sent["id"], out)
+            assert saved.read_bytes() == source.read_bytes()
+            # A chunk damaged on disk is noticed when read, and fetched again later.
+            files = files_of(bob)
+            address = files.transfers[EventId(bytes.fromhex(sent["id"]))].ref.chunks[1]
+            files.chunks.path(address).write_bytes(b"bit rot")
+            with pytest.raises(KithError, match="chunk 1 is missing or damaged"):
+                await bob.save_file(group, sent["id"], out)
+            assert bob.file_status(group, sent["id"])["state"] == "fetching"
+            assert [p.name for p in out.iterdir()] == ["minutes.txt"]  # no half-written file
