@@ -19,13 +19,7 @@ chunk is asked of another member. When every connected member has been tried,
 the transfer waits for a new member to connect or ``RETRY_AFTER`` seconds.
 Any member that holds a chunk serves it, so a file spreads like the events do.
 
-Serving: a ``want`` is answered only for chunks of files of a group the asker
-is a current member of, and only chunks we hold; everything else gets
-``nochunk``. Chunks go out through the peer's queue with back-pressure
-(``wait_queue_below``), from one task per peer, so a 100 MiB file never looks
-like a stuck peer. A ``chunk`` we did not ask that peer for is dropped unread
-(one log line per peer per ``FLOOD_LOG_INTERVAL``); past ``FLOOD_BUDGET`` of
-them in a minute the channel to that peer is closed.
+Serving chunks to others and refusing floods: ``node.service.chunk_serving``.
 
 Deleting the message deletes its chunks (rows and files), and a deleted file
 is neither fetched nor served again.
@@ -44,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from node.errors import KithError, RemoteProtocolError
+from node.errors import KithError, RemoteProtocolError, StorageError
 from node.files.attachment import (
     CHUNK_SIZE,
     HARD_MAX_FILE,
@@ -58,6 +52,7 @@ from node.group.bodies import Role
 from node.group.content import Post, encode_content
 from node.group.events import Event, EventId, GroupId
 from node.ids import PeerId, short_id
+from node.service.chunk_serving import ChunkServer
 from node.store.chunks import ChunkStore
 from node.wire.messages import (
     MAX_WANT,
@@ -82,13 +77,6 @@ PARALLEL_FETCHES = 2
 REQUEST_TIMEOUT = 20.0
 #: A transfer that has asked everyone connected tries them all again this much later.
 RETRY_AFTER = 5.0
-#: Serving: chunk messages allowed in a peer's send queue before we wait for it to drain.
-SERVE_QUEUE = 8
-#: Serving: addresses queued per peer; a ``want`` beyond that is answered ``nochunk``.
-SERVE_BACKLOG = 64
-#: Unsolicited chunks tolerated from one peer per minute before its channel is closed.
-FLOOD_BUDGET = 32
-FLOOD_LOG_INTERVAL = 10.0
 #: Room a caption leaves in a private MESSAGE (the ciphertext is at most 64 KiB).
 MAX_CONTENT = 60 * 1024
 
@@ -153,13 +141,6 @@ class Upload:
     finished: trio.Event = field(default_factory=trio.Event)
 
 
-@dataclass(slots=True)
-class _Flood:
-    count: int = 0
-    since: float = 0.0
-    logged: float = -FLOOD_LOG_INTERVAL
-
-
 class FileService:
     def __init__(self, service: GroupService) -> None:
         self.service = service
@@ -169,8 +150,7 @@ class FileService:
         self.uploads: dict[str, Upload] = {}
         self._by_address: dict[bytes, set[tuple[EventId, int]]] = {}
         self._asked: dict[tuple[PeerId, bytes], int] = {}
-        self._serving: dict[PeerId, trio.MemorySendChannel[bytes]] = {}
-        self._flood: dict[PeerId, _Flood] = {}
+        self.server = ChunkServer(self)  # answers wants, refuses floods
         self._limiter = trio.CapacityLimiter(PARALLEL_FETCHES)
         self._nursery: trio.Nursery | None = None
         self._load()
@@ -239,6 +219,8 @@ class FileService:
         if transfer is not None:
             transfer.state = "deleted"
             transfer.have.clear()
+            for index, (peer, _) in transfer.inflight.items():
+                self._unask(peer, transfer.ref.chunks[index])
             transfer.inflight.clear()
             transfer.wake()
             for index, address in enumerate(transfer.ref.chunks):
@@ -301,8 +283,8 @@ class FileService:
 
     async def _upload(self, group: Group, path: Path, text: str, mentions: tuple[PeerId, ...],
                       media: str, upload: Upload) -> None:
+        chunker = Chunker(secrets.token_bytes(32), upload.size)
         try:
-            chunker = Chunker(secrets.token_bytes(32), upload.size)
             with path.open("rb") as f:
                 while (n := chunker.next_piece_size()) is not None:
                     await trio.to_thread.run_sync(self._encrypt_piece, f, n, chunker)
@@ -315,6 +297,7 @@ class FileService:
             log.info("group %s: sent %s (%s, %d chunk(s))", self.service._label(group),
                      _quote(ref.name), mib(ref.size), len(ref.chunks))
         except (OSError, KithError, ValueError) as exc:
+            self._remove_files(chunker.addresses)  # no message names them
             upload.state = "failed"
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             upload.error = f"cannot send {path.name}: {reason}"
@@ -429,7 +412,7 @@ class FileService:
     async def on_message(self, conn: PeerConnection, message: ChunkTraffic) -> None:
         peer = conn.info.peer_id
         if isinstance(message, WantMessage):
-            self._on_want(conn, message)
+            self.server.on_want(conn, message)
         elif isinstance(message, NoChunkMessage):
             for address in message.addresses:
                 if self._unask(peer, address):
@@ -440,7 +423,7 @@ class FileService:
     def _on_chunk(self, conn: PeerConnection, message: ChunkMessage) -> None:
         peer, address = conn.info.peer_id, message.address
         if not self._unask(peer, address):
-            self._flooded(conn)
+            self.server.flooded(conn)
             return
         if chunk_hash(message.data) != address:
             log.warning("chunk %s from %s does not hash to its address; asking another member",
@@ -452,11 +435,16 @@ class FileService:
                   and i not in t.have and t.group == message.group]
         if not wanted:
             return  # asked for, but the file was deleted or completed meanwhile
-        self.chunks.put(address, message.data)
-        with self.store.transaction():
-            for transfer, index in wanted:
-                self.store.add_chunk(transfer.group, transfer.event, index, address,
-                                     len(message.data))
+        try:
+            self.chunks.put(address, message.data)
+            with self.store.transaction():
+                for transfer, index in wanted:
+                    self.store.add_chunk(transfer.group, transfer.event, index, address,
+                                         len(message.data))
+        except StorageError as exc:  # a full disk: keep serving, try again later
+            log.warning("cannot store chunk %s: %s", address.hex()[:12], exc)
+            self._refused(peer, address, bad=False)
+            return
         for transfer, index in wanted:
             transfer.have.add(index)
             transfer.inflight.pop(index, None)
@@ -474,86 +462,6 @@ class FileService:
             transfer.tried.setdefault(index, set()).add(peer)
             transfer.bad += bad
             transfer.wake()
-
-    def _flooded(self, conn: PeerConnection) -> None:
-        peer = conn.info.peer_id
-        now = trio.current_time()
-        flood = self._flood.setdefault(peer, _Flood(since=now))
-        if now - flood.since > 60.0:
-            flood.count, flood.since = 0, now
-        flood.count += 1
-        if now - flood.logged >= FLOOD_LOG_INTERVAL:
-            flood.logged = now
-            log.warning("dropping chunk(s) from %s that we did not ask for (%d this minute)",
-                        short_id(peer), flood.count)
-        if flood.count > FLOOD_BUDGET:
-            log.warning("closing the channel to %s: it sent over %d chunks we did not ask for",
-                        short_id(peer), FLOOD_BUDGET)
-            conn.close("chunk flood")
-
-    # -- serving --
-
-    def _on_want(self, conn: PeerConnection, message: WantMessage) -> None:
-        peer = conn.info.peer_id
-        group = self.service.groups.get(message.group)
-        member = (group is not None and peer in group.core.state.members
-                  and self.service.me in group.core.state.members)
-        refused: list[bytes] = []
-        queue = self._serve_queue(peer) if member else None
-        for address in message.addresses:
-            if queue is None or not self._holds(message.group, address):
-                refused.append(address)
-                continue
-            try:
-                queue.send_nowait(address)
-            except trio.WouldBlock:
-                refused.append(address)
-        if refused:
-            conn.send_nowait(encode_message(NoChunkMessage(message.group, tuple(refused))))
-
-    def _holds(self, group: GroupId, address: bytes) -> bool:
-        for event, index in self._by_address.get(address, ()):
-            transfer = self.transfers.get(event)
-            if transfer is not None and transfer.group == group and index in transfer.have:
-                return True
-        return False
-
-    def _serve_queue(self, peer: PeerId) -> trio.MemorySendChannel[bytes] | None:
-        queue = self._serving.get(peer)
-        if queue is None and self._nursery is not None:
-            send, receive = trio.open_memory_channel[bytes](SERVE_BACKLOG)
-            self._serving[peer] = queue = send
-            self._nursery.start_soon(self._serve, peer, receive)
-        return queue
-
-    async def _serve(self, peer: PeerId, queue: trio.MemoryReceiveChannel[bytes]) -> None:
-        try:
-            async for address in queue:
-                conn = self.service.node.connections.get(peer)
-                if conn is None:
-                    return
-                await conn.wait_queue_below(SERVE_QUEUE)
-                data = self.chunks.get(address)
-                group = self._group_of(address)
-                if group is None:
-                    continue
-                if data is None:
-                    message: ChunkTraffic = NoChunkMessage(group, (address,))
-                    self._lost(address)
-                else:
-                    message = ChunkMessage(group, address, data)
-                if not conn.send_nowait(encode_message(message)):
-                    return
-        finally:
-            if self._serving.get(peer) is not None:
-                self._serving.pop(peer).close()
-
-    def _group_of(self, address: bytes) -> GroupId | None:
-        for event, _ in self._by_address.get(address, ()):
-            transfer = self.transfers.get(event)
-            if transfer is not None:
-                return transfer.group
-        return None
 
     def _lost(self, address: bytes) -> None:
         """A chunk file we thought we had is gone or damaged: fetch it again."""

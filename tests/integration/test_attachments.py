@@ -15,6 +15,7 @@ from node import Kith, open_node
 from node.errors import KithError
 from node.files.attachment import CHUNK_SIZE
 from node.group.events import EventId, GroupId
+from node.service import chunk_serving
 from node.service import files as files_module
 from node.service.files import FileService
 from node.wire.messages import ChunkMessage, WantMessage, encode_message
@@ -132,9 +133,9 @@ async def test_chunks_are_relayed_by_a_member_that_has_them(
     async with mesh(tmp_path, "alice", "bob", "carol") as nodes:
         alice, bob, carol = nodes
         group = await founded(nodes, "private")
-        real_queue = files_of(alice)._serve_queue
+        real_queue = files_of(alice).server._serve_queue
         refused = carol.node.peer_id
-        monkeypatch.setattr(files_of(alice), "_serve_queue",
+        monkeypatch.setattr(files_of(alice).server, "_serve_queue",
                             lambda peer: None if peer == refused else real_queue(peer))
         source = make_file(tmp_path / "talk.pdf", 2 * CHUNK_SIZE)
         sent = await alice.send_file(group, source)
@@ -191,7 +192,7 @@ async def test_a_chunk_flood_is_dropped_and_the_node_keeps_serving(
         gid = GroupId(bytes.fromhex(group))
         conn = mallory.node.connections[alice.node.peer_id]
         junk = bytes(CHUNK_SIZE)
-        for i in range(files_module.FLOOD_BUDGET + 8):  # chunks alice never asked for
+        for i in range(chunk_serving.FLOOD_BUDGET + 8):  # chunks alice never asked for
             conn.send_nowait(encode_message(ChunkMessage(gid, i.to_bytes(32, "big"), junk)))
             await conn.wait_queue_below(4)
         await logs.wait_for("did not ask for")
