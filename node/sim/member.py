@@ -105,15 +105,6 @@ class _Session:
     waiting: EventId | None = None
 
 
-def copy_core(core: GroupCore) -> GroupCore:
-    """An independent copy of ``core`` (``GroupCore.copy``).
-
-    The simulation founds a group once and gives every member a copy, instead of
-    making each of N members verify and fold N membership events.
-    """
-    return core.copy()
-
-
 class Member:
     def __init__(
         self, replica: Replica, scheduler: Scheduler, rng: random.Random,

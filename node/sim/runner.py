@@ -7,7 +7,7 @@ Theory of operation
    core; in sender-keys mode every author makes its first sender key (a real
    SENDER_KEY event sealed to every member) and the authors exchange them.
    Every other member then starts from a copy of the founder's core
-   (``copy_core``) and opens its sealed chain keys: the state it would reach
+   (``GroupCore.copy``) and opens its sealed chain keys: the state it would reach
    by receiving those events, without N members each folding N events.
 2. **Traffic**, from time 0: ``offline`` members (non-authors) are offline,
    and with ``partition`` the members are split into two random halves. The
@@ -40,7 +40,7 @@ from node.group.state import GroupCore
 from node.ids import PeerId
 from node.service import keys as K
 from node.sim.clock import Scheduler
-from node.sim.member import Member, copy_core
+from node.sim.member import Member
 from node.sim.network import LinkSpec, Network
 from node.sim.scenario import CORE_MODE, MAX_MEMBERS, Scenario, message_text
 from node.sim.wire import FRAME_HEADER, Events, Frame, Payload
@@ -121,7 +121,7 @@ class Simulation:
         reference = founder.core
         for i, key in enumerate(keys[:s.authors]):
             replica = founder if i == 0 else Replica(key, reference.group_id)
-            self._member(replica, None if i == 0 else copy_core(reference))
+            self._member(replica, None if i == 0 else reference.copy())
         if s.mode == "sender-keys":
             for pid in self.authors:
                 event = self.members[pid].rotate()
@@ -132,7 +132,7 @@ class Simulation:
         bodies = [(event.author, decode_body(Kind.SENDER_KEY, event.body))
                   for event in self.setup_events]
         for key in keys[s.authors:]:
-            member = self._member(Replica(key, reference.group_id), copy_core(reference))
+            member = self._member(Replica(key, reference.group_id), reference.copy())
             for author, body in bodies:
                 assert isinstance(body, SenderKey)
                 state = K.open_distribution(member.identity, body)
