@@ -205,10 +205,32 @@ def fold_conversation(
     deleted it (validated by the core). Deterministic: the same items give the same
     conversation on every member.
     """
-    conv = Conversation()
-    reacted: dict[tuple[EventId, PeerId, str], bool] = {}
+    fold = ConversationFold(saw, deleted)
     for item in items:
-        content = item.content
+        fold.add(item)
+    return fold.conversation()
+
+
+class ConversationFold:
+    """``fold_conversation`` one item at a time, for a conversation that grows at its end.
+
+    ``add`` the items in the total order; ``conversation()`` whenever asked (the
+    reactions are settled then, for the threads that have any). The same items give
+    the same conversation as ``fold_conversation``; items ordered before ones already
+    added, or a change to ``deleted``, need a new fold.
+    """
+
+    def __init__(self, saw: Callable[[EventId, EventId], bool],
+                 deleted: Mapping[EventId, PeerId]) -> None:
+        self._saw = saw
+        self._deleted = deleted
+        self._conv = Conversation()
+        #: (target, author, emoji) -> on: the last reaction of each author wins.
+        self._reacted: dict[tuple[EventId, PeerId, str], bool] = {}
+        self._settled = True
+
+    def add(self, item: Item) -> None:
+        conv, deleted, content = self._conv, self._deleted, item.content
         if isinstance(content, Post) or content is None:
             if item.id in deleted:
                 conv.threads[item.id] = Thread(item.id, item.author, None, None, (),
@@ -219,11 +241,11 @@ def fold_conversation(
                                                file=content.file)
             else:  # unreadable here (sent before we joined): others may still react to it
                 conv.threads[item.id] = Thread(item.id, item.author, None, None, ())
-            continue
-        reason = _why_not(conv, item, content, saw, deleted)
+            return
+        reason = _why_not(conv, item, content, self._saw, deleted)
         if reason is not None:
             conv.ignored[item.id] = reason
-            continue
+            return
         thread = conv.threads[content.target]
         conv.targets[item.id] = content.target
         if isinstance(content, Edit):
@@ -233,12 +255,24 @@ def fold_conversation(
             thread.edit_ids.append(item.id)
             thread.text, thread.mentions = content.text, content.mentions
         else:
-            reacted[(content.target, item.author, content.emoji)] = not content.remove
-    for (target, author, emoji), on in reacted.items():
-        thread = conv.threads[target]
-        if on and thread.deleted_by is None:
-            thread.reactions.setdefault(emoji, []).append(author)
-    return conv
+            self._reacted[(content.target, item.author, content.emoji)] = not content.remove
+            self._settled = False
+
+    def has(self, event_id: EventId) -> bool:
+        """Has the item ``event_id`` been added?"""
+        conv = self._conv
+        return event_id in conv.threads or event_id in conv.targets or event_id in conv.ignored
+
+    def conversation(self) -> Conversation:
+        if not self._settled:
+            for target, _, _ in self._reacted:
+                self._conv.threads[target].reactions = {}
+            for (target, author, emoji), on in self._reacted.items():
+                thread = self._conv.threads[target]
+                if on and thread.deleted_by is None:
+                    thread.reactions.setdefault(emoji, []).append(author)
+            self._settled = True
+        return self._conv
 
 
 def _why_not(conv: Conversation, item: Item, content: Edit | React,

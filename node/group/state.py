@@ -30,6 +30,8 @@ faults: a bad event is a ``Rejected`` effect and the core carries on.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -67,6 +69,10 @@ Clock = dict[PeerId, int]
 
 # -- effects --
 
+
+
+def _order_key(event: Event) -> tuple[int, bytes, int]:
+    return event.order_key
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
@@ -137,6 +143,11 @@ class GroupCore:
         self._lamports: dict[PeerId, list[int]] = {}
         self._ids: dict[PeerId, list[EventId]] = {}
         self._delivered: list[Event] = []
+        #: The delivered events in the total order, kept sorted as they arrive (a late
+        #: event is inserted, most land at the end): ``ordered`` must not sort per call.
+        self._ordered: list[Event] = []
+        #: author -> highest seq of its delivered MESSAGE events (read marks, receipts).
+        self.last_message: Clock = {}
         self._by_id: dict[EventId, Event] = {}
         #: Deleted message -> the DELETE that took effect (first in the total order).
         self.deleted: dict[EventId, Event] = {}
@@ -175,6 +186,8 @@ class GroupCore:
         twin._lamports = {a: list(v) for a, v in self._lamports.items()}
         twin._ids = {a: list(v) for a, v in self._ids.items()}
         twin._delivered = list(self._delivered)
+        twin._ordered = list(self._ordered)
+        twin.last_message = dict(self.last_message)
         twin._by_id = dict(self._by_id)
         twin.deleted = dict(self.deleted)
         twin._pins = dict(self._pins)
@@ -207,9 +220,21 @@ class GroupCore:
         """Delivered events in the order they were delivered here (a causal order)."""
         return list(self._delivered)
 
+    def delivered_count(self) -> int:
+        return len(self._delivered)
+
+    def delivered_since(self, count: int) -> list[Event]:
+        """The events delivered after the first ``count`` (in delivery order)."""
+        return self._delivered[count:]
+
     def ordered(self) -> list[Event]:
-        """Every delivered event in the one total order."""
-        return sorted(self._delivered, key=lambda e: e.order_key)
+        """Every delivered event in the one total order (a copy: the caller may keep it)."""
+        return list(self._ordered)
+
+    def ordered_view(self) -> Sequence[Event]:
+        """``ordered()`` without the copy, for hot paths that only read it at once: the
+        core inserts into it on the next delivery."""
+        return self._ordered
 
     def get(self, event_id: EventId) -> Event | None:
         """A delivered event by id."""
@@ -453,6 +478,12 @@ class GroupCore:
         self._ids.setdefault(author, []).append(event.id)
         self._epochs[author] = event.epoch
         self._delivered.append(event)
+        if self._ordered and event.order_key < self._ordered[-1].order_key:
+            bisect.insort(self._ordered, event, key=_order_key)
+        else:
+            self._ordered.append(event)
+        if event.kind is Kind.MESSAGE:
+            self.last_message[author] = max(self.last_message.get(author, 0), event.seq)
         self._by_id[event.id] = event
         effects: list[Effect] = [Delivered(event, body, clock)]
         if isinstance(body, Delete):

@@ -61,6 +61,7 @@ from node.group.bodies import (
 from node.group.content import (
     Content,
     Conversation,
+    ConversationFold,
     Edit,
     Item,
     Post,
@@ -69,9 +70,9 @@ from node.group.content import (
     check_emoji,
     decode_content,
     encode_content,
-    fold_conversation,
 )
 from node.group.events import Event, EventError, EventId, GroupId, Kind, decode_event
+from node.group.membership import Membership
 from node.group.state import (
     Deleted,
     Delivered,
@@ -146,6 +147,21 @@ class GroupError(KithError):
     """A group operation the user asked for cannot be done (one clear line)."""
 
 
+def _order_key(event: Event) -> tuple[int, bytes, int]:
+    return event.order_key
+
+
+@dataclass(slots=True)
+class _Fold:
+    """``Group.conversation``'s fold so far."""
+
+    key: tuple[int, int]  # (Group.version, deletes) it was made under
+    state: Membership  # the membership state it was made under (never changed in place)
+    folder: ConversationFold
+    done: int = 0  # how many delivered events (in delivery order) it has taken in
+    last: tuple[int, bytes, int] | None = None  # order key of its last edit or reaction
+
+
 @dataclass(slots=True)
 class Group:
     row: GroupRow
@@ -176,21 +192,55 @@ class Group:
     typing: dict[PeerId, float] = field(default_factory=dict)  # member -> when it last typed
     typing_sent: float = 0.0
     version: int = 0  # bumped when a content changes without a new event (cache key)
-    _conversation: tuple[tuple[int, int], Conversation] | None = None
+    #: The conversation folded so far (``conversation``).
+    _fold: _Fold | None = None
 
     def conversation(self) -> Conversation:
-        """Posts with their edits, reactions and tombstones (cached until something changes)."""
-        key = (len(self.core.delivered_order()), self.version)
-        if self._conversation is None or self._conversation[0] != key:
-            core = self.core
-            items = [
-                Item(e.id, e.author, self.contents.get(e.id)) for e in core.ordered()
-                if e.kind is Kind.MESSAGE and not core.is_withdrawn(e.author, e.seq)
-                and not core.is_muted(e)
-            ]
-            deleted = {t: d.author for t, d in core.deleted.items()}
-            self._conversation = (key, fold_conversation(items, core.saw, deleted))
-        return self._conversation[1]
+        """Posts with their edits, reactions and tombstones.
+
+        Folded incrementally. Posts do not depend on each other's order, so new posts
+        join the fold wherever the total order puts them; edits and reactions do, so a
+        new one joins only if it comes after every edit and reaction folded so far.
+        Anything else (an edit or reaction ordered before one already folded, a delete,
+        a content change, a membership change, which may withdraw or mute earlier
+        messages) starts a new fold.
+        """
+        core = self.core
+        key = (self.version, len(core.deleted))
+        fold = self._fold
+        if fold is not None and fold.key == key and fold.state is core.state:
+            new = sorted(core.delivered_since(fold.done), key=_order_key)
+            first = next((e for e in new if self._order_sensitive(e)), None)
+            if first is None or fold.last is None or first.order_key > fold.last:
+                self._feed(fold, new)
+                return fold.folder.conversation()
+        deleted = {t: d.author for t, d in core.deleted.items()}
+        fold = _Fold(key, core.state, ConversationFold(core.saw, deleted))
+        self._fold = fold
+        self._feed(fold, core.ordered_view())
+        return fold.folder.conversation()
+
+    def _order_sensitive(self, event: Event) -> bool:
+        return event.kind is Kind.MESSAGE and isinstance(self.contents.get(event.id),
+                                                         Edit | React)
+
+    def _feed(self, fold: _Fold, events: Sequence[Event]) -> None:
+        core = self.core
+        for e in events:
+            if (e.kind is Kind.MESSAGE and not core.is_withdrawn(e.author, e.seq)
+                    and not core.is_muted(e)):
+                fold.folder.add(Item(e.id, e.author, self.contents.get(e.id)))
+                if self._order_sensitive(e):
+                    fold.last = max(fold.last or e.order_key, e.order_key)
+        fold.done = core.delivered_count()
+
+    def set_new_content(self, event_id: EventId, content: Content) -> None:
+        """The content of an event just delivered. Usually the fold has not taken the
+        event in yet (no new fold needed); if it has (it was folded as unreadable
+        while its batch was being stored), the next ``conversation()`` folds anew."""
+        self.contents[event_id] = content
+        if self._fold is not None and self._fold.folder.has(event_id):
+            self.version += 1
 
     def has(self, peer: PeerId, event: Event) -> bool:
         """Does ``peer`` have ``event`` (acked it, or its vector says so)?"""
@@ -427,10 +477,7 @@ class GroupService:
 
     def mark_read(self, group: Group) -> None:
         """The user has seen everything delivered so far: remember it, announce it (coalesced)."""
-        latest: dict[PeerId, int] = {}
-        for event in group.core.ordered():
-            if event.kind is Kind.MESSAGE and event.author != self.me:
-                latest[event.author] = max(latest.get(event.author, 0), event.seq)
+        latest = {a: n for a, n in group.core.last_message.items() if a != self.me}
         moved = {a: n for a, n in latest.items() if n > group.read_marks.get(a, 0)}
         if moved:
             self.store.set_read_marks(group.id, moved)
@@ -442,10 +489,7 @@ class GroupService:
 
     def _read_delta(self, group: Group) -> tuple[tuple[PeerId, int], ...]:
         mine = group.read.get(self.me, {})
-        latest: dict[PeerId, int] = {}
-        for event in group.core.ordered():
-            if event.kind is Kind.MESSAGE and event.author != self.me:
-                latest[event.author] = max(latest.get(event.author, 0), event.seq)
+        latest = {a: n for a, n in group.core.last_message.items() if a != self.me}
         return tuple(sorted((a, n) for a, n in latest.items() if n > mine.get(a, 0)))
 
     def _flush_receipts(self) -> None:
@@ -567,8 +611,7 @@ class GroupService:
             for member, blob in (copies or {}).items():
                 self.store.add_copy(group.id, event.id, member, blob)
             if content is not None:
-                group.contents[event.id] = content
-                group.version += 1
+                group.set_new_content(event.id, content)
             group.texts[event.id] = text
             erased = self._apply_deletes(group, effects)
         if erased:
@@ -843,8 +886,7 @@ class GroupService:
             group.keys.peers[(key_update[0], key_update[1])] = key_update[2]
         group.texts[event.id] = text
         if content is not None:
-            group.contents[event.id] = content
-            group.version += 1
+            group.set_new_content(event.id, content)
             self._check_content(group, event, content)
         group.joined_at[event.id] = now
 

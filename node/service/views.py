@@ -66,7 +66,7 @@ def group_view(service: GroupService, group: Group) -> dict[str, Any]:
         "member": role is not None,
         "members": len(state.members),
         "max_members": state.max_members,
-        "events": len(group.core.ordered()),
+        "events": group.core.delivered_count(),
         "epoch": group.keys.own.epoch if group.keys.own is not None else None,
         "waiting": sum(len(v) for v in group.core.buffered().values()),
         "missing": {name_of(service, group, a): n for a, n in group.core.gaps().items()},

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from node.crypto.keys import IdentityKey
 from node.group.bodies import Add, Ban, Leave, Remove, Role, SetRole
-from node.group.events import Event, decode_event
+from node.group.events import Event, Kind, decode_event
 from node.group.state import (
     Delivered,
     Dropped,
@@ -235,6 +235,11 @@ def test_any_delivery_order_gives_the_same_ordered_log(seed: int, order_seed: in
                 core.receive(e)
         for e in events:  # redelivery of everything (the lost ones included)
             core.receive(e)
+        # The order kept up to date on each delivery is the sorted order of what arrived.
+        assert core.ordered() == sorted(core.delivered_order(), key=lambda e: e.order_key)
+        assert core.last_message == {
+            a: max(e.seq for e in events if e.author == a and e.kind is Kind.MESSAGE)
+            for a in {e.author for e in events if e.kind is Kind.MESSAGE}}
         logs.append(([e.id for e in core.ordered()], sorted(core.state.members.items()),
                      [core.is_withdrawn(e.author, e.seq) for e in core.ordered()]))
     assert logs[0] == logs[1] == logs[2]
