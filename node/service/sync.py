@@ -156,7 +156,7 @@ class Sync:
         departure = self._departure(group, peer)
         try:
             with scope:
-                after = 0
+                after = self._first_position(group, theirs)
                 batcher: Batcher[tuple[EventId, bytes, PeerId, Kind]] = Batcher(
                     MAX_EVENTS, BATCH_BYTES)
                 while True:
@@ -182,6 +182,23 @@ class Sync:
             if sent:
                 log.info("sync: sent %d event(s) of group %s to %s", sent,
                          self.service._label(group), short_id(peer))
+
+    def _first_position(self, group: Group, theirs: dict[PeerId, int]) -> int:
+        """The store position to stream from: just before the first event they lack.
+
+        Each author's events are stored in seq order (delivery is per-author contiguous),
+        so everything they lack of author A is at or after A's event ``theirs[A] + 1``:
+        a session costs what the peer lacks, not the length of the whole history.
+        """
+        start = None
+        for author, seq in group.core.frontier.items():
+            have = theirs.get(author, 0)
+            if seq > have:
+                pos = self.service.store.position(group.id, author, have + 1)
+                if pos is None:
+                    return 0  # not stored (should not happen): read from the start
+                start = pos if start is None else min(start, pos)
+        return 0 if start is None else start - 1
 
     async def _send_batch(
         self, group: Group, peer: PeerId, batch: list[tuple[EventId, bytes, PeerId, Kind]]

@@ -413,6 +413,13 @@ class Store:
         )
         return [(int(r[0]), _event_row(r[1:])) for r in rows]
 
+    def position(self, group: GroupId, author: PeerId, seq: int) -> int | None:
+        """Where event (author, seq) of ``group`` is stored (its ``pos``), if it is."""
+        r = self._fetchone("read event",
+                           "SELECT pos FROM events WHERE group_id = ? AND author = ? AND seq = ?",
+                           (group, author, seq))
+        return None if r is None else int(r[0])
+
     def event(self, id: EventId) -> EventRow | None:
         r = self._fetchone("read event", f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?",
                            (id,))
