@@ -544,3 +544,21 @@ def test_events_page_streams_in_insertion_order(tmp_path: Path) -> None:
         after = page[-1][0]
     assert seen == list(range(1, 11))
     store.close()
+
+
+def test_position_finds_an_authors_event_where_a_sync_session_starts(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "kith.db")
+    group = GroupId(bytes(32))
+    store.add_group(GroupRow(group, "g", "private", 1.0))
+    alice, bob = PeerId(bytes(32)), PeerId(b"\x01" * 32)
+    for i in range(6):  # alice 1, bob 1, alice 2, bob 2, ...
+        author = (alice, bob)[i % 2]
+        store.add_event(EventRow(group, EventId(bytes([i]) * 32), author, i // 2 + 1, i + 1,
+                                 10, b"raw%d" % i, 1.0))
+    pos = store.position(group, bob, 2)
+    assert pos is not None
+    page = store.events_page(group, pos - 1, limit=10)
+    assert [(row.author, row.seq) for _, row in page] == [(bob, 2), (alice, 3), (bob, 3)]
+    assert store.position(group, bob, 4) is None
+    assert store.position(GroupId(b"\x02" * 32), bob, 2) is None
+    store.close()
