@@ -61,7 +61,10 @@ class Spec:
 #: Every command, in the order /help lists them. ``peer_args``: argument positions that
 #: name a peer (for Tab completion).
 COMMANDS: dict[str, Spec] = {
-    "create": Spec("/create NAME", "create a private group and open it"),
+    "create": Spec("/create NAME [open [whitelist|blacklist]]",
+                   "create a private group (or an open one, announced on the LAN) and open it"),
+    "discover": Spec("/discover", "list open groups announced nearby"),
+    "join": Spec("/join GROUP", "join an open group heard nearby (name or id)"),
     "open": Spec("/open GROUP", "show another group (also Ctrl-N / Ctrl-P)"),
     "add": Spec("/add PEER [admin|member|guest]", "add a peer to this group", (1,)),
     "remove": Spec("/remove PEER", "remove a member", (1,)),
@@ -85,7 +88,8 @@ COMMANDS: dict[str, Spec] = {
     "help": Spec("/help", "this list"),
     "quit": Spec("/quit", "leave the client (also Ctrl-C); a node it started stops too"),
 }
-ALIASES = {"q": "quit", "exit": "quit", "g": "open", "join": "open", "?": "help"}
+ALIASES = {"q": "quit", "exit": "quit", "g": "open", "?": "help"}
+POLICIES = ("whitelist", "blacklist")
 
 
 def help_lines() -> list[str]:
@@ -176,8 +180,30 @@ def _role(word: str) -> str:
 
 
 def _create(model: ChatModel, args: list[str], rest: str) -> Request:
+    """``/create NAME`` (private); ``/create NAME open [whitelist|blacklist]`` (open)."""
     _needs(args, 1)
-    return Request("group.create", {"name": rest}, f"created group {clean(rest)}", "/create",
+    words = rest.split()
+    policy = None
+    if len(words) >= 2 and words[-1].lower() in POLICIES and words[-2].lower() == "open":
+        policy, words = words[-1].lower(), words[:-2]
+    elif len(words) >= 2 and words[-1].lower() == "open":
+        policy, words = "blacklist", words[:-1]
+    name = " ".join(words)
+    if policy is None:
+        return Request("group.create", {"name": rest}, f"created group {clean(rest)}", "/create",
+                       then="switch")
+    return Request("group.create", {"name": name, "mode": "open", "policy": policy},
+                   f"created open group {clean(name)} ({policy}), announced on the LAN",
+                   "/create", then="switch")
+
+
+def _discover(model: ChatModel, args: list[str], rest: str) -> Request:
+    return Request("group.discover", {"timeout": 3}, "", "/discover", then="discover")
+
+
+def _join(model: ChatModel, args: list[str], rest: str) -> Request:
+    _needs(args, 1)
+    return Request("group.join", {"group": rest}, f"joined {clean(rest)}", "/join",
                    then="switch")
 
 
@@ -327,6 +353,8 @@ def _peers(model: ChatModel, args: list[str], rest: str) -> Request:
 
 _HANDLERS: dict[str, Handler] = {
     "create": _create,
+    "discover": _discover,
+    "join": _join,
     "open": _open,
     "add": _member_op("group.add", "added"),
     "remove": _member_op("group.remove", "removed"),
@@ -353,6 +381,20 @@ def peer_lines(model: ChatModel) -> list[str]:
     if not model.peers:
         return ["no peers known yet"]
     return [f"  {p.short_id}  {clean(p.name or '?')}  {p.state}" for p in model.peers]
+
+
+def discovered_lines(groups: list[dict[str, Any]]) -> list[str]:
+    """``/discover``'s answer (``group.discover`` entries), one line per group."""
+    if not groups:
+        return ["no open groups heard nearby yet (they are announced over mDNS)"]
+    lines = ["Open groups nearby:"]
+    for g in groups:
+        servers = g.get("servers") or []
+        joined = "  (joined)" if g.get("joined") else ""
+        lines.append(f"  {clean(str(g.get('name', '?')))}  {str(g.get('id', ''))[:12]}  "
+                     f"{clean(str(g.get('policy', '?')))}  {len(servers)} member(s) serving"
+                     f"{joined}")
+    return lines
 
 
 # -- completion -------------------------------------------------------------------

@@ -26,7 +26,15 @@ from typing import Any
 import trio
 
 from node.chat.backend import NodeClient
-from node.chat.commands import Local, Request, UsageError, help_lines, interpret, peer_lines
+from node.chat.commands import (
+    Local,
+    Request,
+    UsageError,
+    discovered_lines,
+    help_lines,
+    interpret,
+    peer_lines,
+)
 from node.chat.model import ChatModel, Notification
 from node.chat.render import size_text
 from node.chat.text import clean
@@ -227,6 +235,11 @@ class ChatSession:
             model.notice("Peers this node knows:")
             for line in peer_lines(model):
                 model.notice(line)
+        elif request.then == "discover" and isinstance(result, list):
+            for line in discovered_lines(result):
+                model.notice(line)
+            model.status = f"{len(result)} open group(s) nearby" + (
+                ": /join NAME" if result else "")
         self.poke()
         self.on_change()
         return result

@@ -12,6 +12,7 @@ from node.chat.commands import (
     Request,
     UsageError,
     complete,
+    discovered_lines,
     help_lines,
     interpret,
     resolve_peer,
@@ -179,3 +180,26 @@ def test_names_with_control_characters_complete_to_the_short_id() -> None:
     model = make_model()
     model.set_members(GROUP, [member(BOB, "bo\x1b[2Jb")])
     assert complete("/remove b", model) == ("/remove bbbbbbbb ", [])
+
+
+def test_open_groups_create_discover_and_join() -> None:
+    assert request("/create picnic").params == {"name": "picnic"}
+    r = request("/create Hall B open")
+    assert (r.op, r.params, r.then) == (
+        "group.create", {"name": "Hall B", "mode": "open", "policy": "blacklist"}, "switch")
+    assert request("/create hall open whitelist").params == {
+        "name": "hall", "mode": "open", "policy": "whitelist"}
+    r = request("/discover")
+    assert (r.op, r.then) == ("group.discover", "discover")
+    r = request("/join Hall B")
+    assert (r.op, r.params, r.then) == ("group.join", {"group": "Hall B"}, "switch")
+    with pytest.raises(UsageError, match="usage: /join GROUP"):
+        interpret("/join", make_model())
+
+
+def test_discovered_groups_are_listed_escaped() -> None:
+    assert discovered_lines([]) == [
+        "no open groups heard nearby yet (they are announced over mDNS)"]
+    lines = discovered_lines([{"name": "hall\x1b[2J", "id": "ab" * 32, "policy": "blacklist",
+                               "servers": [{}, {}], "joined": True}])
+    assert lines[1] == ("  hall\\x1b[2J  abababababab  blacklist  2 member(s) serving  (joined)")
