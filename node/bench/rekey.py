@@ -304,6 +304,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench rekey") -> i
             raise
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
+    host["load_average_at_end"] = os.getloadavg()
     rows = [asdict(r) for r in runs]
     summary = report.summarise(rows, ("members", "mode"), METRICS, order={"mode": MODES})
     text = report.table(summary, ("members", "mode"), COLUMNS,
