@@ -668,18 +668,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench fanout") -> 
             raise
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
-    summary = summarise(runs, params)
-    text = report.table(summary, ("members", "mode"), COLUMNS, header(params))
-    print(text)
-    host["load_average_at_end"] = os.getloadavg()
-    setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(params).items()}
-    report.write_results(params.out, params=setup, runs=[asdict(r) for r in runs],
-                         summary=summary, text=text, host=host,
-                         extra={"markdown": report.markdown(summary, ("members", "mode"),
-                                                            COLUMNS)})
-    if plots:
-        report.plot(params.out, summary, PLOTS, title=f"fanout, {params.size} B messages")
-    print(f"results in {params.out} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    report.publish(params.out, summary=summarise(runs, params), runs=[asdict(r) for r in runs],
+                   keys=("members", "mode"), columns=COLUMNS, header=header(params),
+                   params=asdict(params), host=host, plots=PLOTS if plots else None,
+                   title=f"fanout, {params.size} B messages",
+                   seconds=time.monotonic() - started)
     return 0
 
 

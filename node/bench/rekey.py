@@ -48,7 +48,6 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -304,21 +303,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench rekey") -> i
             raise
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
-    host["load_average_at_end"] = os.getloadavg()
     rows = [asdict(r) for r in runs]
-    summary = report.summarise(rows, ("members", "mode"), METRICS, order={"mode": MODES})
-    text = report.table(summary, ("members", "mode"), COLUMNS,
-                        f"rekey: one removal, median [min-max] of {params.repeat} run(s); "
-                        f"{os.cpu_count()} CPU(s); + = removal round minus control round")
-    print(text)
-    setup: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v)
-                             for k, v in asdict(params).items()}
-    report.write_results(params.out, params=setup, runs=rows, summary=summary, text=text,
-                         host=host, extra={"markdown": report.markdown(
-                             summary, ("members", "mode"), COLUMNS)})
-    if plots:
-        report.plot(params.out, summary, PLOTS, title="rekey after one removal")
-    print(f"results in {params.out} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    report.publish(params.out, summary=report.summarise(rows, ("members", "mode"), METRICS,
+                                                        order={"mode": MODES}),
+                   runs=rows, keys=("members", "mode"), columns=COLUMNS,
+                   header=f"rekey: one removal, median [min-max] of {params.repeat} run(s); "
+                          f"{os.cpu_count()} CPU(s); + = removal round minus control round",
+                   params=asdict(params), host=host, plots=PLOTS if plots else None,
+                   title="rekey after one removal", seconds=time.monotonic() - started)
     return 0
 
 

@@ -219,6 +219,25 @@ def plot(
     return written
 
 
+def publish(
+    out: Path, *, summary: Sequence[Row], runs: Sequence[Mapping[str, Any]],
+    keys: Sequence[str], columns: Sequence[Column], header: str, params: Mapping[str, Any],
+    host: dict[str, Any], plots: Mapping[str, str] | None, title: str, seconds: float,
+) -> str:
+    """The end of every benchmark: print the table, write ``results.json`` (with the
+    load average now and the table as Markdown), the CSVs, ``table.txt`` and, unless
+    ``plots`` is None, the PNGs; say where on stderr. Returns the table."""
+    text = table(summary, keys, columns, header)
+    print(text)
+    host["load_average_at_end"] = os.getloadavg()
+    write_results(out, params=params, runs=runs, summary=summary, text=text, host=host,
+                  extra={"markdown": markdown(summary, keys, columns)})
+    if plots is not None:
+        plot(out, summary, plots, title=title)
+    sys.stderr.write(f"results in {out} ({seconds:.0f} s)\n")
+    return text
+
+
 class Progress:
     """A one-line progress bar on stderr (a plain line per step when not a terminal)."""
 

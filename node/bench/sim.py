@@ -15,7 +15,6 @@ uplink bandwidth, latency, loss, partitions and offline members
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -195,17 +194,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench sim") -> int
               f"{args.authors} author(s); latency {args.latency_ms:g} ms, uplink "
               f"{args.bandwidth_mbps:g} Mbit/s, loss {args.loss:g}; median of {args.repeat} "
               f"run(s), seed {args.seed}; CPU measured, everything else simulated")
-    text = report.table(summary, ["members", "mode"], columns, header)
-    print(text)
-    host["load_average_at_end"] = os.getloadavg()
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    params["out"] = str(out)
-    params["measured"] = list(MEASURED)
-    report.write_results(out, params=params, runs=runs, summary=summary, text=text, host=host,
-                         extra={"markdown": report.markdown(summary, ["members", "mode"],
-                                                            columns)})
-    report.plot(out, summary, PLOTS, title="kith bench sim")
-    sys.stderr.write(f"results in {out} ({time.perf_counter() - started:.0f} s)\n")
+    params = dict(vars(args), out=out, measured=list(MEASURED))
+    report.publish(out, summary=summary, runs=runs, keys=["members", "mode"], columns=columns,
+                   header=header, params=params, host=host, plots=PLOTS,
+                   title="kith bench sim", seconds=time.perf_counter() - started)
     return 0
 
 
