@@ -68,6 +68,7 @@ from node.bench.fanout import (
     _read_lines,
     _stop,
     _until_stdin_closed,
+    bench_error,
     message_index,
     message_text,
     peak_rss_mb,
@@ -264,13 +265,10 @@ def plain_bench_errors() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        bench, rest = group.split(BenchError)
-        if bench is None or rest is not None:
+        error = bench_error(group)
+        if error is None or group.split(BenchError)[1] is not None:
             raise
-        first: BaseException = bench
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
+        raise error from None
 
 
 # -- one run --------------------------------------------------------------------------------

@@ -147,10 +147,6 @@ class GroupError(KithError):
     """A group operation the user asked for cannot be done (one clear line)."""
 
 
-def _order_key(event: Event) -> tuple[int, bytes, int]:
-    return event.order_key
-
-
 @dataclass(slots=True)
 class _Fold:
     """``Group.conversation``'s fold so far."""
@@ -209,7 +205,7 @@ class Group:
         key = (self.version, len(core.deleted))
         fold = self._fold
         if fold is not None and fold.key == key and fold.state is core.state:
-            new = sorted(core.delivered_since(fold.done), key=_order_key)
+            new = sorted(core.delivered_since(fold.done), key=lambda e: e.order_key)
             first = next((e for e in new if self._order_sensitive(e)), None)
             if first is None or fold.last is None or first.order_key > fold.last:
                 self._feed(fold, new)
