@@ -1,17 +1,11 @@
-"""Kith: serverless, end-to-end encrypted group chat for a local network."""
+"""Kith: serverless, end-to-end encrypted group chat for a local network.
+
+The Python API is ``node.api.python`` (``open_node``, ``Kith``); the version
+numbers are in ``node.version``.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from node.version import __version__
 
-#: Version of the Kith wire protocol spoken by this implementation.
-PROTOCOL_VERSION = 1
-
-
-def __getattr__(name: str) -> object:
-    # ``from node import open_node, Kith``: the Python API, imported on first use only.
-    if name in ("open_node", "Kith"):
-        from node.api import python
-
-        return getattr(python, name)
-    raise AttributeError(name)
+__all__ = ["__version__"]

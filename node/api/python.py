@@ -1,7 +1,7 @@
 """The Python API for scripts and experiments.
 
     import trio
-    from node import open_node
+    from node.api.python import open_node
 
     async def main():
         async with open_node("/tmp/alice", name="alice") as alice, \\

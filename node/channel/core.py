@@ -47,7 +47,6 @@ from dataclasses import dataclass
 
 import nacl.utils
 
-from node import PROTOCOL_VERSION
 from node.crypto.keys import IdentityKey, ed25519_to_x25519_public
 from node.crypto.noise import MAX_MESSAGE_LEN, TAG_LEN, CipherState, HandshakeState
 from node.errors import (
@@ -56,6 +55,7 @@ from node.errors import (
     RemoteProtocolError,
 )
 from node.ids import PeerId, format_peer_id, peer_id, short_id
+from node.version import PROTOCOL_VERSION
 from node.wire.framing import FrameDecoder, encode_frame
 from node.wire.hello import MAX_HELLO_LEN, Hello, clean_name
 

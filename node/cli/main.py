@@ -22,7 +22,6 @@ from typing import Any, TextIO
 
 import trio
 
-from node import PROTOCOL_VERSION, __version__
 from node.api import client
 from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
 from node.crypto.keys import IdentityKey
@@ -32,6 +31,7 @@ from node.errors import ConfigError, KithError, NotRunningError
 from node.files.attachment import HARD_MAX_FILE
 from node.ids import fingerprint, format_peer_id, short_id
 from node.net.address import DialTarget, parse_hostport
+from node.version import PROTOCOL_VERSION, __version__
 from node.wire.hello import MAX_NAME_CHARS
 
 EXIT_ERROR = 1

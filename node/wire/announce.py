@@ -31,8 +31,8 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from node import PROTOCOL_VERSION
 from node.errors import RemoteProtocolError
+from node.version import PROTOCOL_VERSION
 
 SERVICE_TYPE = "_kith._tcp.local."
 INSTANCE_PREFIX = "kith-"

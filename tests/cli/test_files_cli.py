@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node import Kith
+from node.api.python import Kith
 from node.cli.files import Progress, describe
 from node.cli.main import build_parser, main
 from node.files.attachment import CHUNK_SIZE, encrypt_bytes

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from node import Kith, open_node
+from node.api.python import Kith, open_node
 from node.errors import KithError
 from node.files.attachment import CHUNK_SIZE
 from node.group.events import EventId, GroupId

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import trio
 
-from node import PROTOCOL_VERSION
 from node.channel.core import (
     REC_CLOSE,
     REC_DATA,
@@ -40,6 +39,7 @@ from node.ids import format_peer_id, short_id
 from node.net.address import DialTarget
 from node.net.connection import PeerConnection
 from node.net.secure_stream import SecureStream
+from node.version import PROTOCOL_VERSION
 from node.wire.framing import encode_frame
 from node.wire.hello import Hello
 from tests.integration import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node import Kith, open_node
+from node.api.python import Kith, open_node
 from node.group.events import Kind
 from node.ids import parse_peer_id
 from node.wire.messages import EventsMessage

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from node import Kith
+from node.api.python import Kith
 from node.errors import KithError
 from node.ids import parse_peer_id
 from node.service.groups import TypingNotice

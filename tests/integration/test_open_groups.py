@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node import Kith
+from node.api.python import Kith
 from node.errors import KithError
 from node.group.bodies import Join, OpenMessage, encode_body, kind_of
 from node.group.content import Post, encode_content

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from node import Kith
+from node.api.python import Kith
 from node.config import Config
 from node.datadir import DataDir
 from node.net.discovery import DiscoveryEvent, FoundGroup, LostGroup

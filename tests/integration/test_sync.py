@@ -6,7 +6,7 @@ from pathlib import Path
 
 import trio
 
-from node import Kith, open_node
+from node.api.python import Kith, open_node
 from node.net.address import DialTarget, parse_hostport
 from tests.integration.test_groups import SOON, founded, mesh, messages
 

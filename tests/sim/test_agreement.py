@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node import Kith, open_node
+from node.api.python import Kith, open_node
 from node.ids import parse_peer_id
 from node.sim.runner import Simulation
 from node.sim.scenario import Scenario, message_text
