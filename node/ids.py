@@ -1,5 +1,11 @@
 """Identifiers and their text forms.
 
+``GroupId`` and ``EventId`` are 32-byte BLAKE2b digests (``ID_LEN``): a group id
+commits to its creator (``node.group.bodies.group_id_for``), an event id is the
+hash of the encoded event (``node.group.events``). They live here, below both
+``wire`` and ``group``, so that wire messages can carry them without importing
+the group layer. The rest of this module is about peer ids.
+
 A node is identified by its 32-byte Ed25519 public key (``PeerId``). People read
 peer ids out loud and type them, so the text form is built for that:
 
@@ -26,6 +32,11 @@ from typing import NewType
 from node.errors import ConfigError
 
 PeerId = NewType("PeerId", bytes)
+GroupId = NewType("GroupId", bytes)
+EventId = NewType("EventId", bytes)
+
+#: Length of a group id and of an event id.
+ID_LEN = 32
 
 PUBLIC_KEY_LEN = 32
 CHECKSUM_LEN = 3

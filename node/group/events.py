@@ -27,18 +27,20 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, NewType
+from typing import Any
 
 from node.errors import RemoteProtocolError
-from node.ids import PUBLIC_KEY_LEN, PeerId
-from node.wire.strict import pack, unpack_strict
 
-EventId = NewType("EventId", bytes)
-GroupId = NewType("GroupId", bytes)
+# ID_LEN, EventId and GroupId are defined in node.ids (so that wire/ needs no group/)
+# and re-exported here, where the rest of the group layer has always found them.
+from node.ids import ID_LEN as ID_LEN
+from node.ids import PUBLIC_KEY_LEN, PeerId
+from node.ids import EventId as EventId
+from node.ids import GroupId as GroupId
+from node.wire.strict import pack, unpack_strict
 
 FORMAT = 1
 SIGNING_CONTEXT = b"kith-event/1"
-ID_LEN = 32
 SIGNATURE_LEN = 64
 #: Largest encoded event (a message of up to 64 KiB of ciphertext plus headers).
 MAX_EVENT_LEN = 96 * 1024

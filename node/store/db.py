@@ -42,8 +42,7 @@ from typing import Any
 
 from node.crypto.sender_keys import OwnSenderKey, SenderKeyState
 from node.errors import StorageError
-from node.group.events import EventId, GroupId
-from node.ids import PUBLIC_KEY_LEN, PeerId
+from node.ids import PUBLIC_KEY_LEN, EventId, GroupId, PeerId
 from node.store import schema
 
 #: Milliseconds a statement waits for another connection's lock before failing.

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 
 from node.errors import RemoteProtocolError
 from node.files.attachment import HASH_LEN, MAX_CHUNK
-from node.group.events import ID_LEN, EventId, GroupId
-from node.ids import PeerId
+from node.ids import ID_LEN, EventId, GroupId, PeerId
 from node.wire.strict import pack, unpack_strict
 
 MAX_EVENTS = 256

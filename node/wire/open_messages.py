@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node.errors import RemoteProtocolError
-from node.group.events import GroupId
+from node.ids import GroupId
 from node.wire.strict import pack, unpack_strict
 
 MAX_REASON = 200
