@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from node.cli.common import check_name, load_network_key, lock_data_dir, only_error
 from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
 from node.datadir import DataDir
 from node.errors import ConfigError, KithError
@@ -73,7 +74,6 @@ def _log_to_file(datadir: DataDir) -> None:
 def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
     from node.chat.backend import NodeClient, serve_node
     from node.chat.view import desktop_available, run_chat
-    from node.cli.main import _check_name, _lock, load_network_key
     from node.net.address import DialTarget, parse_hostport
 
     if not sys.stdin.isatty() or not sys.stdout.isatty():
@@ -83,7 +83,7 @@ def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
     desktop = args.desktop_notify and desktop_available()
     client = NodeClient(datadir.control_socket)
     try:
-        lock = _lock(datadir)
+        lock = lock_data_dir(datadir)
     except ConfigError:  # a node runs on this data directory: attach to it
         _run(lambda: run_chat(client, group=args.group, node_mode="attached", desktop=desktop))
         return 0
@@ -94,7 +94,7 @@ def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
         targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
         network_key = load_network_key(args.network_key) if args.network_key else None
         key = datadir.load_or_create_identity()
-        name = _check_name(args.name) if args.name else datadir.load_name()
+        name = check_name(args.name) if args.name else datadir.load_name()
         _log_to_file(datadir)
         node = Node(key, Config(listen_host=host, listen_port=port, name=name,
                                 network_key=network_key, mdns=not args.no_mdns,
@@ -115,14 +115,7 @@ def _run(main: Any) -> None:
     try:
         trio.run(main)
     except BaseExceptionGroup as group:
-        error = _only_error(group)
+        error = only_error(group)
         if isinstance(error, KithError):
             raise error from None
         raise
-
-
-def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error

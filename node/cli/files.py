@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node.api import client
-from node.cli.groups import _out, escape
+from node.cli.common import escape, out
 from node.datadir import DataDir
 from node.errors import KithError
 
@@ -74,7 +74,7 @@ def cmd_send_file(args: argparse.Namespace, datadir: DataDir) -> int:
     if upload["state"] == "failed":
         raise KithError(upload["error"] or "sending the file failed")
     event = upload["event"]
-    return _out(args, event, f"{event['state']}: {event['id'][:12]} "
+    return out(args, event, f"{event['state']}: {event['id'][:12]} "
                 f"{name_text(upload['name'])} ({size_text(upload['size'])})")
 
 
@@ -98,7 +98,7 @@ def cmd_save(args: argparse.Namespace, datadir: DataDir) -> int:
     progress.end()
     saved = client.call(datadir.control_socket, "file.save", group=args.group,
                         event=args.event, dir=str(directory))
-    return _out(args, saved, f"saved {name_text(saved['path'])} ({size_text(saved['size'])})")
+    return out(args, saved, f"saved {name_text(saved['path'])} ({size_text(saved['size'])})")
 
 
 def describe(file: dict[str, Any]) -> str:

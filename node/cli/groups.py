@@ -4,52 +4,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-import unicodedata
-from collections.abc import Sequence
 from typing import Any
 
 from node.api import client
+from node.cli.common import escape, out, table
 from node.datadir import DataDir
 from node.errors import KithError
-
-
-def _out(args: argparse.Namespace, result: Any, text: str) -> int:
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(text)
-    return 0
 
 
 def cmd_create(args: argparse.Namespace, datadir: DataDir) -> int:
     g = client.call(datadir.control_socket, "group.create", name=args.name, mode=args.mode,
                     share_history=args.share_history, max_members=args.max_members,
                     policy=getattr(args, "policy", None))
-    return _out(args, g, f"created {g['mode']} group {g['name']!r}\n  id {g['id']}")
+    return out(args, g, f"created {g['mode']} group {g['name']!r}\n  id {g['id']}")
 
 
 def cmd_list(args: argparse.Namespace, datadir: DataDir) -> int:
     groups = client.call(datadir.control_socket, "group.list")
     if args.json or not groups:
-        return _out(args, groups, "no groups yet (kith group create NAME)")
+        return out(args, groups, "no groups yet (kith group create NAME)")
     rows = [("ID", "NAME", "MODE", "ROLE", "MEMBERS")]
     rows += [(g["id"][:12], g["name"], g["mode"], g["role"] or "(left)", str(g["members"]))
              for g in groups]
-    _table(rows)
+    table(rows)
     return 0
 
 
 def cmd_members(args: argparse.Namespace, datadir: DataDir) -> int:
     members = client.call(datadir.control_socket, "group.members", group=args.group)
     if args.json:
-        return _out(args, members, "")
+        return out(args, members, "")
     rows = [("ID", "NAME", "ROLE", "PRESENCE")]
     rows += [(m["short_id"], m["name"] + (" (you)" if m["me"] else ""), m["role"],
               m["presence"]) for m in members]
-    _table(rows)
+    table(rows)
     return 0
 
 
@@ -61,7 +50,7 @@ def cmd_member_op(args: argparse.Namespace, datadir: DataDir) -> int:
         if getattr(args, key, None):
             params[key] = getattr(args, key)
     event = client.call(datadir.control_socket, args.op, **params)
-    return _out(args, event, event["info"] or "done")
+    return out(args, event, event["info"] or "done")
 
 
 def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:
@@ -78,7 +67,7 @@ def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:
     if getattr(args, "reply", None):
         params["reply_to"] = args.reply
     event = client.call(datadir.control_socket, "send", **params)
-    return _out(args, event, f"{event['state']}: {event['id'][:12]}")
+    return out(args, event, f"{event['state']}: {event['id'][:12]}")
 
 
 def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
@@ -90,7 +79,7 @@ def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
     if not args.follow:
         events = client.call(datadir.control_socket, "log", **params)
         if args.json:
-            return _out(args, events, "")
+            return out(args, events, "")
         for event in events:
             print(format_event(event))
         for line in gap_lines(datadir, args.group):
@@ -117,28 +106,6 @@ def gap_lines(datadir: DataDir, group: str) -> list[str]:
         return []
     return [f"         ... {n} event(s) from {who} not yet received"
             for who, n in sorted(match[0]["missing"].items())]
-
-
-def escape(text: str) -> str:
-    """``text`` safe for a terminal: control and format characters shown as escapes.
-
-    A message can carry ESC sequences (colours, cursor moves, a fake prompt, a title
-    change) or bidi overrides; printed raw, the terminal would obey them. Newlines and
-    tabs stay (indented), and the zero-width joiner that emoji sequences need.
-    """
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append("\n         ")
-        elif ch == "\t" or ch == "\u200d":
-            out.append(ch)
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-                       if code < 0x10000 else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def format_event(e: dict[str, Any]) -> str:
@@ -198,19 +165,19 @@ def cmd_target_op(args: argparse.Namespace, datadir: DataDir) -> int:
     elif args.op == "pin":
         params["unpin"] = args.unpin
     event = client.call(datadir.control_socket, args.op, **params)
-    return _out(args, event, f"{args.op}: {event['id'][:12]}")
+    return out(args, event, f"{args.op}: {event['id'][:12]}")
 
 
 def cmd_mute(args: argparse.Namespace, datadir: DataDir) -> int:
     event = client.call(datadir.control_socket, "group.mute", group=args.group, peer=args.peer,
                         minutes=args.minutes, unmute=args.unmute)
-    return _out(args, event, escape(event["info"] or "done"))
+    return out(args, event, escape(event["info"] or "done"))
 
 
 def cmd_notify(args: argparse.Namespace, datadir: DataDir) -> int:
     g = client.call(datadir.control_socket, "group.notify", group=args.group, muted=args.muted)
     state = "muted (no notifications)" if g["muted"] else "on"
-    return _out(args, g, f"notifications for {escape(g['name'])}: {state}")
+    return out(args, g, f"notifications for {escape(g['name'])}: {state}")
 
 
 def add_message_parsers(sub: Any, gsub: Any, common: list[argparse.ArgumentParser]) -> None:
@@ -253,9 +220,3 @@ def add_message_parsers(sub: Any, gsub: Any, common: list[argparse.ArgumentParse
     flag.add_argument("--mute", dest="muted", action="store_true")
     flag.add_argument("--unmute", dest="muted", action="store_false")
     p.set_defaults(func=cmd_notify)
-
-
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

@@ -9,7 +9,6 @@ Errors are one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
@@ -23,9 +22,10 @@ from typing import Any, TextIO
 import trio
 
 from node.api import client
+from node.cli.common import check_name, load_network_key, lock_data_dir, only_error
 from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
 from node.crypto.keys import IdentityKey
-from node.crypto.netkey import key_id, parse_network_key_file
+from node.crypto.netkey import key_id
 from node.datadir import DataDir, resolve_data_dir
 from node.errors import ConfigError, KithError, NotRunningError
 from node.files.attachment import HARD_MAX_FILE
@@ -281,13 +281,6 @@ def _print_json(obj: Any, out: TextIO = sys.stdout) -> None:
     out.write("\n")
 
 
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
-        raise ConfigError(f"a name is 1..{MAX_NAME_CHARS} printable characters")
-    return name
-
-
 def _identity_view(datadir: DataDir, key: IdentityKey) -> dict[str, Any]:
     pid = key.peer_id
     return {
@@ -307,7 +300,7 @@ def cmd_init(args: argparse.Namespace, datadir: DataDir) -> int:
     created = not datadir.has_identity()
     key = datadir.create_identity() if created else datadir.load_identity()
     if args.name is not None:
-        datadir.save_name(_check_name(args.name))
+        datadir.save_name(check_name(args.name))
     elif created:
         datadir.save_name(datadir.load_name())
     view = _identity_view(datadir, key) | {"created": created}
@@ -396,14 +389,6 @@ def cmd_network_key(args: argparse.Namespace, datadir: DataDir) -> int:
     return 0
 
 
-def load_network_key(path: str) -> bytes:
-    try:
-        content = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read network key {path}: {exc.strerror}") from exc
-    return parse_network_key_file(content)
-
-
 def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
     from node.node import Node
 
@@ -412,14 +397,14 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
     network_key = load_network_key(args.network_key) if args.network_key else None
     datadir.ensure()
     datadir.check_socket_path()
-    lock = _lock(datadir)
+    lock = lock_data_dir(datadir)
     try:
         created = not datadir.has_identity()
         key = datadir.load_or_create_identity()
         if created:
             log.info("created identity %s in %s", format_peer_id(key.peer_id), datadir.path)
             datadir.save_name(datadir.load_name())
-        name = _check_name(args.name) if args.name else datadir.load_name()
+        name = check_name(args.name) if args.name else datadir.load_name()
         config = Config(
             listen_host=host,
             listen_port=port,
@@ -439,7 +424,7 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             trio.run(_run_until_signal, node, targets)
         except BaseExceptionGroup as group:
             # Nurseries wrap errors; a KithError (say, the port is taken) is still one line.
-            error = _only_error(group)
+            error = only_error(group)
             if isinstance(error, KithError):
                 raise error from None
             raise
@@ -447,26 +432,6 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
         os.close(lock)
     log.info("node stopped")
     return 0
-
-
-def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The single error inside (nested) one-error groups, else the group itself."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
-
-
-def _lock(datadir: DataDir) -> int:
-    fd = os.open(datadir.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ConfigError(
-            f"another node is already running with data directory {datadir.path}"
-        ) from None
-    return fd
 
 
 async def _run_until_signal(node: Any, targets: list[DialTarget]) -> None:

@@ -6,25 +6,25 @@ import argparse
 from typing import Any
 
 from node.api import client
-from node.cli.groups import _out, _table, escape
+from node.cli.common import escape, out, table
 from node.datadir import DataDir
 
 
 def cmd_discover(args: argparse.Namespace, datadir: DataDir) -> int:
     groups = client.call(datadir.control_socket, "group.discover", timeout=args.timeout)
     if args.json or not groups:
-        return _out(args, groups, "no open groups heard nearby (yet)")
+        return out(args, groups, "no open groups heard nearby (yet)")
     rows = [("ID", "NAME", "POLICY", "MEMBERS SERVING", "")]
     rows += [(g["id"][:12], escape(g["name"]), g["policy"],
               ", ".join(f"{s['short_id']}@{s['address']}" for s in g["servers"]),
               "(joined)" if g["joined"] else "") for g in groups]
-    _table(rows)
+    table(rows)
     return 0
 
 
 def cmd_join(args: argparse.Namespace, datadir: DataDir) -> int:
     g = client.call(datadir.control_socket, "group.join", group=args.group)
-    return _out(args, g, f"joined open group {escape(g['name'])!r} ({g['policy']})\n"
+    return out(args, g, f"joined open group {escape(g['name'])!r} ({g['policy']})\n"
                          f"  id {g['id']}")
 
 
@@ -33,7 +33,7 @@ def cmd_ban(args: argparse.Namespace, datadir: DataDir) -> int:
     if args.minutes:
         params["minutes"] = args.minutes
     event = client.call(datadir.control_socket, "group.ban", **params)
-    return _out(args, event, escape(event["info"] or "done"))
+    return out(args, event, escape(event["info"] or "done"))
 
 
 def cmd_peer_op(args: argparse.Namespace, datadir: DataDir) -> int:
@@ -42,8 +42,8 @@ def cmd_peer_op(args: argparse.Namespace, datadir: DataDir) -> int:
         params["unapprove"] = args.unapprove
     result = client.call(datadir.control_socket, args.op, **params)
     if args.op == "group.purge":
-        return _out(args, result, f"deleted {result['deleted']} message(s)")
-    return _out(args, result, escape(result["info"] or "done"))
+        return out(args, result, f"deleted {result['deleted']} message(s)")
+    return out(args, result, escape(result["info"] or "done"))
 
 
 def add_open_parsers(gsub: Any, common: list[argparse.ArgumentParser]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.cli.groups import escape, format_event
+from node.cli.common import escape
+from node.cli.groups import format_event
 from node.cli.main import build_parser
 
 

@@ -1,0 +1,106 @@
+"""What the ``kith`` commands share: output, terminal escaping, the data directory lock,
+names, network keys and one-line errors.
+
+``main.py`` builds the parser and runs the node; ``chat.py``, ``groups.py``,
+``files.py`` and ``open_groups.py`` implement commands. They all import from here
+and never from each other's modules for these helpers, so no command module needs
+another one just to print or to lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from node.crypto.netkey import parse_network_key_file
+from node.datadir import DataDir
+from node.errors import ConfigError
+from node.wire.hello import MAX_NAME_CHARS
+
+
+def out(args: argparse.Namespace, result: Any, text: str) -> int:
+    """Print ``result`` as JSON with ``--json``, else ``text``; exit status 0."""
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+    return 0
+
+
+def table(rows: Sequence[Sequence[str]]) -> None:
+    """Print ``rows`` as left-aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def escape(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters shown as escapes.
+
+    A message can carry ESC sequences (colours, cursor moves, a fake prompt, a title
+    change) or bidi overrides; printed raw, the terminal would obey them. Newlines and
+    tabs stay (indented), and the zero-width joiner that emoji sequences need.
+    """
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append("\n         ")
+        elif ch == "\t" or ch == "\u200d":
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+                       if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def check_name(name: str) -> str:
+    """A display name as given on the command line, trimmed; ``ConfigError`` if unusable."""
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
+        raise ConfigError(f"a name is 1..{MAX_NAME_CHARS} printable characters")
+    return name
+
+
+def load_network_key(path: str) -> bytes:
+    """The network key in the file at ``path`` (``kith network-key`` writes one)."""
+    try:
+        content = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read network key {path}: {exc.strerror}") from exc
+    return parse_network_key_file(content)
+
+
+def lock_data_dir(datadir: DataDir) -> int:
+    """Take the data directory's node lock (one node per directory); the locked fd."""
+    fd = os.open(datadir.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"another node is already running with data directory {datadir.path}"
+        ) from None
+    return fd
+
+
+def only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The single error inside (nested) one-error groups, else the group itself.
+
+    Nurseries wrap errors; a ``KithError`` (say, the port is taken) is still shown
+    as its one line.
+    """
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
