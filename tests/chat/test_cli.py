@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.cli.main import build_parser, main
-from node.testing.procs import kith_cli
+from tests.lab.procs import kith_cli
 
 
 def test_chat_is_a_command_with_help(capsys: pytest.CaptureFixture[str]) -> None:

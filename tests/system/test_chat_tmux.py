@@ -14,7 +14,6 @@ node in its own process (no node running), and ``kith chat`` attaching to a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -22,8 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from node.testing.procs import KithProcess, kith_cli, kith_process
+from tests.lab.procs import Proc, kith_cli, kith_json, kith_process
 
 pytestmark = [
     pytest.mark.system,
@@ -48,12 +46,6 @@ SCREEN_TIMEOUT = 20.0
 POLL = 0.1
 T = TypeVar("T")
 EVIL = "\x1b[2J\x1b]0;pwned\x07 evil"
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="kc-") as path:  # short: socket paths
-        yield Path(path)
 
 
 class Tmux:
@@ -129,12 +121,6 @@ def chat_argv(data: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "node", "--data", str(data), "chat", *args]
 
 
-async def kith_json(data: Path, *args: str) -> Any:
-    result = await kith_cli(data, *args, "--json")
-    assert result.returncode == 0, f"kith {' '.join(args)}: {result.stderr.decode()}"
-    return json.loads(result.stdout)
-
-
 async def until_cli(data: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     """Run ``kith ARGS`` until it succeeds (say, the group has reached this node)."""
     last: subprocess.CompletedProcess[bytes] | None = None
@@ -152,7 +138,7 @@ async def until_cli(data: Path, *args: str) -> subprocess.CompletedProcess[bytes
 
 
 @asynccontextmanager
-async def kith_run(data: Path, name: str) -> AsyncIterator[tuple[KithProcess, str]]:
+async def kith_run(data: Path, name: str) -> AsyncIterator[tuple[Proc, str]]:
     async with kith_process(data, "run", *LOOPBACK, "--name", name) as proc:
         listening = await proc.wait_for_line(LISTENING)
         yield proc, listening["address"]

@@ -2,33 +2,30 @@
 
 Every node listens on 127.0.0.1:0; tests learn its address from its
 "listening on" log line and wait for log lines (never sleep) to know that
-something happened. ``node.testing.procs`` stops every process it started.
+something happened. ``tests.lab.procs`` stops every process it started.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 from node.crypto.keys import IdentityKey
 from node.ids import format_peer_id, parse_peer_id
-from node.testing.procs import (
+from tests.lab.procs import (
     WAIT_TIMEOUT,
-    KithProcess,
-    KithProcessError,
+    Proc,
+    ProcessError,
     kith_cli,
     kith_env,
+    kith_json,
     kith_process,
 )
 
@@ -39,20 +36,7 @@ LISTENING = r"node (?P<short>[a-z2-7]{8}) \((?P<name>[^)]*)\) listening on (?P<a
 LOOPBACK = ("--listen", "127.0.0.1:0", "--no-mdns")
 
 
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    # Short on purpose: a control socket path must fit in 107 bytes.
-    with tempfile.TemporaryDirectory(prefix="kith-") as path:
-        yield Path(path)
-
-
-async def kith_json(data_dir: Path, *args: str) -> Any:
-    result = await kith_cli(data_dir, *args, "--json")
-    assert result.returncode == 0, result.stderr.decode()
-    return json.loads(result.stdout)
-
-
-async def listening_on(proc: KithProcess) -> str:
+async def listening_on(proc: Proc) -> str:
     """The ``host:port`` a node logged it listens on."""
     return (await proc.wait_for_line(LISTENING))["address"]
 
@@ -251,6 +235,6 @@ async def test_peer_must_prove_the_expected_id(tmp: Path) -> None:
 
 async def test_harness_reports_a_process_that_exits_first(tmp: Path) -> None:
     async with kith_process(tmp, "peers") as proc:
-        with pytest.raises(KithProcessError, match=r"(?s)exited \(status 3\).*no node is running"):
+        with pytest.raises(ProcessError, match=r"(?s)exited \(status 3\).*no node is running"):
             await proc.wait_for_line("a line that never comes")
     assert proc.returncode == 3

@@ -23,23 +23,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.testing.procs import kith_cli, kith_process
+from tests.lab.procs import kith_cli, kith_json, kith_process
 from tests.system.test_cli import LOOPBACK
-from tests.system.test_groups_cli import (
-    LISTENING,
-    Member,
-    create_group,
-    following,
-    kith_json,
-    start_mesh,
-    tmp,
-)
+from tests.system.test_groups_cli import LISTENING, Member, create_group, following, start_mesh
 
 pytestmark = pytest.mark.system
 ROUNDS = 3
 BURST = 40
-
-__all__ = ["tmp"]  # the fixture
 
 
 @asynccontextmanager

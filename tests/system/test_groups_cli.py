@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,13 @@ import pytest
 import trio
 
 from node.ids import parse_peer_id
-from node.testing.procs import (
+from tests.lab.procs import (
     STOP_TIMEOUT,
-    KithProcess,
+    Proc,
     kith_cli,
     kith_command,
     kith_env,
+    kith_json,
     kith_process,
 )
 
@@ -55,13 +55,6 @@ MESSAGES_EACH = 3
 Event = dict[str, Any]
 
 
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    # Short on purpose: a control socket path must fit in 107 bytes.
-    with tempfile.TemporaryDirectory(prefix="kith-") as path:
-        yield Path(path)
-
-
 # -- nodes --------------------------------------------------------------------
 
 
@@ -71,16 +64,10 @@ class Member:
 
     name: str
     data: Path
-    proc: KithProcess
+    proc: Proc
     address: str
     short: str
     peer_id: str = ""
-
-
-async def kith_json(data: Path, *args: str) -> Any:
-    result = await kith_cli(data, *args, "--json")
-    assert result.returncode == 0, f"kith {' '.join(args)}: {result.stderr.decode()}"
-    return json.loads(result.stdout)
 
 
 async def concurrently(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:

@@ -1,4 +1,4 @@
-"""System tests of scripts/netns-lab, through node.testing.netns.
+"""System tests of scripts/netns-lab, through tests.lab.netns.
 
 These build real network namespaces, so they need root; `require_netns()` skips them
 elsewhere (and fails them in CI). Nothing here sleeps to wait for the network: pings
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from node.testing.netns import (
+from tests.lab.netns import (
     IFACE,
     SCRIPT,
     NetnsLab,

@@ -10,18 +10,15 @@ for a first record, and for ``log --follow`` streams, each under a deadline.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import trio
 
-from node.testing.lab_nodes import LogFollower
-from node.testing.netns import NetnsLab, require_netns
-from node.testing.procs import kith_cli
-from tests.system.test_lan_discovery import deadline, kith_json, lab_node
+from tests.lab.control import following
+from tests.lab.netns import NetnsLab, require_netns
+from tests.lab.nodes import deadline, mdns_node
+from tests.lab.procs import kith_cli, kith_json
 
 pytestmark = pytest.mark.system
 
@@ -29,29 +26,23 @@ pytestmark = pytest.mark.system
 STEP = 20.0
 
 
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="kith-") as path:  # short: socket path limit
-        yield Path(path)
-
-
 async def test_a_peer_discovers_and_joins_an_open_group_over_mdns(tmp: Path) -> None:
     require_netns()
     dirs = {i: tmp / f"n{i}" for i in (1, 2)}
     with NetnsLab(2) as lab:
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(lab_node(lab, i, dirs[i])) for i in (1, 2)]
+            nodes = [await stack.enter_async_context(mdns_node(lab, i, dirs[i])) for i in (1, 2)]
             one, two = nodes
-            with deadline(trio.current_time() + STEP, "the two hosts connected", nodes):
-                await one.wait_for(r"connected to \S+ \(host2\) at ")
-                await two.wait_for(r"connected to \S+ \(host1\) at ")
+            with deadline(STEP, "the two hosts connected", nodes):
+                await one.wait_for_line(r"connected to \S+ \(host2\) at ")
+                await two.wait_for_line(r"connected to \S+ \(host1\) at ")
             secret = await kith_json(dirs[1], "group", "create", "secret")
             lobby = await kith_json(dirs[1], "group", "create", "lobby", "--mode", "open",
                                     "--policy", "blacklist")
             assert (lobby["mode"], lobby["policy"]) == ("open", "blacklist")
 
-            with deadline(trio.current_time() + STEP, "host2 hears the open group", nodes):
-                await two.wait_for(r"mDNS: open group 'lobby' \(blacklist\) served by ")
+            with deadline(STEP, "host2 hears the open group", nodes):
+                await two.wait_for_line(r"mDNS: open group 'lobby' \(blacklist\) served by ")
             found = await kith_json(dirs[2], "group", "discover", "--timeout", "5")
             assert [(g["id"], g["name"], g["policy"]) for g in found] == [
                 (lobby["id"], "lobby", "blacklist")]
@@ -65,19 +56,18 @@ async def test_a_peer_discovers_and_joins_an_open_group_over_mdns(tmp: Path) -> 
             assert joined.returncode == 0, joined.stderr.decode()
             assert "joined open group 'lobby'" in joined.stdout.decode()
 
-            async with trio.open_nursery() as nursery:
-                followers = [LogFollower(dirs[i], "lobby", f"host{i}") for i in (1, 2)]
-                for follower in followers:
-                    await nursery.start(follower.run)
+            async with (
+                following(dirs[1], "lobby", "host1") as follower1,
+                following(dirs[2], "lobby", "host2") as follower2,
+            ):
                 for i, text in ((1, "welcome, host2"), (2, "thanks, host1")):
                     sent = await kith_cli(dirs[i], "send", "lobby", text)
                     assert sent.returncode == 0, sent.stderr.decode()
                 wanted = {(ids[1]["peer_id"], "welcome, host2"),
                           (ids[2]["peer_id"], "thanks, host1")}
-                with deadline(trio.current_time() + STEP, "both see both messages", nodes):
-                    for follower in followers:
+                with deadline(STEP, "both see both messages", nodes):
+                    for follower in (follower1, follower2):
                         await follower.wait_for_messages(wanted, "both messages")
-                nursery.cancel_scope.cancel()
             logs = [await kith_json(dirs[i], "log", "lobby") for i in (1, 2)]
             assert [e["id"] for e in logs[0]] == [e["id"] for e in logs[1]]
             assert any(e["info"] == "host2 joined" for e in logs[0])

@@ -9,7 +9,7 @@ the nodes with ``kith send`` / ``kith log`` and ``group list`` from the root
 namespace, through the control sockets.
 
 Waiting: every node's group log is followed over its control socket
-(``lab_nodes.LogFollower``, the ``log --follow`` op that ``kith log --follow`` uses,
+(``tests.lab.control.LogFollower``, the ``log --follow`` op that ``kith log --follow`` uses,
 able to follow tens of thousands of events), and connection changes are the
 nodes' own log lines ("connected to", "disconnected from"). Nothing sleeps:
 even dave's pause lasts exactly until every other node's watchdog has dropped him.
@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import re
 import signal
-import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,21 +43,11 @@ import trio
 
 from node.group.events import Kind
 from node.ids import parse_peer_id
-from node.testing.lab_nodes import (
-    DirectoryWatch,
-    LabNode,
-    LogFollower,
-    control_call,
-    count_messages,
-    deadline,
-    kith,
-    kith_json,
-    lab_node,
-    partitioned,
-    run_args,
-    stored_events,
-)
-from node.testing.netns import NetnsLab, require_netns
+from tests.lab.control import Event, LogFollower, control_call
+from tests.lab.datadir import DirectoryWatch, count_messages, stored_events
+from tests.lab.netns import NetnsLab, require_netns
+from tests.lab.nodes import deadline, lab_node, partitioned, run_args
+from tests.lab.procs import Proc, kith_cli, kith_json
 
 pytestmark = pytest.mark.system
 
@@ -70,18 +59,19 @@ SETUP_BOUND = 30.0  # start a node and connect it / found the group / a round of
 DEAD_BOUND = 45.0  # from a silent cut until every channel across it is dropped (25 s watchdog)
 HEAL_BOUND = 90.0  # from healing until everyone converged (redial backoff, then sync)
 CATCH_UP_BOUND = 900.0  # writing, spreading and catching up on 20,000 messages
+#: Longest one CLI command may run: more than the client's own 120 s wait for an answer
+#: (``send --count 2000`` on a busy node takes a while). It only stops a hang: the
+#: bounds above are the deadlines that matter.
+CLI_LIMIT = 180.0
 
 SILENT = "no data from peer for 25 s"
 LISTENING = r"node (?P<short>[a-z2-7]{8}) \((?P<name>[^)]*)\) listening on "
 
-Event = dict[str, Any]
 
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    # Short on purpose: a control socket path must fit in 107 bytes.
-    with tempfile.TemporaryDirectory(prefix="kith-") as path:
-        yield Path(path)
+async def lab_json(data: Path, *args: str) -> Any:
+    """``kith ARGS... --json``, which must succeed, bounded by ``CLI_LIMIT``."""
+    with trio.fail_after(CLI_LIMIT):
+        return await kith_json(data, *args, bounded=False)
 
 
 # -- the cluster --------------------------------------------------------------------------
@@ -97,13 +87,13 @@ class Member:
     peer_id: str = ""
     short: str = ""
     key: bytes = b""  # the raw public key: the author field of its events
-    node: LabNode | None = None
-    runs: list[LabNode] = field(default_factory=list)
+    node: Proc | None = None
+    runs: list[Proc] = field(default_factory=list)
     stop_requested: trio.Event = field(default_factory=trio.Event)
     stopped: trio.Event = field(default_factory=trio.Event)
 
     @property
-    def proc(self) -> LabNode:
+    def proc(self) -> Proc:
         assert self.node is not None, f"{self.name} is not running"
         return self.node
 
@@ -120,7 +110,7 @@ class Cluster:
         self.sent: Counter[tuple[str, str]] = Counter()
 
     @property
-    def nodes(self) -> list[LabNode]:
+    def nodes(self) -> list[Proc]:
         """Every node run so far (for failure messages)."""
         return [run for m in self.members for run in m.runs]
 
@@ -129,15 +119,15 @@ class Cluster:
 
     # -- nodes --
 
-    async def start(self, member: Member) -> LabNode:
+    async def start(self, member: Member) -> Proc:
         """Run ``member`` (dialling every member before it) until it is connected to all."""
         dial = [m for m in self.members if m.index < member.index]
         args = run_args(self.lab, member.index, member.name, [m.index for m in dial])
         marks = {m.name: m.proc.mark() for m in self.running()}
         member.stop_requested, member.stopped = trio.Event(), trio.Event()
-        node: LabNode = await self.nursery.start(self._run, member, args)
+        node: Proc = await self.nursery.start(self._run, member, args)
         with deadline(SETUP_BOUND, f"{member.name} up and connected", self.nodes):
-            listening = await node.wait_for(LISTENING)
+            listening = await node.wait_for_line(LISTENING)
             if member.short:
                 assert listening["short"] == member.short
             member.short = listening["short"]
@@ -145,15 +135,15 @@ class Cluster:
                 if other is member:
                     continue
                 assert other.index < member.index, "only dave is ever restarted"
-                await node.wait_for(rf"connected to {other.short} \({other.name}\) at ")
-                await other.proc.wait_for(
+                await node.wait_for_line(rf"connected to {other.short} \({other.name}\) at ")
+                await other.proc.wait_for_line(
                     rf"connected to {member.short} \({member.name}\) at .* \(inbound\)$",
                     after=marks[other.name],
                 )
         return node
 
     async def _run(
-        self, member: Member, args: list[str], *, task_status: trio.TaskStatus[LabNode]
+        self, member: Member, args: list[str], *, task_status: trio.TaskStatus[Proc]
     ) -> None:
         try:
             async with lab_node(self.lab, member.index, member.name, member.data, args) as node:
@@ -169,7 +159,7 @@ class Cluster:
         """SIGTERM (or SIGKILL) ``member``'s node; wait until it exited; its status."""
         node = member.proc
         if kill:
-            node.process.kill()
+            node.kill()
         member.stop_requested.set()
         await member.stopped.wait()
         status = node.returncode
@@ -189,17 +179,17 @@ class Cluster:
             await self.start(member)
         alice = self.members[0]
         for member in self.members:
-            identity = await kith_json(member.data, "id")
+            identity = await lab_json(member.data, "id")
             assert identity["short_id"] == member.short
             member.peer_id = identity["peer_id"]
             member.key = bytes(parse_peer_id(member.peer_id))
-        group = await kith_json(alice.data, "group", "create", GROUP)
+        group = await lab_json(alice.data, "group", "create", GROUP)
         assert (group["name"], group["mode"], group["members"]) == (GROUP, "private", 1)
         for member in self.members[1:]:
-            added = await kith_json(alice.data, "group", "add", GROUP, member.peer_id)
+            added = await lab_json(alice.data, "group", "add", GROUP, member.peer_id)
             assert (added["kind"], added["author"]) == ("add", alice.peer_id)
             with deadline(SETUP_BOUND, f"{member.name} added", self.nodes):
-                await member.proc.wait_for(rf"added to group {GROUP} by {alice.short}$")
+                await member.proc.wait_for_line(rf"added to group {GROUP} by {alice.short}$")
         for member in self.members:
             follower = await self.follow(member)
             with deadline(SETUP_BOUND, f"{member.name} sees every member", self.nodes):
@@ -216,7 +206,7 @@ class Cluster:
     async def send(self, member: Member, text: str, count: int = 1) -> Event:
         """``kith send lab TEXT [--count N]``; remember what was sent."""
         args = ["send", GROUP, *text.split(" ")] + (["--count", str(count)] if count > 1 else [])
-        event: Event = await kith_json(member.data, *args)
+        event: Event = await lab_json(member.data, *args)
         texts = [text] if count == 1 else [f"{text} #{i}" for i in range(1, count + 1)]
         assert (event["kind"], event["author"], event["text"]) == (
             "message", member.peer_id, texts[-1]
@@ -253,7 +243,7 @@ class Cluster:
             if big:
                 results[i] = await control_call(member.data, "log", group=GROUP, all=True)
             else:
-                results[i] = await kith_json(member.data, "log", GROUP, "--all")
+                results[i] = await lab_json(member.data, "log", GROUP, "--all")
 
         async with trio.open_nursery() as nursery:
             for i, member in enumerate(members):
@@ -262,7 +252,7 @@ class Cluster:
 
     async def check_no_gaps(self) -> None:
         for member in self.running():
-            [group] = await kith_json(member.data, "group", "list")
+            [group] = await lab_json(member.data, "group", "list")
             assert (group["missing"], group["waiting"]) == ({}, 0), (member.name, group)
 
     def check_logs_clean(self) -> None:
@@ -348,7 +338,7 @@ async def test_two_halves_keep_talking_and_converge_after_the_partition_heals(
                     for half, far in (halves, halves[::-1]):
                         for member in half:
                             for pattern in dropped_silent(far):
-                                await member.proc.wait_for(pattern, after=marks[member.name])
+                                await member.proc.wait_for_line(pattern, after=marks[member.name])
                 dropped = trio.current_time() - cut
                 # Each half knows it is alone now, and keeps talking.
                 for member in c.members:
@@ -380,7 +370,7 @@ async def test_two_halves_keep_talking_and_converge_after_the_partition_heals(
                 # One link across is enough to converge; all four come back in time.
                 for member in (carol, dave):  # they dial alice and bob
                     for other in (alice, bob):
-                        await member.proc.wait_for(
+                        await member.proc.wait_for_line(
                             rf"connected to {other.short} \({other.name}\) at ",
                             after=marks[member.name],
                         )
@@ -430,8 +420,9 @@ async def test_a_node_killed_mid_burst_restarts_without_losing_or_repeating_anyt
                     await c.send(member, f"{member.name} while dave is down {j}")
 
             async def write_burst() -> None:
-                burst.append(await kith(dave.data, "send", GROUP, "dave", "burst", "--count",
-                                        str(BURST), "--json"))
+                with trio.fail_after(CLI_LIMIT):
+                    burst.append(await kith_cli(dave.data, "send", GROUP, "dave", "burst",
+                                                "--count", str(BURST), "--json", bounded=False))
 
             with DirectoryWatch(dave.data) as watch:
                 async with trio.open_nursery() as nursery:
@@ -515,7 +506,7 @@ async def test_a_paused_node_catches_up_without_a_restart(
                 with deadline(DEAD_BOUND, "the others dropped the paused dave", c.nodes):
                     for member in others:
                         for pattern in dropped_silent([dave]):
-                            await member.proc.wait_for(pattern, after=marks[member.name])
+                            await member.proc.wait_for_line(pattern, after=marks[member.name])
                 for member in others:  # now to each other only
                     await c.send(member, f"{member.name} after dropping dave", count=5)
                 with deadline(SETUP_BOUND, "the others have each other's messages", c.nodes):
@@ -571,9 +562,9 @@ async def test_a_node_that_missed_20000_events_catches_up(
             assert await c.stop(dave) == 0
             with deadline(SETUP_BOUND, "the others saw dave leave", c.nodes):
                 for member in others:
-                    await member.proc.wait_for(rf"disconnected from {dave.short} \(dave\): "
-                                               r"peer left \(node shutting down\)$",
-                                               after=marks[member.name])
+                    await member.proc.wait_for_line(rf"disconnected from {dave.short} \(dave\): "
+                                                    r"peer left \(node shutting down\)$",
+                                                    after=marks[member.name])
 
             started = trio.current_time()
 

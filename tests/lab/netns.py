@@ -30,7 +30,7 @@ from typing import NoReturn
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/lab/netns.py
 SCRIPT = REPO_ROOT / "scripts" / "netns-lab"
 
 IFACE = "lab0"

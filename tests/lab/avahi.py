@@ -15,11 +15,12 @@ block, all in the host's network namespace:
   a private mount namespace (``unshare --mount``) with a fresh tmpfs on ``/run``: it
   neither sees nor touches a system avahi, nor one of a test running next to it.
 
-Readiness is an event, never a sleep: dbus-daemon prints its address when it listens,
-avahi-daemon logs "Server startup complete" once it runs. ``AvahiDaemon.browse`` runs
-``avahi-browse`` without ``--terminate`` and reads its lines until the wanted instances
-have been resolved. On leaving the block every process gets SIGTERM, then SIGKILL after
-``STOP_TIMEOUT`` seconds; the temporary directory is removed.
+All three run through ``procs.running``. Readiness is a line, never a sleep:
+dbus-daemon prints its address when it listens, avahi-daemon logs "Server startup
+complete" once it runs (each within ``procs.WAIT_TIMEOUT``). ``AvahiDaemon.browse``
+runs ``avahi-browse`` without ``--terminate`` and reads its lines until the wanted
+instances have been resolved. On leaving the block every process is stopped
+(``procs.Proc.stop``) and the temporary directory is removed.
 
     async with avahi_daemon(lab.exec_argv(1, []), interface="lab0") as avahi:
         found = await avahi.browse("_kith._tcp", {"kith-0123456789abcdef"})
@@ -30,20 +31,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import trio
-
-#: Seconds a process gets to exit after SIGTERM before it is killed.
-STOP_TIMEOUT = 5.0
-#: Seconds dbus-daemon and avahi-daemon get to say they are ready.
-START_TIMEOUT = 10.0
+from tests.lab.procs import Proc, ProcessError, running
 
 TOOLS = ("dbus-daemon", "avahi-daemon", "avahi-browse", "unshare", "mount")
 
@@ -77,10 +71,6 @@ disable-publishing=yes
 
 # Inside the private mount namespace: a fresh /run, then become avahi-daemon (same PID).
 _AVAHI_SHELL = 'mount -t tmpfs kith-avahi /run && exec "$@"'
-
-
-class AvahiError(AssertionError):
-    """A helper process did not do what the harness waited for; the message has its output."""
 
 
 def avahi_available() -> str | None:
@@ -138,116 +128,10 @@ def parse_browse_line(line: str) -> BrowsedService | None:
 BrowsedServices = dict[str, BrowsedService]
 
 
-class _Child:
-    """A helper process whose output lines (stdout and stderr together) are kept."""
-
-    def __init__(self, process: trio.Process, what: str) -> None:
-        self.process = process
-        self.what = what
-        self.lines: list[str] = []
-        self._changed = trio.Event()
-        self._closed = False
-
-    async def wait_for_line(self, pattern: str) -> re.Match[str]:
-        """The first line matching ``pattern``; AvahiError if the process exits first.
-
-        No deadline of its own: callers hold one (``trio.fail_after``).
-        """
-        regex = re.compile(pattern)
-        index = 0
-        while True:
-            while index < len(self.lines):
-                match = regex.search(self.lines[index])
-                index += 1
-                if match:
-                    return match
-            await self._next_output()
-
-    async def wait_until(self, done: Callable[[list[str]], bool]) -> None:
-        """Wait until ``done(lines)`` holds (re-checked after each chunk of output).
-
-        Raises AvahiError if the process exits first; no deadline of its own.
-        """
-        while not done(self.lines):
-            await self._next_output()
-
-    async def _next_output(self) -> None:
-        if self._closed:
-            await self.process.wait()
-            raise self.error(f"exited (status {self.process.returncode}) too early")
-        await self._changed.wait()
-
-    def error(self, what: str) -> AvahiError:
-        output = "\n".join(self.lines)
-        return AvahiError(f"{self.what} {what}; its output:\n{output}")
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after ``STOP_TIMEOUT`` s; returns once it has exited."""
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(STOP_TIMEOUT):
-                await self.process.wait()
-                return
-            self.process.kill()
-        await self.process.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def read_output(self) -> None:
-        stream = self.process.stdout
-        assert stream is not None
-        pending = b""
-        try:
-            async with stream:
-                while data := await stream.receive_some():
-                    *complete, pending = (pending + data).split(b"\n")
-                    self.lines.extend(line.decode("utf-8", "replace") for line in complete)
-                    if complete:
-                        self._notify()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            if pending:
-                self.lines.append(pending.decode("utf-8", "replace"))
-            self._closed = True
-            self._notify()
-
-
-@asynccontextmanager
-async def _child(argv: Sequence[str], env: Mapping[str, str], what: str) -> AsyncIterator[_Child]:
-    """Run ``argv`` for the duration of the block; it is stopped (and reaped) on exit."""
-    process = await trio.lowlevel.open_process(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(env),
-    )
-    child = _Child(process, what)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child.read_output)
-            try:
-                yield child
-            finally:
-                with trio.CancelScope(shield=True):
-                    await child.stop()
-    except BaseExceptionGroup as group:
-        # The reader never raises, so a group holds what the block raised: pass that on.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-    finally:
-        if process.returncode is None:  # only if stop() itself was interrupted
-            process.kill()
-
-
 class AvahiDaemon:
     """A running private avahi-daemon; ``browse`` asks it what it hears."""
 
-    def __init__(self, exec_prefix: Sequence[str], env: Mapping[str, str], daemon: _Child):
+    def __init__(self, exec_prefix: Sequence[str], env: Mapping[str, str], daemon: Proc):
         self.exec_prefix = list(exec_prefix)
         #: The environment that points D-Bus clients at the private bus.
         self.env = dict(env)
@@ -266,30 +150,24 @@ class AvahiDaemon:
 
         No deadline of its own: the caller holds one (``trio.fail_after``), and on a
         timeout finds what avahi-browse wrote so far in ``browse_output``.
-        Raises ``AvahiError`` if avahi-browse exits first (say, it finds no daemon).
+        Raises ``ProcessError`` if avahi-browse exits first (say, it finds no daemon).
         """
         wanted = set(instances)
-        argv = [*self.exec_prefix, "avahi-browse", "--resolve", "--parsable",
-                "--no-db-lookup", service_type]
-        async with _child(argv, self.env, "avahi-browse") as browser:
+        argv = ["avahi-browse", "--resolve", "--parsable", "--no-db-lookup", service_type]
+        async with running(argv, prefix=self.exec_prefix, env=self.env, name="avahi-browse",
+                           watch="both", bounded=False) as browser:
             self.browse_output = browser.lines
             try:
-                await browser.wait_until(lambda lines: wanted <= _resolved(lines).keys())
-            except AvahiError as exc:
-                raise AvahiError(f"{exc}\navahi-daemon's output:\n{self.log}") from None
+                await browser.wait_until(lambda lines: wanted <= _resolved(lines).keys(),
+                                         f"resolved {sorted(wanted)}")
+            except ProcessError as exc:
+                raise ProcessError(f"{exc}\navahi-daemon's output:\n{self.log}") from None
             return _resolved(browser.lines)
 
 
 def _resolved(lines: list[str]) -> BrowsedServices:
     services = (parse_browse_line(line) for line in lines)
     return {s.instance: s for s in services if s is not None}
-
-
-async def _ready(child: _Child, pattern: str) -> None:
-    with trio.move_on_after(START_TIMEOUT):
-        await child.wait_for_line(pattern)
-        return
-    raise child.error(f"did not write a line matching {pattern!r} within {START_TIMEOUT:g} s")
 
 
 @asynccontextmanager
@@ -313,19 +191,17 @@ async def avahi_daemon(
         env["DBUS_SYSTEM_BUS_ADDRESS"] = f"unix:path={bus_socket}"
         prefix = list(exec_prefix)
         async with AsyncExitStack() as stack:
-            bus = await stack.enter_async_context(_child(
-                [*prefix, "dbus-daemon", f"--config-file={bus_config}", "--nofork",
-                 "--nopidfile", "--nosyslog", "--print-address=1"],
-                env,
-                "dbus-daemon",
+            await stack.enter_async_context(running(
+                ["dbus-daemon", f"--config-file={bus_config}", "--nofork", "--nopidfile",
+                 "--nosyslog", "--print-address=1"],
+                prefix=prefix, env=env, name="dbus-daemon", watch="both",
+                ready=rf"^unix:path={re.escape(str(bus_socket))}",
             ))
-            await _ready(bus, rf"^unix:path={re.escape(str(bus_socket))}")
-            daemon = await stack.enter_async_context(_child(
-                [*prefix, "unshare", "--mount", "sh", "-c", _AVAHI_SHELL, "sh",
-                 "avahi-daemon", "--file", str(avahi_config), "--no-drop-root",
-                 "--no-chroot", "--no-rlimits", "--no-proc-title"],
-                env,
-                "avahi-daemon",
+            daemon = await stack.enter_async_context(running(
+                ["unshare", "--mount", "sh", "-c", _AVAHI_SHELL, "sh", "avahi-daemon",
+                 "--file", str(avahi_config), "--no-drop-root", "--no-chroot", "--no-rlimits",
+                 "--no-proc-title"],
+                prefix=prefix, env=env, name="avahi-daemon", watch="both",
+                ready=r"^Server startup complete\.",
             ))
-            await _ready(daemon, r"^Server startup complete\.")
             yield AvahiDaemon(prefix, env, daemon)
