@@ -14,7 +14,7 @@ able to follow tens of thousands of events), and connection changes are the
 nodes' own log lines ("connected to", "disconnected from"). Nothing sleeps:
 even dave's pause lasts exactly until every other node's watchdog has dropped him.
 
-What "converged" means here (``check_converged``): every node's
+What "converged" means here (``Cluster.check_converged``): every node's
 ``kith log lab --all --json`` lists the same event ids in the same order, that
 order is the documented total order, no id appears twice, each author's seqs
 are 1..n without a hole, and the messages are exactly the ones sent: each
@@ -117,13 +117,17 @@ class Cluster:
     def running(self) -> list[Member]:
         return [m for m in self.members if m.node is not None]
 
+    def marks(self, members: Sequence[Member] | None = None) -> dict[str, int]:
+        """Where each running member's log is now (``Proc.mark``), by name."""
+        return {m.name: m.proc.mark() for m in (self.running() if members is None else members)}
+
     # -- nodes --
 
     async def start(self, member: Member) -> Proc:
         """Run ``member`` (dialling every member before it) until it is connected to all."""
         dial = [m for m in self.members if m.index < member.index]
         args = run_args(self.lab, member.index, member.name, [m.index for m in dial])
-        marks = {m.name: m.proc.mark() for m in self.running()}
+        marks = self.marks()
         member.stop_requested, member.stopped = trio.Event(), trio.Event()
         node: Proc = await self.nursery.start(self._run, member, args)
         with deadline(SETUP_BOUND, f"{member.name} up and connected", self.nodes):
@@ -167,9 +171,13 @@ class Cluster:
         return status
 
     async def stop_all(self) -> None:
+        """Stop every running member, which must exit cleanly; check every run's log."""
         for member in reversed(self.running()):
             status = await self.stop(member)
             assert status == 0, f"{member.name} exited with {status}:\n{member.runs[-1].log}"
+        for node in self.nodes:
+            for bad in ("Traceback", "equivocation", "rejected event", "cannot decrypt"):
+                assert bad not in node.log, f"{node.name}: {bad!r} in its log:\n{node.log}"
 
     # -- the group --
 
@@ -250,62 +258,67 @@ class Cluster:
                 nursery.start_soon(one, i, member)
         return results
 
-    async def check_no_gaps(self) -> None:
-        for member in self.running():
+    async def check_converged(self, *, big: bool = False) -> list[list[Event]]:
+        """Every running member converged; their ``kith log lab --all --json``.
+
+        Nobody waits for a missing event; every log is the same, in the total order,
+        without duplicates or holes; every message sent is there exactly once,
+        decrypted. ``big`` as for ``logs``.
+        """
+        members = self.running()
+        for member in members:
             [group] = await lab_json(member.data, "group", "list")
             assert (group["missing"], group["waiting"]) == ({}, 0), (member.name, group)
-
-    def check_logs_clean(self) -> None:
-        for node in self.nodes:
-            for bad in ("Traceback", "equivocation", "rejected event", "cannot decrypt"):
-                assert bad not in node.log, f"{node.name}: {bad!r} in its log:\n{node.log}"
+        logs = await self.logs(big=big)
+        reference = [e["id"] for e in logs[0]]
+        for member, log in zip(members, logs, strict=True):
+            ids = [e["id"] for e in log]
+            assert len(ids) == len(set(ids)), f"{member.name}: an event appears twice"
+            assert ids == reference, f"{member.name}'s log differs from {members[0].name}'s"
+            assert log == sorted(log, key=order_key), f"{member.name}: not in the total order"
+            seqs: dict[str, list[int]] = {}
+            for event in log:
+                seqs.setdefault(event["author"], []).append(event["seq"])
+            for author, numbers in seqs.items():
+                assert sorted(numbers) == list(range(1, len(numbers) + 1)), (
+                    f"{member.name}: {author[:8]}'s seqs have a hole or a repeat"
+                )
+            messages = [e for e in log if e["kind"] == "message"]
+            assert all(e["decrypted"] for e in messages), f"{member.name}: undecrypted messages"
+            shown = Counter((e["author"], e["text"]) for e in messages)
+            assert shown == self.sent, (
+                f"{member.name}: missing {sorted((self.sent - shown).elements())[:10]}, "
+                f"unexpected {sorted((shown - self.sent).elements())[:10]}"
+            )
+        return logs
 
 
 @asynccontextmanager
-async def cluster(lab: NetnsLab, tmp: Path) -> AsyncIterator[Cluster]:
-    """A ``Cluster`` whose node runs and followers end with the block."""
-    try:
-        async with trio.open_nursery() as nursery:
-            yield Cluster(lab, tmp, nursery)
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The background tasks do not raise, so a group holds what the block raised.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+async def founded(tmp: Path, first_words: str) -> AsyncIterator[Cluster]:
+    """Every scenario's start: a lab of four hosts with a node each, connected; alice's
+    group with all four in it, and one message from each (``first_words``).
+
+    The node runs and log followers end with the block, and the lab with them.
+    """
+    require_netns()
+    with NetnsLab(len(NAMES)) as lab:
+        try:
+            async with trio.open_nursery() as nursery:
+                c = Cluster(lab, tmp, nursery)
+                await c.found_group()
+                await c.everyone_says(first_words)
+                yield c
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The background tasks do not raise, so a group holds what the block raised.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
 
 def order_key(event: Event) -> tuple[int, bytes, int]:
     """The documented total order: (lamport, author bytes, seq)."""
     return (event["lamport"], bytes(parse_peer_id(event["author"])), event["seq"])
-
-
-def check_converged(
-    members: Sequence[Member], logs: Sequence[list[Event]], sent: Counter[tuple[str, str]]
-) -> list[str]:
-    """Every log is the same, in the total order, without duplicates or holes; every
-    message sent is there exactly once, decrypted. Returns the common list of ids."""
-    reference = [e["id"] for e in logs[0]]
-    for member, log in zip(members, logs, strict=True):
-        ids = [e["id"] for e in log]
-        assert len(ids) == len(set(ids)), f"{member.name}: an event appears twice"
-        assert ids == reference, f"{member.name}'s log differs from {members[0].name}'s"
-        assert log == sorted(log, key=order_key), f"{member.name}: not in the total order"
-        seqs: dict[str, list[int]] = {}
-        for event in log:
-            seqs.setdefault(event["author"], []).append(event["seq"])
-        for author, numbers in seqs.items():
-            assert sorted(numbers) == list(range(1, len(numbers) + 1)), (
-                f"{member.name}: {author[:8]}'s seqs have a hole or a repeat"
-            )
-        messages = [e for e in log if e["kind"] == "message"]
-        assert all(e["decrypted"] for e in messages), f"{member.name}: undecrypted messages"
-        shown = Counter((e["author"], e["text"]) for e in messages)
-        assert shown == sent, (
-            f"{member.name}: missing {sorted((sent - shown).elements())[:10]}, "
-            f"unexpected {sorted((shown - sent).elements())[:10]}"
-        )
-    return reference
 
 
 def dropped_silent(others: Sequence[Member]) -> list[str]:
@@ -319,67 +332,60 @@ def dropped_silent(others: Sequence[Member]) -> list[str]:
 async def test_two_halves_keep_talking_and_converge_after_the_partition_heals(
     tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    require_netns()
-    with NetnsLab(4) as lab:
-        async with cluster(lab, tmp) as c:
-            await c.found_group()
-            alice, bob, carol, dave = c.members
-            halves = ((alice, bob), (carol, dave))
-            await c.everyone_says("before the cut")
+    async with founded(tmp, "before the cut") as c:
+        alice, bob, carol, dave = c.members
+        halves = ((alice, bob), (carol, dave))
 
-            marks = {m.name: m.proc.mark() for m in c.members}
-            cut = trio.current_time()
-            async with partitioned(lab, (1, 2), (3, 4)):
-                # Straight into the silence: the channels across still look alive, so
-                # these go into connections whose packets now vanish.
-                for member in c.members:
-                    await c.send(member, f"{member.name} into the cut", count=3)
-                with deadline(DEAD_BOUND, "the channels across the cut dropped", c.nodes):
-                    for half, far in (halves, halves[::-1]):
-                        for member in half:
-                            for pattern in dropped_silent(far):
-                                await member.proc.wait_for_line(pattern, after=marks[member.name])
-                dropped = trio.current_time() - cut
-                # Each half knows it is alone now, and keeps talking.
-                for member in c.members:
-                    await c.send(member, f"{member.name} while apart", count=3)
-                with deadline(SETUP_BOUND, "each half has its own messages", c.nodes):
-                    for half in halves:
-                        mine = Counter({k: n for k, n in c.sent.items()
-                                        if k[0] in {m.peer_id for m in half}})
-                        for member in half:
-                            await c.wait_for_sent(member, mine)
+        marks = c.marks()
+        cut = trio.current_time()
+        async with partitioned(c.lab, (1, 2), (3, 4)):
+            # Straight into the silence: the channels across still look alive, so
+            # these go into connections whose packets now vanish.
+            for member in c.members:
+                await c.send(member, f"{member.name} into the cut", count=3)
+            with deadline(DEAD_BOUND, "the channels across the cut dropped", c.nodes):
                 for half, far in (halves, halves[::-1]):
-                    theirs = {o.peer_id for o in far}
                     for member in half:
-                        seen = c.followers[member.name].events.values()
-                        leaked = [e["text"] for e in seen if e["kind"] == "message"
-                                  and e["author"] in theirs and "before the cut" not in e["text"]]
-                        assert not leaked, f"{member.name} heard across the cut: {leaked}"
+                        for pattern in dropped_silent(far):
+                            await member.proc.wait_for_line(pattern, after=marks[member.name])
+            dropped = trio.current_time() - cut
+            # Each half knows it is alone now, and keeps talking.
+            for member in c.members:
+                await c.send(member, f"{member.name} while apart", count=3)
+            with deadline(SETUP_BOUND, "each half has its own messages", c.nodes):
                 for half in halves:
+                    mine = Counter({k: n for k, n in c.sent.items()
+                                    if k[0] in {m.peer_id for m in half}})
                     for member in half:
-                        assert c.followers[member.name].count("message") == 4 + 12
+                        await c.wait_for_sent(member, mine)
+            for half, far in (halves, halves[::-1]):
+                theirs = {o.peer_id for o in far}
+                for member in half:
+                    seen = c.followers[member.name].events.values()
+                    leaked = [e["text"] for e in seen if e["kind"] == "message"
+                              and e["author"] in theirs and "before the cut" not in e["text"]]
+                    assert not leaked, f"{member.name} heard across the cut: {leaked}"
+            for half in halves:
+                for member in half:
+                    assert c.followers[member.name].count("message") == 4 + 12
 
-            # Healed: the far side redials (backoff) and sync fills both halves in.
-            healed = trio.current_time()
-            marks = {m.name: m.proc.mark() for m in c.members}
-            with deadline(HEAL_BOUND, "everyone converged after the heal", c.nodes):
-                for member in c.members:
-                    await c.wait_for_sent(member)
-                took = trio.current_time() - healed
-                # One link across is enough to converge; all four come back in time.
-                for member in (carol, dave):  # they dial alice and bob
-                    for other in (alice, bob):
-                        await member.proc.wait_for_line(
-                            rf"connected to {other.short} \({other.name}\) at ",
-                            after=marks[member.name],
-                        )
-            await c.check_no_gaps()
-            logs = await c.logs()
-            check_converged(c.members, logs, c.sent)
-            assert sum(c.sent.values()) == 4 + 24
-            await c.stop_all()
-        c.check_logs_clean()
+        # Healed: the far side redials (backoff) and sync fills both halves in.
+        healed = trio.current_time()
+        marks = c.marks()
+        with deadline(HEAL_BOUND, "everyone converged after the heal", c.nodes):
+            for member in c.members:
+                await c.wait_for_sent(member)
+            took = trio.current_time() - healed
+            # One link across is enough to converge; all four come back in time.
+            for member in (carol, dave):  # they dial alice and bob
+                for other in (alice, bob):
+                    await member.proc.wait_for_line(
+                        rf"connected to {other.short} \({other.name}\) at ",
+                        after=marks[member.name],
+                    )
+        await c.check_converged()
+        assert sum(c.sent.values()) == 4 + 24
+        await c.stop_all()
     with capsys.disabled():
         print(f"\npartition: the far side was dropped {dropped:.1f} s after the cut; "
               f"everyone converged {took:.1f} s after the heal")
@@ -394,81 +400,74 @@ KILL_AFTER = 100  # kill once this many burst messages are on disk
 async def test_a_node_killed_mid_burst_restarts_without_losing_or_repeating_anything(
     tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    require_netns()
-    with NetnsLab(4) as lab:
-        async with cluster(lab, tmp) as c:
-            await c.found_group()
-            alice, bob, carol, dave = c.members
-            others = [alice, bob, carol]
-            await c.everyone_says("warming up")
-            before = count_messages(dave.data, dave.key)
-            assert before == 1
+    async with founded(tmp, "warming up") as c:
+        alice, bob, carol, dave = c.members
+        others = [alice, bob, carol]
+        before = count_messages(dave.data, dave.key)
+        assert before == 1
 
-            # Dave writes a burst in one request while the others chat; dave is killed
-            # once part of the burst is on his disk, in the middle of the request.
-            killed = trio.Event()
-            burst: list[Any] = []
-            chatted: dict[str, int] = {}  # messages each other member sent before the kill
+        # Dave writes a burst in one request while the others chat; dave is killed
+        # once part of the burst is on his disk, in the middle of the request.
+        killed = trio.Event()
+        burst: list[Any] = []
+        chatted: dict[str, int] = {}  # messages each other member sent before the kill
 
-            async def chat(member: Member) -> None:
-                i = 0
-                while not killed.is_set():
-                    i += 1
-                    await c.send(member, f"{member.name} chatting {i}")
-                chatted[member.name] = i
-                for j in range(1, 3):  # and a little more while dave is down
-                    await c.send(member, f"{member.name} while dave is down {j}")
+        async def chat(member: Member) -> None:
+            i = 0
+            while not killed.is_set():
+                i += 1
+                await c.send(member, f"{member.name} chatting {i}")
+            chatted[member.name] = i
+            for j in range(1, 3):  # and a little more while dave is down
+                await c.send(member, f"{member.name} while dave is down {j}")
 
-            async def write_burst() -> None:
-                with trio.fail_after(CLI_LIMIT):
-                    burst.append(await kith_cli(dave.data, "send", GROUP, "dave", "burst",
-                                                "--count", str(BURST), "--json", bounded=False))
+        async def write_burst() -> None:
+            with trio.fail_after(CLI_LIMIT):
+                burst.append(await kith_cli(dave.data, "send", GROUP, "dave", "burst",
+                                            "--count", str(BURST), "--json", bounded=False))
 
-            with DirectoryWatch(dave.data) as watch:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(write_burst)
-                    for member in others:
-                        nursery.start_soon(chat, member)
-                    with deadline(SETUP_BOUND, "dave's burst under way", c.nodes):
-                        while count_messages(dave.data, dave.key) < before + KILL_AFTER:
-                            await watch.changed()
-                    status = await c.stop(dave, kill=True)
-                    killed.set()
-            assert status == -signal.SIGKILL
-            [interrupted] = burst
-            assert interrupted.returncode != 0 and interrupted.stdout == b"", interrupted
-            assert b"closed the control connection" in interrupted.stderr, interrupted.stderr
+        with DirectoryWatch(dave.data) as watch:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write_burst)
+                for member in others:
+                    nursery.start_soon(chat, member)
+                with deadline(SETUP_BOUND, "dave's burst under way", c.nodes):
+                    while count_messages(dave.data, dave.key) < before + KILL_AFTER:
+                        await watch.changed()
+                status = await c.stop(dave, kill=True)
+                killed.set()
+        assert status == -signal.SIGKILL
+        [interrupted] = burst
+        assert interrupted.returncode != 0 and interrupted.stdout == b"", interrupted
+        assert b"closed the control connection" in interrupted.stderr, interrupted.stderr
 
-            # What dave had stored when he died, and what the others had from him.
-            stored = stored_events(dave.data)
-            stored_ids = {e.id for e in stored}
-            written = sorted(e.seq for e in stored if e.author == dave.key
-                             and e.kind is Kind.MESSAGE)
-            burst_count = len(written) - before
-            assert KILL_AFTER <= burst_count < BURST, burst_count
-            c.sent.update((dave.peer_id, f"dave burst #{i}") for i in range(1, burst_count + 1))
-            acked_by_dave: set[str] = set()
-            for log in await c.logs():
-                acked_by_dave |= {e["id"] for e in log if e["mine"]
-                                  and dave.peer_id in e["delivered_to"]}
-            assert acked_by_dave, "dave acknowledged nothing before the burst?"
-            lost = acked_by_dave - stored_ids
-            assert not lost, f"dave acknowledged {len(lost)} event(s) he had not stored"
+        # What dave had stored when he died, and what the others had from him.
+        stored = stored_events(dave.data)
+        stored_ids = {e.id for e in stored}
+        written = sorted(e.seq for e in stored if e.author == dave.key
+                         and e.kind is Kind.MESSAGE)
+        burst_count = len(written) - before
+        assert KILL_AFTER <= burst_count < BURST, burst_count
+        c.sent.update((dave.peer_id, f"dave burst #{i}") for i in range(1, burst_count + 1))
+        acked_by_dave: set[str] = set()
+        for log in await c.logs():
+            acked_by_dave |= {e["id"] for e in log if e["mine"]
+                              and dave.peer_id in e["delivered_to"]}
+        assert acked_by_dave, "dave acknowledged nothing before the burst?"
+        lost = acked_by_dave - stored_ids
+        assert not lost, f"dave acknowledged {len(lost)} event(s) he had not stored"
 
-            # Back with the same data directory: he catches up, the others get his burst.
-            await c.start(dave)
-            await c.follow(dave)
-            await c.send(dave, "dave is back", count=3)
-            with deadline(HEAL_BOUND, "everyone converged after dave's restart", c.nodes):
-                for member in c.members:
-                    await c.wait_for_sent(member)
-            await c.check_no_gaps()
-            logs = await c.logs()
-            ids = check_converged(c.members, logs, c.sent)
-            missing = stored_ids - set(ids)
-            assert not missing, f"{len(missing)} event(s) dave had stored are gone"
-            await c.stop_all()
-        c.check_logs_clean()
+        # Back with the same data directory: he catches up, the others get his burst.
+        await c.start(dave)
+        await c.follow(dave)
+        await c.send(dave, "dave is back", count=3)
+        with deadline(HEAL_BOUND, "everyone converged after dave's restart", c.nodes):
+            for member in c.members:
+                await c.wait_for_sent(member)
+        ids = [e["id"] for e in (await c.check_converged())[0]]
+        missing = stored_ids - set(ids)
+        assert not missing, f"{len(missing)} event(s) dave had stored are gone"
+        await c.stop_all()
     # Dave never used a sender-chain step twice: (epoch, chain index) is unique.
     for member in c.members:
         events = stored_events(member.data)
@@ -487,54 +486,47 @@ async def test_a_node_killed_mid_burst_restarts_without_losing_or_repeating_anyt
 async def test_a_paused_node_catches_up_without_a_restart(
     tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    require_netns()
-    with NetnsLab(4) as lab:
-        async with cluster(lab, tmp) as c:
-            await c.found_group()
-            alice, bob, carol, dave = c.members
-            others = [alice, bob, carol]
-            await c.everyone_says("before the pause")
-            node = dave.proc
+    async with founded(tmp, "before the pause") as c:
+        alice, bob, carol, dave = c.members
+        others = [alice, bob, carol]
+        node = dave.proc
 
-            marks = {m.name: m.proc.mark() for m in c.members}
-            paused = trio.current_time()
-            node.send_signal(signal.SIGSTOP)
-            try:
-                for member in others:  # while the others still think dave is there
-                    await c.send(member, f"{member.name} while dave sleeps", count=5)
-                # Paused until every other node's watchdog has given up on dave.
-                with deadline(DEAD_BOUND, "the others dropped the paused dave", c.nodes):
-                    for member in others:
-                        for pattern in dropped_silent([dave]):
-                            await member.proc.wait_for_line(pattern, after=marks[member.name])
-                for member in others:  # now to each other only
-                    await c.send(member, f"{member.name} after dropping dave", count=5)
-                with deadline(SETUP_BOUND, "the others have each other's messages", c.nodes):
-                    for member in others:
-                        await c.wait_for_sent(member)
-            finally:
-                node.send_signal(signal.SIGCONT)
-            pause = trio.current_time() - paused
-            resumed = trio.current_time()
-
-            with deadline(HEAL_BOUND, "dave caught up after SIGCONT", c.nodes):
-                await c.wait_for_sent(dave)
-                took = trio.current_time() - resumed
-                await c.send(dave, "dave woke up", count=2)
-                for member in c.members:
+        marks = c.marks()
+        paused = trio.current_time()
+        node.send_signal(signal.SIGSTOP)
+        try:
+            for member in others:  # while the others still think dave is there
+                await c.send(member, f"{member.name} while dave sleeps", count=5)
+            # Paused until every other node's watchdog has given up on dave.
+            with deadline(DEAD_BOUND, "the others dropped the paused dave", c.nodes):
+                for member in others:
+                    for pattern in dropped_silent([dave]):
+                        await member.proc.wait_for_line(pattern, after=marks[member.name])
+            for member in others:  # now to each other only
+                await c.send(member, f"{member.name} after dropping dave", count=5)
+            with deadline(SETUP_BOUND, "the others have each other's messages", c.nodes):
+                for member in others:
                     await c.wait_for_sent(member)
-            assert dave.proc is node and node.returncode is None, "dave was restarted?"
-            for other in others:  # he found out and redialled, without a restart
-                assert node.lines_matching(rf"disconnected from {other.short} ",
-                                           after=marks["dave"]), node.log
-                assert node.lines_matching(rf"connected to {other.short} \({other.name}\) at ",
-                                           after=marks["dave"]), node.log
-            await c.check_no_gaps()
-            logs = await c.logs()
-            check_converged(c.members, logs, c.sent)
-            assert sum(c.sent.values()) == 4 + 30 + 2
-            await c.stop_all()
-        c.check_logs_clean()
+        finally:
+            node.send_signal(signal.SIGCONT)
+        pause = trio.current_time() - paused
+        resumed = trio.current_time()
+
+        with deadline(HEAL_BOUND, "dave caught up after SIGCONT", c.nodes):
+            await c.wait_for_sent(dave)
+            took = trio.current_time() - resumed
+            await c.send(dave, "dave woke up", count=2)
+            for member in c.members:
+                await c.wait_for_sent(member)
+        assert dave.proc is node and node.returncode is None, "dave was restarted?"
+        for other in others:  # he found out and redialled, without a restart
+            assert node.lines_matching(rf"disconnected from {other.short} ",
+                                       after=marks["dave"]), node.log
+            assert node.lines_matching(rf"connected to {other.short} \({other.name}\) at ",
+                                       after=marks["dave"]), node.log
+        await c.check_converged()
+        assert sum(c.sent.values()) == 4 + 30 + 2
+        await c.stop_all()
     with capsys.disabled():
         print(f"\npause: dave was stopped {pause:.1f} s; he had everything {took:.1f} s "
               f"after SIGCONT")
@@ -551,55 +543,48 @@ CHUNK = 2_000
 async def test_a_node_that_missed_20000_events_catches_up(
     tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    require_netns()
-    with NetnsLab(4) as lab:
-        async with cluster(lab, tmp) as c:
-            await c.found_group()
-            alice, bob, carol, dave = c.members
-            others = [alice, bob, carol]
-            await c.everyone_says("before dave leaves")
-            marks = {m.name: m.proc.mark() for m in others}
-            assert await c.stop(dave) == 0
-            with deadline(SETUP_BOUND, "the others saw dave leave", c.nodes):
-                for member in others:
-                    await member.proc.wait_for_line(rf"disconnected from {dave.short} \(dave\): "
-                                                    r"peer left \(node shutting down\)$",
-                                                    after=marks[member.name])
+    async with founded(tmp, "before dave leaves") as c:
+        alice, bob, carol, dave = c.members
+        others = [alice, bob, carol]
+        marks = c.marks(others)
+        assert await c.stop(dave) == 0
+        with deadline(SETUP_BOUND, "the others saw dave leave", c.nodes):
+            for member in others:
+                await member.proc.wait_for_line(rf"disconnected from {dave.short} \(dave\): "
+                                                r"peer left \(node shutting down\)$",
+                                                after=marks[member.name])
 
-            started = trio.current_time()
+        started = trio.current_time()
 
-            async def write(member: Member) -> None:
-                for part in range(1, BULK // CHUNK + 1):
-                    await c.send(member, f"{member.name} bulk {part}", CHUNK)
+        async def write(member: Member) -> None:
+            for part in range(1, BULK // CHUNK + 1):
+                await c.send(member, f"{member.name} bulk {part}", CHUNK)
 
-            with deadline(CATCH_UP_BOUND, "alice and bob wrote 10,000 messages each", c.nodes):
-                async with trio.open_nursery() as nursery:
-                    for member in (alice, bob):
-                        nursery.start_soon(write, member)
-            written = trio.current_time() - started
-            with deadline(CATCH_UP_BOUND, "alice, bob and carol have all 20,000", c.nodes):
-                for member in others:
-                    await c.wait_for_sent(member)
-            spread = trio.current_time() - started
-            total = sum(c.sent.values())
-            assert total == 4 + 2 * BULK
+        with deadline(CATCH_UP_BOUND, "alice and bob wrote 10,000 messages each", c.nodes):
+            async with trio.open_nursery() as nursery:
+                for member in (alice, bob):
+                    nursery.start_soon(write, member)
+        written = trio.current_time() - started
+        with deadline(CATCH_UP_BOUND, "alice, bob and carol have all 20,000", c.nodes):
+            for member in others:
+                await c.wait_for_sent(member)
+        spread = trio.current_time() - started
+        total = sum(c.sent.values())
+        assert total == 4 + 2 * BULK
 
-            restarted = trio.current_time()
-            await c.start(dave)
-            connected = trio.current_time() - restarted
-            follower = await c.follow(dave)
-            with deadline(CATCH_UP_BOUND, "dave caught up on 20,000 messages", c.nodes):
-                await c.wait_for_sent(dave)
-            catch_up = trio.current_time() - restarted
-            await c.check_no_gaps()
-            logs = await c.logs(big=True)
-            check_converged(c.members, logs, c.sent)
-            assert sum(e["kind"] == "message" for e in logs[3]) == total
-            sync_sent = rf"sync: sent (\d+) event\(s\) of group {GROUP} to {dave.short}$"
-            relayed = sum(int(match[1]) for m in others for line in m.proc.lines
-                          if (match := re.search(sync_sent, line)))
-            await c.stop_all()
-        c.check_logs_clean()
+        restarted = trio.current_time()
+        await c.start(dave)
+        connected = trio.current_time() - restarted
+        follower = await c.follow(dave)
+        with deadline(CATCH_UP_BOUND, "dave caught up on 20,000 messages", c.nodes):
+            await c.wait_for_sent(dave)
+        catch_up = trio.current_time() - restarted
+        logs = await c.check_converged(big=True)
+        assert sum(e["kind"] == "message" for e in logs[3]) == total
+        sync_sent = rf"sync: sent (\d+) event\(s\) of group {GROUP} to {dave.short}$"
+        relayed = sum(int(match[1]) for m in others for line in m.proc.lines
+                      if (match := re.search(sync_sent, line)))
+        await c.stop_all()
     report = (
         f"\n20,000-event catch-up: alice and bob wrote 2 x {BULK} messages in {written:.1f} s "
         f"(send --count {CHUNK} requests); "
