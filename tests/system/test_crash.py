@@ -16,7 +16,7 @@ import os
 import random
 import signal
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -33,7 +33,7 @@ BURST = 40
 
 
 @asynccontextmanager
-async def victim(data: Path, alice: Member) -> Iterator[Member]:  # type: ignore[misc]
+async def victim(data: Path, alice: Member) -> AsyncIterator[Member]:
     async with kith_process(data, "run", *LOOPBACK, "--name", "bob",
                             "--peer", alice.address) as proc:
         listening = await proc.wait_for_line(LISTENING)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -32,15 +31,7 @@ import pytest
 import trio
 
 from node.ids import parse_peer_id
-from tests.lab.procs import (
-    STOP_TIMEOUT,
-    Proc,
-    kith_cli,
-    kith_command,
-    kith_env,
-    kith_json,
-    kith_process,
-)
+from tests.lab.procs import Proc, kith_cli, kith_json, kith_process
 
 pytestmark = pytest.mark.system
 
@@ -126,13 +117,21 @@ async def start_mesh(stack: AsyncExitStack, tmp: Path, names: Sequence[str]) -> 
 class Follower:
     """The events ``kith log GROUP --follow --json`` printed so far, one per line."""
 
-    def __init__(self, member: Member, process: trio.Process) -> None:
+    def __init__(self, member: Member, proc: Proc) -> None:
         self.member = member
-        self.process = process
-        self.events: list[Event] = []
-        self.stderr = bytearray()
-        self.closed = False
-        self._changed = trio.Event()
+        self.proc = proc
+        self._events: list[Event] = []
+        self._parsed = 0  # how many of the process's lines are in _events
+
+    @property
+    def events(self) -> list[Event]:
+        lines = self.proc.lines
+        while self._parsed < len(lines):
+            line = lines[self._parsed]
+            self._parsed += 1
+            if line.strip():
+                self._events.append(json.loads(line))
+        return self._events
 
     def ids(self, kind: str | None = None) -> list[str]:
         return [e["id"] for e in self.events if kind is None or e["kind"] == kind]
@@ -141,15 +140,7 @@ class Follower:
         """Wait (at most ``EVENT_TIMEOUT`` s) until ``predicate(events)`` holds."""
         try:
             with trio.fail_after(EVENT_TIMEOUT):
-                while not predicate(self.events):
-                    if self.closed:
-                        await self.process.wait()
-                        raise AssertionError(
-                            f"{self.member.name}: log --follow exited "
-                            f"(status {self.process.returncode}) before {what}: "
-                            f"{self.stderr.decode()}"
-                        )
-                    await self._changed.wait()
+                await self.proc.wait_until(lambda _: predicate(self.events), what)
         except trio.TooSlowError:
             shown = [(e["kind"], e["author_name"], e["text"]) for e in self.events]
             raise AssertionError(
@@ -166,55 +157,13 @@ class Follower:
             lambda events: sum(e["kind"] == kind for e in events) >= count, f"{count} {kind}"
         )
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        pending = b""
-        async with self.process.stdout as stream:
-            while data := await stream.receive_some():
-                *lines, pending = (pending + data).split(b"\n")
-                self.events.extend(json.loads(line) for line in lines if line.strip())
-                self._notify()
-        self.closed = True
-        self._notify()
-
-    async def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        async with self.process.stderr as stream:
-            while data := await stream.receive_some():
-                self.stderr += data
-
 
 @asynccontextmanager
 async def following(member: Member, group: str) -> AsyncIterator[Follower]:
     """Run ``kith log GROUP --follow --json`` on ``member`` for the block."""
-    process = await trio.lowlevel.open_process(
-        kith_command(member.data, "log", group, "--follow", "--json"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=kith_env(),
-    )
-    follower = Follower(member, process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(follower._read_stdout)
-            nursery.start_soon(follower._read_stderr)
-            try:
-                yield follower
-            finally:
-                with trio.CancelScope(shield=True):
-                    process.terminate()  # the readers then see the pipes close
-                    with trio.move_on_after(STOP_TIMEOUT):
-                        await process.wait()
-                    if process.returncode is None:
-                        process.kill()
-    finally:
-        if process.returncode is None:  # only if the readers failed first
-            process.kill()
+    async with kith_process(member.data, "log", group, "--follow", "--json", watch="stdout",
+                            name=f"{member.name}'s log --follow", bounded=False) as proc:
+        yield Follower(member, proc)
 
 
 async def follow_all(
