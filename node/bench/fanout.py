@@ -41,17 +41,14 @@ we measure the burst, not the drop-and-redial path (docs/research.md).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,7 +57,26 @@ import trio
 
 from node.api.python import open_node
 from node.bench import report
-from node.errors import KithError
+from node.bench.harness import (
+    METRICS,
+    PER_DELIVERY,
+    SETUP_TIMEOUT,
+    BenchError,
+    Params,
+    Receivers,
+    RssSampler,
+    Run,
+    bench_error,
+    emit,
+    message_index,
+    message_text,
+    peak_rss_mb,
+    percentile,
+    positive_ints,
+    queue_size,
+    receiver_processes,
+    until_stdin_closed,
+)
 from node.group.bodies import MAX_TEXT
 from node.group.events import Event, Kind
 from node.ids import parse_peer_id
@@ -72,129 +88,19 @@ DEFAULT_MODES = ("raw", "pairwise", "sender-keys")
 ALIASES = {"private": "sender-keys", "sender_keys": "sender-keys", "floodsub": "libp2p"}
 GROUP_MODE = {"pairwise": "pairwise", "sender-keys": "private"}
 WARMUP = "warmup"
-#: Seconds allowed for starting receivers, connecting and the warm-up.
-SETUP_TIMEOUT = 60.0
-#: The timed phase may take SETUP_TIMEOUT plus this many seconds per message per member.
-PER_DELIVERY = 0.02
-#: Seconds receiver processes get to exit once their stdin is closed.
-STOP_TIMEOUT = 5.0
-
-
-class BenchError(KithError):
-    """A run could not be completed (a receiver failed or timed out)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Params:
-    members: tuple[int, ...]
-    modes: tuple[str, ...]
-    messages: int
-    size: int
-    repeat: int
-    receiver_procs: int
-    out: Path
-    tmp: Path  # where the data directories go (its filesystem decides what fsync costs)
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """One measured (N, mode) run."""
-
-    members: int
-    mode: str
-    repeat: int
-    seconds: float
-    messages_per_s: float
-    cpu_ms_per_message: float
-    encryptions_per_message: float
-    signatures_per_message: float
-    bytes_per_message: float
-    latency_p50_ms: float
-    latency_p95_ms: float
-    latency_p99_ms: float = math.nan
-    #: Bytes the author's TCP connections carried per message (channel records, acks
-    #: not included: those are received).
-    wire_bytes_per_message: float = math.nan
-    #: Every member has the message: ``members x messages_per_s``.
-    deliveries_per_s: float = math.nan
-    #: Peak resident memory of the author's process during the run (sampled).
-    peak_rss_mb: float = math.nan
-    #: Largest peak resident memory of one receiver process.
-    receiver_rss_mb: float = math.nan
-
-
-#: What a run measured (every field of ``Run`` after members, mode and repeat).
-METRICS = tuple(f.name for f in fields(Run))[3:]
-
-def bench_error(exc: BaseException) -> BenchError | None:
-    """The BenchError inside (nested) exception groups: trio's nurseries wrap it."""
-    if isinstance(exc, BenchError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            if (found := bench_error(inner)) is not None:
-                return found
-    return None
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def rss_mb() -> float:
-    """This process's resident memory now (``/proc/self/statm``; NaN elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return math.nan
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class RssSampler:
-    """The peak of ``rss_mb()`` while ``run`` runs (every 20 ms; ru_maxrss cannot be
-    reset between runs of one process)."""
-
-    def __init__(self) -> None:
-        self.peak = rss_mb()
-
-    async def run(self) -> None:
-        while True:
-            self.peak = max(self.peak, rss_mb())
-            await trio.sleep(0.02)
-
-
-def message_text(index: int, size: int) -> str:
-    """Message ``index`` as exactly ``size`` ASCII characters (the index leads)."""
-    return f"{index:06d}:".ljust(size, "x")
-
-
-def message_index(text: str) -> int:
-    return int(text.split(":", 1)[0])
 
 
 def frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
 
-def queue_size(messages: int) -> int:
-    """``send_queue`` for every node: the whole burst plus set-up events and acks."""
-    return max(128, messages + 256)
-
-
 # -- receiver processes ---------------------------------------------------------------------
-
-
-def _emit(**fields: Any) -> None:
-    """One JSON line to the parent (stdout is a pipe it reads)."""
-    sys.stdout.write(json.dumps(fields, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 async def _kith_receiver(k: int, data: Path, author: str, messages: int) -> None:
     async with open_node(data, name=f"r{k}", peers=[author],
                          send_queue=queue_size(messages)) as kith:
-        _emit(up=k, peer=kith.peer_id)
+        emit(up=k, peer=kith.peer_id)
         service = kith.service
         await service.wait_until(lambda: bool(service.groups))
         group = next(iter(service.groups.values()))
@@ -209,7 +115,7 @@ async def _kith_receiver(k: int, data: Path, author: str, messages: int) -> None
             if text is None:
                 raise BenchError(f"receiver {k} could not decrypt {event.id.hex()[:12]}")
             if text == WARMUP:
-                _emit(ready=k)
+                emit(ready=k)
                 return
             index = message_index(text)
             if math.isnan(arrivals[index]):
@@ -225,13 +131,13 @@ async def _kith_receiver(k: int, data: Path, author: str, messages: int) -> None
                     break
         if left:  # the service ends a watch that falls 1,024 events behind
             raise BenchError(f"receiver {k} fell behind: its watch ended with {left} to go")
-        _emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
+        emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
         await trio.sleep_forever()  # keep the node up (acks, goodbye) until told to stop
 
 
 async def _raw_receiver(k: int, messages: int) -> None:
     listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    _emit(up=k, port=listener.socket.getsockname()[1])
+    emit(up=k, port=listener.socket.getsockname()[1])
     stream = await listener.accept()
     await listener.aclose()
     arrivals = [math.nan] * messages
@@ -252,19 +158,13 @@ async def _raw_receiver(k: int, messages: int) -> None:
                 payload = bytes(buf[at + 4:end]).decode("ascii")
                 at = end
                 if payload == WARMUP:
-                    _emit(ready=k)
+                    emit(ready=k)
                 else:
                     left -= math.isnan(arrivals[message_index(payload)])
                     arrivals[message_index(payload)] = now
             del buf[:at]
-        _emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
+        emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
         await trio.sleep_forever()
-
-
-async def _until_stdin_closed() -> None:
-    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
-        while await stdin.receive_some():
-            pass
 
 
 async def receiver_main(
@@ -277,118 +177,23 @@ async def receiver_main(
                 nursery.start_soon(_raw_receiver, k, messages)
             else:
                 nursery.start_soon(_kith_receiver, k, data / f"r{k}", author, messages)
-        await _until_stdin_closed()
+        await until_stdin_closed()
         nursery.cancel_scope.cancel()
 
 
 # -- the parent's side of the receivers -----------------------------------------------------
 
 
-def split(n: int, procs: int) -> list[tuple[int, int]]:
-    """(first, count) of the receiver nodes each process hosts: ``n`` spread over ``procs``."""
-    procs = max(1, min(n, procs))
-    sizes = [n // procs + (i < n % procs) for i in range(procs)]
-    return [(sum(sizes[:i]), size) for i, size in enumerate(sizes)]
-
-
-class Receivers:
-    """The JSON lines written by one run's receiver processes, in arrival order."""
-
-    def __init__(self, lines: trio.MemoryReceiveChannel[dict[str, Any]], logs: list[Path]):
-        self._lines = lines
-        self._logs = logs
-        self._progress = ""
-
-    async def expect(self, key: str, count: int) -> list[dict[str, Any]]:
-        """The next ``count`` lines, each of which must carry ``key``."""
-        got: list[dict[str, Any]] = []
-        while len(got) < count:
-            self._progress = f"only {len(got)} of {count} receivers said {key!r}"
-            line = await self._lines.receive()
-            if key not in line:
-                raise BenchError(f"waiting for {key!r}, a receiver said {line}{self._tail()}")
-            got.append(line)
-        self._progress = ""
-        return got
-
-    @contextmanager
-    def within(self, seconds: float) -> Iterator[None]:
-        """Fail with ``BenchError`` (and the receivers' stderr) unless the block ends in time."""
-        try:
-            with trio.fail_after(seconds):
-                yield
-        except trio.TooSlowError:
-            what = self._progress or "the author was not done"
-            raise BenchError(f"{what} within {seconds:g} s{self._tail()}") from None
-
-    def _tail(self) -> str:
-        text = "".join(p.read_text(errors="replace")[-2000:] for p in self._logs if p.exists())
-        return f"; receiver stderr:\n{text}" if text.strip() else ""
-
-
-async def _read_lines(
-    proc: trio.Process, index: int, out: trio.MemorySendChannel[dict[str, Any]]
-) -> None:
-    assert proc.stdout is not None
-    pending = b""
-    async with out:
-        while data := await proc.stdout.receive_some():
-            *complete, pending = (pending + data).split(b"\n")
-            for line in complete:
-                try:
-                    out.send_nowait(json.loads(line))
-                except ValueError:
-                    out.send_nowait({"stdout": line.decode(errors="replace")})
-        await proc.wait()
-        out.send_nowait({"exit": index, "status": proc.returncode})
-
-
-@asynccontextmanager
-async def receivers(
+def receivers(
     kind: str, n: int, procs: int, tmp: Path, author: str, messages: int
-) -> AsyncIterator[Receivers]:
-    """Start receiver processes for ``n`` nodes; stop them (close stdin, then kill) on exit."""
-    send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
-    processes: list[trio.Process] = []
-    logs: list[Path] = []
-    async with trio.open_nursery() as nursery:
-        try:
-            for index, (first, count) in enumerate(split(n, procs)):
-                logs.append(tmp / f"receivers-{index}.log")
-                command = [sys.executable, "-m", "node.bench.fanout", "receiver", kind,
-                           str(first), str(count), str(tmp), author, str(messages)]
-                with logs[-1].open("wb") as err:
-                    proc = await trio.lowlevel.open_process(
-                        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
-                processes.append(proc)
-                nursery.start_soon(_read_lines, proc, index, send.clone())
-            send.close()
-            yield Receivers(receive, logs)
-        finally:
-            with trio.CancelScope(shield=True):
-                await _stop(processes)
-
-
-async def _stop(processes: list[trio.Process]) -> None:
-    for proc in processes:
-        if proc.stdin is not None:
-            await proc.stdin.aclose()
-    with trio.move_on_after(STOP_TIMEOUT):
-        for proc in processes:
-            await proc.wait()
-    for proc in processes:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+) -> AbstractAsyncContextManager[Receivers]:
+    """Receiver processes (``receiver_main``) for ``n`` nodes of ``kind`` (raw or kith)."""
+    return receiver_processes(n, procs, tmp, "receivers", lambda first, count: [
+        "node.bench.fanout", "receiver", kind, str(first), str(count), str(tmp), author,
+        str(messages)])
 
 
 # -- one run --------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, ``q`` in (0, 1]."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def _result(
@@ -583,16 +388,6 @@ def header(params: Params) -> str:
 # -- command line -----------------------------------------------------------------------------
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of positive integers")
-    return values
-
-
 def _modes(text: str) -> tuple[str, ...]:
     values = tuple(ALIASES.get(v.strip(), v.strip()) for v in text.split(",") if v.strip())
     if not values or any(v not in MODES for v in values):
@@ -613,7 +408,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                "sender-keys (alias private: one encryption per message), libp2p (py-libp2p "
                "floodsub, needs: pip install -e '.[compare]'). Writes results.json, "
                "summary.csv, runs.csv, table.txt and PNG plots (with matplotlib) to --out.")
-    parser.add_argument("--members", type=_ints, default=(2, 8, 32), metavar="N,N,...",
+    parser.add_argument("--members", type=positive_ints, default=(2, 8, 32), metavar="N,N,...",
                         help="group sizes: members other than the author (default 2,8,32)")
     parser.add_argument("--mode", "--modes", dest="modes", type=_modes, default=DEFAULT_MODES,
                         metavar="MODE,...", help="default raw,pairwise,sender-keys")

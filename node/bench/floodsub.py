@@ -34,7 +34,7 @@ publisher's per-peer outbound ``RpcQueue`` (``max_size`` defaults to
 RPC and floodsub logs it at debug level only) and each subscriber's
 subscription channel (``libp2p.pubsub.pubsub.SUBSCRIPTION_CHANNEL_SIZE`` = 32;
 full means a warning and the message is gone). A burst of M publishes fills
-both, so ``raised_queues`` sets both to ``fanout.queue_size(M)`` in the
+both, so ``raised_queues`` sets both to ``harness.queue_size(M)`` in the
 publisher and in every receiver process: we measure the burst, not the drops.
 
 libp2p is an optional extra (``compare``): nothing here imports it at module
@@ -45,18 +45,17 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from node.bench.fanout import (
+from node.bench.harness import (
     PER_DELIVERY,
     SETUP_TIMEOUT,
     BenchError,
@@ -64,17 +63,15 @@ from node.bench.fanout import (
     Receivers,
     RssSampler,
     Run,
-    _emit,
-    _read_lines,
-    _stop,
-    _until_stdin_closed,
     bench_error,
+    emit,
     message_index,
     message_text,
     peak_rss_mb,
     percentile,
     queue_size,
-    split,
+    receiver_processes,
+    until_stdin_closed,
 )
 
 MODE = "libp2p"
@@ -208,19 +205,19 @@ async def _receiver(k: int, publisher: str, messages: int) -> None:
     async with floodsub_host() as pubsub:
         subscription = await pubsub.subscribe(TOPIC)
         await pubsub.host.connect(info_from_p2p_addr(multiaddr.Multiaddr(publisher)))
-        _emit(up=k, peer=pubsub.host.get_id().to_base58())
+        emit(up=k, peer=pubsub.host.get_id().to_base58())
         arrivals = [math.nan] * messages
         left = messages
         while left:
             message = await subscription.get()
             now = time.monotonic()
             if message.data == WARMUP:
-                _emit(ready=k)
+                emit(ready=k)
                 continue
             index = message_index(message.data.decode("ascii"))
             left -= math.isnan(arrivals[index])
             arrivals[index] = now
-        _emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
+        emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
         await trio.sleep_forever()  # keep the host up until told to stop
 
 
@@ -230,34 +227,17 @@ async def receiver_main(first: int, count: int, publisher: str, messages: int) -
         async with trio.open_nursery() as nursery:
             for k in range(first, first + count):
                 nursery.start_soon(_receiver, k, publisher, messages)
-            await _until_stdin_closed()
+            await until_stdin_closed()
             nursery.cancel_scope.cancel()
 
 
-@asynccontextmanager
-async def receivers(
+def receivers(
     n: int, procs: int, tmp: Path, publisher: str, messages: int
-) -> AsyncIterator[Receivers]:
-    """Start receiver processes for ``n`` subscribers; stop them (close stdin, then kill)."""
-    send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
-    processes: list[trio.Process] = []
-    logs: list[Path] = []
-    async with trio.open_nursery() as nursery:
-        try:
-            for index, (first, count) in enumerate(split(n, procs)):
-                logs.append(tmp / f"libp2p-receivers-{index}.log")
-                command = [sys.executable, "-m", "node.bench.floodsub", "receiver",
-                           str(first), str(count), publisher, str(messages)]
-                with logs[-1].open("wb") as err:
-                    proc = await trio.lowlevel.open_process(
-                        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
-                processes.append(proc)
-                nursery.start_soon(_read_lines, proc, index, send.clone())
-            send.close()
-            yield Receivers(receive, logs)
-        finally:
-            with trio.CancelScope(shield=True):
-                await _stop(processes)
+) -> AbstractAsyncContextManager[Receivers]:
+    """Receiver processes (``receiver_main``) for ``n`` subscribers."""
+    return receiver_processes(n, procs, tmp, "libp2p-receivers", lambda first, count: [
+        "node.bench.floodsub", "receiver", str(first), str(count), publisher, str(messages)])
+
 
 @contextmanager
 def plain_bench_errors() -> Iterator[None]:

@@ -53,7 +53,8 @@ import trio
 
 from node.api.python import Kith, open_node
 from node.bench import report
-from node.bench.fanout import ALIASES, GROUP_MODE, BenchError, _ints, bench_error
+from node.bench.fanout import ALIASES, GROUP_MODE
+from node.bench.harness import BenchError, bench_error, positive_ints
 from node.group.bodies import SenderKey, decode_body
 from node.group.events import GroupId, Kind
 from node.ids import PeerId
@@ -273,7 +274,7 @@ def parse_args(argv: Sequence[str], prog: str) -> tuple[Params, bool]:
                     "run in this process on 127.0.0.1. Method: docs/research.md.",
         epilog="Writes results.json, summary.csv, runs.csv, table.txt and PNG plots (with "
                "matplotlib) to --out.")
-    parser.add_argument("--members", type=_ints, default=(4, 8, 16), metavar="N,N,...",
+    parser.add_argument("--members", type=positive_ints, default=(4, 8, 16), metavar="N,N,...",
                         help="group sizes including the owner, at least 3 (default 4,8,16)")
     parser.add_argument("--mode", "--modes", dest="modes", type=_modes, default=MODES,
                         metavar="MODE,...", help="pairwise, sender-keys (default both)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.bench import fanout
+from node.bench import fanout, harness
 
 MEMBERS = 2
 MESSAGES = 5
@@ -75,17 +75,17 @@ def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_receivers_are_spread_evenly_over_processes() -> None:
-    assert fanout.split(32, 4) == [(0, 8), (8, 8), (16, 8), (24, 8)]
-    assert fanout.split(5, 2) == [(0, 3), (3, 2)]
-    assert fanout.split(2, 4) == [(0, 1), (1, 1)]
+    assert harness.split(32, 4) == [(0, 8), (8, 8), (16, 8), (24, 8)]
+    assert harness.split(5, 2) == [(0, 3), (3, 2)]
+    assert harness.split(2, 4) == [(0, 1), (1, 1)]
 
 
 def test_message_text_has_the_size_and_carries_its_index() -> None:
-    text = fanout.message_text(42, 256)
+    text = harness.message_text(42, 256)
     assert len(text.encode()) == 256
-    assert fanout.message_index(text) == 42
-    assert fanout.percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
-    assert fanout.percentile([3.0, 1.0, 2.0, 4.0], 0.95) == 4.0
+    assert harness.message_index(text) == 42
+    assert harness.percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
+    assert harness.percentile([3.0, 1.0, 2.0, 4.0], 0.95) == 4.0
 
 
 def test_modes_accept_aliases_and_reject_unknown(capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,8 +98,8 @@ def test_modes_accept_aliases_and_reject_unknown(capsys: pytest.CaptureFixture[s
 
 
 def test_a_bench_error_is_found_inside_trios_exception_groups() -> None:
-    inner = fanout.BenchError("receiver 3 fell behind")
+    inner = harness.BenchError("receiver 3 fell behind")
     nested = BaseExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("x"), inner])])
-    assert fanout.bench_error(nested) is inner
-    assert fanout.bench_error(ExceptionGroup("other", [ValueError("x")])) is None
-    assert fanout.bench_error(inner) is inner
+    assert harness.bench_error(nested) is inner
+    assert harness.bench_error(ExceptionGroup("other", [ValueError("x")])) is None
+    assert harness.bench_error(inner) is inner

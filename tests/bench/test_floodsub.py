@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from node.bench import floodsub
-from node.bench.fanout import BenchError, Params, queue_size
+from node.bench.harness import BenchError, Params, queue_size
 
 LIBP2P_DEFAULT_QUEUE = 32
 BURST = 100
