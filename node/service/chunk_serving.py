@@ -1,6 +1,7 @@
 """Serving attachment chunks to other members, and refusing chunk floods (trio driver).
 
-Part of ``FileService`` (node.service.files), split out for size. A ``want`` is
+Part of the attachments (``FileService``, node.service.files), split out for size;
+it sees them through ``ServedFiles`` and the channels through ``PeerLinks``. A ``want`` is
 answered only for chunks of files of a group the asker is a current member of,
 and only chunks we hold; everything else gets ``nochunk``. Chunks go out through
 the peer's queue with back-pressure (``wait_queue_below``), from one task per
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from node.errors import StorageError
-from node.group.events import GroupId
-from node.ids import PeerId, short_id
+from node.ids import GroupId, PeerId, short_id
+from node.service.links import PeerLink, PeerLinks
+from node.store.chunks import ChunkStore
 from node.wire.messages import (
     ChunkMessage,
     ChunkTraffic,
@@ -28,10 +30,6 @@ from node.wire.messages import (
     WantMessage,
     encode_message,
 )
-
-if TYPE_CHECKING:
-    from node.net.connection import PeerConnection
-    from node.service.files import FileService
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +49,55 @@ class _Flood:
     logged: float = -FLOOD_LOG_INTERVAL
 
 
+class ServedFiles(Protocol):
+    """What the server needs of the attachments it serves from (``FileService``)."""
+
+    @property
+    def chunks(self) -> ChunkStore: ...
+
+    def shares_group(self, peer: PeerId, group: GroupId) -> bool:
+        """Are both ``peer`` and this node current members of ``group``?"""
+        ...
+
+    def holds(self, group: GroupId, address: bytes) -> bool:
+        """Do we hold chunk ``address`` of a file of ``group``?"""
+        ...
+
+    def group_of(self, address: bytes) -> GroupId | None:
+        """The group of a file that chunk ``address`` belongs to, if any."""
+        ...
+
+    def lost(self, address: bytes) -> None:
+        """Chunk ``address`` is gone or damaged on disk: fetch it again."""
+        ...
+
+
 class ChunkServer:
-    def __init__(self, files: FileService) -> None:
+    """Answers wants and refuses floods; ``run`` owns one serving task per asking peer."""
+
+    def __init__(self, files: ServedFiles, links: PeerLinks) -> None:
         self.files = files
+        self.links = links
         self._serving: dict[PeerId, trio.MemorySendChannel[bytes]] = {}
         self._flood: dict[PeerId, _Flood] = {}
+        self._nursery: trio.Nursery | None = None
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
-    def on_want(self, conn: PeerConnection, message: WantMessage) -> None:
+    def on_want(self, conn: PeerLink, message: WantMessage) -> None:
         peer = conn.info.peer_id
-        group = self.files.service.groups.get(message.group)
-        member = (group is not None and peer in group.core.state.members
-                  and self.files.service.me in group.core.state.members)
+        member = self.files.shares_group(peer, message.group)
         refused: list[bytes] = []
         queue = self._serve_queue(peer) if member else None
         for address in message.addresses:
-            if queue is None or not self._holds(message.group, address):
+            if queue is None or not self.files.holds(message.group, address):
                 refused.append(address)
                 continue
             try:
@@ -76,25 +107,18 @@ class ChunkServer:
         if refused:
             conn.send_nowait(encode_message(NoChunkMessage(message.group, tuple(refused))))
 
-    def _holds(self, group: GroupId, address: bytes) -> bool:
-        for event, index in self.files._by_address.get(address, ()):
-            transfer = self.files.transfers.get(event)
-            if transfer is not None and transfer.group == group and index in transfer.have:
-                return True
-        return False
-
     def _serve_queue(self, peer: PeerId) -> trio.MemorySendChannel[bytes] | None:
         queue = self._serving.get(peer)
-        if queue is None and self.files._nursery is not None:
+        if queue is None and self._nursery is not None:
             send, receive = trio.open_memory_channel[bytes](SERVE_BACKLOG)
             self._serving[peer] = queue = send
-            self.files._nursery.start_soon(self._serve, peer, receive)
+            self._nursery.start_soon(self._serve, peer, receive)
         return queue
 
     async def _serve(self, peer: PeerId, queue: trio.MemoryReceiveChannel[bytes]) -> None:
         try:
             async for address in queue:
-                conn = self.files.service.node.connections.get(peer)
+                conn = self.links.connections.get(peer)
                 if conn is None:
                     return
                 await conn.wait_queue_below(SERVE_QUEUE)
@@ -103,12 +127,12 @@ class ChunkServer:
                 except StorageError as exc:
                     log.warning("%s", exc)
                     data = None
-                group = self._group_of(address)
+                group = self.files.group_of(address)
                 if group is None:
                     continue
                 if data is None:
                     message: ChunkTraffic = NoChunkMessage(group, (address,))
-                    self.files._lost(address)
+                    self.files.lost(address)
                 else:
                     message = ChunkMessage(group, address, data)
                 if not conn.send_nowait(encode_message(message)):
@@ -117,14 +141,7 @@ class ChunkServer:
             if self._serving.get(peer) is not None:
                 self._serving.pop(peer).close()
 
-    def _group_of(self, address: bytes) -> GroupId | None:
-        for event, _ in self.files._by_address.get(address, ()):
-            transfer = self.files.transfers.get(event)
-            if transfer is not None:
-                return transfer.group
-        return None
-
-    def flooded(self, conn: PeerConnection) -> None:
+    def flooded(self, conn: PeerLink) -> None:
         peer = conn.info.peer_id
         now = trio.current_time()
         flood = self._flood.setdefault(peer, _Flood(since=now))

@@ -50,8 +50,8 @@ from node.files.attachment import (
 from node.files.names import candidates
 from node.group.bodies import Role
 from node.group.content import Post, encode_content
-from node.group.events import Event, EventId, GroupId
-from node.ids import PeerId, short_id
+from node.group.events import Event
+from node.ids import EventId, GroupId, PeerId, short_id
 from node.service.chunk_serving import ChunkServer
 from node.store.chunks import ChunkStore
 from node.wire.messages import (
@@ -64,8 +64,8 @@ from node.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from node.net.connection import PeerConnection
     from node.service.groups import Group, GroupService
+    from node.service.links import PeerLink
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class FileService:
         self.uploads: dict[str, Upload] = {}
         self._by_address: dict[bytes, set[tuple[EventId, int]]] = {}
         self._asked: dict[tuple[PeerId, bytes], int] = {}
-        self.server = ChunkServer(self)  # answers wants, refuses floods
+        self.server = ChunkServer(self, service.node)  # answers wants, refuses floods
         self._limiter = trio.CapacityLimiter(PARALLEL_FETCHES)
         self._nursery: trio.Nursery | None = None
         self._load()
@@ -175,6 +175,7 @@ class FileService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.server.run)
             for transfer in self.transfers.values():
                 self._start(transfer)
             task_status.started()
@@ -409,7 +410,7 @@ class FileService:
 
     # -- peer messages (hook: GroupService.on_message) --
 
-    async def on_message(self, conn: PeerConnection, message: ChunkTraffic) -> None:
+    async def on_message(self, conn: PeerLink, message: ChunkTraffic) -> None:
         peer = conn.info.peer_id
         if isinstance(message, WantMessage):
             self.server.on_want(conn, message)
@@ -420,7 +421,7 @@ class FileService:
         else:
             self._on_chunk(conn, message)
 
-    def _on_chunk(self, conn: PeerConnection, message: ChunkMessage) -> None:
+    def _on_chunk(self, conn: PeerLink, message: ChunkMessage) -> None:
         peer, address = conn.info.peer_id, message.address
         if not self._unask(peer, address):
             self.server.flooded(conn)
@@ -463,7 +464,31 @@ class FileService:
             transfer.bad += bad
             transfer.wake()
 
-    def _lost(self, address: bytes) -> None:
+    # -- what the chunk server asks (node.service.chunk_serving.ServedFiles) --
+
+    def shares_group(self, peer: PeerId, group: GroupId) -> bool:
+        """Are both ``peer`` and this node current members of ``group``?"""
+        found = self.service.groups.get(group)
+        return (found is not None and peer in found.core.state.members
+                and self.service.me in found.core.state.members)
+
+    def holds(self, group: GroupId, address: bytes) -> bool:
+        """Do we hold chunk ``address`` of a file of ``group``?"""
+        for event, index in self._by_address.get(address, ()):
+            transfer = self.transfers.get(event)
+            if transfer is not None and transfer.group == group and index in transfer.have:
+                return True
+        return False
+
+    def group_of(self, address: bytes) -> GroupId | None:
+        """The group of a file that chunk ``address`` belongs to, if any."""
+        for event, _ in self._by_address.get(address, ()):
+            transfer = self.transfers.get(event)
+            if transfer is not None:
+                return transfer.group
+        return None
+
+    def lost(self, address: bytes) -> None:
         """A chunk file we thought we had is gone or damaged: fetch it again."""
         for event, index in self._by_address.get(address, ()):
             transfer = self.transfers.get(event)
@@ -507,7 +532,7 @@ class FileService:
         try:
             return await trio.to_thread.run_sync(self._write_file, transfer, directory)
         except _MissingChunk as exc:
-            self._lost(exc.address)
+            self.lost(exc.address)
             raise
 
     def _write_file(self, transfer: Transfer, directory: Path) -> Path:

@@ -47,8 +47,8 @@ from node.wire.messages import EventsMessage, PeerMessage, VectorMessage, encode
 from node.wire.open_messages import OpenRefused, OpenRequest, decode_open, encode_open
 
 if TYPE_CHECKING:
-    from node.net.connection import PeerConnection
     from node.service.groups import Group, GroupService
+    from node.service.links import PeerLink
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class OpenGroups:
 
     # -- peer messages --
 
-    def on_raw(self, conn: PeerConnection, data: bytes) -> bool:
+    def on_raw(self, conn: PeerLink, data: bytes) -> bool:
         """Handle an ``open``/``open-refused`` message; False if ``data`` is neither."""
         sender = conn.info.peer_id
         try:
@@ -167,7 +167,7 @@ class OpenGroups:
         joining.check()
         return True
 
-    def _answer(self, conn: PeerConnection, group_id: GroupId) -> None:
+    def _answer(self, conn: PeerLink, group_id: GroupId) -> None:
         """A peer asks for an open group's events: push them and our vector, or refuse."""
         peer = conn.info.peer_id
         group = self.service.groups.get(group_id)
