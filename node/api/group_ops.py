@@ -18,6 +18,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from node.api import protocol
+from node.api.views import (
+    event_view,
+    group_view,
+    is_shown,
+    log_view,
+    members_view,
+    name_of,
+    typing_view,
+)
 from node.errors import ConfigError, KithError
 from node.group.bodies import (
     DEFAULT_MAX_MEMBERS,
@@ -33,15 +42,6 @@ from node.group.events import Event, EventId, Kind
 from node.ids import PeerId, parse_peer_id, short_id
 from node.service.files import FileService, Upload
 from node.service.groups import Group, GroupService, Notice, TypingNotice
-from node.service.views import (
-    event_view,
-    group_view,
-    is_shown,
-    log_view,
-    members_view,
-    name_of,
-    typing_view,
-)
 
 if TYPE_CHECKING:
     from node.node import Node

@@ -31,6 +31,7 @@ import trio
 
 from node.api import group_ops
 from node.api.group_ops import notice_view
+from node.api.views import log_view
 from node.config import Config
 from node.datadir import DataDir
 from node.errors import KithError
@@ -38,7 +39,6 @@ from node.ids import format_peer_id, parse_peer_id
 from node.net.address import DialTarget, parse_hostport
 from node.node import Node
 from node.service.groups import Group, GroupService
-from node.service.views import log_view
 
 
 class Kith:

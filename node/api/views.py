@@ -1,4 +1,9 @@
-"""JSON views of groups, members and events for the control socket and the Python API."""
+"""JSON views of groups, members and events for the control socket and the Python API.
+
+Shaping for the user interfaces lives here, in the API layer, not in the services:
+the views read the group service and, through its peer links, the mesh (names and
+presence); nothing in ``service/`` depends on how a UI wants to see it.
+"""
 
 from __future__ import annotations
 
