@@ -208,8 +208,8 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
             raise AuthorizationError("guests cannot post")
         if kind is Kind.MESSAGE and author in state.muted():
             raise AuthorizationError("the author is muted by an admin")
-        if kind is Kind.HISTORY and not state.share_history:
-            raise AuthorizationError("this group does not share its history")
+        if kind is Kind.HISTORY and state.mode != "private":
+            raise AuthorizationError("only private groups have sender keys to share")
         return
     if kind in (Kind.LEAVE, Kind.RECEIPT):  # guests read, so they may say so
         return

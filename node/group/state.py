@@ -236,6 +236,10 @@ class GroupCore:
         core inserts into it on the next delivery."""
         return self._ordered
 
+    def membership_events(self) -> Sequence[MembershipEvent]:
+        """The delivered membership events, in delivery order."""
+        return self._membership_events
+
     def get(self, event_id: EventId) -> Event | None:
         """A delivered event by id."""
         return self._by_id.get(event_id)

@@ -34,16 +34,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node.crypto.keys import IdentityKey
+from node.group import keys as K
 from node.group.bodies import Add, Remove, Role, SenderKey, decode_body
 from node.group.events import Event, EventId, Kind
+from node.group.member_io import Events
 from node.group.state import GroupCore
 from node.ids import PeerId
-from node.service import keys as K
 from node.sim.clock import Scheduler
 from node.sim.member import Member
 from node.sim.network import LinkSpec, Network
 from node.sim.scenario import CORE_MODE, MAX_MEMBERS, Scenario, message_text
-from node.sim.wire import FRAME_HEADER, Events, Frame, Payload
+from node.sim.wire import FRAME_HEADER, Frame, Payload
 from node.testing.groups import Replica
 
 
@@ -120,8 +121,7 @@ class Simulation:
             founder.author(Add(pid, Role.MEMBER, ""))
         reference = founder.core
         for i, key in enumerate(keys[:s.authors]):
-            replica = founder if i == 0 else Replica(key, reference.group_id)
-            self._member(replica, None if i == 0 else reference.copy())
+            self._member(key, founder.core if i == 0 else reference.copy())
         if s.mode == "sender-keys":
             for pid in self.authors:
                 event = self.members[pid].rotate()
@@ -129,10 +129,12 @@ class Simulation:
                 for other in self.authors:
                     if other != pid:
                         self.members[other].on_message(pid, Events((event,)))
+            for pid in self.authors:
+                self.members[pid].outbox.clear()
         bodies = [(event.author, decode_body(Kind.SENDER_KEY, event.body))
                   for event in self.setup_events]
         for key in keys[s.authors:]:
-            member = self._member(Replica(key, reference.group_id), reference.copy())
+            member = self._member(key, reference.copy())
             for author, body in bodies:
                 assert isinstance(body, SenderKey)
                 state = K.open_distribution(member.identity, body)
@@ -140,18 +142,13 @@ class Simulation:
                     member.keys.peers[(author, body.epoch)] = state
         frontier = dict(reference.frontier)
         for member in self.members.values():
-            member.outbox.clear()
-            member.setup_members = frozenset(ids)
-            member.setup_frontier = frontier
-            member.stats.rekey_events = member.stats.rekey_seals = 0
+            member.set_up(frozenset(ids), frontier)
 
-    def _member(self, replica: Replica, core: GroupCore | None) -> Member:
-        pid = replica.peer_id
-        member = Member(replica, self.scheduler, self.crypto_rng,
+    def _member(self, key: IdentityKey, core: GroupCore) -> Member:
+        pid = key.peer_id
+        member = Member(key, core, self.scheduler, self.crypto_rng,
                         connected=lambda peer: self.net.connected(pid, peer),
                         peers=lambda: self.net.peers(pid))
-        if core is not None:
-            member.set_core(core)
         member.flush_outbox = lambda: self._flush(member)
         self.members[pid] = member
         return member
@@ -213,12 +210,12 @@ class Simulation:
         else:
             key = IdentityKey(self.key_rng.randbytes(32))
             pid = key.peer_id
-            self._member(Replica(key, owner.group), None)
+            self._member(key, GroupCore(owner.group))
             self.order.append(pid)
             self.joined[pid] = self.scheduler.now
             self.net.add(pid, online=False)
             self.net.go_online(pid)  # on the LAN before it is added, as a real node would be
-            owner.author(Add(pid, Role.MEMBER, ""))
+            owner.add(pid)
         self._flush(owner)
 
     def _flush(self, member: Member) -> None:

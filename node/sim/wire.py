@@ -1,6 +1,7 @@
 """What simulated members send each other, and its exact size on a real wire.
 
-A payload is the decoded form of a real peer message (``node.wire.messages``):
+A payload is the member core's decoded form of a real peer message
+(``node.group.member_io``, standing for ``node.wire.messages``):
 events travel as ``Event`` objects so that receivers skip re-parsing bytes
 (a thousand members would otherwise spend most of the run in msgpack), but
 every payload is sized by encoding the real message it stands for, so byte
@@ -11,27 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.group.events import Event, EventId, GroupId
-from node.ids import PeerId
-from node.wire.messages import AckMessage, EventsMessage, VectorMessage, encode_message
-
-
-@dataclass(frozen=True, slots=True)
-class Events:
-    events: tuple[Event, ...]
-    copies: tuple[tuple[EventId, bytes], ...] = ()  # pairwise: the receiver's own ciphertext
-    sync: bool = False  # catch-up (outbox, invitation, anti-entropy), not live fanout
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    ids: tuple[EventId, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Vector:
-    vector: tuple[tuple[PeerId, int], ...]
-    want: bool
+from node.group.events import GroupId
+from node.group.member_io import Ack, Events, Typing, Vector
+from node.wire.messages import (
+    AckMessage,
+    EventsMessage,
+    TypingMessage,
+    VectorMessage,
+    encode_message,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +30,7 @@ class Frame:
     index: int
 
 
-Payload = Events | Ack | Vector | Frame
+Payload = Events | Ack | Vector | Typing | Frame
 
 #: raw mode's frame header (a 4-byte length, as in the fanout benchmark).
 FRAME_HEADER = 4
@@ -57,4 +46,6 @@ def size_of(group: GroupId, payload: Payload, frame_size: int = 0) -> int:
         return len(encode_message(AckMessage(group, payload.ids)))
     if isinstance(payload, Vector):
         return len(encode_message(VectorMessage(group, payload.vector, payload.want)))
+    if isinstance(payload, Typing):
+        return len(encode_message(TypingMessage(group)))
     return FRAME_HEADER + frame_size

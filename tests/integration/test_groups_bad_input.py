@@ -60,7 +60,7 @@ from node.group.events import (
 from node.group.state import MAX_BUFFER, MAX_BUFFER_PER_AUTHOR, GroupCore
 from node.ids import PeerId, format_peer_id, short_id
 from node.net.secure_stream import SecureStream
-from node.service import keys as K
+from node.group import keys as K
 from node.service.groups import MAX_PENDING_GROUPS, Group
 from node.testing.groups import Replica
 from node.wire.messages import (
@@ -171,7 +171,7 @@ class Mallory:
 
     def say(self, group: GroupId, text: str) -> Event:
         """A real private message, encrypted with her sender key and signed by it."""
-        own, body = K.encrypt_private(self.own[group], group, self.peer_id, text, K.Counters())
+        own, body = K.encrypt_private(self.own[group], group, self.peer_id, text, K.Counters(), os.urandom)
         self.own[group] = own
         return self.replicas[group].author(body)
 

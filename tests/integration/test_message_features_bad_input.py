@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import logging
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from node.group.bodies import Delete, Mute, Pin
 from node.group.content import Content, Edit, React
 from node.group.events import Event, EventId
 from node.ids import short_id
-from node.service import keys as K
+from node.group import keys as K
 from node.wire.strict import pack
 from tests.integration import LogWatch, one_line
 from tests.integration.test_groups_bad_input import Scene, rejected_line, scene
@@ -27,7 +29,7 @@ def say(s: Scene, content: Content | bytes) -> Event:
         body = K.PrivateMessage(used, blob)
     else:
         s.mallory.own[s.gid], body = K.encrypt_private(own, s.gid, s.mallory.peer_id, content,
-                                                       K.Counters())
+                                                       K.Counters(), os.urandom)
     return s.mallory.replicas[s.gid].author(body)
 
 

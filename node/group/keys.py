@@ -21,6 +21,7 @@ anyone who may join, and every member's node, can read it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node.crypto import pairwise, sender_keys
@@ -38,6 +39,9 @@ from node.group.content import Content, Post, decode_content, encode_content
 from node.group.events import EventError, GroupId
 from node.ids import PeerId
 from node.wire.strict import pack
+
+#: Where fresh key material, salts and nonces come from (injected: the core has no ``random``).
+Rng = Callable[[int], bytes]
 
 
 @dataclass(slots=True)
@@ -78,11 +82,11 @@ def needs_rotation(keys: GroupKeys, members: set[PeerId]) -> bool:
 
 
 def new_sender_key(
-    keys: GroupKeys, me: PeerId, members: set[PeerId]
+    keys: GroupKeys, me: PeerId, members: set[PeerId], rng: Rng
 ) -> tuple[OwnKey, SenderKey]:
     """A fresh epoch: the new key and the SENDER_KEY body that hands it to every other member."""
     epoch = 0 if keys.own is None else keys.own.epoch + 1
-    own = OwnSenderKey.generate()
+    own = OwnSenderKey.generate(rng)
     recipients = frozenset(m for m in members if m != me)
     return OwnKey(epoch, own, recipients), distribution(own, epoch, recipients)
 
@@ -127,11 +131,12 @@ def _plaintext(content: str | Content) -> bytes:
 
 
 def encrypt_private(
-    own: OwnKey, group: GroupId, me: PeerId, content: str | Content, counters: Counters
+    own: OwnKey, group: GroupId, me: PeerId, content: str | Content, counters: Counters,
+    rng: Rng,
 ) -> tuple[OwnKey, PrivateMessage]:
     index = own.key.index
     new_key, used, blob = sender_keys.encrypt(
-        own.key, _plaintext(content), private_ad(group, me, own.epoch, index)
+        own.key, _plaintext(content), private_ad(group, me, own.epoch, index), rng
     )
     counters.encryptions += 1
     return OwnKey(own.epoch, new_key, own.recipients), PrivateMessage(used, blob)
@@ -150,15 +155,15 @@ def decrypt_private(
 
 def encrypt_pairwise(
     identity: IdentityKey, recipients: list[PeerId], group: GroupId, seq: int,
-    content: str | Content, counters: Counters,
+    content: str | Content, counters: Counters, rng: Rng,
 ) -> tuple[PairwiseMessage, dict[PeerId, bytes]]:
     plaintext = _plaintext(content)
-    salt = pairwise.new_salt()
+    salt = pairwise.new_salt(rng)
     ad = pairwise_ad(group, identity.peer_id, seq)
     copies = {}
     for member in recipients:
         try:
-            copies[member] = pairwise.encrypt_for(identity, member, plaintext, ad)
+            copies[member] = pairwise.encrypt_for(identity, member, plaintext, ad, rng)
         except RemoteProtocolError:
             continue
         counters.encryptions += 1

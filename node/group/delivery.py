@@ -1,0 +1,129 @@
+"""Acknowledgements, the outbox, invitations and batched pushes (pure).
+
+Theory of operation
+-------------------
+Our own events stay "not delivered" to a member until it acknowledges them
+(``Ack``) or a version vector it sent shows it holds them. Whenever a
+member's channel comes up we push it what it has not acknowledged (the
+**outbox**), so messages written while nobody was reachable go out later,
+also after a restart. The member who added someone owes it the group's
+history and pushes that too (**invitation**).
+
+Catch-up travels in batches of at most ``MAX_EVENTS`` events and
+``BATCH_BYTES`` bytes, flagged ``sync`` so the receiver passes the news on to
+its other neighbours. A sync session (``node.group.sessions``) sends its next
+batch only when the last event of the previous one is acknowledged, so live
+traffic sharing the queue is never stuck behind more than one batch.
+
+In pairwise mode the author keeps each recipient's ciphertext
+(``own_copies``) and sends it along with the event whenever it pushes it.
+"""
+
+from __future__ import annotations
+
+from node.group.bodies import Add, Receipt
+from node.group.events import Event, EventId, Kind
+from node.group.member_io import Ack, Events, SaveDelivery
+from node.group.member_state import ACK_TIMEOUT, BATCH_BYTES, MemberState, Session
+from node.group.state import Delivered
+from node.ids import PeerId, short_id
+from node.sync.plan import Batcher
+from node.wire.messages import MAX_EVENTS
+
+
+def batches(events: list[Event]) -> list[list[Event]]:
+    """``events`` cut into messages of at most ``MAX_EVENTS`` events and ``BATCH_BYTES``."""
+    batcher: Batcher[Event] = Batcher(MAX_EVENTS, BATCH_BYTES)
+    out = []
+    for event in events:
+        full = batcher.add(event, len(event.raw))
+        if full is not None:
+            out.append(full)
+    rest = batcher.flush()
+    if rest is not None:
+        out.append(rest)
+    return out
+
+
+class Delivery(MemberState):
+    # -- acknowledgements --
+
+    def on_ack(self, sender: PeerId, ack: Ack) -> None:
+        for event_id in ack.ids:
+            if event_id in self.own_ids:
+                seen = self.acked.setdefault(event_id, {})
+                if sender not in seen:
+                    seen[sender] = self.now
+                    self.out.append(SaveDelivery(event_id, sender, self.now))
+        session = self.sessions.get(sender)
+        if session is not None and session.waiting in ack.ids:
+            self.next_batch(sender, session)
+        self.notify()
+
+    def ack(self, peer: PeerId, stored: list[EventId]) -> None:
+        if stored:
+            self.send(peer, Ack(tuple(stored[:MAX_EVENTS])), "ack")
+
+    # -- bookkeeping every delivered event needs, live or replayed from the store --
+
+    def note(self, delivered: Delivered) -> None:
+        body, author = delivered.body, delivered.event.author
+        if isinstance(body, Add) and author == self.me:
+            self.invited.add(body.member)
+        elif isinstance(body, Receipt):
+            positions = self.read.setdefault(author, {})
+            for who, seq in body.read:
+                positions[who] = max(positions.get(who, 0), seq)
+
+    # -- the outbox --
+
+    def flush(self, peer: PeerId) -> None:
+        """Push ``peer`` our own events it has not acked (and the history, if we added it)."""
+        members = self.core.state.members
+        if peer not in members or self.me not in members or peer not in self.connected:
+            return
+        invited = peer in self.invited
+        pending = [e for e in self.core.ordered()
+                   if not self.has(peer, e) and (e.author == self.me or invited)]
+        if pending:
+            self.push(peer, pending)
+
+    def invite(self, peer: PeerId) -> None:
+        if peer in self.connected:
+            self.push(peer, self.core.ordered())
+
+    def push(self, peer: PeerId, events: list[Event]) -> None:
+        for batch in batches(events):
+            self.send_batch(peer, batch)
+
+    def send_batch(self, peer: PeerId, batch: list[Event]) -> bool:
+        copies = []
+        for event in batch:
+            if event.kind is Kind.MESSAGE and event.author == self.me:
+                blob = self.own_copies.get(event.id, {}).get(peer)
+                if blob is not None:
+                    copies.append((event.id, blob))
+        return self.send(peer, Events(tuple(batch), tuple(copies), sync=True), "sync")
+
+    # -- sync sessions: one batch per acknowledgement --
+
+    def start_session(self, peer: PeerId, events: list[Event]) -> None:
+        session = Session(batches(events))
+        self.sessions[peer] = session  # a newer vector supersedes the old session
+        self.next_batch(peer, session)
+
+    def next_batch(self, peer: PeerId, session: Session) -> None:
+        if not session.batches or peer not in self.connected:
+            self.end_session(peer)
+            return
+        batch = session.batches.pop(0)
+        session.waiting = batch[-1].id
+        session.deadline = self.now + ACK_TIMEOUT
+        session.sent += len(batch)
+        self.send_batch(peer, batch)
+
+    def end_session(self, peer: PeerId) -> None:
+        session = self.sessions.pop(peer, None)
+        if session is not None and session.sent:
+            self.warn(f"sync: sent {session.sent} event(s) of group {self.label} to "
+                      f"{short_id(peer)}", level=20)

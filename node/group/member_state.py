@@ -1,0 +1,238 @@
+"""What one member remembers of one group, and the views it derives (pure).
+
+Theory of operation
+-------------------
+``MemberState`` is the data half of the member core (``node.group.member``):
+the replicated log (``GroupCore``), the key material, what each event
+decrypted to, who acknowledged what, the vectors peers sent, who is
+connected, and the sync sessions under way. The behaviour is layered on top
+in one module per concern, each a subclass of the one below it::
+
+    MemberState -> Delivery -> Authoring -> Receiving -> Sessions -> Member
+
+While ``handle`` runs, effects are appended to ``self.out`` and the input's
+time is ``self.now``; nothing here reads a clock or draws randomness except
+through ``self.rng``, which the driver injects.
+
+The conversation (posts with their edits, reactions and tombstones) is folded
+incrementally: posts do not depend on each other's order, so new posts join
+the fold wherever the total order puts them; edits and reactions do, so a new
+one joins only if it comes after every edit and reaction folded so far.
+Anything else (an edit or reaction ordered before one already folded, a
+delete, a content change, a membership change, which may withdraw or mute
+earlier messages) starts a new fold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from node.crypto.keys import IdentityKey
+from node.crypto.sender_keys import OwnSenderKey
+from node.group import keys as K
+from node.group.content import Content, Conversation, ConversationFold, Edit, Item, Post, React
+from node.group.events import Event, EventId, GroupId, Kind
+from node.group.member_io import Effect, Notify, Payload, Send, Wake, Warn
+from node.group.membership import Membership
+from node.group.state import GroupCore
+from node.ids import PeerId
+
+#: Stay well under the channel's 1 MiB message cap when batching events.
+BATCH_BYTES = 512 * 1024
+#: After relayed events arrive, tell the other members this much later (coalesces bursts).
+NUDGE_DELAY = 0.2
+#: A sync batch not acknowledged within this many seconds ends the session (retried later).
+ACK_TIMEOUT = 30.0
+#: A typing notice is sent at most this often per group, and shown this long.
+TYPING_INTERVAL = 3.0
+TYPING_SHOWN = 5.0
+
+
+def display_text(content: Content | None) -> str | None:
+    """What the ``text`` column holds for a content: the text, or a reaction's emoji."""
+    if isinstance(content, Post | Edit):
+        return content.text
+    if isinstance(content, React):
+        return content.emoji
+    return None
+
+
+@dataclass(slots=True)
+class _Fold:
+    """The conversation folded so far."""
+
+    key: tuple[int, int]  # (version, deletes) it was made under
+    state: Membership  # the membership state it was made under (never changed in place)
+    folder: ConversationFold
+    done: int = 0  # how many delivered events (in delivery order) it has taken in
+    last: tuple[int, bytes, int] | None = None  # order key of its last edit or reaction
+
+
+@dataclass(slots=True)
+class Session:
+    """A sync session streaming a peer what it lacks, one batch per acknowledgement."""
+
+    batches: list[list[Event]]
+    waiting: EventId | None = None
+    deadline: float = 0.0
+    sent: int = 0
+
+
+class Links(Protocol):
+    """Who we have a channel to (a set on a node; a view of the network in the simulator)."""
+
+    def __contains__(self, peer: object) -> bool: ...
+
+    def __iter__(self) -> Iterator[PeerId]: ...
+
+    def add(self, peer: PeerId) -> None: ...
+
+    def discard(self, peer: PeerId) -> None: ...
+
+
+@dataclass(slots=True)
+class Settings:
+    """Per-node choices that change what a member does."""
+
+    read_receipts: bool = True
+
+
+class MemberState:
+    """One group as one member holds it (see the module docstring)."""
+
+    def __init__(
+        self, identity: IdentityKey, core: GroupCore, rng: K.Rng, *,
+        joined_at: float = 0.0, settings: Settings | None = None,
+    ) -> None:
+        self.identity = identity
+        self.me: PeerId = identity.peer_id
+        self.core = core
+        self.rng = rng
+        self.joined = joined_at
+        self.settings = settings or Settings()
+        self.keys = K.GroupKeys()
+        self.own_history: list[tuple[int, OwnSenderKey]] = []  # each epoch's starting key
+        self.texts: dict[EventId, str | None] = {}
+        self.contents: dict[EventId, Content] = {}  # decrypted message content
+        self.copies: dict[EventId, bytes] = {}  # pairwise: our copy of others' messages
+        self.own_copies: dict[EventId, dict[PeerId, bytes]] = {}  # pairwise: ours, per member
+        self.acked: dict[EventId, dict[PeerId, float]] = {}
+        self.joined_at: dict[EventId, float] = {}  # received_at per event
+        self.counters: dict[EventId, K.Counters] = {}
+        self.invited: set[PeerId] = set()  # members we added (we owe them history)
+        #: The last version vector each member sent us (tells what it has).
+        self.peer_vectors: dict[PeerId, dict[PeerId, int]] = {}
+        self.own_ids: set[EventId] = set()
+        self.equivocated: set[tuple[PeerId, int]] = set()
+        #: Read receipts: reader -> author -> highest seq it has read.
+        self.read: dict[PeerId, dict[PeerId, int]] = {}
+        self.unread_receipt = False  # we read something not yet announced
+        self.read_marks: dict[PeerId, int] = {}  # local: author -> seq read
+        self.notify_muted = False  # local: no notifications for this group
+        self.typing: dict[PeerId, float] = {}  # member -> when it last typed
+        self.typing_sent = -TYPING_INTERVAL
+        self.version = 0  # bumped when a content changes without a new event (cache key)
+        self.connected: Links = set[PeerId]()
+        self.sessions: dict[PeerId, Session] = {}
+        self.nudge_at: float | None = None
+        self.rejected = 0  # events refused (counted for the research harness)
+        self.dropped = 0
+        #: Members at set-up that hold every set-up event (simulator: as if acknowledged).
+        self.setup_members: frozenset[PeerId] = frozenset()
+        self.setup_frontier: dict[PeerId, int] = {}
+        self.out: list[Effect] = []
+        self.now = 0.0
+        self._fold: _Fold | None = None
+
+    @property
+    def id(self) -> GroupId:
+        return self.core.group_id
+
+    @property
+    def label(self) -> str:
+        return self.core.state.name or self.id.hex()[:12]
+
+    # -- effects --
+
+    def send(self, peer: PeerId, payload: Payload, kind: str) -> bool:
+        """Queue ``payload`` for ``peer`` if it is connected (and not us)."""
+        if peer == self.me or peer not in self.connected:
+            return False
+        self.out.append(Send(peer, payload, kind))
+        return True
+
+    def warn(self, text: str, level: int = logging.WARNING) -> None:
+        self.out.append(Warn(level, text))
+
+    def notify(self, events: Sequence[Event] = ()) -> None:
+        self.out.append(Notify(tuple(events)))
+
+    def nudge(self) -> None:
+        """Announce our vector to every connected member soon (once for a burst)."""
+        if self.nudge_at is None:
+            self.nudge_at = self.now + NUDGE_DELAY
+            self.out.append(Wake(self.nudge_at))
+
+    # -- what peers have --
+
+    def has(self, peer: PeerId, event: Event) -> bool:
+        """Does ``peer`` have ``event`` (acked it, or its vector says so)?"""
+        if peer in self.acked.get(event.id, {}):
+            return True
+        vector = self.peer_vectors.get(peer)
+        if vector is None and peer in self.setup_members:
+            vector = self.setup_frontier
+        return vector is not None and vector.get(event.author, 0) >= event.seq
+
+    def vector(self) -> tuple[tuple[PeerId, int], ...]:
+        return tuple(sorted((a, n) for a, n in self.core.frontier.items() if n > 0))
+
+    def epoch(self) -> int:
+        return self.keys.own.epoch if self.keys.own is not None else 0
+
+    # -- the conversation --
+
+    def conversation(self) -> Conversation:
+        """Posts with their edits, reactions and tombstones (folded incrementally)."""
+        core = self.core
+        key = (self.version, len(core.deleted))
+        fold = self._fold
+        if fold is not None and fold.key == key and fold.state is core.state:
+            new = sorted(core.delivered_since(fold.done), key=lambda e: e.order_key)
+            first = next((e for e in new if self._order_sensitive(e)), None)
+            if first is None or fold.last is None or first.order_key > fold.last:
+                self._feed(fold, new)
+                return fold.folder.conversation()
+        deleted = {t: d.author for t, d in core.deleted.items()}
+        fold = _Fold(key, core.state, ConversationFold(core.saw, deleted))
+        self._fold = fold
+        self._feed(fold, core.ordered_view())
+        return fold.folder.conversation()
+
+    def _order_sensitive(self, event: Event) -> bool:
+        return event.kind is Kind.MESSAGE and isinstance(self.contents.get(event.id),
+                                                         Edit | React)
+
+    def _feed(self, fold: _Fold, events: Sequence[Event]) -> None:
+        core = self.core
+        for e in events:
+            if (e.kind is Kind.MESSAGE and not core.is_withdrawn(e.author, e.seq)
+                    and not core.is_muted(e)):
+                fold.folder.add(Item(e.id, e.author, self.contents.get(e.id)))
+                if self._order_sensitive(e):
+                    fold.last = max(fold.last or e.order_key, e.order_key)
+        fold.done = core.delivered_count()
+
+    def set_new_content(self, event_id: EventId, content: Content) -> None:
+        """The content of an event just delivered. Usually the fold has not taken the
+        event in yet (no new fold needed); if it has (it was folded as unreadable
+        while its batch was being handled), the next ``conversation()`` folds anew."""
+        self.contents[event_id] = content
+        if self._fold is not None and self._fold.folder.has(event_id):
+            self.version += 1
+
+    def is_typing(self, peer: PeerId, now: float) -> bool:
+        return now - self.typing.get(peer, -TYPING_SHOWN) < TYPING_SHOWN

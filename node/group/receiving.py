@@ -1,0 +1,247 @@
+"""Receiving events: deliver, decrypt, store, acknowledge, react (pure).
+
+Theory of operation
+-------------------
+An ``Events`` payload goes through ``GroupCore.receive`` event by event
+(signatures, causal order, membership). Every delivered event is persisted
+with what it decrypted to and the key state it changed; the driver writes the
+whole input in one transaction, so one incoming message costs one commit,
+and only after the commit do its sends (the ack, events we author in
+reaction) leave. We acknowledge what we hold: delivered events, and
+duplicates that are already delivered (not ones still waiting for their
+causal past, which we might yet lose in a crash).
+
+Decryption never fails a delivery: a message we cannot read yet (no key, a
+pairwise copy that has not reached us) is stored unreadable and read later,
+when its key arrives (a SENDER_KEY or HISTORY for us: earlier messages of that
+chain are decrypted again, in index order) or its copy does (a late copy).
+
+Rejections and drops come back as ``Warn`` effects with the reason; drops are
+counted per message (one line per message, not per event), and an
+equivocation (two events with the same author and seq) is recorded and
+reported once per (author, seq), so a liar cannot grow the table.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from node.crypto import sender_keys
+from node.crypto.sender_keys import SenderKeyState
+from node.errors import DecryptError
+from node.group import keys as K
+from node.group.authoring import Authoring
+from node.group.bodies import (
+    History,
+    OpenMessage,
+    PairwiseMessage,
+    PrivateMessage,
+    SenderKey,
+    decode_body,
+)
+from node.group.content import Content, Edit, Post
+from node.group.events import Event, EventId, Kind
+from node.group.member_io import (
+    Events,
+    SaveCopy,
+    SaveEquivocation,
+    SaveEvent,
+    SavePeerKey,
+    SetContent,
+)
+from node.group.member_state import display_text
+from node.group.state import (
+    Deleted,
+    Delivered,
+    Dropped,
+    Duplicate,
+    Effect,
+    Equivocation,
+    MembershipChanged,
+    Rejected,
+)
+from node.ids import PeerId, short_id
+
+
+class Receiving(Authoring):
+    def receive(self, sender: PeerId, message: Events) -> list[EventId]:
+        """Deliver, persist and react to ``message``'s events; returns what to acknowledge."""
+        stored: list[EventId] = []
+        dropped: dict[str, int] = {}
+        reactions: list[Effect] = []
+        late: list[Event] = []
+        copies = dict(message.copies)
+        readable: list[Event] = []
+        for event in message.events:
+            if event.kind is Kind.MESSAGE and event.id in copies:
+                self.copies[event.id] = copies[event.id]
+            for effect in self.core.receive(event):
+                if isinstance(effect, Delivered):
+                    readable.extend(self.store_delivered(effect))
+                    stored.append(effect.event.id)
+                    reactions.append(effect)
+                elif isinstance(effect, MembershipChanged):
+                    reactions.append(effect)
+                elif isinstance(effect, Duplicate):
+                    if not self.core.is_waiting(effect.event):  # ack only what is stored
+                        stored.append(effect.event.id)
+                        late.append(effect.event)
+                elif isinstance(effect, Rejected):
+                    self.rejected += 1
+                    self.warn(f"group {self.label}: rejected event "
+                              f"{effect.event.id.hex()[:12]} from "
+                              f"{short_id(effect.event.author)}: {effect.reason}")
+                elif isinstance(effect, Equivocation):
+                    self.equivocation(effect)
+                elif isinstance(effect, Dropped):
+                    self.dropped += 1
+                    dropped[effect.reason] = dropped.get(effect.reason, 0) + 1
+                elif isinstance(effect, Deleted):
+                    self.apply_deletes([effect])
+        if reactions:
+            self.after_delivery(reactions)
+            if message.sync:
+                self.nudge()
+        if readable:
+            self.notify(readable)
+        for event in late:
+            self.late_copy(event)
+        for reason, count in dropped.items():  # one line per message, not per event
+            self.warn(f"group {self.label}: dropped {count} event(s) from {short_id(sender)}: "
+                      f"{reason}", level=logging.INFO)
+        return stored
+
+    def store_delivered(self, delivered: Delivered) -> list[Event]:
+        """Persist a delivered event with its content; returns earlier events it made
+        readable (a key that opened messages stored unreadable)."""
+        event, body = delivered.event, delivered.body
+        content: Content | None = None
+        key_update: tuple[PeerId, int, SenderKeyState] | None = None
+        opened: list[Event] = []
+        try:
+            if isinstance(body, SenderKey):
+                state = K.open_distribution(self.identity, body)
+                known = self.keys.peers.get((event.author, body.epoch))
+                if state is not None and (known is None or known.index < state.index):
+                    key_update = (event.author, body.epoch, state)
+            elif isinstance(body, PrivateMessage):
+                state = self.keys.peers.get((event.author, event.epoch))
+                if state is not None:
+                    new_state, content = K.decrypt_private(state, self.id, event.author,
+                                                           event.epoch, body)
+                    key_update = (event.author, event.epoch, new_state)
+            elif isinstance(body, History) and body.member == self.me:
+                opened = self.read_history(event.author, body)
+            elif isinstance(body, OpenMessage):
+                content = K.read_open(body)
+            elif isinstance(body, PairwiseMessage):
+                blob = self.copies.get(event.id)
+                if blob is not None:
+                    content = K.decrypt_pairwise(self.identity, self.id, event.author,
+                                                 event.seq, body, blob)
+        except DecryptError as exc:
+            self.warn(f"group {self.label}: cannot decrypt {event.id.hex()[:12]} from "
+                      f"{short_id(event.author)}: {exc}")
+        if content is not None and self.erased_edit(event, content):
+            content = None  # an edit of a message deleted before it arrived: not kept
+        text = display_text(content)
+        self.out.append(SaveEvent(event, self.now, text, content))
+        if key_update is not None:
+            self.out.append(SavePeerKey(*key_update))
+            self.keys.peers[(key_update[0], key_update[1])] = key_update[2]
+        if event.id in self.copies:
+            self.out.append(SaveCopy(event.id, self.me, self.copies[event.id]))
+        self.texts[event.id] = text
+        if content is not None:
+            self.set_new_content(event.id, content)
+            self.check_content(event, content)
+        self.joined_at[event.id] = self.now
+        return opened
+
+    def check_content(self, event: Event, content: Content) -> None:
+        """Warn (once, on arrival) of an edit or reaction the conversation will ignore."""
+        if isinstance(content, Post):
+            return
+        reason = self.conversation().ignored.get(event.id)
+        if reason is not None:
+            what = "edit" if isinstance(content, Edit) else "reaction"
+            self.warn(f"group {self.label}: ignoring {what} {event.id.hex()[:12]} from "
+                      f"{short_id(event.author)}: {reason}")
+
+    def read_history(self, author: PeerId, body: History) -> list[Event]:
+        """Decrypt ``author``'s earlier messages we stored unreadable (their chains'
+        starting keys, for us); returns the events that became readable."""
+        opened: list[Event] = []
+        for epoch, signing_public, sealed in body.keys:
+            try:
+                state = sender_keys.open_sealed(self.identity, sealed, signing_public)
+            except DecryptError as exc:
+                self.warn(f"group {self.label}: unusable history key from "
+                          f"{short_id(author)}: {exc}")
+                continue
+            opened.extend(self.redecrypt(author, epoch, state))
+        return opened
+
+    def redecrypt(self, author: PeerId, epoch: int, state: SenderKeyState) -> list[Event]:
+        unread = []
+        for event in self.core.ordered_view():
+            if (event.author == author and event.epoch == epoch
+                    and event.kind is Kind.MESSAGE and self.texts.get(event.id) is None
+                    and event.id not in self.core.deleted and event.id not in self.contents):
+                message = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
+                if isinstance(message, PrivateMessage):
+                    unread.append((message.index, event, message))
+        opened = []
+        for _, event, message in sorted(unread, key=lambda x: x[0]):
+            try:
+                state, content = K.decrypt_private(state, self.id, author, epoch, message)
+            except DecryptError as exc:
+                self.warn(f"group {self.label}: history message {event.id.hex()[:12]} stays "
+                          f"unreadable: {exc}", level=logging.INFO)
+                continue
+            if self.erased_edit(event, content):
+                continue
+            self.readable(event, content)
+            opened.append(event)
+        known = self.keys.peers.get((author, epoch))
+        if opened and (known is None or known.index < state.index):
+            self.out.append(SavePeerKey(author, epoch, state))  # go on reading from here
+            self.keys.peers[(author, epoch)] = state
+        return opened
+
+    def readable(self, event: Event, content: Content) -> None:
+        text = display_text(content)
+        self.out.append(SetContent(event.id, text, content))
+        self.texts[event.id] = text
+        self.contents[event.id] = content
+        self.version += 1
+
+    def late_copy(self, event: Event) -> None:
+        """A pairwise copy for a message we stored unreadable (relayed without it)."""
+        blob = self.copies.get(event.id)
+        if (blob is None or self.texts.get(event.id) is not None
+                or event.kind is not Kind.MESSAGE or event.id in self.core.deleted):
+            return
+        body = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
+        if not isinstance(body, PairwiseMessage):
+            return
+        try:
+            content = K.decrypt_pairwise(self.identity, self.id, event.author, event.seq, body,
+                                         blob)
+        except DecryptError as exc:
+            self.warn(f"group {self.label}: cannot decrypt {event.id.hex()[:12]} from "
+                      f"{short_id(event.author)}: {exc}")
+            return
+        if self.erased_edit(event, content):
+            return
+        self.out.append(SaveCopy(event.id, self.me, blob))
+        self.readable(event, content)
+        self.notify([event])
+
+    def equivocation(self, eq: Equivocation) -> None:
+        if (eq.author, eq.seq) in self.equivocated:
+            return  # recorded and reported once: a liar cannot grow the table
+        self.equivocated.add((eq.author, eq.seq))
+        self.warn(f"group {self.label}: {short_id(eq.author)} signed two different events "
+                  f"with seq {eq.seq} (equivocation); keeping the first")
+        self.out.append(SaveEquivocation(eq.author, eq.seq, eq.first, eq.second.raw, self.now))

@@ -1,0 +1,104 @@
+"""Anti-entropy: version vectors, sync sessions and nudges (pure).
+
+Theory of operation
+-------------------
+Because delivery is causal and per-author contiguous, the set of events a
+member holds in a group is summed up exactly by its version vector (author ->
+highest seq). When a member's channel comes up, on ``Announce`` (the driver's
+periodic beat) and after a nudge, we send each connected member we share the
+group with our vector (``want``). The receiver streams back every event the
+sender lacks, in delivery order (causal, so each can be delivered on arrival),
+in bounded batches, one batch per acknowledgement of the previous one's last
+event (``node.group.delivery``); a batch not acknowledged within
+``ACK_TIMEOUT`` ends the session (the next vector starts another). If the
+receiver itself lacks something the sender has, it answers with its own
+vector, and the sender streams back.
+
+Any member relays any member's events: they are signed, and in private groups
+encrypted for the group, so a member who was away catches up from whoever it
+meets first. Pairwise-mode copies are the exception: only the author holds
+each recipient's copy, so a relayed pairwise message is stored unreadable
+until its author pushes the copy (its outbox does, when they next meet).
+
+A member that departed gets what led to its departure and nothing after.
+Events learnt by sync (``Events.sync``) make us announce our vector to every
+connected member ``NUDGE_DELAY`` later (one ``Wake`` for a burst): without it,
+a healed partition would converge only at the next periodic exchange.
+
+A peer's vector also tells which of our events it has: delivery receipts
+without a receipt per message.
+"""
+
+from __future__ import annotations
+
+from node.group.member_io import Vector, Wake
+from node.group.membership import MembershipEvent
+from node.group.receiving import Receiving
+from node.ids import PeerId, short_id
+from node.sync.plan import behind, missing
+
+
+class Sessions(Receiving):
+    def tick(self) -> None:
+        """Time passed: send a due nudge, end sessions whose batch went unacknowledged."""
+        if self.nudge_at is not None and self.now >= self.nudge_at:
+            self.nudge_at = None
+            self.announce_all()
+        for peer, session in list(self.sessions.items()):
+            if session.waiting is not None and self.now >= session.deadline:
+                self.warn(f"sync: {short_id(peer)} did not acknowledge a batch of group "
+                          f"{self.label}; stopping for now", level=20)
+                self.end_session(peer)
+        if self.sessions:
+            self.out.append(Wake(min(s.deadline for s in self.sessions.values())))
+
+    def announce_all(self) -> None:
+        for peer in sorted(self.connected):
+            self.announce(peer)
+
+    def announce(self, peer: PeerId) -> None:
+        """Send ``peer`` our vector, if we share the group."""
+        if self.shared(peer):
+            self.send(peer, Vector(self.vector(), True), "vector")
+
+    def shared(self, peer: PeerId) -> bool:
+        members = self.core.state.members
+        if self.me not in members:
+            return False
+        return peer in members or self.departure(peer) is not None
+
+    def departure(self, peer: PeerId) -> MembershipEvent | None:
+        """The event by which ``peer`` left the group (if it did, and is not back)."""
+        if peer in self.core.state.members:
+            return None
+        for dep in reversed(self.core.state.departures):
+            if dep.member == peer:
+                return dep.event
+        return None
+
+    def on_vector(self, sender: PeerId, message: Vector) -> None:
+        if not self.shared(sender):
+            return
+        theirs = dict(message.vector)
+        self.peer_vectors[sender] = theirs
+        mine = self.core.frontier
+        if behind(mine, theirs):
+            departure = self.departure(sender)
+            events = [e for e in missing(self.core.delivered_order(), theirs)
+                      if departure is None or departure.saw(e.author, e.seq)]
+            self.start_session(sender, events)
+            if sender in self.sessions:
+                self.out.append(Wake(self.sessions[sender].deadline))
+        if message.want and behind(theirs, mine):
+            self.send(sender, Vector(self.vector(), False), "vector")
+        self.notify()
+
+    def peer_up(self, peer: PeerId) -> None:
+        """A channel to ``peer`` came up: push what it has not acked, then announce."""
+        self.connected.add(peer)
+        self.flush(peer)
+        self.announce(peer)
+
+    def peer_down(self, peer: PeerId) -> None:
+        self.connected.discard(peer)
+        self.sessions.pop(peer, None)
