@@ -1,9 +1,15 @@
-"""``Node``: owns the root nursery and wires listener, dialers, connections and control socket.
+"""``Node``: the peer manager: listeners, dialers, and one channel per peer.
 
 A node accepts TCP connections, dials the peers it was told about, runs the
 Kith handshake on each, and keeps exactly one channel per peer (see
 ``_register`` for how two channels to the same peer are resolved the same way
 on both sides). Every connection event is logged as one readable line.
+
+It knows nothing of groups, stores or the control socket: what arrives on a
+channel goes to the ``on_message`` hook and each new channel is reported to
+``on_connected``. The composition root (``node.app``) wires those to the group
+service and runs LAN discovery (``node.net.lan``) and the control socket beside
+the node; on its own (``run``) a node only listens and dials.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -25,7 +31,6 @@ from node.channel.core import (
 from node.config import Config
 from node.crypto.keys import IdentityKey
 from node.crypto.netkey import prologue
-from node.datadir import DataDir
 from node.errors import ConfigError, HandshakeError, RemoteProtocolError
 from node.ids import PeerId, short_id
 from node.mesh.state import MeshState
@@ -43,14 +48,8 @@ STABLE_CONNECTION = 10.0
 REFUSAL_LOG_INTERVAL = 10.0
 _ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
-if TYPE_CHECKING:
-    from node.net.lan import DiscoverySource
-    from node.service.groups import GroupService
-    from node.store.db import Store
-
-DATABASE_FILE = "kith.db"
-
 MessageHook = Callable[[PeerConnection, bytes], Awaitable[None]]
+ConnectedHook = Callable[[PeerId], None]
 
 
 def describe(info: PeerInfo) -> str:
@@ -58,19 +57,21 @@ def describe(info: PeerInfo) -> str:
 
 
 class Node:
-    """A Kith node. Use ``await nursery.start(node.run)``; cancel the nursery to stop."""
+    """A Kith peer manager. Use ``await nursery.start(node.run)``; cancel the nursery to stop.
+
+    ``on_message(conn, data)`` gets every message from every channel;
+    ``on_connected(peer)`` is called (synchronously) when a channel is admitted.
+    """
 
     def __init__(
         self,
         identity: IdentityKey,
         config: Config,
-        data_dir: DataDir | None = None,
         on_message: MessageHook | None = None,
-        discovery: DiscoverySource | None = None,
+        on_connected: ConnectedHook | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
-        self.data_dir = data_dir
         self.peer_id = identity.peer_id
         self.name = config.name
         self.connections: dict[PeerId, PeerConnection] = {}
@@ -78,9 +79,7 @@ class Node:
         self.started_at = now_wall()
         self._prologue = prologue(config.network_key)
         self._on_message = on_message
-        #: Groups (needs a data directory for its SQLite store); set up by ``run``.
-        self.groups: GroupService | None = None
-        self._discovery = discovery  # None: real mDNS when config.mdns
+        self._on_connected = on_connected
         self._handshaking = 0
         self._refused = 0
         self._last_refusal_log = -REFUSAL_LOG_INTERVAL
@@ -114,55 +113,45 @@ class Node:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen, dial ``peers``, serve the control socket; runs until cancelled."""
-        store = self._open_store()
-        try:
-            listeners = await self._open_listeners()
-        except BaseException:
-            if store is not None:
-                store.close()
-            raise
+        """Listen and dial ``peers``; runs until cancelled."""
+        async with self.listening():
+            for target in peers:
+                self.dial(target)
+            self.log_listening()
+            task_status.started()
+            await trio.sleep_forever()
+
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator[None]:
+        """Listen and serve channels for the duration of the block.
+
+        Raises ``ConfigError`` (not wrapped in a group) if the port cannot be had.
+        ``dial``, ``connect`` and ``serve_in_background`` work inside the block;
+        the channels end when it does.
+        """
+        listeners = await self._open_listeners()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for listener in listeners:
                     nursery.start_soon(self._accept_loop, listener)
-                if self.groups is not None:
-                    await nursery.start(self.groups.run)
-                if self.data_dir is not None:
-                    from node.api.server import serve_control
-
-                    await nursery.start(serve_control, self, self.data_dir.control_socket)
-                for target in peers:
-                    self.dial(target)
-                if self.config.mdns:
-                    from node.net.lan import LanDiscovery
-
-                    await nursery.start(LanDiscovery(self, self._discovery).run)
-                log.info(
-                    "node %s (%s) listening on %s",
-                    short_id(self.peer_id),
-                    self.name,
-                    ", ".join(format_hostport(*a) for a in self.listen_addresses),
-                )
-                task_status.started()
+                yield
+                nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             for listener in listeners:
                 with trio.CancelScope(shield=True):
                     await listener.aclose()
-            if store is not None:
-                store.close()
 
-    def _open_store(self) -> Store | None:
-        if self.data_dir is None:
-            return None
-        from node.service.groups import GroupService
-        from node.store.db import Store
-
-        store = Store.open(self.data_dir.path / DATABASE_FILE)
-        self.groups = GroupService(self, store)
-        return store
+    def log_listening(self) -> None:
+        """The one "node ... listening on ..." line; scripts and tests wait for it, so the
+        caller logs it once everything it runs beside the node is up."""
+        log.info(
+            "node %s (%s) listening on %s",
+            short_id(self.peer_id),
+            self.name,
+            ", ".join(format_hostport(*a) for a in self.listen_addresses),
+        )
 
     def dial(self, target: DialTarget) -> None:
         """Keep a channel to ``target`` up, redialling with backoff, until the node stops."""
@@ -375,8 +364,8 @@ class Node:
                             found=found, instance=instance)
         self._notify()
         log.info("connected to %s at %s (%s)", describe(info), info.address, info.direction)
-        if self.groups is not None:
-            self.groups.peer_connected(info.peer_id)
+        if self._on_connected is not None:
+            self._on_connected(info.peer_id)
         return True
 
     async def _run_admitted(self, conn: PeerConnection) -> None:
@@ -422,7 +411,5 @@ class Node:
     async def _dispatch(self, conn: PeerConnection, data: bytes) -> None:
         if self._on_message is not None:
             await self._on_message(conn, data)
-        elif self.groups is not None:
-            await self.groups.on_message(conn, data)
         else:
             log.debug("ignoring %d-byte message from %s", len(data), describe(conn.info))

@@ -1,7 +1,8 @@
 """Control-socket operations on groups (``kith group ...``, ``kith send``, ``kith log``).
 
-Each op takes the node and the request map and returns a JSON-able result or
-raises ``KithError`` with one clear line. ``log`` with ``"follow": true``
+Each op takes the running node (``NodeApp``: the peer manager and its group
+service) and the request map, and returns a JSON-able result or raises
+``KithError`` with one clear line. ``log`` with ``"follow": true``
 answers with the log so far and then streams one ``{"ok": true, "event": ...}``
 line per new event until the client hangs up.
 """
@@ -44,7 +45,7 @@ from node.service.files import FileService, Upload
 from node.service.groups import Group, GroupService, Notice, TypingNotice
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.api.context import NodeApp
 
 
 #: Most messages one ``send`` request may write (for tests, demos and load).
@@ -54,10 +55,10 @@ MAX_MUTE_MINUTES = 525_600
 _MENTION = re.compile(r"@([^\s@,;:!?.()\[\]{}<>\"']+)")
 
 
-def _service(node: Node) -> GroupService:
-    if node.groups is None:
+def _service(app: NodeApp) -> GroupService:
+    if app.groups is None:
         raise KithError("this node has no data directory, so no groups")
-    return node.groups
+    return app.groups
 
 
 def _str(req: dict[str, Any], key: str) -> str:
@@ -67,8 +68,8 @@ def _str(req: dict[str, Any], key: str) -> str:
     return value
 
 
-def _group(node: Node, req: dict[str, Any]) -> tuple[GroupService, Group]:
-    service = _service(node)
+def _group(app: NodeApp, req: dict[str, Any]) -> tuple[GroupService, Group]:
+    service = _service(app)
     return service, service.find(_str(req, "group"))
 
 
@@ -124,8 +125,8 @@ def _text(req: dict[str, Any]) -> str:
     return text
 
 
-def create(node: Node, req: dict[str, Any]) -> Any:
-    service = _service(node)
+def create(app: NodeApp, req: dict[str, Any]) -> Any:
+    service = _service(app)
     name = _str(req, "name").strip()
     if len(name) > MAX_GROUP_NAME or not name.isprintable():
         raise KithError(f"a group name is 1..{MAX_GROUP_NAME} printable characters")
@@ -147,27 +148,27 @@ def create(node: Node, req: dict[str, Any]) -> Any:
                                               policy=policy))
 
 
-def list_groups(node: Node, req: dict[str, Any]) -> Any:
-    service = _service(node)
+def list_groups(app: NodeApp, req: dict[str, Any]) -> Any:
+    service = _service(app)
     return [group_view(service, g) for g in service.groups.values()]
 
 
-def members(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def members(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     return members_view(service, group)
 
 
 def _event_op(action: Callable[[GroupService, Group, dict[str, Any]], Any]) -> Callable[..., Any]:
-    def op(node: Node, req: dict[str, Any]) -> Any:
-        service, group = _group(node, req)
+    def op(app: NodeApp, req: dict[str, Any]) -> Any:
+        service, group = _group(app, req)
         event = action(service, group, req)
         return event_view(service, group, event)
 
     return op
 
 
-def send(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def send(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     text = _text(req)
     count = req.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
@@ -180,15 +181,15 @@ def send(node: Node, req: dict[str, Any]) -> Any:
     return _send_many(service, group, text, count)
 
 
-def edit(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def edit(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     target, text = _event(group, req), _text(req)
     event = service.edit(group, target, text, mentions_in(service, group, text))
     return event_view(service, group, event)
 
 
-def delete(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def delete(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     target = _event(group, req)
     event = group.core.get(target)
     role = group.core.state.role(service.me)
@@ -198,8 +199,8 @@ def delete(node: Node, req: dict[str, Any]) -> Any:
     return event_view(service, group, service.delete(group, target))
 
 
-def react(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def react(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     target = _event(group, req)
     emoji = req.get("emoji")
     if not isinstance(emoji, str) or not 1 <= len(emoji) <= MAX_EMOJI:
@@ -208,20 +209,20 @@ def react(node: Node, req: dict[str, Any]) -> Any:
     return event_view(service, group, event)
 
 
-def pin(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def pin(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     target = _event(group, req)
     return event_view(service, group, service.pin(group, target, not req.get("unpin")))
 
 
-def typing(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def typing(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     service.typing(group)
     return None
 
 
-def mute_member(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def mute_member(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     peer = _peer(req)
     minutes = req.get("minutes")
     if req.get("unmute"):
@@ -244,46 +245,46 @@ def _minutes(req: dict[str, Any]) -> int:
     return int(time.time()) + 60 * minutes
 
 
-def ban(node: Node, req: dict[str, Any]) -> Any:
+def ban(app: NodeApp, req: dict[str, Any]) -> Any:
     """Ban a peer (optionally for ``minutes``; with ``purge`` also delete its messages)."""
-    service, group = _group(node, req)
+    service, group = _group(app, req)
     event = service.open.ban(group, _peer(req), _minutes(req), purge=bool(req.get("purge")))
     return event_view(service, group, event)
 
 
-def purge(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def purge(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     deletes = service.open.purge(group, _peer(req))
     return {"deleted": len(deletes)}
 
 
-def approve(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def approve(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     event = service.open.approve(group, _peer(req), not req.get("unapprove"))
     return event_view(service, group, event)
 
 
-async def discover(node: Node, req: dict[str, Any]) -> Any:
+async def discover(app: NodeApp, req: dict[str, Any]) -> Any:
     """Open groups heard on the LAN; waits up to ``timeout`` s for the first one."""
-    service = _service(node)
+    service = _service(app)
     wait = req.get("timeout", 0)
     if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= 60:
         raise KithError("timeout must be 0..60 seconds")
-    if not node.config.mdns:
+    if not app.node.config.mdns:
         raise KithError("this node runs without mDNS (--no-mdns): it hears no open groups")
     with trio.move_on_after(wait):
         await service.wait_until(lambda: bool(service.open.heard))
     return service.open.discovered()
 
 
-async def join(node: Node, req: dict[str, Any]) -> Any:
-    service = _service(node)
+async def join(app: NodeApp, req: dict[str, Any]) -> Any:
+    service = _service(app)
     group = await service.open.join(_str(req, "group"))
     return group_view(service, group)
 
 
-def notify(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def notify(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     muted = req.get("muted")
     if not isinstance(muted, bool):
         raise KithError("'muted' must be true or false")
@@ -311,13 +312,13 @@ def _files(service: GroupService) -> FileService:
     return service.files
 
 
-async def send_file(node: Node, req: dict[str, Any]) -> Any:
+async def send_file(app: NodeApp, req: dict[str, Any]) -> Any:
     """Send a file (``file``: its absolute path) with an optional caption ``text``.
 
     Answers at once with the upload (poll ``file.upload``), or with ``"wait": true``
     when the message is out, with its event.
     """
-    service, group = _group(node, req)
+    service, group = _group(app, req)
     path = Path(_str(req, "file"))
     if not path.is_absolute():
         raise KithError(f"the file path must be absolute, not {path}")
@@ -341,23 +342,23 @@ def upload_view(service: GroupService, group: Group, upload: Upload) -> dict[str
             "event": event_view(service, group, upload.event) if upload.event else None}
 
 
-def file_upload(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def file_upload(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     upload = _files(service).uploads.get(_str(req, "upload"))
     if upload is None:
         raise KithError("no such upload")
     return upload_view(service, group, upload)
 
 
-def file_status(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def file_status(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     files = _files(service)
     return files.view(files.transfer(_event(group, req)))
 
 
-async def file_save(node: Node, req: dict[str, Any]) -> Any:
+async def file_save(app: NodeApp, req: dict[str, Any]) -> Any:
     """Save the file of message ``event`` into directory ``dir`` (absolute); never overwrites."""
-    service, group = _group(node, req)
+    service, group = _group(app, req)
     files = _files(service)
     event = _event(group, req)
     directory = Path(_str(req, "dir"))
@@ -365,8 +366,8 @@ async def file_save(node: Node, req: dict[str, Any]) -> Any:
     return {**files.view(files.transfer(event)), "path": str(saved)}
 
 
-def log(node: Node, req: dict[str, Any]) -> Any:
-    service, group = _group(node, req)
+def log(app: NodeApp, req: dict[str, Any]) -> Any:
+    service, group = _group(app, req)
     limit = req.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise KithError("limit must be a positive integer")
@@ -375,7 +376,7 @@ def log(node: Node, req: dict[str, Any]) -> Any:
     return log_view(service, group, include_keys=bool(req.get("all")), limit=limit)
 
 
-OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
+OPS: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
     "group.create": create,
     "group.list": list_groups,
     "group.members": members,
@@ -406,19 +407,19 @@ OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
 }
 
 
-def follow_request(node: Node, line: bytes) -> tuple[Group, bool] | None:
+def follow_request(app: NodeApp, line: bytes) -> tuple[Group, bool] | None:
     """(group, mark read) to stream, if this request is ``log`` with follow."""
     try:
         request = json.loads(line)
         if request.get("op") != "log" or not request.get("follow"):
             return None
-        return _group(node, request)[1], bool(request.get("read"))
+        return _group(app, request)[1], bool(request.get("read"))
     except (ValueError, AttributeError, KithError):
         return None  # the dispatch answers the malformed request with its error
 
 
-def watch(node: Node, group: Group) -> trio.MemoryReceiveChannel[Notice]:
-    return _service(node).watch_notices(group)
+def watch(app: NodeApp, group: Group) -> trio.MemoryReceiveChannel[Notice]:
+    return _service(app).watch_notices(group)
 
 
 def notice_view(service: GroupService, group: Group, notice: Notice) -> dict[str, Any] | None:
@@ -433,10 +434,10 @@ def notice_view(service: GroupService, group: Group, notice: Notice) -> dict[str
 
 
 async def stream_events(
-    node: Node, group: Group, stream: trio.abc.Stream,
+    app: NodeApp, group: Group, stream: trio.abc.Stream,
     events: trio.MemoryReceiveChannel[Notice], *, read: bool = False,
 ) -> None:
-    service = _service(node)
+    service = _service(app)
     with events:
         async for notice in events:
             view = notice_view(service, group, notice)

@@ -32,20 +32,25 @@ import trio
 from node.api import group_ops
 from node.api.group_ops import notice_view
 from node.api.views import log_view
+from node.app import App
 from node.config import Config
 from node.datadir import DataDir
 from node.errors import KithError
 from node.ids import format_peer_id, parse_peer_id
 from node.net.address import DialTarget, parse_hostport
-from node.node import Node
 from node.service.groups import Group, GroupService
 
 
 class Kith:
-    """A running node, driven from Python (see the module docstring)."""
+    """A running node, driven from Python (see the module docstring).
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    ``app`` is the composition root (``node.app.App``: its ``data_dir`` too),
+    ``node`` its peer manager (``node.node.Node``), ``service`` its group service.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.node = app.node
 
     @property
     def peer_id(self) -> str:
@@ -58,11 +63,11 @@ class Kith:
 
     @property
     def service(self) -> GroupService:
-        assert self.node.groups is not None
-        return self.node.groups
+        assert self.app.groups is not None
+        return self.app.groups
 
     def _call(self, op: str, **params: Any) -> Any:
-        return group_ops.OPS[op](self.node, params)
+        return group_ops.OPS[op](self.app, params)
 
     async def wait_for_peer(self, peer_id: str) -> None:
         peer = parse_peer_id(peer_id)
@@ -105,7 +110,7 @@ class Kith:
 
     async def send_file(self, group: str, path: str | Path, text: str = "") -> dict[str, Any]:
         """Send a file (encrypted, in chunks); returns the message once it is out."""
-        result = group_ops.OPS["file.send"](self.node, {
+        result = group_ops.OPS["file.send"](self.app, {
             "group": group, "file": _absolute(path), "text": text, "wait": True})
         return dict(await result)
 
@@ -115,7 +120,7 @@ class Kith:
 
     async def save_file(self, group: str, event: str, directory: str | Path) -> Path:
         """Save the file of ``event`` into ``directory``; returns where (never overwrites)."""
-        result = group_ops.OPS["file.save"](self.node, {
+        result = group_ops.OPS["file.save"](self.app, {
             "group": group, "event": event, "dir": _absolute(directory)})
         return Path((await result)["path"])
 
@@ -182,12 +187,12 @@ async def open_node(
     datadir = DataDir(Path(data))
     identity = datadir.load_or_create_identity()
     host, port = parse_hostport(listen)
-    node = Node(identity, Config(listen_host=host, listen_port=port,
-                                 name=name or datadir.load_name(), mdns=mdns, **config), datadir)
+    app = App(identity, Config(listen_host=host, listen_port=port,
+                               name=name or datadir.load_name(), mdns=mdns, **config), datadir)
     targets = [DialTarget.parse(p, default_port=port or 7373) for p in peers]
     async with trio.open_nursery() as nursery:
-        await nursery.start(node.run, targets)
+        await nursery.start(app.run, targets)
         try:
-            yield Kith(node)
+            yield Kith(app)
         finally:
             nursery.cancel_scope.cancel()

@@ -22,12 +22,14 @@ from node.errors import ConfigError, KithError
 from node.ids import fingerprint, format_peer_id, short_id
 
 if TYPE_CHECKING:
+    from node.api.context import NodeApp
     from node.node import Node
 
 log = logging.getLogger(__name__)
 
 
 def identity_view(node: Node) -> dict[str, Any]:
+    """Who this node is and where it listens (``kith id`` while it runs)."""
     return {
         "peer_id": format_peer_id(node.peer_id),
         "short_id": short_id(node.peer_id),
@@ -61,15 +63,15 @@ def peers_view(node: Node) -> list[dict[str, Any]]:
     return rows
 
 
-OPS: dict[str, Callable[[Node, dict[str, Any]], Any]] = {
-    "id": lambda node, req: identity_view(node),
-    "peers": lambda node, req: peers_view(node),
+OPS: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
+    "id": lambda app, req: identity_view(app.node),
+    "peers": lambda app, req: peers_view(app.node),
     **group_ops.OPS,
 }
 
 
 async def serve_control(
-    node: Node, path: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    app: NodeApp, path: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     try:
@@ -90,7 +92,7 @@ async def serve_control(
             task_status.started()
             while True:
                 stream = await listener.accept()
-                nursery.start_soon(_handle_client, node, stream)
+                nursery.start_soon(_handle_client, app, stream)
     finally:
         with trio.CancelScope(shield=True):
             await listener.aclose()
@@ -103,7 +105,7 @@ def _unlink(path: Path) -> None:
         os.unlink(path)
 
 
-async def _handle_client(node: Node, stream: trio.SocketStream) -> None:
+async def _handle_client(app: NodeApp, stream: trio.SocketStream) -> None:
     buf = bytearray()
     async with stream:
         try:
@@ -120,19 +122,19 @@ async def _handle_client(node: Node, stream: trio.SocketStream) -> None:
                 buf = bytearray(rest)
                 # For log --follow, watch *before* taking the snapshot, so that nothing
                 # delivered in between is missed.
-                follow = group_ops.follow_request(node, line)
-                watch = group_ops.watch(node, follow[0]) if follow is not None else None
-                response = await _dispatch(node, line)
+                follow = group_ops.follow_request(app, line)
+                watch = group_ops.watch(app, follow[0]) if follow is not None else None
+                response = await _dispatch(app, line)
                 await stream.send_all(protocol.encode(response))
                 if follow is not None and watch is not None and response["ok"]:
-                    await group_ops.stream_events(node, follow[0], stream, watch,
+                    await group_ops.stream_events(app, follow[0], stream, watch,
                                                   read=follow[1])
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
 
 
-async def _dispatch(node: Node, line: bytes) -> dict[str, Any]:
+async def _dispatch(app: NodeApp, line: bytes) -> dict[str, Any]:
     try:
         request = json.loads(line)
     except ValueError:
@@ -143,7 +145,7 @@ async def _dispatch(node: Node, line: bytes) -> dict[str, Any]:
     if handler is None:
         return protocol.error(f"unknown op {request['op']!r}")
     try:
-        result = handler(node, request)
+        result = handler(app, request)
         if inspect.isawaitable(result):  # long operations yield to the rest of the node
             result = await result
         return protocol.ok(result)

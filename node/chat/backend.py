@@ -127,7 +127,7 @@ class NodeClient:
 async def serve_node(
     node: Any, targets: list[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run ``node`` (a ``node.node.Node``) until cancelled; started once it listens."""
+    """Run ``node`` (a ``node.app.App``) until cancelled; started once it listens."""
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run, targets)
         task_status.started()

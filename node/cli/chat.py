@@ -88,7 +88,7 @@ def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
         _run(lambda: run_chat(client, group=args.group, node_mode="attached", desktop=desktop))
         return 0
     try:
-        from node.node import Node
+        from node.app import App
 
         host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
         targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
@@ -96,12 +96,12 @@ def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
         key = datadir.load_or_create_identity()
         name = check_name(args.name) if args.name else datadir.load_name()
         _log_to_file(datadir)
-        node = Node(key, Config(listen_host=host, listen_port=port, name=name,
-                                network_key=network_key, mdns=not args.no_mdns,
-                                read_receipts=not args.no_read_receipts), datadir)
+        app = App(key, Config(listen_host=host, listen_port=port, name=name,
+                              network_key=network_key, mdns=not args.no_mdns,
+                              read_receipts=not args.no_read_receipts), datadir)
 
         async def start_node(task_status: trio.TaskStatus[None]) -> None:
-            await serve_node(node, targets, task_status=task_status)
+            await serve_node(app, targets, task_status=task_status)
 
         _run(lambda: run_chat(client, group=args.group, node_mode="in this process",
                               start_node=start_node, desktop=desktop))

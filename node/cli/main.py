@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
@@ -33,6 +33,9 @@ from node.ids import fingerprint, format_peer_id, short_id
 from node.net.address import DialTarget, parse_hostport
 from node.version import PROTOCOL_VERSION, __version__
 from node.wire.hello import MAX_NAME_CHARS
+
+if TYPE_CHECKING:
+    from node.app import App
 
 EXIT_ERROR = 1
 EXIT_NOT_RUNNING = 3
@@ -390,7 +393,7 @@ def cmd_network_key(args: argparse.Namespace, datadir: DataDir) -> int:
 
 
 def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
-    from node.node import Node
+    from node.app import App
 
     host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
     targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
@@ -419,9 +422,9 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
         )
         if network_key is not None:
             log.info("network key %s: only peers holding it can connect", key_id(network_key))
-        node = Node(key, config, datadir)
+        app = App(key, config, datadir)
         try:
-            trio.run(_run_until_signal, node, targets)
+            trio.run(_run_until_signal, app, targets)
         except BaseExceptionGroup as group:
             # Nurseries wrap errors; a KithError (say, the port is taken) is still one line.
             error = only_error(group)
@@ -434,11 +437,11 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
     return 0
 
 
-async def _run_until_signal(node: Any, targets: list[DialTarget]) -> None:
+async def _run_until_signal(app: App, targets: list[DialTarget]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(node.run, targets)
-            log.info("control socket %s; protocol kith/%d", node.data_dir.control_socket,
+            await nursery.start(app.run, targets)
+            log.info("control socket %s; protocol kith/%d", app.data_dir.control_socket,
                      PROTOCOL_VERSION)
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)

@@ -5,7 +5,9 @@ node's pure ``MeshState``, and keeps one dial task per announced node. The
 decisions (who dials first, when to stop, when to forget) are the mesh
 state's; this module only waits, dials and logs. Open groups heard go to the
 group service (``OpenGroups.heard_group``); the open groups this node is a
-member of are announced (``set_groups``) whenever that set changes.
+member of are announced (``set_groups``) whenever that set changes. The group
+service is seen through ``LanGroups``, and given by whoever starts discovery
+(the composition root, ``node.app``); without it no groups are announced.
 """
 
 from __future__ import annotations
@@ -47,10 +49,32 @@ class DiscoverySource(Protocol):
     ) -> None: ...
 
 
+class OpenGroupDirectory(Protocol):
+    """The open groups announced and heard (``node.service.open_groups.OpenGroups``)."""
+
+    def records(self) -> list[GroupRecord]: ...
+
+    def heard_group(self, ann: GroupAnnouncement) -> None: ...
+
+    def lost_group(self, instance: str) -> None: ...
+
+
+class LanGroups(Protocol):
+    """What discovery needs of the group service: its open groups, and to wait for change."""
+
+    @property
+    def open(self) -> OpenGroupDirectory: ...
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None: ...
+
+
 class LanDiscovery:
-    def __init__(self, node: Node, source: DiscoverySource | None = None) -> None:
+    def __init__(
+        self, node: Node, source: DiscoverySource | None = None, groups: LanGroups | None = None
+    ) -> None:
         self.node = node
-        self.source = source
+        self.source = source  # None: real mDNS (``Discovery``)
+        self.groups = groups
         self._scopes: dict[str, trio.CancelScope] = {}
         self._last_flood_log = -FLOOD_LOG_INTERVAL
         self._flooded = 0
@@ -69,7 +93,7 @@ class LanDiscovery:
         async with trio.open_nursery() as nursery:
             await nursery.start(source.run, send)
             set_groups = getattr(source, "set_groups", None)
-            if set_groups is not None and node.groups is not None:
+            if set_groups is not None and self.groups is not None:
                 nursery.start_soon(self._announce_groups, set_groups)
             task_status.started()
             async for event in receive:
@@ -79,7 +103,7 @@ class LanDiscovery:
         self, set_groups: Callable[[list[GroupRecord]], Awaitable[None]]
     ) -> None:
         """Keep the announced open groups equal to the open groups we are a member of."""
-        service = self.node.groups
+        service = self.groups
         assert service is not None
 
         def names(records: list[GroupRecord]) -> list[tuple[str, str, str]]:
@@ -124,7 +148,7 @@ class LanDiscovery:
             nursery.start_soon(self._dial_loop, ann.instance, scope)
 
     def _handle_group(self, event: FoundGroup | LostGroup) -> None:
-        service = self.node.groups
+        service = self.groups
         if service is None:
             return
         if isinstance(event, LostGroup):

@@ -47,8 +47,7 @@ async def two_nodes(tmp: Path) -> AsyncIterator[tuple[Kith, Kith]]:
 
 
 def socket_of(node: Kith) -> Path:
-    assert node.node.data_dir is not None
-    return node.node.data_dir.control_socket
+    return node.app.data_dir.control_socket
 
 
 @asynccontextmanager

@@ -21,10 +21,9 @@ from tests.integration.test_groups import founded, mesh
 
 def kith(node: Kith, *argv: str) -> tuple[int, str, str]:
     """Run ``kith --data DIR ARGV`` in this process (a worker thread); code, stdout, stderr."""
-    assert node.node.data_dir is not None
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = main(["--data", str(node.node.data_dir.path), *argv])
+        code = main(["--data", str(node.app.data_dir.path), *argv])
     return code, out.getvalue(), err.getvalue()
 
 

@@ -29,7 +29,7 @@ from node.crypto.keys import IdentityKey
 from node.ids import PeerId
 from node.net.address import DialTarget
 from node.net.connection import PeerConnection
-from node.net.lan import DiscoverySource
+from node.net.lan import DiscoverySource, LanDiscovery
 from node.node import Node
 
 #: Generous bound for "this should happen soon" on a loaded machine.
@@ -76,6 +76,7 @@ class RunningNode:
 
     node: Node
     inbox: Inbox
+    discovery: DiscoverySource | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     stopped: trio.Event = field(default_factory=trio.Event)
 
@@ -100,7 +101,14 @@ class RunningNode:
     ) -> None:
         try:
             with self.scope:
-                await self.node.run(peers, task_status=task_status)
+                if self.discovery is None:
+                    await self.node.run(peers, task_status=task_status)
+                    return
+                async with self.node.listening(), trio.open_nursery() as nursery:
+                    for target in peers:
+                        self.node.dial(target)
+                    await nursery.start(LanDiscovery(self.node, self.discovery).run)
+                    task_status.started()
         finally:
             self.stopped.set()
 
@@ -116,18 +124,13 @@ async def start_node(
 ) -> RunningNode:
     """Start a node listening on 127.0.0.1 (port 0 unless ``listen_port`` is given).
 
-    With ``discovery`` (a fake mDNS source) the node runs its LAN discovery on it.
+    With ``discovery`` (a fake mDNS source) LAN discovery runs on it beside the node.
     """
     inbox = Inbox()
     if discovery is not None:
         overrides.setdefault("mdns", True)
-    node = Node(
-        identity or IdentityKey.generate(),
-        config(name, **overrides),
-        on_message=inbox,
-        discovery=discovery,
-    )
-    running = RunningNode(node, inbox)
+    node = Node(identity or IdentityKey.generate(), config(name, **overrides), on_message=inbox)
+    running = RunningNode(node, inbox, discovery)
     await nursery.start(running._run, peers)
     return running
 

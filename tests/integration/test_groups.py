@@ -232,14 +232,13 @@ async def test_a_long_burst_paces_itself_and_a_long_log_can_be_read(tmp_path: Pa
     async with mesh(tmp_path, "alice", "bob", "carol") as (alice, bob, carol):
         group = await founded([alice, bob, carol], "private")
         before = {p: id(c) for p, c in alice.node.connections.items()}
-        last = await group_ops.OPS["send"](alice.node, {"group": group, "text": "burst",
+        last = await group_ops.OPS["send"](alice.app, {"group": group, "text": "burst",
                                                         "count": 600})
         assert last["text"] == "burst #600"
         await messages(bob, group, 600)
         await messages(carol, group, 600)
         # nobody was dropped as "too slow": the very same channels are up
         assert {p: id(c) for p, c in alice.node.connections.items()} == before
-        assert alice.node.data_dir is not None
         events = await trio.to_thread.run_sync(
-            lambda: client.call(alice.node.data_dir.control_socket, "log", group=group))
+            lambda: client.call(alice.app.data_dir.control_socket, "log", group=group))
         assert sum(e["kind"] == "message" for e in events) == 600

@@ -15,10 +15,10 @@ from pathlib import Path
 import trio
 
 from node.api.python import Kith
+from node.app import App
 from node.config import Config
 from node.datadir import DataDir
 from node.net.discovery import DiscoveryEvent, FoundGroup, LostGroup
-from node.node import Node
 from node.wire.announce import GroupRecord, parse_group_record
 from tests.integration import SOON
 from tests.wire.test_open_announce import raw_of
@@ -56,13 +56,13 @@ class RecordingMdns:
 @asynccontextmanager
 async def lan_node(path: Path, name: str, mdns: RecordingMdns) -> AsyncIterator[Kith]:
     datadir = DataDir(path)
-    node = Node(datadir.load_or_create_identity(),
-                Config(listen_host="127.0.0.1", listen_port=0, name=name, mdns=True),
-                datadir, discovery=mdns)
+    app = App(datadir.load_or_create_identity(),
+              Config(listen_host="127.0.0.1", listen_port=0, name=name, mdns=True),
+              datadir, discovery=mdns)
     async with trio.open_nursery() as nursery:
-        await nursery.start(node.run, [])
+        await nursery.start(app.run, [])
         try:
-            yield Kith(node)
+            yield Kith(app)
         finally:
             nursery.cancel_scope.cancel()
 
