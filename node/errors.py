@@ -44,3 +44,7 @@ class DecryptError(RemoteProtocolError):
 
 class NotRunningError(KithError):
     """No node is running for this data directory (the control socket is absent)."""
+
+
+class GroupError(KithError):
+    """A group operation the user asked for cannot be done (one clear line)."""

@@ -17,26 +17,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "node"
 
-#: Cycle edges a rewrite in progress is expected to break; nothing else may close a cycle.
-#: service/groups.py builds FileService and OpenGroups, which import it back (for Group,
-#: GroupService, GroupError). Whoever breaks the cycle (say, by giving files.py and
-#: open_groups.py a protocol for what they need of the group service, or by letting the
-#: composition root build them) deletes these entries: the test fails once an entry no
-#: longer closes a cycle.
-ALLOWED_CYCLE_EDGES = frozenset({
-    ("node.service.groups", "node.service.files"),
-    ("node.service.groups", "node.service.open_groups"),
-})
-
-#: Service imports of the peer manager or the connection class that wait for the same
-#: rewrite: service/groups.py still types ``node`` as ``node.node.Node`` and channels as
-#: ``PeerConnection`` under TYPE_CHECKING, where ``PeerLinks``/``PeerLink``
-#: (node/service/links.py) will do. Delete an entry once its import is gone.
-ALLOWED_SERVICE_EDGES = frozenset({
-    ("node.service.groups", "node.node"),
-    ("node.service.groups", "node.net.connection"),
-})
-
 Graph = dict[str, dict[str, list[int]]]  # module -> imported module -> line numbers
 
 
@@ -171,17 +151,8 @@ def test_the_graph_covers_the_package() -> None:
 
 
 def test_no_import_cycle() -> None:
-    graph = without(GRAPH, ALLOWED_CYCLE_EDGES)
-    found = cycles(graph)
-    assert not found, "import cycles in node/:\n" + "\n".join(describe(c, graph) for c in found)
-
-
-@pytest.mark.parametrize("edge", sorted(ALLOWED_CYCLE_EDGES), ids="->".join)
-def test_an_allowed_cycle_edge_still_closes_a_cycle(edge: tuple[str, str]) -> None:
-    a, b = edge
-    assert b in GRAPH[a], f"{a} no longer imports {b}: delete it from ALLOWED_CYCLE_EDGES"
-    together = [c for c in cycles(GRAPH) if a in c and b in c]
-    assert together, f"{a} -> {b} closes no cycle any more: delete it from ALLOWED_CYCLE_EDGES"
+    found = cycles(GRAPH)
+    assert not found, "import cycles in node/:\n" + "\n".join(describe(c, GRAPH) for c in found)
 
 
 def test_only_the_composition_root_imports_net_service_and_api_together() -> None:
@@ -202,9 +173,7 @@ def test_the_peer_manager_knows_no_groups_store_api_or_root() -> None:
 def test_services_see_peers_only_through_peer_links() -> None:
     edges = {(m, t) for m in GRAPH if m.startswith("node.service.") for t in GRAPH[m]
              if t in ("node.node", "node.net.connection", "node.app") or t.startswith("node.api")}
-    assert edges <= ALLOWED_SERVICE_EDGES, sorted(edges - ALLOWED_SERVICE_EDGES)
-    stale = ALLOWED_SERVICE_EDGES - edges
-    assert not stale, f"delete {sorted(stale)} from ALLOWED_SERVICE_EDGES"
+    assert not edges, sorted(edges)
 
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("node.wire.")))

@@ -80,9 +80,9 @@ class Delivery(MemberState):
     def flush(self, peer: PeerId) -> None:
         """Push ``peer`` our own events it has not acked (and the history, if we added it)."""
         members = self.core.state.members
-        if peer not in members or self.me not in members or peer not in self.connected:
-            return
-        invited = peer in self.invited
+        if peer not in members or peer not in self.connected:
+            return  # (we may have left: then we still owe the members our departure)
+        invited = peer in self.invited and self.me in members
         pending = [e for e in self.core.ordered()
                    if not self.has(peer, e) and (e.author == self.me or invited)]
         if pending:

@@ -62,10 +62,9 @@ class Sessions(Receiving):
             self.send(peer, Vector(self.vector(), True), "vector")
 
     def shared(self, peer: PeerId) -> bool:
-        members = self.core.state.members
-        if self.me not in members:
-            return False
-        return peer in members or self.departure(peer) is not None
+        # A member, or one who departed and is owed what led to its departure. (Whether
+        # we are members does not matter: if we left, the members may not know it yet.)
+        return peer in self.core.state.members or self.departure(peer) is not None
 
     def departure(self, peer: PeerId) -> MembershipEvent | None:
         """The event by which ``peer`` left the group (if it did, and is not back)."""

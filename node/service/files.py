@@ -64,7 +64,8 @@ from node.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from node.service.groups import Group, GroupService
+    from node.group.member import Member as Group
+    from node.service.host import GroupHost
     from node.service.links import PeerLink
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class Upload:
 
 
 class FileService:
-    def __init__(self, service: GroupService) -> None:
+    def __init__(self, service: GroupHost) -> None:
         self.service = service
         self.store = service.store
         self.chunks = ChunkStore(self.store.path.parent / "chunks")
@@ -209,7 +210,7 @@ class FileService:
             elif ref.size > self.cap:
                 transfer.state = "too large"
                 log.info("group %s: not fetching %s (%s): over this node's limit of %s",
-                         self.service._label(group), _quote(ref.name), mib(ref.size),
+                         self.service.label(group), _quote(ref.name), mib(ref.size),
                          mib(self.cap))
             else:
                 self._start(transfer)
@@ -295,7 +296,7 @@ class FileService:
             ref = chunker.ref(upload.name[:255], media)
             upload.event = self.service.post(group, Post(text, None, mentions, ref))
             upload.state = "sent"
-            log.info("group %s: sent %s (%s, %d chunk(s))", self.service._label(group),
+            log.info("group %s: sent %s (%s, %d chunk(s))", self.service.label(group),
                      _quote(ref.name), mib(ref.size), len(ref.chunks))
         except (OSError, KithError, ValueError) as exc:
             self._remove_files(chunker.addresses)  # no message names them
@@ -305,7 +306,7 @@ class FileService:
             log.warning("%s", upload.error)
         finally:
             upload.finished.set()
-            self.service._notify(group, [])
+            self.service.notify(group)
 
     def _encrypt_piece(self, f: Any, n: int, chunker: Chunker) -> None:
         """In a worker thread: read, encrypt and durably store the next chunk."""
@@ -353,7 +354,7 @@ class FileService:
         group = self.service.groups.get(transfer.group)
         log.info("file %s complete (%s)", _quote(transfer.ref.name), mib(transfer.ref.size))
         if group is not None:
-            self.service._notify(group, [])
+            self.service.notify(group)
 
     def _expire(self, transfer: Transfer, now: float) -> None:
         connections = self.service.node.connections
@@ -452,7 +453,7 @@ class FileService:
             transfer.wake()
         group = self.service.groups.get(message.group)
         if group is not None:
-            self.service._notify(group, [])  # progress for anyone waiting
+            self.service.notify(group)  # progress for anyone waiting
 
     def _refused(self, peer: PeerId, address: bytes, *, bad: bool) -> None:
         for event, index in self._by_address.get(address, ()):

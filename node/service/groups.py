@@ -30,7 +30,7 @@ import nacl.utils
 import trio
 
 from node.crypto.keys import IdentityKey
-from node.errors import KithError, RemoteProtocolError
+from node.errors import GroupError, RemoteProtocolError
 from node.group import commands as C
 from node.group.bodies import Body, Role
 from node.group.content import Content, Thread, decode_content, encode_content
@@ -87,8 +87,7 @@ from node.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from node.net.connection import PeerConnection
-    from node.node import Node
+    from node.service.links import PeerLink, PeerLinks
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -125,12 +124,8 @@ class TypingNotice:
 Notice = Event | TypingNotice
 
 
-class GroupError(KithError):
-    """A group operation the user asked for cannot be done (one clear line)."""
-
-
 class GroupService:
-    def __init__(self, node: Node, store: Store) -> None:
+    def __init__(self, node: PeerLinks, store: Store) -> None:
         self.node = node
         self.store = store
         self.identity: IdentityKey = node.identity
@@ -482,7 +477,7 @@ class GroupService:
 
     # -- receiving --
 
-    async def on_message(self, conn: PeerConnection, data: bytes) -> None:
+    async def on_message(self, conn: PeerLink, data: bytes) -> None:
         """Handle one application message from a peer (the node's message hook)."""
         sender = conn.info.peer_id
         try:

@@ -34,20 +34,20 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from node.errors import HandshakeError, RemoteProtocolError
+from node.errors import GroupError, HandshakeError, RemoteProtocolError
 from node.group.bodies import Approve, Ban, Delete, Join, Role, Unban
 from node.group.events import Event, EventError, GroupId, Kind, decode_event
 from node.group.membership import AuthorizationError, authorize
 from node.group.state import GroupCore
 from node.ids import PeerId, short_id
 from node.net.address import DialTarget
-from node.store.db import GroupRow
 from node.wire.announce import GroupAnnouncement, GroupRecord, open_group_records
 from node.wire.messages import EventsMessage, PeerMessage, VectorMessage, encode_message
 from node.wire.open_messages import OpenRefused, OpenRequest, decode_open, encode_open
 
 if TYPE_CHECKING:
-    from node.service.groups import Group, GroupService
+    from node.group.member import Member as Group
+    from node.service.host import GroupHost
     from node.service.links import PeerLink
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class _Joining:
 
 
 class OpenGroups:
-    def __init__(self, service: GroupService) -> None:
+    def __init__(self, service: GroupHost) -> None:
         self.service = service
         #: mDNS instance -> (announcement, when heard).
         self.heard: dict[str, tuple[GroupAnnouncement, float]] = {}
@@ -103,11 +103,11 @@ class OpenGroups:
         if new:
             log.info("mDNS: open group %r (%s) served by %s at %s:%d", ann.name, ann.policy,
                      short_id(PeerId(ann.peer)), ann.host, ann.port)
-        self.service._notify_all()
+        self.service.notify_all()
 
     def lost_group(self, instance: str) -> None:
         if self.heard.pop(instance, None) is not None:
-            self.service._notify_all()
+            self.service.notify_all()
 
     def discovered(self) -> list[dict[str, object]]:
         """Open groups heard nearby, one entry per group with the members serving it."""
@@ -190,18 +190,16 @@ class OpenGroups:
         assert group is not None
         group.invited.add(peer)  # as for an ADD: we owe it what it lacks when it joins
         events = group.core.ordered()
-        self.service._push(group, peer, events)
+        self.service.push(group, peer, events)
         vector = tuple(sorted((a, n) for a, n in group.core.frontier.items() if n > 0))
         conn.send_nowait(encode_message(VectorMessage(group.id, vector, want=False)))
         log.info("open group %s: sent %d event(s) to %s, who wants to join",
-                 self.service._label(group), len(events), short_id(peer))
+                 self.service.label(group), len(events), short_id(peer))
 
     # -- joining --
 
     async def join(self, text: str, patience: float = JOIN_TIMEOUT) -> Group:
         """Join the open group ``text`` (name or id) heard nearby, or known here."""
-        from node.service.groups import GroupError
-
         local = self._local(text)  # we were a member once (left, or were banned)
         servers = self._servers(text if local is None else local.id.hex(), local)
         reasons: list[str] = []
@@ -218,8 +216,6 @@ class OpenGroups:
         raise GroupError(f"no member of open group {text!r} answered")
 
     def _local(self, text: str) -> Group | None:
-        from node.service.groups import GroupError
-
         try:
             group = self.service.find(text)
         except GroupError:
@@ -233,8 +229,6 @@ class OpenGroups:
     def _servers(self, text: str, local: Group | None
                  ) -> list[tuple[GroupId, PeerId, DialTarget | None]]:
         """Members to ask: heard over mDNS, or (given a full id) the connected peers."""
-        from node.service.groups import GroupError
-
         lowered = text.strip().lower()
         anns = [a for a, _ in self.heard.values() if a.name == text.strip()]
         if not anns and len(lowered) >= 6 and all(c in "0123456789abcdef" for c in lowered):
@@ -288,13 +282,11 @@ class OpenGroups:
 
     def _adopt(self, joining: _Joining, local: Group | None) -> Group:
         """Store what the member sent and author our JOIN (if it is valid)."""
-        from node.service.groups import Group, GroupError
-
         core, service = joining.core, self.service
         body = Join(service.node.name)
         state = core.state
         if local is not None:  # bring what we had up to date first (it may hold an UNBAN)
-            service._receive(local, core.ordered(), {}, joining.peer)
+            service.deliver(local, core.ordered(), joining.peer)
             state = local.core.state
         try:
             if not state.created:
@@ -304,17 +296,11 @@ class OpenGroups:
             raise GroupError(f"cannot join {state.name or 'this group'!r}: {exc}") from None
         group = local
         if group is None:
-            row = GroupRow(core.group_id, state.name, state.mode, time.time())
-            group = Group(row, GroupCore(core.group_id))
-            with service.store.transaction():
-                service.store.add_group(row)
-            service.groups[core.group_id] = group
-            # its own transaction: a DELETE in the history checkpoints the WAL after it
-            service._receive(group, core.ordered(), {}, joining.peer)
+            group = service.adopt(core, joining.peer, core.ordered(), {})
         else:
             with service.store.transaction():
                 service.store.set_group_left(group.id, False)
-        service._author_checked(group, body)
+        service.author(group, body)
         log.info("joined open group %s (%d events from %s)", state.name,
                  len(core.ordered()), short_id(joining.peer))
         return group
@@ -323,19 +309,15 @@ class OpenGroups:
 
     def purge(self, group: Group, peer: PeerId) -> list[Event]:
         """Delete every message of ``peer`` we have (one DELETE each; owner/admin)."""
-        from node.service.groups import GroupError
-
         role = group.core.state.role(self.service.me)
         if role is None or role < Role.ADMIN:
             raise GroupError("only owner and admins may delete someone's messages")
         doomed = [e for e in group.core.ordered()
                   if e.kind is Kind.MESSAGE and e.author == peer and e.id not in group.core.deleted]
-        return [self.service._author_checked(group, Delete(e.id)) for e in doomed]
+        return [self.service.author(group, Delete(e.id)) for e in doomed]
 
     def expire_bans(self, now: float) -> list[Event]:
         """As owner or admin, UNBAN the peers whose timed ban ended by our clock."""
-        from node.service.groups import GroupError
-
         lifted = []
         for group in list(self.service.groups.values()):
             state = group.core.state
@@ -345,21 +327,21 @@ class OpenGroups:
             for peer, until in list(state.ban_until.items()):
                 if 0 < until <= now and peer in state.banned:
                     try:
-                        lifted.append(self.service._author_checked(group, Unban(peer)))
+                        lifted.append(self.service.author(group, Unban(peer)))
                     except GroupError as exc:
                         log.info("group %s: cannot end the ban of %s: %s",
-                                 self.service._label(group), short_id(peer), exc)
+                                 self.service.label(group), short_id(peer), exc)
         return lifted
 
     def approve(self, group: Group, peer: PeerId, approve: bool = True) -> Event:
-        return self.service._author_checked(group, Approve(peer, approve))
+        return self.service.author(group, Approve(peer, approve))
 
     def unban(self, group: Group, peer: PeerId) -> Event:
-        return self.service._author_checked(group, Unban(peer))
+        return self.service.author(group, Unban(peer))
 
     def ban(self, group: Group, peer: PeerId, until: int = 0, *, purge: bool = False
             ) -> Event:
-        event = self.service._author_checked(group, Ban(peer, until))
+        event = self.service.author(group, Ban(peer, until))
         if purge:
             self.purge(group, peer)
         return event
