@@ -12,7 +12,6 @@ import trio
 from node.api.python import Kith, open_node
 from node.group.events import Kind
 from node.ids import parse_peer_id
-from node.wire.messages import EventsMessage
 
 SOON = 10.0
 
@@ -100,8 +99,7 @@ async def test_removed_member_cannot_read_what_follows(tmp_path: Path) -> None:
         cg = carol.service.groups[alice.service.find(group).id]
         events = alice.service.find(group).core.ordered()
 
-        handed = EventsMessage(cg.id, tuple(e.raw for e in events))
-        carol.service._on_events(alice.node.peer_id, handed)
+        carol.service.deliver(cg, events, alice.node.peer_id)
         texts = [e["text"] for e in carol.log(group) if e["kind"] == "message"]
         assert texts[0] == "before the removal"
         assert secret not in " ".join(t for t in texts if t)

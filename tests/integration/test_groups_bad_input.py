@@ -36,6 +36,7 @@ from node.channel.core import Channel, Role
 from node.crypto import sender_keys
 from node.crypto.keys import IdentityKey
 from node.crypto.sender_keys import MAX_JUMP, OwnSenderKey
+from node.group import keys as K
 from node.group.bodies import (
     Add,
     Body,
@@ -60,7 +61,6 @@ from node.group.events import (
 from node.group.state import MAX_BUFFER, MAX_BUFFER_PER_AUTHOR, GroupCore
 from node.ids import PeerId, format_peer_id, short_id
 from node.net.secure_stream import SecureStream
-from node.group import keys as K
 from node.service.groups import MAX_PENDING_GROUPS, Group
 from node.testing.groups import Replica
 from node.wire.messages import (
@@ -171,7 +171,8 @@ class Mallory:
 
     def say(self, group: GroupId, text: str) -> Event:
         """A real private message, encrypted with her sender key and signed by it."""
-        own, body = K.encrypt_private(self.own[group], group, self.peer_id, text, K.Counters(), os.urandom)
+        own, body = K.encrypt_private(self.own[group], group, self.peer_id, text, K.Counters(),
+                                      os.urandom)
         self.own[group] = own
         return self.replicas[group].author(body)
 
@@ -886,13 +887,13 @@ async def test_acks_for_events_that_do_not_exist_are_not_recorded(
 ) -> None:
     async with scene(tmp_path) as s:  # mallory is not even a member
         group = s.a_group
-        before = len(group.acked), len(group.relay_acks), s.deliveries()
+        before = len(group.acked), len(group.sessions), s.deliveries()
         for _ in range(8):
             ids = tuple(EventId(os.urandom(32)) for _ in range(MAX_EVENTS))
             await s.mallory.send_data(encode_message(AckMessage(s.gid, ids)))
         await s.barrier()
         assert s.deliveries() == before[2]  # nothing stored ...
-        assert (len(group.acked), len(group.relay_acks)) == before[:2]  # ... nor kept
+        assert (len(group.acked), len(group.sessions)) == before[:2]  # ... nor kept
         await s.still_serving()
 
 

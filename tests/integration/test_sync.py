@@ -93,11 +93,7 @@ async def test_gap_is_visible_until_sync_fills_it(tmp_path: Path) -> None:
             gb = bob.service.find(group)
             g_bob_events = [e for e in gb.core.ordered() if e.author == bob.node.peer_id]
         gc = carol.service.find(group)
-        from node.wire.messages import EventsMessage
-
-        carol.service._on_events(
-            bob.node.peer_id, EventsMessage(gc.id, tuple(e.raw for e in g_bob_events))
-        )
+        carol.service.deliver(gc, g_bob_events, bob.node.peer_id)
         [view] = [g for g in carol.groups() if g["id"] == gc.id.hex()]
         assert list(view["missing"].values()) == [3]  # alice's three, named by id or name
         async with open_node(tmp_path / "alice", name="alice", peers=[carol.listen]) as alice:
