@@ -34,6 +34,7 @@ from node.group.member import Member as Core
 from node.group.member_io import (
     Authored,
     Effect,
+    Events,
     Input,
     Notify,
     PeerUp,
@@ -200,6 +201,10 @@ class Member:
                 if size is None:
                     size = sizes[id(effect.payload)] = size_of(self.group, effect.payload)
                 self.outbox.append(Outgoing(effect.peer, effect.payload, size, effect.kind))
+                if effect.kind == "message" and isinstance(effect.payload, Events):
+                    counters = self.m.counters.get(effect.payload.events[0].id)
+                    if counters is not None:  # what the author queued, as a node counts it
+                        counters.bytes_out += size
             elif isinstance(effect, Notify):
                 self._notice(effect.events, now)
             elif isinstance(effect, Wake):

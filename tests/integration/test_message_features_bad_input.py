@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import logging
+import os
 from pathlib import Path
 
 from node.crypto import sender_keys
+from node.group import keys as K
 from node.group.bodies import Delete, Mute, Pin
 from node.group.content import Content, Edit, React
 from node.group.events import Event, EventId
 from node.ids import short_id
-from node.group import keys as K
 from node.wire.strict import pack
 from tests.integration import LogWatch, one_line
 from tests.integration.test_groups_bad_input import Scene, rejected_line, scene
