@@ -40,7 +40,7 @@ async def mesh(tmp: Path, count: int) -> AsyncIterator[list[Kith]]:
         yield nodes
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", [2, 3, 8])
 @pytest.mark.parametrize(("mode", "sim_mode"), [("private", "sender-keys"),
                                                 ("pairwise", "pairwise")])
 async def test_counts_and_bytes_agree_with_real_nodes(
