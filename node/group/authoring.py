@@ -54,6 +54,7 @@ from node.group.content import Content, Edit, Thread, encode_content
 from node.group.delivery import Delivery
 from node.group.events import Event, EventId, Kind
 from node.group.member_io import (
+    Authored,
     EraseContent,
     Events,
     SaveCopy,
@@ -255,6 +256,7 @@ class Authoring(Delivery):
                                             f"end the mute of {short_id(peer)}")
                 if event is not None:
                     unmuted.append(event)
+                    self.out.append(Authored(event))
         return unmuted
 
     def start_typing(self) -> bool:
