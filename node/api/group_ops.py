@@ -41,7 +41,8 @@ from node.group.bodies import (
 from node.group.content import MAX_EMOJI
 from node.group.events import Event, EventId, Kind
 from node.ids import PeerId, parse_peer_id, short_id
-from node.service.files import FileService, Upload
+from node.service.file_fetch import Upload
+from node.service.files import FileService
 from node.service.groups import Group, GroupService, Notice, TypingNotice
 
 if TYPE_CHECKING:

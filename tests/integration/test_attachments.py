@@ -16,7 +16,7 @@ from node.errors import KithError
 from node.files.attachment import CHUNK_SIZE
 from node.group.events import EventId, GroupId
 from node.service import chunk_serving
-from node.service import files as files_module
+from node.service import file_fetch as files_module
 from node.service.files import FileService
 from node.wire.messages import ChunkMessage, WantMessage, encode_message
 from tests.integration import LogWatch
