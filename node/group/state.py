@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import nacl.exceptions
 import nacl.signing
 
 from node.errors import RemoteProtocolError
-from node.group.bodies import Body, Create, Delete, Pin, Role, SenderKey, decode_body, group_id_for
+from node.group.bodies import Create, Delete, Pin, Role, SenderKey, decode_body, group_id_for
 from node.group.events import (
     MEMBERSHIP_KINDS,
     TARGETED_KINDS,
@@ -47,6 +46,16 @@ from node.group.events import (
     GroupId,
     Kind,
     UnsignedEvent,
+)
+from node.group.log_effects import (
+    Deleted,
+    Delivered,
+    Dropped,
+    Duplicate,
+    Effect,
+    Equivocation,
+    MembershipChanged,
+    Rejected,
 )
 from node.group.membership import (
     AuthorizationError,
@@ -67,63 +76,12 @@ PAST_STATES = 32
 Clock = dict[PeerId, int]
 
 
-# -- effects --
-
-
-
 def _order_key(event: Event) -> tuple[int, bytes, int]:
     return event.order_key
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    event: Event
-    body: Body
-    clock: Clock  # the author's full vector clock at this event (own entry excluded)
 
-
-@dataclass(frozen=True, slots=True)
-class MembershipChanged:
-    before: Membership
-    after: Membership
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    event: Event
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    event: Event
-
-
-@dataclass(frozen=True, slots=True)
-class Equivocation:
-    author: PeerId
-    seq: int
-    first: EventId
-    second: Event
-
-
-@dataclass(frozen=True, slots=True)
-class Dropped:
-    event: Event
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Deleted:
-    """A DELETE was delivered: erase the content of ``target`` (a tombstone stays)."""
-
-    target: EventId
-    by: Event
-
-
-Effect = (
-    Delivered | MembershipChanged | Rejected | Duplicate | Equivocation | Dropped | Deleted
-)
-
+__all__ = ["Deleted", "Delivered", "Dropped", "Duplicate", "Effect", "Equivocation",
+           "GroupCore", "MembershipChanged", "Rejected"]
 
 class GroupCore:
     def __init__(
