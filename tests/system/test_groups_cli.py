@@ -498,3 +498,45 @@ async def test_pairwise_copy_arriving_after_the_relayed_message_is_read(tmp: Pat
             log = await kith_json(c_dir, "log", group)
     [event] = [e for e in log if e["id"] == away["id"]]
     assert (event["text"], event["decrypted"]) == (away["text"], True)
+
+
+# -- regression: a batch with a newcomer's ADD and then our own removal ----------
+
+
+@pytest.mark.parametrize("demote", [False, True], ids=["removed", "demoted"])
+async def test_a_batch_adding_someone_then_removing_us_keeps_the_node_running(
+    tmp: Path, demote: bool
+) -> None:
+    """Carol, away, is removed (or made a guest) right after alice adds dave; when she is
+    back, alice's outbox pushes both events in one batch. Carol's node used to react to
+    the ADD with a sender key its own core refused by then, and exit (rc 1)."""
+    c_dir = tmp / "carol"
+    async with AsyncExitStack() as stack:
+        [a] = await start_mesh(stack, tmp, ["alice"])
+        async with running(c_dir, "carol", [a]) as c:
+            c.peer_id = (await kith_json(c_dir, "id"))["peer_id"]
+            group = await create_group(a, "lab", "private", [c])
+            async with following(a, group) as a_follower:
+                said = await send(c, group, "carol has a sender key")
+                await a_follower.wait_for_ids([said["id"]], "carol's message")
+        carol = c.peer_id
+        await gone(c, [a])
+        dave = (await kith_json(tmp / "dave", "init"))["peer_id"]  # a member who never runs
+        await kith_json(a.data, "group", "add", group, dave)
+        if demote:
+            await kith_json(a.data, "group", "role", group, carol, "guest")
+        else:
+            await kith_json(a.data, "group", "remove", group, carol)
+        async with running(c_dir, "carol", [a], carol) as c:
+            async with following(c, group) as c_follower:
+                await c_follower.wait_until(
+                    lambda events: any(e["kind"] == ("set_role" if demote else "remove")
+                                       for e in events), "her removal or demotion")
+            members = await kith_json(c_dir, "group", "members", group)
+            roles = {m["peer_id"]: m["role"] for m in members}
+            assert dave in roles
+            if demote:
+                assert roles[carol] == "guest"
+            else:
+                assert carol not in roles
+            assert c.proc.returncode is None  # still serving (`running` checks it exits 0)
