@@ -54,7 +54,8 @@ class App:
         self.data_dir = data_dir
         #: The peer manager: identity, listeners, dialers, one channel per peer.
         self.node = Node(identity, config, on_message=self._on_message,
-                         on_connected=self._on_connected)
+                         on_connected=self._on_connected,
+                         on_disconnected=self._on_disconnected)
         #: The groups, over the store; built by ``run`` before the node listens.
         self.groups: GroupService | None = None
         self._discovery = discovery
@@ -93,3 +94,7 @@ class App:
     def _on_connected(self, peer: PeerId) -> None:
         if self.groups is not None:
             self.groups.peer_connected(peer)
+
+    def _on_disconnected(self, peer: PeerId) -> None:
+        if self.groups is not None:
+            self.groups.peer_disconnected(peer)

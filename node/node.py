@@ -60,7 +60,8 @@ class Node:
     """A Kith peer manager. Use ``await nursery.start(node.run)``; cancel the nursery to stop.
 
     ``on_message(conn, data)`` gets every message from every channel;
-    ``on_connected(peer)`` is called (synchronously) when a channel is admitted.
+    ``on_connected(peer)`` is called (synchronously) when a channel is admitted, and
+    ``on_disconnected(peer)`` when the peer's channel is gone.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class Node:
         config: Config,
         on_message: MessageHook | None = None,
         on_connected: ConnectedHook | None = None,
+        on_disconnected: ConnectedHook | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -80,6 +82,7 @@ class Node:
         self._prologue = prologue(config.network_key)
         self._on_message = on_message
         self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._handshaking = 0
         self._refused = 0
         self._last_refusal_log = -REFUSAL_LOG_INTERVAL
@@ -377,6 +380,8 @@ class Node:
                 del self.connections[info.peer_id]
                 self.mesh.disconnected(info.peer_id, now_wall())
                 self._notify()
+                if self._on_disconnected is not None:
+                    self._on_disconnected(info.peer_id)
             log.info("disconnected from %s: %s", describe(info), conn.close_reason)
 
     def serve_in_background(

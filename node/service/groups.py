@@ -36,6 +36,7 @@ from node.group.member_io import (
     Announce,
     Events,
     Payload,
+    PeerDown,
     PeerUp,
     Received,
     Tick,
@@ -237,3 +238,8 @@ class GroupService(GroupCommands):
         if self.files is not None:
             self.files.peer_connected(peer)
 
+
+    def peer_disconnected(self, peer: PeerId) -> None:
+        """The channel to ``peer`` is gone: the members stop streaming to it."""
+        for group in list(self.groups.values()):
+            self.handle(group, PeerDown(peer))
