@@ -18,9 +18,9 @@ protocol. Effects and the order a driver runs them in are described in
 
 ``handle`` never raises: a peer's input that breaks a rule is dropped with a
 ``Warn`` effect saying why; a command that cannot be done returns
-``Refused(reason)``. If handling ever fails on a bug, the input is dropped
-with a warning and the effects gathered so far are discarded, so a driver
-never persists half an input.
+``Refused(reason)``. If handling ever fails on a bug, the rest of the input is
+dropped with an ERROR warning; the effects gathered so far are returned, since
+the state already took them in (the stateful test fails on any such warning).
 
 A member restarts from exactly what it persisted: ``restore`` takes the
 stored events (in storage order), contents and key state.
@@ -101,9 +101,10 @@ class Member(Sessions):
         try:
             self._dispatch(input)
         except (KithError, NotAccepted, ValueError, KeyError, AssertionError) as exc:
-            # A bug, or an input we failed to anticipate: drop it, keep the group alive.
-            self.out = [Warn(logging.ERROR, f"group {self.label}: dropped "
-                             f"{type(input).__name__}: {type(exc).__name__}: {exc}")]
+            # A bug, or an input we failed to anticipate: stop handling it, keep the group
+            # alive. The effects so far stay: they match what the state already took in.
+            self.out.append(Warn(logging.ERROR, f"group {self.label}: stopped handling "
+                                 f"{type(input).__name__}: {type(exc).__name__}: {exc}"))
         out, self.out = self.out, []
         return out
 

@@ -207,7 +207,7 @@ def _admission(core: GroupCore, peer: PeerId) -> EventId | None:
 
 
 MemberProtocol.TestCase.settings = settings(
-    max_examples=600, stateful_step_count=60, deadline=None,
+    max_examples=300, stateful_step_count=60, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestMemberProtocol = MemberProtocol.TestCase
