@@ -49,6 +49,10 @@ class Delivery(MemberState):
     # -- acknowledgements --
 
     def on_ack(self, sender: PeerId, ack: Ack) -> None:
+        state = self.core.state
+        if sender not in state.members and not any(d.member == sender
+                                                    for d in state.departures):
+            return  # only a member's (or a departed member's) receipt counts
         for event_id in ack.ids:
             if event_id in self.own_ids:
                 seen = self.acked.setdefault(event_id, {})
