@@ -11,13 +11,17 @@ import functools
 import logging
 import math
 
+import pytest
 import trio
+import trio.testing
 
 from node.channel.core import Channel, Role
 from node.crypto.keys import IdentityKey
 from node.mesh.state import Presence
+from node.net.connection import PeerConnection
 from node.net.discovery import DiscoveryEvent, Found, Lost
 from node.net.secure_stream import SecureStream
+from node.node import Node
 from node.wire.announce import Announcement
 from tests.integration import SOON, LogWatch, RunningNode, exchange, one_line, start_node
 
@@ -56,21 +60,74 @@ async def _closed_port() -> int:
     return port
 
 
-async def test_two_announced_nodes_connect_once(logs: LogWatch) -> None:
+def record_admissions(node: Node, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Every channel ``node`` sets up from now on, as (direction, admitted): False is a
+    channel that lost the one-channel-per-peer rule (a duplicate)."""
+    seen: list[tuple[str, bool]] = []
+    admit = node._admit
+
+    def recording(conn: PeerConnection, found: str, instance: str | None) -> bool:
+        admitted = admit(conn, found, instance)
+        seen.append((conn.info.direction, admitted))
+        return admitted
+
+    monkeypatch.setattr(node, "_admit", recording)
+    return seen
+
+
+def declined_to_dial(node: Node, monkeypatch: pytest.MonkeyPatch) -> trio.Event:
+    """Set once a dial loop of ``node`` asks whether to dial and is told no (it waits)."""
+    declined = trio.Event()
+    should_dial = node.mesh.should_dial
+
+    def asking(instance: str) -> bool:
+        answer = should_dial(instance)
+        if not answer:
+            declined.set()
+        return answer
+
+    monkeypatch.setattr(node.mesh, "should_dial", asking)
+    return declined
+
+
+def dial_loops(instance: str) -> int:
+    """How many ``LanDiscovery`` dial loops for ``instance`` are running (in this run)."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, tasks = 0, [root]
+    while tasks:
+        task = tasks.pop()
+        frame = getattr(task.coro, "cr_frame", None)
+        if (getattr(task.coro, "__qualname__", "") == "LanDiscovery._dial_loop"
+                and frame is not None and frame.f_locals.get("instance") == instance):
+            count += 1
+        tasks += [t for n in task.child_nurseries for t in n.child_tasks]
+    return count
+
+
+async def test_two_announced_nodes_connect_once(monkeypatch: pytest.MonkeyPatch) -> None:
     mdns_a, mdns_b = FakeMdns(), FakeMdns()
     async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, "alice", discovery=mdns_a, dial_grace=0.3)
-        b = await start_node(nursery, "bob", discovery=mdns_b, dial_grace=0.3)
+        a = await start_node(nursery, "alice", discovery=mdns_a, dial_grace=1.0)
+        b = await start_node(nursery, "bob", discovery=mdns_b, dial_grace=1.0)
+        admitted_a = record_admissions(a.node, monkeypatch)
+        admitted_b = record_admissions(b.node, monkeypatch)
+        settled = [declined_to_dial(a.node, monkeypatch), declined_to_dial(b.node, monkeypatch)]
         mdns_a.announce_node(b)
         mdns_b.announce_node(a)
         with trio.fail_after(SOON):
             await a.node.wait_until(lambda: b.peer_id in a.node.connections)
             await b.node.wait_until(lambda: a.peer_id in b.node.connections)
-        # Past the grace period the second node must not dial a duplicate.
-        with trio.move_on_after(0.6):
-            await logs.wait_for(r"mDNS: found")
-            await trio.sleep_forever()
-        assert not logs.matching(r"duplicate")
+            channel = a.node.connections[b.peer_id], b.node.connections[a.peer_id]
+            # One node dials at once; the other waits out its grace period, then sees
+            # the channel up and does not dial. Wait until both dial loops said no.
+            for declined in settled:
+                await declined.wait()
+        # exactly one channel was ever set up, dialled by one and accepted by the other
+        assert sorted(admitted_a + admitted_b) == [("inbound", True), ("outbound", True)]
+        assert len(admitted_a) == len(admitted_b) == 1
+        assert (a.node.connections[b.peer_id], b.node.connections[a.peer_id]) == channel
+        assert channel[0].info.initiator == channel[1].info.initiator
         assert a.node.mesh.presence(b.peer_id) is Presence.ONLINE
         assert "mdns" in a.node.mesh.known[b.peer_id].found
         await exchange(a, b)
@@ -151,18 +208,27 @@ async def test_announcement_pointing_at_the_node_itself(logs: LogWatch) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_withdrawn_announcement_stops_redialling_but_keeps_the_channel(
-    logs: LogWatch,
-) -> None:
+async def test_withdrawn_announcement_stops_redialling_but_keeps_the_channel() -> None:
     mdns = FakeMdns()
+    bob = "kith-bob0000000000000"
     async with trio.open_nursery() as nursery:
         b = await start_node(nursery, "bob")
         a = await start_node(nursery, "alice", discovery=mdns, dial_grace=0)
-        mdns.announce("kith-bob0000000000000", b.port)
+        mdns.announce(bob, b.port)
         with trio.fail_after(SOON):
             await a.node.wait_until(lambda: b.peer_id in a.node.connections)
-        mdns.withdraw("kith-bob0000000000000")
-        await logs.wait_for(r"kith-bob0000000000000 withdrew")
+        channel = a.node.connections[b.peer_id]
+        assert a.node.mesh.candidates[bob].peer == b.peer_id
+        assert dial_loops(bob) == 1  # it would redial bob if the channel dropped
+
+        mdns.withdraw(bob)
+        with trio.fail_after(SOON):
+            await a.node.wait_until(lambda: bob not in a.node.mesh.candidates)
+        await trio.testing.wait_all_tasks_blocked()  # the cancelled dial loop has ended
+        assert dial_loops(bob) == 0
+        assert a.node.connections.get(b.peer_id) is channel  # the channel stays
+        assert a.node.mesh.presence(b.peer_id) is Presence.ONLINE
+        assert a.node.mesh.should_dial(bob) is False
         await exchange(a, b)
         nursery.cancel_scope.cancel()
 
