@@ -128,7 +128,9 @@ def test_removed_member_events_after_removal_are_rejected() -> None:
     bob.core.state.members[KEYS[1].peer_id] = Role.MEMBER  # bob ignores his removal
     late = bob.say("still here?")
     effects = owner.receive(late)
+    assert effects, "the late event must be answered with a rejection, not ignored"
     assert all(isinstance(e, Rejected) for e in effects)
+    assert owner.core.get(late.id) is None
 
 
 def test_backdated_event_of_a_removed_member_is_withdrawn() -> None:

@@ -26,6 +26,7 @@ def test_everyone_converges_on_one_order_and_reads_every_message(
     assert all(order == orders[0] for order in orders)
     assert sum(1 for e in sim.members[sim.authors[0]].core.ordered()
                if e.kind.name == "MESSAGE") == 8
+    assert len(sim.sent) == 8
     for member in sim.current_members():
         read = sim.members[member].read_at
         assert all(s.event is not None and s.event.id in read for s in sim.sent), member.hex()
