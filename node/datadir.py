@@ -70,13 +70,19 @@ class DataDir:
         return self.path / LOCK_FILE
 
     def ensure(self) -> None:
-        """Create the directory (mode 0700) if it is missing."""
+        """Create the directory (mode 0700) if it is missing; refuse one others can write."""
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create data directory {self.path}: {exc.strerror}") from exc
         if not self.path.is_dir():
             raise ConfigError(f"data directory {self.path} is not a directory")
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o022:  # another user could swap the control socket for its own
+            raise ConfigError(
+                f"data directory {self.path} is writable by others (mode {mode:04o}); "
+                f"fix it with: chmod 700 {self.path}"
+            )
 
     def has_identity(self) -> bool:
         return self.key_file.exists()

@@ -415,7 +415,7 @@ def follow_request(app: NodeApp, line: bytes) -> tuple[Group, bool] | None:
         if request.get("op") != "log" or not request.get("follow"):
             return None
         return _group(app, request)[1], bool(request.get("read"))
-    except (ValueError, AttributeError, KithError):
+    except (ValueError, AttributeError, RecursionError, KithError):
         return None  # the dispatch answers the malformed request with its error
 
 

@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import os
+import socket as stdlib_socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,18 +74,21 @@ OPS: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
 async def serve_control(
     app: NodeApp, path: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    raw = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
     try:
         _unlink(path)  # stale: the node lock guarantees no live owner
+        # Bound synchronously (a local path: no waiting) so that the umask, which is
+        # process-wide, is back before any other task or thread runs: created 0600.
         old_umask = os.umask(0o177)
         try:
-            await sock.bind(os.fspath(path))
+            raw.bind(os.fspath(path))
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
-        sock.listen(16)
+        raw.listen(16)
+        sock = trio.socket.from_stdlib_socket(raw)
     except OSError as exc:
-        sock.close()
+        raw.close()
         raise ConfigError(f"cannot create control socket {path}: {exc.strerror}") from exc
     listener = trio.SocketListener(sock)
     try:
@@ -137,7 +141,7 @@ async def _handle_client(app: NodeApp, stream: trio.SocketStream) -> None:
 async def _dispatch(app: NodeApp, line: bytes) -> dict[str, Any]:
     try:
         request = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return protocol.error("request is not JSON")
     if not isinstance(request, dict) or not isinstance(request.get("op"), str):
         return protocol.error('request must be a JSON object with an "op" string')
@@ -151,3 +155,6 @@ async def _dispatch(app: NodeApp, line: bytes) -> dict[str, Any]:
         return protocol.ok(result)
     except KithError as exc:
         return protocol.error(str(exc))
+    except Exception as exc:  # a bug must cost this request, never the node
+        log.exception("control request %r failed", request["op"])
+        return protocol.error(f"internal error ({type(exc).__name__}): {exc}")

@@ -189,6 +189,8 @@ class FileService(Fetching):
                 raise FileError(f"{path} is not a regular file")
             if not os.access(path, os.R_OK):
                 raise FileError(f"cannot read {path}: permission denied")
+        except ValueError as exc:  # a NUL in the path
+            raise FileError(f"cannot read {path!r}: {exc}") from None
         except OSError as exc:
             raise FileError(f"cannot read {path}: {exc.strerror or exc}") from None
         if size > self.cap:

@@ -158,11 +158,6 @@ async def test_another_user_cannot_connect() -> None:
         shutil.rmtree(base)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DataDir.ensure() makes a new data directory 0700 but takes an existing one as it is: "
-    "in a world-writable directory another user can replace control.sock with its own "
-    "socket, and `kith` commands then talk to it (the socket's 0600 protects the node, "
-    "not the client)"))
 async def test_a_world_writable_data_directory_is_not_used_as_it_is(tmp_path: Path) -> None:
     data = tmp_path / "alice"
     data.mkdir()
@@ -289,10 +284,6 @@ async def test_log_follow_streams_new_events_but_never_a_hidden_one(tmp_path: Pa
 # -- bugs found while writing these tests -------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "json.loads raises RecursionError on deeply nested JSON; neither follow_request nor "
-    "_dispatch catches it (only ValueError), so it escapes _handle_client into the "
-    "control socket's nursery and stops the whole node"))
 async def test_deeply_nested_json_gets_an_error_not_a_crash(tmp_path: Path) -> None:
     async with open_node(tmp_path / "alice", name="alice") as alice:
         path = alice.app.data_dir.control_socket
@@ -303,10 +294,6 @@ async def test_deeply_nested_json_gets_an_error_not_a_crash(tmp_path: Path) -> N
         assert (await identity(path))["peer_id"] == alice.peer_id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "file.send with a NUL in the path: Path.stat() raises ValueError ('embedded null "
-    "byte'), which FileService.start_upload does not turn into a FileError (it catches "
-    "OSError) and _dispatch lets through (it catches KithError): the node stops"))
 async def test_a_file_path_with_a_nul_gets_an_error_not_a_crash(tmp_path: Path) -> None:
     async with open_node(tmp_path / "alice", name="alice") as alice:
         group = alice.create_group("lab")
@@ -318,11 +305,6 @@ async def test_a_file_path_with_a_nul_gets_an_error_not_a_crash(tmp_path: Path) 
         assert (await identity(path))["peer_id"] == alice.peer_id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "serve_control sets the process umask to 0o177 around `await sock.bind()`, which "
-    "trio runs in a worker thread: every other task (and thread) that runs meanwhile "
-    "creates files under that umask, so a directory made 0700 comes out 0600, unusable "
-    "by its owner (another node in the same process, a chunk directory)"))
 async def test_binding_the_socket_does_not_change_what_other_tasks_create(
     tmp_path: Path,
 ) -> None:
