@@ -1,4 +1,4 @@
-"""``Group.conversation`` folds incrementally and always equals the fold from scratch."""
+"""``Member.conversation`` folds incrementally and always equals the fold from scratch."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from node.crypto.keys import IdentityKey
 from node.group.bodies import Add, Role
 from node.group.content import Content, Conversation, Edit, Item, Post, React, fold_conversation
 from node.group.events import Event, EventId, Kind
+from node.group.member import Member
 from node.group.state import GroupCore
-from node.service.groups import Group
-from node.store.db import GroupRow
 from node.testing.groups import Replica
 
 KEYS = [IdentityKey.generate() for _ in range(3)]
@@ -75,7 +74,7 @@ def test_incremental_conversation_equals_the_full_fold(seed: int, order_seed: in
     stream = list(events)
     rng.shuffle(stream)
     core = GroupCore(events[0].group)
-    group = Group(GroupRow(core.group_id, "t", "private", 0.0), core)
+    group = Member(IdentityKey.generate(), core, random.randbytes)
     for event in stream:
         before = core.delivered_count()
         core.receive(event)
@@ -91,7 +90,7 @@ def test_incremental_conversation_equals_the_full_fold(seed: int, order_seed: in
 def test_a_content_set_after_its_event_was_folded_refolds() -> None:
     events, contents = _history(7)
     core = GroupCore(events[0].group)
-    group = Group(GroupRow(core.group_id, "t", "private", 0.0), core)
+    group = Member(IdentityKey.generate(), core, random.randbytes)
     for event in events:
         core.receive(event)
     group.conversation()  # everything folded as unreadable
@@ -118,7 +117,7 @@ def test_concurrent_reactions_list_reactors_in_the_total_order_whatever_arrives_
     first, second = sorted(reactions, key=lambda e: e.order_key)
 
     core = GroupCore(owner.core.group_id)
-    group = Group(GroupRow(core.group_id, "t", "private", 0.0), core)
+    group = Member(IdentityKey.generate(), core, random.randbytes)
     for event in history + [k for k in keys if k.kind is Kind.SENDER_KEY]:
         core.receive(event)
     for event_id, content in contents.items():
