@@ -11,10 +11,15 @@ from node.group import keys as K
 from node.group.bodies import Delete, Mute, Pin
 from node.group.content import Content, Edit, React
 from node.group.events import Event, EventId
-from node.ids import short_id
+from node.ids import PeerId, short_id
 from node.wire.strict import pack
 from tests.integration import LogWatch, one_line
-from tests.integration.test_groups_bad_input import Scene, rejected_line, scene
+from tests.integration.test_groups_bad_input import Scene, scene
+
+
+def rejected_line(author: PeerId, reason: str) -> str:
+    """The log line a node writes when it rejects ``author``'s event for ``reason``."""
+    return rf"^group lab: rejected event [0-9a-f]{{12}} from {short_id(author)}: {reason}"
 
 
 def say(s: Scene, content: Content | bytes) -> Event:
