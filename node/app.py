@@ -17,6 +17,7 @@ Below it, the services see the peer manager only as ``PeerLinks``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,10 +28,12 @@ from node.datadir import DataDir
 from node.ids import PeerId
 from node.net.address import DialTarget
 from node.net.connection import PeerConnection
-from node.net.lan import DiscoverySource, LanDiscovery
 from node.node import Node
 from node.service.groups import GroupService
 from node.store.db import Store
+
+if TYPE_CHECKING:
+    from node.net.lan import DiscoverySource
 
 #: The node's SQLite database, in its data directory.
 DATABASE_FILE = "kith.db"
@@ -79,7 +82,9 @@ class App:
                 await nursery.start(serve_control, self, self.data_dir.control_socket)
                 for target in peers:
                     self.node.dial(target)
-                if self.node.config.mdns:
+                if self.node.config.mdns:  # zeroconf (and asyncio) load only if used
+                    from node.net.lan import LanDiscovery
+
                     lan = LanDiscovery(self.node, self._discovery, groups)
                     await nursery.start(lan.run)
                 self.node.log_listening()

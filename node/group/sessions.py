@@ -10,7 +10,8 @@ group with our vector (``want``). The receiver streams back every event the
 sender lacks, in delivery order (causal, so each can be delivered on arrival),
 in bounded batches, one batch per acknowledgement of the previous one's last
 event (``node.group.delivery``); a batch not acknowledged within
-``ACK_TIMEOUT`` ends the session (the next vector starts another). If the
+``ACK_TIMEOUT`` ends the session (the next vector starts another), and so does
+the peer's channel going down. If the
 receiver itself lacks something the sender has, it answers with its own
 vector, and the sender streams back.
 
@@ -31,7 +32,7 @@ without a receipt per message.
 
 from __future__ import annotations
 
-from node.group.member_io import Vector, Wake
+from node.group.member_io import Vector
 from node.group.membership import MembershipEvent
 from node.group.receiving import Receiving
 from node.ids import PeerId, short_id
@@ -44,15 +45,24 @@ class Sessions(Receiving):
         if self.nudge_at is not None and self.now >= self.nudge_at:
             self.nudge_at = None
             self.announce_all()
+        self.expire_sessions()
+
+    def expire_sessions(self) -> None:
+        """End sessions whose last batch went unacknowledged for ``ACK_TIMEOUT``.
+
+        Checked on every tick and announcement, never with a timer of its own: a
+        stalled session only holds references to events we keep anyway, and the
+        periodic vector exchange starts a new one (so a quiet simulation ends when
+        the traffic does, not an ack timeout later).
+        """
         for peer, session in list(self.sessions.items()):
             if session.waiting is not None and self.now >= session.deadline:
                 self.warn(f"sync: {short_id(peer)} did not acknowledge a batch of group "
                           f"{self.label}; stopping for now", level=20)
                 self.end_session(peer)
-        if self.sessions:
-            self.out.append(Wake(min(s.deadline for s in self.sessions.values())))
 
     def announce_all(self) -> None:
+        self.expire_sessions()
         for peer in sorted(self.connected):
             self.announce(peer)
 
@@ -86,8 +96,6 @@ class Sessions(Receiving):
             events = [e for e in missing(self.core.delivered_order(), theirs)
                       if departure is None or departure.saw(e.author, e.seq)]
             self.start_session(sender, events)
-            if sender in self.sessions:
-                self.out.append(Wake(self.sessions[sender].deadline))
         if message.want and behind(theirs, mine):
             self.send(sender, Vector(self.vector(), False), "vector")
         self.notify()

@@ -125,6 +125,10 @@ class EffectDriver:
         """Run one input's effects; returns the events it says we authored."""
         authored: list[Event] = []
         persist = [e for e in effects if isinstance(e, _PERSIST)]
+        if all(isinstance(e, SaveDelivery) for e in persist):  # batched, not written now
+            for delivery in persist:
+                self._persist(group, delivery)
+            persist = []
         erased = False
         if persist:
             with self.store.transaction():

@@ -78,7 +78,7 @@ class _NetLinks:
         self._connected, self._peers = connected, peers
 
     def __contains__(self, peer: object) -> bool:
-        return isinstance(peer, bytes) and self._connected(PeerId(peer))
+        return self._connected(peer)  # type: ignore[arg-type]  # (hot: once per copy)
 
     def __iter__(self) -> Iterator[PeerId]:
         return iter(self._peers())
@@ -193,18 +193,21 @@ class Member:
 
     def _run(self, effects: list[Effect]) -> Event | None:
         now = self.scheduler.now
-        sizes: dict[int, int] = {}
+        sized: dict[int, tuple[int, K.Counters | None]] = {}  # per payload: shared by many
         authored = None
         for effect in effects:
             if isinstance(effect, Send):
-                size = sizes.get(id(effect.payload))
-                if size is None:
-                    size = sizes[id(effect.payload)] = size_of(self.group, effect.payload)
-                self.outbox.append(Outgoing(effect.peer, effect.payload, size, effect.kind))
-                if effect.kind == "message" and isinstance(effect.payload, Events):
-                    counters = self.m.counters.get(effect.payload.events[0].id)
-                    if counters is not None:  # what the author queued, as a node counts it
-                        counters.bytes_out += size
+                payload = effect.payload
+                known = sized.get(id(payload))
+                if known is None:
+                    counters = None
+                    if effect.kind == "message" and isinstance(payload, Events):
+                        counters = self.m.counters.get(payload.events[0].id)
+                    known = sized[id(payload)] = (size_of(self.group, payload), counters)
+                size, counters = known
+                self.outbox.append(Outgoing(effect.peer, payload, size, effect.kind))
+                if counters is not None:  # what the author queued, as a node counts it
+                    counters.bytes_out += size
             elif isinstance(effect, Notify):
                 self._notice(effect.events, now)
             elif isinstance(effect, Wake):
