@@ -162,9 +162,11 @@ class Mallory:
         self.own[group] = own
         return self.replicas[group].author(body)
 
-    def forge(self, group: GroupId, body: Body, signer: nacl.signing.SigningKey) -> Event:
-        """Her next event as her replica sees the group, signed by ``signer`` and NOT
-        delivered to her replica."""
+    def forge(self, group: GroupId, body: Body,
+              signer: nacl.signing.SigningKey | None = None) -> Event:
+        """Her next event as her replica sees the group, signed by ``signer`` (default:
+        her identity key) and NOT delivered to her replica."""
+        signer = self.key.signing_key if signer is None else signer
         unsigned = self.replicas[group].core.next_event(self.peer_id, 0, kind_of(body),
                                                         encode_body(body))
         return unsigned.signed(bytes(signer.sign(unsigned.signing_bytes()).signature))
@@ -200,7 +202,10 @@ class Scene:
     def history(self) -> list[Event]:
         return self.core.ordered()
 
-    async def join(self) -> Replica:
+    def stored(self, event: Event) -> bool:
+        return self.alice.service.store.has_event(event.id)
+
+    async def join(self, role: str = "member") -> Replica:
         """Alice adds mallory; mallory's replica ends up with everything alice has.
 
         Alice pushes mallory the history, but bob's reaction to the ADD (a SENDER_KEY
@@ -208,7 +213,7 @@ class Scene:
         mirror alice's log.
         """
         replica = self.mallory.mirror(self.gid)
-        self.alice.add(self.group, format_peer_id(self.mallory.peer_id))
+        self.alice.add(self.group, format_peer_id(self.mallory.peer_id), role=role)
         bob_core = self.bob.service.find(self.group).core
         bob_id = self.bob.node.peer_id
         with trio.fail_after(SOON):
@@ -223,10 +228,28 @@ class Scene:
     async def barrier(self) -> None:
         await self.mallory.barrier(self.gid, self.create)
 
+    async def bob_says_relayed(self, text: str) -> Event:
+        """Bob sends ``text``; mallory relays his event too, then waits for her barrier.
+
+        Events may come from anyone (members pass on history), so after the barrier
+        alice has handled bob's event at least once, whatever bob's channel does.
+        """
+        view = self.bob.send(self.group, text)
+        bob_core = self.bob.service.find(self.group).core
+        [event] = [e for e in bob_core.ordered() if e.id.hex() == view["id"]]
+        await self.mallory.send(self.gid, *[e for e in bob_core.ordered()
+                                            if e.author == event.author])
+        await self.barrier()
+        return event
+
     @property
     def honest(self) -> list[PeerId]:
         """The members mallory seals her sender keys to: alice and bob."""
         return [self.alice.node.peer_id, self.bob.node.peer_id]
+
+    async def share_sender_key(self) -> None:
+        """Mallory hands her sender key to alice and bob (before sending messages)."""
+        await self.mallory.share(self.gid, self.mallory.sender_key(self.gid, self.honest))
 
     async def still_serving(self) -> None:
         """Bob and alice exchange group messages; mallory's channel is still up."""
