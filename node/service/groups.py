@@ -30,6 +30,7 @@ import trio
 from node.errors import GroupError, RemoteProtocolError
 from node.group.content import Content, decode_content
 from node.group.events import Event, EventError, EventId, GroupId, Kind, decode_event
+from node.group.invitations import Invitations
 from node.group.member import Member
 from node.group.member_io import (
     Ack,
@@ -42,6 +43,7 @@ from node.group.member_io import (
     Tick,
     Typing,
     Vector,
+    Warn,
 )
 from node.group.state import GroupCore
 from node.ids import PeerId, short_id
@@ -65,10 +67,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Most unknown groups whose events we hold while waiting to see if we were added,
-#: and most events held per such group (an invitation is history enough to adopt).
-MAX_PENDING_GROUPS = 8
-MAX_PENDING_EVENTS = 1024
 #: A group as this node runs it (the member core; kept under this name for the API).
 Group = Member
 
@@ -78,7 +76,7 @@ __all__ = ["Group", "GroupError", "GroupService", "Notice", "TypingNotice"]
 class GroupService(GroupCommands):
     def __init__(self, node: PeerLinks, store: Store) -> None:
         super().__init__(node, store)
-        self._pending: dict[GroupId, GroupCore] = {}
+        self.invitations = Invitations(self.me)  # events of groups we are not in (yet)
         self.open: OpenGroups = OpenGroups(self)  # open groups: announcing, joining, bans
         self._load()
         self.files = FileService(self)
@@ -195,7 +193,7 @@ class GroupService(GroupCommands):
                     log.warning("dropping an event from %s: %s", short_id(sender), exc)
             group = self.groups.get(message.group)
             if group is None:
-                self._maybe_adopt(sender, message.group, events, dict(message.copies))
+                self._maybe_adopt(sender, message.group, events, message.copies)
                 return
             payload = Events(tuple(events), message.copies, message.sync)
         group = self.groups.get(message.group)
@@ -208,28 +206,14 @@ class GroupService(GroupCommands):
 
     def _maybe_adopt(
         self, sender: PeerId, group_id: GroupId, events: list[Event],
-        copies: dict[EventId, bytes],
+        copies: tuple[tuple[EventId, bytes], ...],
     ) -> None:
-        core = self._pending.get(group_id)
-        if core is None:
-            if len(self._pending) >= MAX_PENDING_GROUPS:
-                self._pending.pop(next(iter(self._pending)))
-            core = self._pending[group_id] = GroupCore(group_id, max_buffer=1024)
-        for event in events:
-            core.receive(event)
-        if self.me not in core.state.members:
-            if core.size() > MAX_PENDING_EVENTS:
-                del self._pending[group_id]
-                log.warning("dropping %d events from %s for group %s, which we are not in",
-                            core.size(), short_id(sender), group_id.hex()[:12])
-                return
-            log.info("events from %s for group %s, which we are not in%s: holding %d",
-                     short_id(sender), group_id.hex()[:12],
-                     "" if core.state.created else " (no CREATE yet)", core.size())
+        outcome = self.invitations.receive(sender, group_id, events, copies)
+        if isinstance(outcome, Warn):
+            log.log(outcome.level, "%s", outcome.text)
             return
-        del self._pending[group_id]
-        self.adopt(core, sender, [*core.ordered(), *core.waiting()], copies)
-        log.info("added to group %s by %s", core.state.name, short_id(sender))
+        self.adopt(outcome.core, sender, outcome.events, dict(outcome.copies))
+        log.info("added to group %s by %s", outcome.core.state.name, short_id(sender))
 
     def peer_connected(self, peer: PeerId) -> None:
         """A channel to ``peer`` came up: push what it has not acknowledged, then sync."""

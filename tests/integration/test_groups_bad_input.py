@@ -44,10 +44,11 @@ from node.group import keys as K
 from node.group.bodies import Add, Body, encode_body, kind_of
 from node.group.bodies import Role as GroupRole
 from node.group.events import Event, EventId, GroupId, decode_event
+from node.group.invitations import MAX_GROUPS as MAX_PENDING_GROUPS
 from node.group.state import GroupCore
 from node.ids import PeerId, format_peer_id, short_id
 from node.net.secure_stream import SecureStream
-from node.service.groups import MAX_PENDING_GROUPS, Group
+from node.service.groups import Group
 from node.testing.groups import Replica
 from node.wire.messages import (
     MAX_EVENTS,
@@ -447,7 +448,7 @@ async def test_many_unknown_groups_are_held_bounded_and_never_adopted(
             one_line(await logs.wait_for(
                 rf"^events from {s.mallory.short} for group {gid}, which we are not in: "
                 rf"holding {len(events)}$", logger=GROUP_LOG))
-            assert len(s.alice.service._pending) <= MAX_PENDING_GROUPS
+            assert len(s.alice.service.invitations.pending) <= MAX_PENDING_GROUPS
         await s.barrier()
         assert list(s.alice.service.groups) == [s.gid]
         assert [row.id for row in s.alice.service.store.groups()] == [s.gid]
@@ -480,7 +481,7 @@ async def test_an_unknown_group_cannot_grow_without_bound(tmp_path: Path, logs: 
         for start in range(0, len(events), MAX_EVENTS):
             await s.mallory.send(other, *events[start:start + MAX_EVENTS])
         await s.barrier()
-        pending = s.alice.service._pending[other]
+        pending = s.alice.service.invitations.pending[other]
         held = len(pending.ordered()) + len(pending.waiting())
         assert held <= pending.max_buffer, f"{held} events of an unknown group held"
         await s.still_serving()
@@ -494,7 +495,7 @@ async def test_events_of_an_unknown_group_without_its_create_are_logged(
         other = events[0].group
         await s.mallory.send(other, *events[1:])  # everything but the CREATE
         await s.barrier()
-        assert other in s.alice.service._pending
+        assert other in s.alice.service.invitations.pending
         # handled before the barrier's ack: a line would be there already
         lines = logs.matching(rf"for group {other.hex()[:12]}", logger=GROUP_LOG)
         assert lines

@@ -1,0 +1,68 @@
+"""Events of groups we are not in, held until they make us a member (pure).
+
+Theory of operation
+-------------------
+Someone who adds us pushes us the group's history, and the ADD may be all we get
+before the channel breaks; events of a group we do not run may also be junk. So
+a node holds them in a small side core per unknown group (``GroupCore``: every
+signature and rule checked as for a real group) and adopts the group the moment
+they make it a member. Memory is bounded for everyone: at most ``MAX_GROUPS``
+unknown groups (the oldest goes first), at most ``MAX_EVENTS`` events each
+(over that, the group's events are dropped), and nothing is persisted until the
+group is adopted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from node.group.events import Event, EventId, GroupId
+from node.group.member_io import Warn
+from node.group.state import GroupCore
+from node.ids import PeerId, short_id
+
+#: Most unknown groups whose events we hold while waiting to see if we were added,
+#: and most events held per such group (an invitation is history enough to adopt).
+MAX_GROUPS = 8
+MAX_EVENTS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """We are a member: start running the group with these events (and our copies)."""
+
+    core: GroupCore
+    events: tuple[Event, ...]
+    copies: tuple[tuple[EventId, bytes], ...]
+
+
+class Invitations:
+    """The side cores of unknown groups (see the module docstring)."""
+
+    def __init__(self, me: PeerId) -> None:
+        self.me = me
+        self.pending: dict[GroupId, GroupCore] = {}
+
+    def receive(
+        self, sender: PeerId, group: GroupId, events: list[Event],
+        copies: tuple[tuple[EventId, bytes], ...] = (),
+    ) -> Adopt | Warn:
+        """Take in events of ``group``; ``Adopt`` if they made us a member, else why not."""
+        core = self.pending.get(group)
+        if core is None:
+            if len(self.pending) >= MAX_GROUPS:
+                self.pending.pop(next(iter(self.pending)))
+            core = self.pending[group] = GroupCore(group, max_buffer=MAX_EVENTS)
+        for event in events:
+            core.receive(event)
+        if self.me in core.state.members:
+            del self.pending[group]
+            return Adopt(core, (*core.ordered(), *core.waiting()), copies)
+        if core.size() > MAX_EVENTS:
+            del self.pending[group]
+            return Warn(logging.WARNING, f"dropping {core.size()} events from "
+                        f"{short_id(sender)} for group {group.hex()[:12]}, which we are not in")
+        return Warn(logging.INFO, f"events from {short_id(sender)} for group {group.hex()[:12]}, "
+                    f"which we are not in{'' if core.state.created else ' (no CREATE yet)'}: "
+                    f"holding {core.size()}")
