@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from node.crypto.keys import IdentityKey
 from node.group import commands as C
@@ -46,28 +45,8 @@ from node.group.member_io import (
 from node.group.state import GroupCore
 from node.ids import PeerId
 from node.sim.clock import Scheduler
+from node.sim.counting import Outgoing, Stats, count_verifications
 from node.sim.wire import Frame, Payload, size_of
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    dst: PeerId
-    payload: Payload
-    size: int
-    kind: str  # message, membership, rekey, sync, ack, vector
-
-
-@dataclass(slots=True)
-class Stats:
-    """What a member counted (receiver side and rekeying)."""
-
-    verifications: int = 0  # the core's signature checks of others' MESSAGE events
-    decrypted: int = 0
-    rejected: int = 0
-    dropped: int = 0
-    rekey_events: int = 0  # SENDER_KEY events authored after set-up
-    rekey_seals: int = 0  # chain keys sealed in them
-    last_progress: float = 0.0  # when this member last delivered or decrypted something
 
 
 class _NetLinks:
@@ -106,7 +85,7 @@ class Member:
         self._wake: float | None = None
         #: Set by the simulation: hands ``outbox`` to the network (used by timers).
         self.flush_outbox: Callable[[], None] = lambda: None
-        self._count_verifications()
+        count_verifications(self.core, self.stats, self.me)
 
     @property
     def core(self) -> GroupCore:
@@ -125,19 +104,6 @@ class Member:
         """Delivered messages we cannot read (yet)."""
         return sum(1 for e in self.core.delivered_order()
                    if e.kind is Kind.MESSAGE and e.id not in self.m.contents)
-
-    def _count_verifications(self) -> None:
-        """Count the core's signature checks of messages (it checks in ``_signature_ok``)."""
-        check = self.core._signature_ok
-        stats, me = self.stats, self.me
-
-        def counting(event: Event) -> bool | None:
-            verdict = check(event)
-            if verdict is not None and event.kind is Kind.MESSAGE and event.author != me:
-                stats.verifications += 1
-            return verdict
-
-        setattr(self.core, "_signature_ok", counting)  # noqa: B010 (instance instrumentation)
 
     def set_up(self, members: frozenset[PeerId], frontier: dict[PeerId, int]) -> None:
         """The state after set-up: everyone holds every set-up event; nothing counted."""
