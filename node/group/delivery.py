@@ -53,16 +53,19 @@ class Delivery(MemberState):
         if sender not in state.members and not any(d.member == sender
                                                     for d in state.departures):
             return  # only a member's (or a departed member's) receipt counts
+        changed = False
         for event_id in ack.ids:
             if event_id in self.own_ids:
                 seen = self.acked.setdefault(event_id, {})
                 if sender not in seen:
                     seen[sender] = self.now
                     self.out.append(SaveDelivery(event_id, sender, self.now))
+                    changed = True
         session = self.sessions.get(sender)
         if session is not None and session.waiting in ack.ids:
             self.next_batch(sender, session)
-        self.notify()
+        if changed:
+            self.notify()  # delivery marks moved
 
     def ack(self, peer: PeerId, stored: list[EventId]) -> None:
         if stored:

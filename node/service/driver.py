@@ -124,11 +124,14 @@ class EffectDriver:
     def run_effects(self, group: Member, effects: list[Effect]) -> list[Event]:
         """Run one input's effects; returns the events it says we authored."""
         authored: list[Event] = []
-        persist = [e for e in effects if isinstance(e, _PERSIST)]
-        if all(isinstance(e, SaveDelivery) for e in persist):  # batched, not written now
-            for delivery in persist:
-                self._persist(group, delivery)
-            persist = []
+        persist = []
+        for effect in effects:
+            if type(effect) is SaveDelivery:  # batched (the commonest: one per ack)
+                assert isinstance(effect, SaveDelivery)
+                self._unsaved_deliveries.append((group.id, effect.event, effect.member,
+                                                 effect.at))
+            elif isinstance(effect, _PERSIST):
+                persist.append(effect)
         erased = False
         if persist:
             with self.store.transaction():

@@ -9,13 +9,9 @@ from node.group.state import GroupCore
 from node.ids import PeerId
 from node.sim.wire import Payload
 
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    dst: PeerId
-    payload: Payload
-    size: int
-    kind: str  # message, membership, rekey, sync, ack, vector
+#: One message for the network: (to, payload, its exact size, kind of traffic: message,
+#: membership, rekey, sync, ack, vector). A tuple: one is built per copy sent.
+Outgoing = tuple[PeerId, Payload, int, str]
 
 
 @dataclass(slots=True)

@@ -79,7 +79,7 @@ class Member:
         self.scheduler = scheduler
         self.m = Core(identity, core, rng.randbytes, joined_at=scheduler.now)
         self.m.connected = _NetLinks(connected, peers)
-        self.outbox: list[Outgoing] = []
+        self.outbox: list[Outgoing] = []  # (to, payload, size, kind)
         self.stats = Stats()
         self.read_at: dict[EventId, float] = {}  # messages we could read, and when
         self._wake: float | None = None
@@ -161,8 +161,11 @@ class Member:
         now = self.scheduler.now
         sized: dict[int, tuple[int, K.Counters | None]] = {}  # per payload: shared by many
         authored = None
+        outbox = self.outbox
         for effect in effects:
-            if isinstance(effect, Send):
+            kind = type(effect)  # one dispatch on the type: this loop is the hot path
+            if kind is Send:
+                assert isinstance(effect, Send)
                 payload = effect.payload
                 known = sized.get(id(payload))
                 if known is None:
@@ -171,16 +174,20 @@ class Member:
                         counters = self.m.counters.get(payload.events[0].id)
                     known = sized[id(payload)] = (size_of(self.group, payload), counters)
                 size, counters = known
-                self.outbox.append(Outgoing(effect.peer, payload, size, effect.kind))
+                outbox.append((effect.peer, payload, size, effect.kind))
                 if counters is not None:  # what the author queued, as a node counts it
                     counters.bytes_out += size
-            elif isinstance(effect, Notify):
-                self._notice(effect.events, now)
-            elif isinstance(effect, Wake):
+            elif kind is Notify:
+                assert isinstance(effect, Notify)
+                if effect.events:
+                    self._notice(effect.events, now)
+            elif kind is Wake:
+                assert isinstance(effect, Wake)
                 if self._wake is None or effect.at < self._wake:
                     self._wake = effect.at
                     self.scheduler.at(max(effect.at, now), self._tick)
-            elif isinstance(effect, Authored) and authored is None:
+            elif kind is Authored and authored is None:
+                assert isinstance(effect, Authored)
                 authored = effect.event
         self.stats.rejected, self.stats.dropped = self.m.rejected, self.m.dropped
         return authored

@@ -194,9 +194,9 @@ class Simulation:
         start = self.cpu_clock()
         event, counters = member.send(text)
         self.cpu += self.cpu_clock() - start
-        audience = [send.dst for send in member.outbox
-                    if send.kind == "message" and isinstance(send.payload, Events)
-                    and send.payload.events[0].id == event.id]
+        audience = [dst for dst, payload, _, kind in member.outbox
+                    if kind == "message" and isinstance(payload, Events)
+                    and payload.events[0].id == event.id]
         self.sent.append(Sent(index, author, self.scheduler.now, event, audience, counters))
         self._flush(member)
 
@@ -220,8 +220,8 @@ class Simulation:
 
     def _flush(self, member: Member) -> None:
         outbox, member.outbox = member.outbox, []
-        for send in outbox:
-            self.net.send(member.me, send.dst, send.payload, send.size, send.kind)
+        for dst, payload, size, kind in outbox:
+            self.net.send(member.me, dst, payload, size, kind)
 
     def _deliver(self, dst: PeerId, src: PeerId, payload: Payload) -> None:
         if isinstance(payload, Frame):
