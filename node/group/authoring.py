@@ -61,6 +61,7 @@ from node.group.member_io import (
     SaveEvent,
     SaveOwnHistory,
     SaveOwnKey,
+    SendMany,
     SetLeft,
     SetName,
     Typing,
@@ -132,12 +133,14 @@ class Authoring(Delivery):
 
     def fanout(self, event: Event, copies: dict[PeerId, bytes], audience: set[PeerId],
                kind: str) -> None:
-        shared = Events((event,))  # the same payload (and bytes) for everyone
+        everyone = []
         for member in sorted(set(self.core.state.members) | audience):
-            payload = shared
-            if member in copies and event.kind is Kind.MESSAGE:
-                payload = Events((event,), ((event.id, copies[member]),))
-            self.send(member, payload, kind)
+            if member in copies and event.kind is Kind.MESSAGE:  # its own ciphertext
+                self.send(member, Events((event,), ((event.id, copies[member]),)), kind)
+            elif member != self.me and member in self.connected:
+                everyone.append(member)
+        if everyone:  # the same payload (and bytes) for everyone else: one effect
+            self.out.append(SendMany(tuple(everyone), Events((event,)), kind))
 
     # -- posting --
 

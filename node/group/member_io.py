@@ -10,7 +10,8 @@ node's ``GroupService``, or the simulator) runs the effects:
 * ``Persist`` effects, all of them, in **one store transaction**, before
   anything else: an event is on disk before it is acknowledged or relayed,
   and our own sender-chain step before the ciphertext that used it leaves.
-* then ``Send`` effects, through the per-peer queues (never blocking);
+* then ``Send`` and ``SendMany`` effects, through the per-peer queues (never
+  blocking);
 * then ``Notify`` (watchers, UIs), ``Warn`` (a log line with a reason) and
   ``Wake`` (call ``handle(Tick(), at)`` at or after ``at``).
 
@@ -96,6 +97,15 @@ class Send:
     peer: PeerId
     payload: Payload
     kind: str  # message, membership, rekey, sync, ack, vector, typing (for accounting)
+
+
+@dataclass(frozen=True, slots=True)
+class SendMany:
+    """The same payload to each of ``peers`` (fanout: one effect, encoded once)."""
+
+    peers: tuple[PeerId, ...]
+    payload: Payload
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,4 +243,4 @@ Persist = (
     | SaveEquivocation | SetLeft | SetName | SaveDelivery | SaveReadMarks
 )
 
-Effect = Persist | Send | Notify | TypingSeen | Warn | Wake | Authored | Refused
+Effect = Persist | Send | SendMany | Notify | TypingSeen | Warn | Wake | Authored | Refused

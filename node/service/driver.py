@@ -48,6 +48,7 @@ from node.group.member_io import (
     SavePeerKey,
     SaveReadMarks,
     Send,
+    SendMany,
     SetContent,
     SetLeft,
     SetName,
@@ -142,7 +143,10 @@ class EffectDriver:
         encoded: dict[int, bytes] = {}
         for effect in effects:
             if isinstance(effect, Send):
-                self._send(group, effect, encoded)
+                self._send(group, effect.peer, effect.payload, effect.kind, encoded)
+            elif isinstance(effect, SendMany):
+                for peer in effect.peers:
+                    self._send(group, peer, effect.payload, effect.kind, encoded)
             elif isinstance(effect, Notify):
                 self._notify(group, effect.events)
             elif isinstance(effect, TypingSeen):
@@ -194,16 +198,17 @@ class EffectDriver:
             self._unsaved_deliveries.append((gid, effect.event, effect.member, effect.at))
         return False
 
-    def _send(self, group: Member, send: Send, encoded: dict[int, bytes]) -> None:
-        conn = self.node.connections.get(send.peer)
+    def _send(self, group: Member, peer: PeerId, payload: Payload, kind: str,
+              encoded: dict[int, bytes]) -> None:
+        conn = self.node.connections.get(peer)
         if conn is None:
             return
-        data = encoded.get(id(send.payload))
+        data = encoded.get(id(payload))
         if data is None:
-            data = encoded[id(send.payload)] = encode_message(_wire(group.id, send.payload))
-        if conn.send_nowait(data) and send.kind == "message":
-            assert isinstance(send.payload, Events)
-            counters = group.counters.get(send.payload.events[0].id)
+            data = encoded[id(payload)] = encode_message(_wire(group.id, payload))
+        if conn.send_nowait(data) and kind == "message":
+            assert isinstance(payload, Events)
+            counters = group.counters.get(payload.events[0].id)
             if counters is not None:
                 counters.bytes_out += len(data)
 

@@ -39,6 +39,7 @@ from node.group.member_io import (
     PeerUp,
     Received,
     Send,
+    SendMany,
     Tick,
     Wake,
 )
@@ -164,8 +165,8 @@ class Member:
         outbox = self.outbox
         for effect in effects:
             kind = type(effect)  # one dispatch on the type: this loop is the hot path
-            if kind is Send:
-                assert isinstance(effect, Send)
+            if kind is Send or kind is SendMany:
+                assert isinstance(effect, Send | SendMany)
                 payload = effect.payload
                 known = sized.get(id(payload))
                 if known is None:
@@ -174,9 +175,10 @@ class Member:
                         counters = self.m.counters.get(payload.events[0].id)
                     known = sized[id(payload)] = (size_of(self.group, payload), counters)
                 size, counters = known
-                outbox.append((effect.peer, payload, size, effect.kind))
+                peers = (effect.peer,) if isinstance(effect, Send) else effect.peers
+                outbox.extend((peer, payload, size, effect.kind) for peer in peers)
                 if counters is not None:  # what the author queued, as a node counts it
-                    counters.bytes_out += size
+                    counters.bytes_out += size * len(peers)
             elif kind is Notify:
                 assert isinstance(effect, Notify)
                 if effect.events:

@@ -39,6 +39,7 @@ from node.group.member_io import (
     SavePeerKey,
     SaveReadMarks,
     Send,
+    SendMany,
     SetContent,
     SetLeft,
     SetName,
@@ -134,6 +135,9 @@ class Cluster:
         for effect in effects:
             if isinstance(effect, Send):
                 self.flight.setdefault((peer, effect.peer), deque()).append(effect.payload)
+            elif isinstance(effect, SendMany):
+                for to in effect.peers:
+                    self.flight.setdefault((peer, to), deque()).append(effect.payload)
             elif isinstance(effect, Wake):
                 self.wakes[peer].append(effect.at)
             elif isinstance(effect, Warn):
