@@ -46,7 +46,6 @@ from node.group.bodies import (
     PrivateMessage,
     Receipt,
     Role,
-    decode_body,
     encode_body,
     kind_of,
 )
@@ -235,7 +234,7 @@ class Authoring(Delivery):
 
     def read_delta(self) -> tuple[tuple[PeerId, int], ...]:
         mine = self.read.get(self.me, {})
-        latest = {a: n for a, n in self.core.last_message.items() if a != self.me}
+        latest = self.last_messages_of_others()
         return tuple(sorted((a, n) for a, n in latest.items() if n > mine.get(a, 0)))
 
     def flush_receipts(self) -> None:
@@ -273,18 +272,18 @@ class Authoring(Delivery):
     # -- membership side effects --
 
     def after_delivery(self, effects: list[Effect]) -> None:
-        cause: Event | None = None
+        cause: Delivered | None = None
         for effect in effects:
             if isinstance(effect, Delivered):
                 self.note(effect)
-                cause = effect.event
+                cause = effect
             if isinstance(effect, MembershipChanged):
                 self.membership_changed(effect, cause)
             elif isinstance(effect, Delivered) and effect.event.kind is Kind.RENAME:
                 self.out.append(SetName(self.core.state.name))
         self.notify([e.event for e in effects if isinstance(e, Delivered)])
 
-    def membership_changed(self, change: MembershipChanged, cause: Event | None) -> None:
+    def membership_changed(self, change: MembershipChanged, cause: Delivered | None) -> None:
         now = self.core.state  # the state as it is now, not the change's snapshot
         added = set(change.after.members) - set(change.before.members)
         removed = set(change.before.members) - set(change.after.members)
@@ -299,7 +298,9 @@ class Authoring(Delivery):
             self.flush(peer)
         if newcomers and self.core.mode == "open":
             self.nudge()  # a JOIN reaches only who the joiner knew: spread it
-        admitted = frozenset(p for p in newcomers if cause is None or _admits(cause, p))
+        admits = None if cause is None else _admitted_by(cause.event.author, cause.event.kind,
+                                                         cause.body)
+        admitted = frozenset(p for p in newcomers if cause is None or admits == p)
         self.hand_keys(admitted, history=now.share_history)
         for peer in sorted(newcomers - admitted):
             self.restore(peer)
@@ -349,13 +350,8 @@ class Authoring(Delivery):
         """The order key of the event that made ``peer`` a member (its latest ADD, JOIN
         or APPROVE, or the CREATE if it founded the group)."""
         since = None
-        joins = (Kind.CREATE, Kind.ADD, Kind.JOIN, Kind.APPROVE)
         for event in self.core.membership_events():
-            if event.kind not in joins:
-                continue
-            subject = event.author if event.kind in (Kind.CREATE, Kind.JOIN) else getattr(
-                event.body, "member", None)
-            if subject == peer:
+            if _admitted_by(event.author, event.kind, event.body) == peer:
                 since = event.order_key
         return since
 
@@ -367,16 +363,12 @@ class Authoring(Delivery):
         return (0, b"", 0)
 
 
-def _admits(event: Event, peer: PeerId) -> bool:
-    """Does ``event`` make ``peer`` a member (an ADD or APPROVE of it, its JOIN)?"""
-    if event.kind is Kind.JOIN:
-        return event.author == peer
-    if event.kind in (Kind.ADD, Kind.APPROVE, Kind.CREATE):
-        return True if event.kind is Kind.CREATE else _subject(event) == peer
-    return False
-
-
-def _subject(event: Event) -> PeerId | None:
-    body = decode_body(event.kind, event.body)
-    member = getattr(body, "member", None)
-    return PeerId(member) if isinstance(member, bytes) else None
+def _admitted_by(author: PeerId, kind: Kind, body: Body) -> PeerId | None:
+    """Whom an event makes a member: its author (CREATE, JOIN), or the member an ADD or
+    APPROVE names; None for any other event."""
+    if kind in (Kind.CREATE, Kind.JOIN):
+        return author
+    if kind in (Kind.ADD, Kind.APPROVE):
+        member = getattr(body, "member", None)
+        return PeerId(member) if isinstance(member, bytes) else None
+    return None

@@ -49,9 +49,7 @@ class Delivery(MemberState):
     # -- acknowledgements --
 
     def on_ack(self, sender: PeerId, ack: Ack) -> None:
-        state = self.core.state
-        if sender not in state.members and not any(d.member == sender
-                                                    for d in state.departures):
+        if sender not in self.core.state.members and self.departure(sender) is None:
             return  # only a member's (or a departed member's) receipt counts
         changed = False
         for event_id in ack.ids:

@@ -226,7 +226,7 @@ class Member(Sessions):
         return thread
 
     def _mark_read(self) -> None:
-        latest = {a: n for a, n in self.core.last_message.items() if a != self.me}
+        latest = self.last_messages_of_others()
         moved = {a: n for a, n in latest.items() if n > self.read_marks.get(a, 0)}
         if moved:
             self.out.append(SaveReadMarks(tuple(sorted(moved.items()))))

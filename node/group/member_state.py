@@ -36,7 +36,7 @@ from node.group import keys as K
 from node.group.content import Content, Conversation, ConversationFold, Edit, Item, Post, React
 from node.group.events import Event, EventId, GroupId, Kind
 from node.group.member_io import Effect, Notify, Payload, Send, Wake, Warn
-from node.group.membership import Membership
+from node.group.membership import Membership, MembershipEvent
 from node.group.state import GroupCore
 from node.ids import PeerId
 
@@ -186,6 +186,19 @@ class MemberState:
         if vector is None and peer in self.setup_members:
             vector = self.setup_frontier
         return vector is not None and vector.get(event.author, 0) >= event.seq
+
+    def departure(self, peer: PeerId) -> MembershipEvent | None:
+        """The event by which ``peer`` left the group (if it did, and is not back)."""
+        if peer in self.core.state.members:
+            return None
+        for dep in reversed(self.core.state.departures):
+            if dep.member == peer:
+                return dep.event
+        return None
+
+    def last_messages_of_others(self) -> dict[PeerId, int]:
+        """Per other author, the seq of its latest delivered message (read positions)."""
+        return {a: n for a, n in self.core.last_message.items() if a != self.me}
 
     def vector(self) -> tuple[tuple[PeerId, int], ...]:
         return tuple(sorted((a, n) for a, n in self.core.frontier.items() if n > 0))

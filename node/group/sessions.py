@@ -33,7 +33,6 @@ without a receipt per message.
 from __future__ import annotations
 
 from node.group.member_io import Vector
-from node.group.membership import MembershipEvent
 from node.group.receiving import Receiving
 from node.ids import PeerId, short_id
 from node.sync.plan import behind, missing
@@ -75,15 +74,6 @@ class Sessions(Receiving):
         # A member, or one who departed and is owed what led to its departure. (Whether
         # we are members does not matter: if we left, the members may not know it yet.)
         return peer in self.core.state.members or self.departure(peer) is not None
-
-    def departure(self, peer: PeerId) -> MembershipEvent | None:
-        """The event by which ``peer`` left the group (if it did, and is not back)."""
-        if peer in self.core.state.members:
-            return None
-        for dep in reversed(self.core.state.departures):
-            if dep.member == peer:
-                return dep.event
-        return None
 
     def on_vector(self, sender: PeerId, message: Vector) -> None:
         if not self.shared(sender):

@@ -194,8 +194,6 @@ class EffectDriver:
             self.store.set_group_name(gid, effect.name)
         elif isinstance(effect, SaveReadMarks):
             self.store.set_read_marks(gid, dict(effect.marks))
-        elif isinstance(effect, SaveDelivery):
-            self._unsaved_deliveries.append((gid, effect.event, effect.member, effect.at))
         return False
 
     def _send(self, group: Member, peer: PeerId, payload: Payload, kind: str,
@@ -292,8 +290,9 @@ class EffectDriver:
 
 
 
+#: Rows written in the input's transaction (SaveDelivery is set aside and batched).
 _PERSIST = (SaveEvent, SetContent, EraseContent, SaveOwnKey, SaveOwnHistory, SavePeerKey,
-            SaveCopy, SaveEquivocation, SetLeft, SetName, SaveReadMarks, SaveDelivery)
+            SaveCopy, SaveEquivocation, SetLeft, SetName, SaveReadMarks)
 
 
 def _wire(group: GroupId, payload: Payload) -> EventsMessage | AckMessage | VectorMessage \

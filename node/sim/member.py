@@ -100,12 +100,6 @@ class Member:
     def group(self) -> GroupId:
         return self.m.id
 
-    @property
-    def unreadable(self) -> int:
-        """Delivered messages we cannot read (yet)."""
-        return sum(1 for e in self.core.delivered_order()
-                   if e.kind is Kind.MESSAGE and e.id not in self.m.contents)
-
     def set_up(self, members: frozenset[PeerId], frontier: dict[PeerId, int]) -> None:
         """The state after set-up: everyone holds every set-up event; nothing counted."""
         self.outbox.clear()
