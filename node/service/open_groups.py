@@ -191,7 +191,7 @@ class OpenGroups:
         group.invited.add(peer)  # as for an ADD: we owe it what it lacks when it joins
         events = group.core.ordered()
         self.service.push(group, peer, events)
-        vector = tuple(sorted((a, n) for a, n in group.core.frontier.items() if n > 0))
+        vector = group.vector()
         conn.send_nowait(encode_message(VectorMessage(group.id, vector, want=False)))
         log.info("open group %s: sent %d event(s) to %s, who wants to join",
                  self.service.label(group), len(events), short_id(peer))
