@@ -338,7 +338,7 @@ MALFORMED: dict[str, tuple[Any, str]] = {
     "an array": (lambda gid: pack(["events", gid, []]), "peer message is not a map"),
     "duplicate keys": (_dup_keys, "duplicate map key 't'"),
     "extension type": (
-        lambda gid: msgpack.packb(msgpack.ExtType(5, b"x")), "extension type 5 is not allowed",
+        lambda gid: msgpack.packb(msgpack.ExtType(5, b"x")), "extension types are not allowed",
     ),
     "group id too short": (
         lambda gid: pack({"t": "events", "g": gid[:31], "ev": [], "cp": [], "sync": False}),
