@@ -58,3 +58,14 @@ def test_malformed_payloads(payload: bytes, message: str) -> None:
 def test_clean_name_removes_control_characters() -> None:
     assert clean_name("eve\x1b[2J\nx") == "eve?[2J?x"
     assert len(clean_name("z" * 500)) == MAX_NAME_CHARS
+
+
+def test_the_name_limit_counts_code_points() -> None:
+    """64 characters of 4 bytes each (256 bytes of UTF-8) pass; the 65th is refused."""
+    grin = "\U0001f600"
+    assert MAX_NAME_CHARS == 64
+    hello = Hello(1, bytes(32), grin * 64, "kith-0123456789abcdef")
+    assert Hello.decode(hello.encode()) == hello
+    too_long = msgpack.packb({"v": 1, "id": bytes(32), "name": grin * 65})
+    with pytest.raises(RemoteProtocolError, match="'name'"):
+        Hello.decode(too_long)
