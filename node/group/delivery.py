@@ -13,7 +13,10 @@ Catch-up travels in batches of at most ``MAX_EVENTS`` events and
 ``BATCH_BYTES`` bytes, flagged ``sync`` so the receiver passes the news on to
 its other neighbours. A sync session (``node.group.sessions``) sends its next
 batch only when the last event of the previous one is acknowledged, so live
-traffic sharing the queue is never stuck behind more than one batch.
+traffic sharing the queue is never stuck behind more than one batch, leaves out
+what the peer got meanwhile (its latest vector and acks), and spends a per-peer
+byte budget (``SYNC_RATE``, ``SYNC_BURST``): out of budget, it pauses until the
+bucket holds enough for the next batch.
 
 In pairwise mode the author keeps each recipient's ciphertext
 (``own_copies``) and sends it along with the event whenever it pushes it.
@@ -23,11 +26,11 @@ from __future__ import annotations
 
 from node.group.bodies import Add, Receipt
 from node.group.events import Event, EventId, Kind
-from node.group.member_io import Ack, Events, SaveDelivery
-from node.group.member_state import ACK_TIMEOUT, BATCH_BYTES, MemberState, Session
+from node.group.member_io import Ack, Events, SaveDelivery, Wake
+from node.group.member_state import ACK_TIMEOUT, BATCH_BYTES, Budget, MemberState, Session
 from node.group.state import Delivered
 from node.ids import PeerId, short_id
-from node.sync.plan import Batcher
+from node.sync.plan import Batcher, lacks
 from node.wire.messages import MAX_EVENTS
 
 
@@ -114,14 +117,26 @@ class Delivery(MemberState):
 
     def start_session(self, peer: PeerId, events: list[Event]) -> None:
         session = Session(batches(events))
-        self.sessions[peer] = session  # a newer vector supersedes the old session
+        self.sessions[peer] = session
         self.next_batch(peer, session)
 
     def next_batch(self, peer: PeerId, session: Session) -> None:
-        if not session.batches or peer not in self.connected:
+        """Send the next batch (less what ``peer`` got meanwhile), budget permitting."""
+        batch: list[Event] = []
+        vector = self.peer_vectors.get(peer, {})
+        while session.batches and not batch:
+            batch = [e for e in session.batches.pop(0) if lacks(vector, e)]
+        if not batch or peer not in self.connected:
             self.end_session(peer)
             return
-        batch = session.batches.pop(0)
+        budget = self.budgets.setdefault(peer, Budget(at=self.now))
+        resume = budget.take(sum(len(e.raw) for e in batch), self.now)
+        if resume is not None:  # over its byte budget: pause, resume on a Tick
+            session.batches.insert(0, batch)
+            session.waiting, session.resume_at = None, resume
+            self.out.append(Wake(resume))
+            return
+        session.resume_at = None
         session.waiting = batch[-1].id
         session.deadline = self.now + ACK_TIMEOUT
         session.sent += len(batch)

@@ -46,6 +46,14 @@ BATCH_BYTES = 512 * 1024
 NUDGE_DELAY = 0.2
 #: A sync batch not acknowledged within this many seconds ends the session (retried later).
 ACK_TIMEOUT = 30.0
+#: What sync may stream to one peer: on average at most ``SYNC_RATE`` bytes a second, in
+#: bursts of at most ``SYNC_BURST`` (a token bucket per peer); a session out of tokens
+#: pauses until it has enough for its next batch.
+SYNC_RATE = 1024 * 1024
+SYNC_BURST = 4 * 1024 * 1024
+#: The same vector from the same peer, with nothing new on our side, is answered again
+#: (a session, or our vector back) only after this many seconds.
+RESYNC_AFTER = 60.0
 #: A typing notice is sent at most this often per group, and shown this long.
 TYPING_INTERVAL = 3.0
 TYPING_SHOWN = 5.0
@@ -79,6 +87,25 @@ class Session:
     waiting: EventId | None = None
     deadline: float = 0.0
     sent: int = 0
+    resume_at: float | None = None  # paused for want of budget until then
+
+
+@dataclass(slots=True)
+class Budget:
+    """A token bucket of bytes (see ``SYNC_RATE``)."""
+
+    tokens: float = SYNC_BURST
+    at: float = 0.0
+
+    def take(self, size: int, now: float) -> float | None:
+        """Spend ``size`` bytes: None if done, else when there will be enough."""
+        self.tokens = min(SYNC_BURST, self.tokens + max(0.0, now - self.at) * SYNC_RATE)
+        self.at = now
+        need = min(size, SYNC_BURST)
+        if self.tokens >= need:
+            self.tokens -= need
+            return None
+        return now + (need - self.tokens) / SYNC_RATE
 
 
 class Links(Protocol):
@@ -137,6 +164,11 @@ class MemberState:
         self.version = 0  # bumped when a content changes without a new event (cache key)
         self.connected: Links = set[PeerId]()
         self.sessions: dict[PeerId, Session] = {}
+        #: Per peer: the vector (and how much we held) we last answered, and when, so a
+        #: repeated vector costs nothing (see ``node.group.sessions``).
+        self.answered: dict[PeerId, tuple[dict[PeerId, int], int, float]] = {}
+        self.replied: dict[PeerId, tuple[dict[PeerId, int], int, float]] = {}
+        self.budgets: dict[PeerId, Budget] = {}
         self.nudge_at: float | None = None
         self.rejected = 0  # events refused (counted for the research harness)
         self.dropped = 0

@@ -28,11 +28,21 @@ a healed partition would converge only at the next periodic exchange.
 
 A peer's vector also tells which of our events it has: delivery receipts
 without a receipt per message.
+
+**What a vector may cost us.** A vector is small and a session's batch is up
+to 512 KiB, so answering every vector anew would let a peer draw ten thousand
+times what it sends. A vector therefore never restarts a session under way (the
+session leaves out what the newer vector shows the peer got); the same vector,
+while we hold nothing new, is answered once (again only after
+``RESYNC_AFTER``), and so is a request for our vector; and every session spends
+a per-peer byte budget (``node.group.delivery``). A peer's channel going down
+forgets all of this, so a reconnecting peer is answered at once.
 """
 
 from __future__ import annotations
 
 from node.group.member_io import Vector
+from node.group.member_state import RESYNC_AFTER
 from node.group.receiving import Receiving
 from node.ids import PeerId, short_id
 from node.sync.plan import behind, missing
@@ -40,10 +50,14 @@ from node.sync.plan import behind, missing
 
 class Sessions(Receiving):
     def tick(self) -> None:
-        """Time passed: send a due nudge, end sessions whose batch went unacknowledged."""
+        """Time passed: send a due nudge, resume sessions that have budget again, end
+        sessions whose batch went unacknowledged."""
         if self.nudge_at is not None and self.now >= self.nudge_at:
             self.nudge_at = None
             self.announce_all()
+        for peer, session in list(self.sessions.items()):
+            if session.resume_at is not None and self.now >= session.resume_at:
+                self.next_batch(peer, session)
         self.expire_sessions()
 
     def expire_sessions(self) -> None:
@@ -81,14 +95,28 @@ class Sessions(Receiving):
         theirs = dict(message.vector)
         self.peer_vectors[sender] = theirs
         mine = self.core.frontier
-        if behind(mine, theirs):
+        if (sender not in self.sessions and behind(mine, theirs)
+                and self.fresh(self.answered, sender, theirs)):
             departure = self.departure(sender)
             events = [e for e in missing(self.core.delivered_order(), theirs)
                       if departure is None or departure.saw(e.author, e.seq)]
             self.start_session(sender, events)
-        if message.want and behind(theirs, mine):
+        if (message.want and behind(theirs, mine)
+                and self.fresh(self.replied, sender, theirs)):
             self.send(sender, Vector(self.vector(), False), "vector")
         self.notify()
+
+    def fresh(self, seen: dict[PeerId, tuple[dict[PeerId, int], int, float]], peer: PeerId,
+              theirs: dict[PeerId, int]) -> bool:
+        """Is ``theirs`` worth answering: new from ``peer``, or we hold more since we last
+        answered it, or that was ``RESYNC_AFTER`` ago? (Records it as answered if so.)"""
+        held = self.core.delivered_count()
+        last = seen.get(peer)
+        if (last is not None and last[0] == theirs and last[1] == held
+                and self.now - last[2] < RESYNC_AFTER):
+            return False
+        seen[peer] = (theirs, held, self.now)
+        return True
 
     def peer_up(self, peer: PeerId) -> None:
         """A channel to ``peer`` came up: push what it has not acked, then announce."""
@@ -99,3 +127,5 @@ class Sessions(Receiving):
     def peer_down(self, peer: PeerId) -> None:
         self.connected.discard(peer)
         self.sessions.pop(peer, None)
+        self.answered.pop(peer, None)
+        self.replied.pop(peer, None)
