@@ -11,13 +11,17 @@ reaction) leave. We acknowledge what we hold: delivered events, and
 duplicates that are already delivered (not ones still waiting for their
 causal past, which we might yet lose in a crash).
 
+A departed member's events past its cut-off (withdrawn, ``node.group.membership``)
+are stored without content: never decrypted, no copy kept, never shown; those
+we had read before we learnt of the departure are erased then (``Authoring``).
+
 Decryption never fails a delivery: a message we cannot read yet (no key, a
 pairwise copy that has not reached us) is stored unreadable and read later,
 when its key arrives (a SENDER_KEY or HISTORY for us: earlier messages of that
 chain are decrypted again, in index order) or its copy does (a late copy).
 
-Rejections and drops come back as ``Warn`` effects with the reason; drops are
-counted per message (one line per message, not per event), and an
+Rejections and drops come back as ``Warn`` effects with the reason, one line
+per message and reason (with a count), not one per event; an
 equivocation (two events with the same author and seq) is recorded and
 reported once per (author, seq), so a liar cannot grow the table.
 """
@@ -68,6 +72,7 @@ class Receiving(Authoring):
         """Deliver, persist and react to ``message``'s events; returns what to acknowledge."""
         stored: list[EventId] = []
         dropped: dict[str, int] = {}
+        rejected: dict[str, tuple[Event, int]] = {}  # reason -> (first event, count)
         reactions: list[Effect] = []
         late: list[Event] = []
         copies = dict(message.copies)
@@ -88,9 +93,8 @@ class Receiving(Authoring):
                         late.append(effect.event)
                 elif isinstance(effect, Rejected):
                     self.rejected += 1
-                    self.warn(f"group {self.label}: rejected event "
-                              f"{effect.event.id.hex()[:12]} from "
-                              f"{short_id(effect.event.author)}: {effect.reason}")
+                    first = rejected.setdefault(effect.reason, (effect.event, 0))
+                    rejected[effect.reason] = (first[0], first[1] + 1)
                 elif isinstance(effect, Equivocation):
                     self.equivocation(effect)
                 elif isinstance(effect, Dropped):
@@ -106,6 +110,10 @@ class Receiving(Authoring):
             self.notify(readable)
         for event in late:
             self.late_copy(event)
+        for reason, (event, count) in rejected.items():  # one line per message and reason
+            more = f" (and {count - 1} more)" if count > 1 else ""
+            self.warn(f"group {self.label}: rejected event {event.id.hex()[:12]}{more} from "
+                      f"{short_id(event.author)}: {reason}")
         for reason, count in dropped.items():  # one line per message, not per event
             self.warn(f"group {self.label}: dropped {count} event(s) from {short_id(sender)}: "
                       f"{reason}", level=logging.INFO)
@@ -118,8 +126,12 @@ class Receiving(Authoring):
         content: Content | None = None
         key_update: tuple[PeerId, int, SenderKeyState] | None = None
         opened: list[Event] = []
+        # cut off by a departure: never decrypted, never kept as content
+        withdrawn = self.core.is_withdrawn(event.author, event.seq)
         try:
-            if isinstance(body, SenderKey):
+            if withdrawn:
+                pass
+            elif isinstance(body, SenderKey):
                 state = K.open_distribution(self.identity, body)
                 known = self.keys.peers.get((event.author, body.epoch))
                 if state is not None and (known is None or known.index < state.index):
@@ -149,7 +161,7 @@ class Receiving(Authoring):
         if key_update is not None:
             self.out.append(SavePeerKey(*key_update))
             self.keys.peers[(key_update[0], key_update[1])] = key_update[2]
-        if event.id in self.copies:
+        if event.id in self.copies and not withdrawn:
             self.out.append(SaveCopy(event.id, self.me, self.copies[event.id]))
         self.texts[event.id] = text
         if content is not None:
@@ -187,7 +199,8 @@ class Receiving(Authoring):
         for event in self.core.ordered_view():
             if (event.author == author and event.epoch == epoch
                     and event.kind is Kind.MESSAGE and self.texts.get(event.id) is None
-                    and event.id not in self.core.deleted and event.id not in self.contents):
+                    and event.id not in self.core.deleted and event.id not in self.contents
+                    and not self.core.is_withdrawn(author, event.seq)):
                 message = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
                 if isinstance(message, PrivateMessage):
                     unread.append((message.index, event, message))
@@ -220,7 +233,8 @@ class Receiving(Authoring):
         """A pairwise copy for a message we stored unreadable (relayed without it)."""
         blob = self.copies.get(event.id)
         if (blob is None or self.texts.get(event.id) is not None
-                or event.kind is not Kind.MESSAGE or event.id in self.core.deleted):
+                or event.kind is not Kind.MESSAGE or event.id in self.core.deleted
+                or self.core.is_withdrawn(event.author, event.seq)):
             return
         body = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
         if not isinstance(body, PairwiseMessage):

@@ -70,6 +70,10 @@ from node.ids import PeerId
 
 MAX_BUFFER_PER_AUTHOR = 256
 MAX_BUFFER = 4096
+#: A departed member's events beyond its cut-off (withdrawn: never shown, never
+#: decrypted) are still taken into the log, so every node holds the same events; but
+#: at most this many past the cut-off, so a removed member cannot grow everyone's log.
+MAX_WITHDRAWN = 256
 #: Memberships of causal pasts that lack some membership event, kept for reuse (see _state_at).
 PAST_STATES = 32
 
@@ -307,6 +311,9 @@ class GroupCore:
         verdict = self._signature_ok(event)
         if verdict is False:
             return [Rejected(event, "bad signature")]
+        if self._beyond_withdrawn_cap(author, seq):
+            return [Rejected(event, f"its author departed: more than {MAX_WITHDRAWN} events "
+                                    "past its cut-off")]
         waiting = self._buffer.setdefault(author, {})
         if queued is not None:
             other = self._verified_now(queued)
@@ -330,6 +337,16 @@ class GroupCore:
         if verdict is True:
             self._remember_verified(event)
         return self._drain()
+
+    def _beyond_withdrawn_cap(self, author: PeerId, seq: int) -> bool:
+        """Is ``author`` departed (not a member now) and ``seq`` more than
+        ``MAX_WITHDRAWN`` past every cut-off it has? (A re-added author is a member: its
+        new events pass; one whose re-admission we have not seen yet gets them by sync
+        once we have.)"""
+        if author in self.state.members:
+            return False
+        cuts = [d.cut for d in self.state.departures if d.member == author]
+        return bool(cuts) and seq > max(cuts) + MAX_WITHDRAWN
 
     def _remember_verified(self, event: Event) -> None:
         key = self._signing_key(event)

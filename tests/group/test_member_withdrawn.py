@@ -1,0 +1,62 @@
+"""A removed member cannot keep injecting content (issue 12, item 8).
+
+Mallory is removed while cut off from the others; everything she makes after her cut-off
+(back-dated so its clock leaves out the removal, which is indistinguishable from being
+concurrent with it) is withdrawn: taken into the log so every node holds the same events,
+but never decrypted, never stored with content, never shown, and capped.
+"""
+
+from __future__ import annotations
+
+from node.group import commands as C
+from node.group.member_io import EraseContent, Events, Received, SaveEvent, Warn
+from node.group.state import MAX_WITHDRAWN
+from node.ids import short_id
+from tests.group.test_member_bad_input import feed, messages, scene, still_talking
+
+
+def test_back_dated_events_of_a_removed_member_are_kept_without_content_and_capped() -> None:
+    c, alice, bob, mallory = scene()
+    c.partition([alice, bob], [mallory])
+    c.do(alice, C.RemoveMember(mallory))
+    c.settle()
+    # mallory never hears of it and keeps talking: her events leave out the removal
+    for i in range(MAX_WITHDRAWN + 40):
+        c.do(mallory, C.SendText(f"injected {i}"))
+    injected = [e for e in c.members[mallory].core.ordered() if e.author == mallory]
+    assert len(injected) > MAX_WITHDRAWN + 40  # (her sender key first)
+    victim = c.members[alice]
+    effects = []
+    for start in range(0, len(injected), 100):
+        effects += feed(c, alice, mallory, *injected[start:start + 100])
+    saves = [e for e in effects if isinstance(e, SaveEvent)]
+    assert len(saves) == MAX_WITHDRAWN  # in the log, up to the cap...
+    assert all(s.text is None and s.content is None for s in saves)  # ...without content
+    assert all(victim.texts[s.event.id] is None for s in saves)
+    assert not any(s.event.id in victim.contents for s in saves)
+    assert not any(t and t.startswith("injected") for t in messages(c, alice))
+    # past the cap: rejected, one line per message (not one per event)
+    lines = [e.text for e in effects if isinstance(e, Warn) and "cut-off" in e.text]
+    assert len(lines) == 1 and lines[0].endswith(
+        f"more) from {short_id(mallory)}: its author departed: more than {MAX_WITHDRAWN} "
+        "events past its cut-off")
+    assert victim.core.frontier[mallory] == injected[MAX_WITHDRAWN - 1].seq
+    still_talking(c, alice, bob)
+
+
+def test_what_was_read_before_the_removal_was_known_is_erased_then() -> None:
+    c, alice, bob, mallory = scene()
+    c.partition([alice], [bob, mallory])
+    removal = c.do(alice, C.RemoveMember(mallory))
+    concurrent = c.do(mallory, C.SendText("said while being removed"))
+    c.settle()
+    reader = c.members[bob]
+    assert reader.texts[concurrent.id] == "said while being removed"  # bob did not know yet
+    effects = reader.handle(Received(alice, Events((removal,))), c.now)
+    c.run(bob, effects)
+    assert EraseContent(concurrent.id) in effects
+    assert reader.texts[concurrent.id] is None and concurrent.id not in reader.contents
+    assert c.disks[bob].texts[concurrent.id] is None
+    assert "said while being removed" not in messages(c, bob)
+    c.connect_all([alice, bob])
+    still_talking(c, alice, bob)
