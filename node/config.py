@@ -21,8 +21,12 @@ class Config:
     max_message_size: int = 1 * MiB
     #: A connection must finish the Noise handshake within this many seconds.
     handshake_timeout: float = 10.0
-    #: Most connections allowed to be in the handshake at once (the rest are refused).
+    #: Most connections allowed to be in the handshake at once (the rest are refused);
+    #: one source address may hold a quarter of them (at least 2).
     max_handshaking: int = 64
+    #: Most channels open at once; further inbound connections are refused. Both caps
+    #: are lowered at start if the descriptor limit (``ulimit -n``) cannot hold them.
+    max_channels: int = 256
     #: Send a keepalive after this many idle seconds.
     keepalive_interval: float = 8.0
     #: A peer silent for this long is considered dead and its channel closed.

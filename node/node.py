@@ -10,6 +10,11 @@ channel goes to the ``on_message`` hook and each new channel is reported to
 ``on_connected``. The composition root (``node.app``) wires those to the group
 service and runs LAN discovery (``node.net.lan``) and the control socket beside
 the node; on its own (``run``) a node only listens and dials.
+
+Who may connect at all (handshake slots per source address, the cap on
+channels, what to do when descriptors run out) is decided by
+``node.net.admission``; every line a peer can cause is logged through a
+``RateLimitedLog`` (one line per source and reason per interval, with a count).
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from node.crypto.keys import IdentityKey
 from node.crypto.netkey import prologue
 from node.errors import ConfigError, HandshakeError, RemoteProtocolError
 from node.ids import PeerId, short_id
+from node.logs import RateLimitedLog, clip
 from node.mesh.state import MeshState
+from node.net import admission
 from node.net.address import DialTarget, format_hostport
 from node.net.backoff import Backoff
 from node.net.connection import PeerConnection, PeerInfo, explain, now_wall
@@ -44,9 +51,8 @@ log = logging.getLogger(__name__)
 
 #: A connection that lived at least this long resets the redial backoff.
 STABLE_CONNECTION = 10.0
-#: At most one "refused: too many handshakes" line per this many seconds.
-REFUSAL_LOG_INTERVAL = 10.0
-_ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+#: Sent as the CLOSE reason to a peer that completed a handshake when the channels were full.
+CHANNELS_FULL = "too many channels"
 
 MessageHook = Callable[[PeerConnection, bytes], Awaitable[None]]
 ConnectedHook = Callable[[PeerId], None]
@@ -83,9 +89,12 @@ class Node:
         self._on_message = on_message
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
-        self._handshaking = 0
-        self._refused = 0
-        self._last_refusal_log = -REFUSAL_LOG_INTERVAL
+        self.limits = admission.fit_to_descriptors(
+            config.max_channels, config.max_handshaking, admission.descriptor_limit()
+        )
+        self.admission = admission.Admission(self.limits)
+        #: Lines a peer can cause: at most one per (source, reason) per interval.
+        self.peer_log = RateLimitedLog(log)
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.offline = False
@@ -133,6 +142,7 @@ class Node:
         the channels end when it does.
         """
         listeners = await self._open_listeners()
+        self._log_lowered_limits()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -225,56 +235,78 @@ class Node:
         self.listen_addresses = [lst.socket.getsockname()[:2] for lst in listeners]
         return listeners
 
+    def _log_lowered_limits(self) -> None:
+        cfg, lim = self.config, self.limits
+        if (lim.channels, lim.handshakes) != (cfg.max_channels, cfg.max_handshaking):
+            log.warning(
+                "descriptor limit %d (ulimit -n): at most %d channels and %d handshakes "
+                "at once instead of %d and %d",
+                admission.descriptor_limit(), lim.channels, lim.handshakes,
+                cfg.max_channels, cfg.max_handshaking,
+            )
+
     async def _accept_loop(self, listener: trio.SocketListener) -> None:
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_RESOURCE_ERRNOS:
-                    raise
-                log.warning("cannot accept connections: %s; pausing briefly", exc.strerror)
-                await trio.sleep(0.1)
-                continue
+            stream = await admission.accept(listener, self.peer_log, "connections")
             if self.offline:
                 stream.socket.close()
                 continue
-            if self._handshaking >= self.config.max_handshaking:
-                self._refuse(stream)
+            try:
+                host, port = stream.socket.getpeername()[:2]
+            except OSError:  # already reset by the peer
+                stream.socket.close()
+                continue
+            refusal = self.admission.admit(host, len(self.connections))
+            if refusal is not None:
+                stream.socket.close()
+                self._log_refusal(refusal, host)
                 continue
             assert self._nursery is not None
-            self._handshaking += 1
-            self._nursery.start_soon(self._handle_inbound, stream)
+            self._nursery.start_soon(self._handle_inbound, stream, host, port)
 
-    def _refuse(self, stream: trio.SocketStream) -> None:
-        self._refused += 1
-        stream.socket.close()
-        now = trio.current_time()
-        if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL:
-            log.warning(
-                "refused %d connection(s): %d handshakes already in progress (the limit)",
-                self._refused,
-                self.config.max_handshaking,
+    def _log_refusal(self, refusal: admission.Refusal, host: str) -> None:
+        lim = self.limits
+        if refusal is admission.Refusal.CHANNELS:
+            self.peer_log.warning(
+                (refusal,),
+                "refusing new connections: %d channels open (the limit, see --max-channels)",
+                lim.channels,
             )
-            self._last_refusal_log = now
-            self._refused = 0
+        elif refusal is admission.Refusal.HANDSHAKES:
+            self.peer_log.warning(
+                (refusal,),
+                "refusing new connections: %d handshakes already in progress (the limit)",
+                lim.handshakes,
+            )
+        else:
+            self.peer_log.warning(
+                (refusal, host),
+                "refusing connections from %s: %d handshakes from that address already "
+                "in progress (its share of %d)",
+                host, lim.per_address, lim.handshakes,
+            )
 
-    async def _handle_inbound(self, tcp: trio.SocketStream) -> None:
-        try:
-            where = format_hostport(*tcp.socket.getpeername()[:2])
-        except OSError:
-            where = "?"
+    async def _handle_inbound(self, tcp: trio.SocketStream, host: str, port: int) -> None:
+        where = format_hostport(host, port)
         try:
             stream = SecureStream(tcp, self._channel(Role.RESPONDER))
             try:
                 hs = await self._handshake(stream)
             except (HandshakeError, RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
-                log.warning("rejected connection from %s: %s", where, explain(exc))
+                self.peer_log.warning((host, type(exc).__name__),
+                                      "rejected connection from %s: %s", where, clip(explain(exc)))
                 await trio.aclose_forcefully(tcp)
                 return
         finally:
-            self._handshaking -= 1
+            self.admission.done(host)
+            self._notify()  # a handshake slot is free (``wait_until`` callers re-check)
         info = PeerInfo(hs.remote, hs.name, where, "inbound", hs.remote, now_wall())
         conn = PeerConnection(stream, info, self.config, self._dispatch)
+        if len(self.connections) >= self.limits.channels and hs.remote not in self.connections:
+            self._log_refusal(admission.Refusal.CHANNELS, host)
+            conn.close(CHANNELS_FULL)
+            await conn.run()  # says goodbye with the reason and ends
+            return
         await self._serve(conn, "inbound", hs.instance)
 
     # -- dialling --
@@ -417,4 +449,5 @@ class Node:
         if self._on_message is not None:
             await self._on_message(conn, data)
         else:
-            log.debug("ignoring %d-byte message from %s", len(data), describe(conn.info))
+            self.peer_log.log((conn.info.peer_id, "ignored"), logging.DEBUG,
+                              "ignoring %d-byte message from %s", len(data), describe(conn.info))

@@ -21,12 +21,15 @@ import trio
 from node.api import group_ops, protocol
 from node.errors import ConfigError, KithError
 from node.ids import fingerprint, format_peer_id, short_id
+from node.logs import RateLimitedLog
+from node.net import admission
 
 if TYPE_CHECKING:
     from node.api.context import NodeApp
     from node.node import Node
 
 log = logging.getLogger(__name__)
+_accept_log = RateLimitedLog(log)
 
 
 def identity_view(node: Node) -> dict[str, Any]:
@@ -94,8 +97,8 @@ async def serve_control(
     try:
         async with trio.open_nursery() as nursery:
             task_status.started()
-            while True:
-                stream = await listener.accept()
+            while True:  # out of descriptors or memory: pause and go on, never end the node
+                stream = await admission.accept(listener, _accept_log, "control connections")
                 nursery.start_soon(_handle_client, app, stream)
     finally:
         with trio.CancelScope(shield=True):

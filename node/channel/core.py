@@ -32,6 +32,11 @@ After the handshake, each Noise transport message carries one plaintext
     0x02 MORE  chunk               further pieces, in order
     0x03 CLOSE utf-8 reason        the sender is going away
 
+Every record that decrypts and authenticates is counted (``records_received``):
+that, and nothing less, is what a driver may take as a sign of life. Bytes of a
+record that never completes prove nothing (a peer could drip one byte at a time
+forever), so they do not count.
+
 An application message of ``total`` bytes is one DATA record followed by
 MORE records until ``total`` bytes have arrived. ``total`` is checked against
 the cap before anything is buffered. Records of one message are never
@@ -64,7 +69,11 @@ NOISE_PROTOCOL = "Noise_XX_25519_ChaChaPoly_BLAKE2b"
 #: Largest plaintext record inside one Noise transport message.
 MAX_RECORD = MAX_MESSAGE_LEN - TAG_LEN
 #: Handshake messages are small; a bigger length prefix is refused at once.
+#: The largest valid one is message 2: an ephemeral key (32), the encrypted static key
+#: (32 + 16), the Hello (at most 512) and its tag (16): 608 bytes; 64 more of headroom.
 MAX_HANDSHAKE_FRAME = 32 + 48 + TAG_LEN + MAX_HELLO_LEN + 64
+#: A CLOSE reason is at most this many UTF-8 bytes: a sender cuts a longer one (at a
+#: character boundary) and a receiver keeps only this many bytes of one it receives.
 MAX_CLOSE_REASON = 200
 
 REC_PING = 0x00
@@ -210,6 +219,8 @@ class Channel:
         self._partial: bytearray | None = None
         self._partial_total = 0
         self._closed_event_given = False
+        #: Transport records received that authenticated: the only liveness that counts.
+        self.records_received = 0
 
     # -- state helpers --
 
@@ -265,6 +276,7 @@ class Channel:
         if self.state is State.CLOSED:
             return b""
         body = reason.encode("utf-8")[:MAX_CLOSE_REASON]
+        body = body.decode("utf-8", errors="ignore").encode("utf-8")  # whole characters only
         record = self._record(REC_CLOSE, body)
         self._transition(Input.CLOSE)
         return record
@@ -388,6 +400,7 @@ class Channel:
     def _read_record(self, frame: bytes) -> Event | _NeedData | None:
         assert self._recv_cs is not None
         plain = self._recv_cs.decrypt_with_ad(b"", frame)
+        self.records_received += 1
         if not plain:
             raise RemoteProtocolError("empty transport record")
         kind, body = plain[0], plain[1:]
@@ -400,8 +413,11 @@ class Channel:
         if kind == REC_MORE:
             return self._continue_message(body)
         if kind == REC_CLOSE:
+            # An over-long reason is not an error (the peer is leaving anyway): only
+            # its first MAX_CLOSE_REASON bytes are kept, invalid UTF-8 replaced.
             self._transition(Input.CLOSE)
-            return self._closed(body.decode("utf-8", errors="replace"))
+            reason = body[:MAX_CLOSE_REASON].decode("utf-8", errors="replace")
+            return self._closed(reason)
         raise RemoteProtocolError(f"unknown record type {kind}")
 
     def _start_message(self, body: bytes) -> Event | None:

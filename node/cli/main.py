@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECONDS", help=argparse.SUPPRESS)
     p.add_argument("--max-handshaking", type=int, default=DEFAULTS.max_handshaking,
                    metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--max-channels", type=int, default=DEFAULTS.max_channels, metavar="N",
+                   help=f"most peers connected at once; more are refused (default "
+                   f"{DEFAULTS.max_channels}, lowered to fit `ulimit -n`)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("peers", parents=[data_again, json_flag],
@@ -415,6 +418,7 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             network_key=network_key,
             handshake_timeout=args.handshake_timeout,
             max_handshaking=args.max_handshaking,
+            max_channels=args.max_channels,
             mdns=not args.no_mdns,
             mdns_interface=args.mdns_interface,
             read_receipts=not args.no_read_receipts,

@@ -3,8 +3,9 @@
 It owns four loops in one nursery: the receiver (hands each message to the
 node), the sender (drains a bounded per-peer queue), the keepalive (a PING
 after ``keepalive_interval`` seconds without sending) and the watchdog (closes
-the channel when nothing has arrived for ``idle_timeout`` seconds: the peer is
-gone even if TCP has not noticed).
+the channel when no complete, authenticated record has arrived for
+``idle_timeout`` seconds: the peer is gone even if TCP has not noticed, or it is
+only dripping bytes of a record it never finishes).
 
 Sends are serialised by a lock and bounded by ``send_timeout``: a peer that
 stops reading is dropped instead of stalling whoever is sending to it.
@@ -26,8 +27,8 @@ from node.channel.core import SelfConnectionError, UnexpectedPeerError
 from node.config import Config
 from node.errors import HandshakeError, RemoteProtocolError
 from node.ids import PeerId
+from node.logs import clip
 from node.net.secure_stream import SecureStream
-from node.wire.hello import printable
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class PeerConnection:
                 data = await self.stream.receive_message()
                 await self._on_message(self, data)
         except trio.EndOfChannel:
-            # The reason is the peer's text: make it safe to log as one line.
-            reason = printable(self.stream.close_reason or "")
+            # The reason is the peer's text: make it safe to log or show, as one short line.
+            reason = clip(self.stream.close_reason or "")
             self.close(f"peer left ({reason})" if reason else "peer closed the connection")
         except RemoteProtocolError as exc:
             self.close(f"protocol error: {exc}")

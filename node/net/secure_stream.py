@@ -57,7 +57,8 @@ class SecureStream(trio.abc.Stream):
         self.transport = transport
         self.channel = channel
         self.handshake: HandshakeCompleted | None = None
-        #: ``trio.current_time()`` of the last bytes received (for keepalive watchdogs).
+        #: ``trio.current_time()`` when the last complete, authenticated record was read
+        #: (for the idle watchdog): stray bytes of an unfinished record do not count.
         self.last_received = trio.current_time()
         self._send_guard = _Exclusive("sending")
         self._recv_guard = _Exclusive("receiving")
@@ -80,6 +81,7 @@ class SecureStream(trio.abc.Stream):
             if self.handshake is None:
                 self._check_open()
                 self.handshake = await self._run_handshake()
+                self.last_received = trio.current_time()  # a completed handshake is life
             return self.handshake
 
     async def _run_handshake(self) -> HandshakeCompleted:
@@ -193,11 +195,15 @@ class SecureStream(trio.abc.Stream):
             return chunk
 
     def _next_channel_event(self) -> object:
+        records = self.channel.records_received
         try:
             event = self.channel.next_event()
         except RemoteProtocolError:
             self._broken = True
             raise
+        finally:
+            if self.channel.records_received != records:
+                self.last_received = trio.current_time()
         if isinstance(event, ChannelClosed):
             self._peer_closed = True
             self.close_reason = event.reason
@@ -217,7 +223,6 @@ class SecureStream(trio.abc.Stream):
             if during_handshake:
                 raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
             raise
-        self.last_received = trio.current_time()
         self.channel.receive_data(bytes(data))
 
     # -- closing --
