@@ -67,7 +67,7 @@ SIGNATURE_LEN = 64
 NONCE_LEN = 24  # XChaCha20-Poly1305: long enough that random nonces never collide
 TAG_LEN = 16
 MAX_SKIP = 2000
-MAX_JUMP = 25000
+MAX_JUMP = 5000
 MAX_INDEX = 2**64 - 1  # the index is a u64 in the sealed encoding; this value is never used
 
 # Sealed sender-key payload: version byte, chain key, big-endian u64 index (41 bytes).

@@ -27,7 +27,15 @@ from __future__ import annotations
 from node.group.bodies import Add, Receipt
 from node.group.events import Event, EventId, Kind
 from node.group.member_io import Ack, Events, SaveDelivery, Wake
-from node.group.member_state import ACK_TIMEOUT, BATCH_BYTES, Budget, MemberState, Session
+from node.group.member_state import (
+    ACK_TIMEOUT,
+    BATCH_BYTES,
+    SYNC_BURST,
+    SYNC_RATE,
+    Budget,
+    MemberState,
+    Session,
+)
 from node.group.state import Delivered
 from node.ids import PeerId, short_id
 from node.sync.plan import Batcher, lacks
@@ -129,7 +137,7 @@ class Delivery(MemberState):
         if not batch or peer not in self.connected:
             self.end_session(peer)
             return
-        budget = self.budgets.setdefault(peer, Budget(at=self.now))
+        budget = self.budgets.setdefault(peer, Budget(SYNC_RATE, SYNC_BURST))
         resume = budget.take(sum(len(e.raw) for e in batch), self.now)
         if resume is not None:  # over its byte budget: pause, resume on a Tick
             session.batches.insert(0, batch)

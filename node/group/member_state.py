@@ -54,6 +54,12 @@ SYNC_BURST = 4 * 1024 * 1024
 #: The same vector from the same peer, with nothing new on our side, is answered again
 #: (a session, or our vector back) only after this many seconds.
 RESYNC_AFTER = 60.0
+#: Sender-key chain steps we walk for one author's messages (each step two HMACs): at
+#: most ``MAX_JUMP`` for one message (node.crypto.sender_keys), and on average at most
+#: ``WALK_RATE`` a second, in bursts of ``WALK_BURST``. In-order delivery needs one
+#: step per message; only messages we could not decrypt leave gaps to walk over.
+WALK_RATE = 1000
+WALK_BURST = 10_000
 #: A typing notice is sent at most this often per group, and shown this long.
 TYPING_INTERVAL = 3.0
 TYPING_SHOWN = 5.0
@@ -92,20 +98,25 @@ class Session:
 
 @dataclass(slots=True)
 class Budget:
-    """A token bucket of bytes (see ``SYNC_RATE``)."""
+    """A token bucket: ``rate`` units a second, at most ``burst`` at once (full at first)."""
 
-    tokens: float = SYNC_BURST
+    rate: float
+    burst: float
+    tokens: float = -1.0
     at: float = 0.0
 
     def take(self, size: int, now: float) -> float | None:
-        """Spend ``size`` bytes: None if done, else when there will be enough."""
-        self.tokens = min(SYNC_BURST, self.tokens + max(0.0, now - self.at) * SYNC_RATE)
+        """Spend ``size`` units: None if done, else when there will be enough."""
+        if self.tokens < 0:
+            self.tokens = self.burst
+        else:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
         self.at = now
-        need = min(size, SYNC_BURST)
+        need = min(size, self.burst)
         if self.tokens >= need:
             self.tokens -= need
             return None
-        return now + (need - self.tokens) / SYNC_RATE
+        return now + (need - self.tokens) / self.rate
 
 
 class Links(Protocol):
@@ -168,7 +179,8 @@ class MemberState:
         #: repeated vector costs nothing (see ``node.group.sessions``).
         self.answered: dict[PeerId, tuple[dict[PeerId, int], int, float]] = {}
         self.replied: dict[PeerId, tuple[dict[PeerId, int], int, float]] = {}
-        self.budgets: dict[PeerId, Budget] = {}
+        self.budgets: dict[PeerId, Budget] = {}  # sync bytes, per peer
+        self.walks: dict[PeerId, Budget] = {}  # chain steps, per author
         self.nudge_at: float | None = None
         self.rejected = 0  # events refused (counted for the research harness)
         self.dropped = 0

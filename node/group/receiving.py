@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 
 from node.crypto import sender_keys
-from node.crypto.sender_keys import SenderKeyState
+from node.crypto.sender_keys import MAX_JUMP, SenderKeyState
 from node.errors import DecryptError
 from node.group import keys as K
 from node.group.authoring import Authoring
@@ -53,7 +53,7 @@ from node.group.member_io import (
     SavePeerKey,
     SetContent,
 )
-from node.group.member_state import display_text
+from node.group.member_state import WALK_BURST, WALK_RATE, Budget, display_text
 from node.group.state import (
     Deleted,
     Delivered,
@@ -139,6 +139,7 @@ class Receiving(Authoring):
             elif isinstance(body, PrivateMessage):
                 state = self.keys.peers.get((event.author, event.epoch))
                 if state is not None:
+                    self.walk(event.author, body.index - state.index)
                     new_state, content = K.decrypt_private(state, self.id, event.author,
                                                            event.epoch, body)
                     key_update = (event.author, event.epoch, new_state)
@@ -169,6 +170,16 @@ class Receiving(Authoring):
             self.check_content(event, content)
         self.joined_at[event.id] = self.now
         return opened
+
+    def walk(self, author: PeerId, gap: int) -> None:
+        """Charge ``author``'s chain-walk budget for stepping over ``gap`` message keys
+        (``DecryptError`` if it cannot pay: the message stays unreadable)."""
+        if gap <= 0 or gap > MAX_JUMP:
+            return  # nothing to walk, or refused by the decryption before any hashing
+        budget = self.walks.setdefault(author, Budget(WALK_RATE, WALK_BURST))
+        if budget.take(gap, self.now) is not None:
+            raise DecryptError(f"a jump of {gap} message keys is over this sender's budget "
+                               f"({WALK_RATE} a second)")
 
     def check_content(self, event: Event, content: Content) -> None:
         """Warn (once, on arrival) of an edit or reaction the conversation will ignore."""
@@ -207,6 +218,7 @@ class Receiving(Authoring):
         opened = []
         for _, event, message in sorted(unread, key=lambda x: x[0]):
             try:
+                self.walk(author, message.index - state.index)
                 state, content = K.decrypt_private(state, self.id, author, epoch, message)
             except DecryptError as exc:
                 self.warn(f"group {self.label}: history message {event.id.hex()[:12]} stays "
