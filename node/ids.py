@@ -72,11 +72,16 @@ def short_id(pid: PeerId) -> str:
 
 def parse_peer_id(text: str) -> PeerId:
     """Parse the text form of a peer id; raise ``ConfigError`` saying what is wrong."""
-    cleaned = "".join(text.split()).replace("-", "").lower().translate(_TYPO_MAP)
+    stripped = "".join(text.split()).replace("-", "")
+    cleaned = stripped.lower().translate(_TYPO_MAP)
     if len(cleaned) != PEER_ID_TEXT_LEN:
         raise ConfigError(
             f"a peer id has {PEER_ID_TEXT_LEN} characters, {text!r} has {len(cleaned)}"
         )
+    # Checked before lower() and upper() would fold a few non-ASCII letters into ASCII
+    # ones (the Kelvin sign into k, a dotless i into I): only a-z, 2-7 are a peer id.
+    if not stripped.isascii():
+        raise ConfigError(f"{text!r} is not a peer id: only letters a-z and digits 2-7")
     try:
         raw = base64.b32decode(cleaned.upper())
     except ValueError as exc:

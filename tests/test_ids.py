@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import base64
+import json
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +18,7 @@ from node.ids import (
     peer_id,
     short_id,
 )
+from tests.vectorfiles import vector_path
 
 keys = st.binary(min_size=32, max_size=32).map(peer_id)
 
@@ -66,3 +71,55 @@ def test_short_id_and_fingerprint_shapes() -> None:
 def test_peer_id_requires_32_bytes() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         peer_id(b"short")
+
+
+# -- known answers (tests/vectors/kith/peer_id.json, written from docs/protocol.md) --
+
+
+def _peer_id_vectors() -> dict[str, Any]:
+    with vector_path("kith/peer_id.json").open(encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def test_text_forms_match_the_known_answers() -> None:
+    vectors = _peer_id_vectors()["vectors"]
+    assert len(vectors) == 4
+    for v in vectors:
+        pid = peer_id(bytes.fromhex(v["public_key"]))
+        text = format_peer_id(pid)
+        assert text == v["text"]
+        assert base64.b32decode(text.upper())[32:].hex() == v["checksum"]
+        assert short_id(pid) == v["short_id"]
+        assert fingerprint(pid) == v["fingerprint"]
+        assert parse_peer_id(v["text"]) == pid
+
+
+def test_forgiven_inputs_match_the_known_answers() -> None:
+    data = _peer_id_vectors()
+    expected = bytes.fromhex(data["vectors"][0]["public_key"])
+    assert len(data["accepted"]) == 3
+    for text in data["accepted"]:
+        assert parse_peer_id(text) == expected
+
+
+def test_refused_inputs_match_the_known_answers() -> None:
+    refused = _peer_id_vectors()["refused"]
+    messages = {"checksum": "checksum mismatch", "length": "56 characters",
+                "alphabet": "only letters"}
+    assert [r["reason"] for r in refused].count("checksum") == 3
+    for r in refused:
+        with pytest.raises(ConfigError, match=messages[r["reason"]]):
+            parse_peer_id(r["text"])
+
+
+def test_letters_that_only_fold_into_ascii_are_refused() -> None:
+    """The Kelvin sign lower-cases to k and a long s upper-cases to S: neither is base32."""
+    key = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    text = format_peer_id(peer_id(key))
+    for lookalike, letter in (("\u212a", "k"), ("\u017f", "s")):
+        assert letter in text
+        forged = text.replace(letter, lookalike, 1)
+        assert forged != text and len(forged) == len(text)
+        with pytest.raises(ConfigError, match="only letters"):
+            parse_peer_id(forged)
