@@ -263,6 +263,7 @@ class Node:
                 continue
             assert self._nursery is not None
             self._nursery.start_soon(self._handle_inbound, stream, host, port)
+            self._notify()  # a handshake slot is taken
 
     def _log_refusal(self, refusal: admission.Refusal, host: str) -> None:
         lim = self.limits
