@@ -87,6 +87,12 @@ class Authoring(Delivery):
         kind: str = "membership",
     ) -> Event:
         """Sign, deliver locally, persist (with key state), then push to the members."""
+        behind = self.catching_up()
+        if behind:
+            raise NotAccepted(
+                f"other members hold this node's own events up to seq {behind}, this node "
+                f"only up to {self.core.frontier.get(self.me, 0)} (a restored backup or a "
+                "copied data directory?); getting them first: try again in a moment")
         epoch = new_own.epoch if new_own is not None else self.epoch()
         audience = set(self.core.state.members)  # before: a removed member hears of it
         unsigned = self.core.next_event(self.me, epoch, kind_of(body), encode_body(body))
@@ -169,7 +175,7 @@ class Authoring(Delivery):
             counters.signatures += 1
             return self.author(body, content=content, copies=copies, counters=counters,
                                kind="message")
-        if K.needs_rotation(self.keys, set(self.core.state.members)):
+        if self.rewound or K.needs_rotation(self.keys, set(self.core.state.members)):
             self.rotate()
         assert self.keys.own is not None
         own, message = K.encrypt_private(self.keys.own, self.id, self.me, content, counters,
@@ -180,8 +186,11 @@ class Authoring(Delivery):
 
     def rotate(self) -> Event:
         """A fresh sender key (new epoch) sealed to every other member."""
+        # after a rewind, past every epoch our events used (ours, from another copy of us)
+        floor = self.core.epoch_of(self.me) + 1 if self.rewound else 0
         fresh, distribution = K.new_sender_key(self.keys, self.me, set(self.core.state.members),
-                                               self.rng)
+                                               self.rng, floor=floor)
+        self.rewound = False
         self.own_history.append((fresh.epoch, fresh.key))
         self.out.append(SaveOwnHistory(fresh.epoch, fresh.key))
         event = self.author(distribution, new_own=fresh, kind="rekey")

@@ -82,10 +82,11 @@ def needs_rotation(keys: GroupKeys, members: set[PeerId]) -> bool:
 
 
 def new_sender_key(
-    keys: GroupKeys, me: PeerId, members: set[PeerId], rng: Rng
+    keys: GroupKeys, me: PeerId, members: set[PeerId], rng: Rng, floor: int = 0
 ) -> tuple[OwnKey, SenderKey]:
-    """A fresh epoch: the new key and the SENDER_KEY body that hands it to every other member."""
-    epoch = 0 if keys.own is None else keys.own.epoch + 1
+    """A fresh epoch (at least ``floor``): the new key and the SENDER_KEY body that hands
+    it to every other member."""
+    epoch = max(floor, 0 if keys.own is None else keys.own.epoch + 1)
     own = OwnSenderKey.generate(rng)
     recipients = frozenset(m for m in members if m != me)
     return OwnKey(epoch, own, recipients), distribution(own, epoch, recipients)

@@ -60,6 +60,11 @@ RESYNC_AFTER = 60.0
 #: step per message; only messages we could not decrypt leave gaps to walk over.
 WALK_RATE = 1000
 WALK_BURST = 10_000
+#: A member's vector says we authored more than we hold (a restored backup, a copied
+#: data directory): we author nothing for this long while it is connected, so sync
+#: brings our own events back first and no seq is used twice. (Bounded: a liar cannot
+#: keep us silent.)
+CATCH_UP_WAIT = 30.0
 #: A typing notice is sent at most this often per group, and shown this long.
 TYPING_INTERVAL = 3.0
 TYPING_SHOWN = 5.0
@@ -181,6 +186,11 @@ class MemberState:
         self.replied: dict[PeerId, tuple[dict[PeerId, int], int, float]] = {}
         self.budgets: dict[PeerId, Budget] = {}  # sync bytes, per peer
         self.walks: dict[PeerId, Budget] = {}  # chain steps, per author
+        #: Peers whose vector showed more of our own events than we hold, since when.
+        self.own_claims: dict[PeerId, float] = {}
+        #: Our own events came back from others (our store was behind): the next
+        #: message starts a fresh sender key, never reusing a message key.
+        self.rewound = False
         self.nudge_at: float | None = None
         self.rejected = 0  # events refused (counted for the research harness)
         self.dropped = 0
@@ -249,6 +259,14 @@ class MemberState:
 
     def epoch(self) -> int:
         return self.keys.own.epoch if self.keys.own is not None else 0
+
+    def catching_up(self) -> int:
+        """Our own seq a connected member holds beyond ours (while we wait for it), or 0."""
+        have = self.core.frontier.get(self.me, 0)
+        claimed = max((self.peer_vectors.get(p, {}).get(self.me, 0)
+                       for p, since in self.own_claims.items()
+                       if p in self.connected and self.now - since < CATCH_UP_WAIT), default=0)
+        return claimed if claimed > have else 0
 
     # -- the conversation --
 

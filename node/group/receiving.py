@@ -77,6 +77,7 @@ class Receiving(Authoring):
         late: list[Event] = []
         copies = dict(message.copies)
         readable: list[Event] = []
+        own_back = 0
         for event in message.events:
             if event.kind is Kind.MESSAGE and event.id in copies:
                 self.copies[event.id] = copies[event.id]
@@ -85,12 +86,17 @@ class Receiving(Authoring):
                     readable.extend(self.store_delivered(effect))
                     stored.append(effect.event.id)
                     reactions.append(effect)
+                    if effect.event.author == self.me:  # ours, yet not in our store
+                        self.own_ids.add(effect.event.id)
+                        own_back += 1
                 elif isinstance(effect, MembershipChanged):
                     reactions.append(effect)
                 elif isinstance(effect, Duplicate):
                     if not self.core.is_waiting(effect.event):  # ack only what is stored
                         stored.append(effect.event.id)
                         late.append(effect.event)
+                elif isinstance(effect, Rejected) and self.own_fork(effect.event):
+                    pass
                 elif isinstance(effect, Rejected):
                     self.rejected += 1
                     first = rejected.setdefault(effect.reason, (effect.event, 0))
@@ -102,6 +108,13 @@ class Receiving(Authoring):
                     dropped[effect.reason] = dropped.get(effect.reason, 0) + 1
                 elif isinstance(effect, Deleted):
                     self.apply_deletes([effect])
+        if own_back:
+            self.rewound = True
+            self.warn(f"group {self.label}: {own_back} event(s) this node authored came back "
+                      f"from {short_id(sender)} (restored from a backup, or a copy of this data "
+                      f"directory ran elsewhere?); caught up to seq "
+                      f"{self.core.frontier.get(self.me, 0)}; the next message starts a fresh "
+                      "sender key")
         if reactions:
             self.after_delivery(reactions)
             if message.sync:
@@ -264,10 +277,37 @@ class Receiving(Authoring):
         self.readable(event, content)
         self.notify([event])
 
+    def own_fork(self, event: Event) -> bool:
+        """A member sent us an event as ours with a seq we used for another, signed with a
+        sender key we never made: another copy of us (a restored backup, a copied data
+        directory) made it, or someone forges. Reported once per seq; True if it was that."""
+        if (event.author != self.me or not self.core.has(self.me, event.seq)
+                or self.core.event_id(self.me, event.seq) == event.id):
+            return False
+        if (self.me, event.seq) not in self.equivocated:
+            self.equivocated.add((self.me, event.seq))
+            self.rewound = True
+            self.warn(f"group {self.label}: a member holds a different event as this node's "
+                      f"seq {event.seq}, signed with a key this node never made: another copy "
+                      "of this data directory ran (a restored backup?), or someone forges it; "
+                      "the next message starts a fresh sender key")
+        return True
+
     def equivocation(self, eq: Equivocation) -> None:
         if (eq.author, eq.seq) in self.equivocated:
             return  # recorded and reported once: a liar cannot grow the table
         self.equivocated.add((eq.author, eq.seq))
-        self.warn(f"group {self.label}: {short_id(eq.author)} signed two different events "
-                  f"with seq {eq.seq} (equivocation); keeping the first")
+        if eq.author == self.me:
+            self.rewound = True
+            self.warn(f"group {self.label}: another copy of this node signed a different "
+                      f"event with seq {eq.seq} (this data directory was restored from a "
+                      "backup or copied and run twice?); members keep whichever they got "
+                      "first, so some of this node's events may not be accepted; the next "
+                      "message starts a fresh sender key")
+        else:
+            self.warn(f"group {self.label}: {short_id(eq.author)} signed two different "
+                      f"events with seq {eq.seq} (equivocation); keeping the first")
+            held = self.core.get(eq.first)
+            if held is not None:  # tell its author: it may not know another copy of it ran
+                self.send(eq.author, Events((held,)), "equivocation")
         self.out.append(SaveEquivocation(eq.author, eq.seq, eq.first, eq.second.raw, self.now))

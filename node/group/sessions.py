@@ -95,6 +95,8 @@ class Sessions(Receiving):
         theirs = dict(message.vector)
         self.peer_vectors[sender] = theirs
         mine = self.core.frontier
+        if theirs.get(self.me, 0) > mine.get(self.me, 0):
+            self.own_claims.setdefault(sender, self.now)  # we are behind on our own events
         if (sender not in self.sessions and behind(mine, theirs)
                 and self.fresh(self.answered, sender, theirs)):
             departure = self.departure(sender)
@@ -129,3 +131,4 @@ class Sessions(Receiving):
         self.sessions.pop(peer, None)
         self.answered.pop(peer, None)
         self.replied.pop(peer, None)
+        self.own_claims.pop(peer, None)

@@ -278,6 +278,10 @@ class GroupCore:
         """Events waiting for their causal past, by author (for "N not yet received")."""
         return {a: sorted(seqs) for a, seqs in self._buffer.items() if seqs}
 
+    def epoch_of(self, author: PeerId) -> int:
+        """The epoch of ``author``'s latest delivered event (0 if none)."""
+        return self._epochs.get(author, 0)
+
     def next_event(self, me: PeerId, epoch: int, kind: Kind, body: bytes) -> UnsignedEvent:
         """The next event ``me`` authors: it has seen everything delivered here."""
         full = {a: s for a, s in self.frontier.items() if a != me and s > 0}
