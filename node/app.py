@@ -25,6 +25,7 @@ from node.api.server import serve_control
 from node.config import Config
 from node.crypto.keys import IdentityKey
 from node.datadir import DataDir
+from node.errors import StoragePausedError, StorageUnavailableError
 from node.ids import PeerId
 from node.net.address import DialTarget
 from node.net.connection import PeerConnection
@@ -94,7 +95,14 @@ class App:
 
     async def _on_message(self, conn: PeerConnection, data: bytes) -> None:
         assert self.groups is not None, "the group service is built before the node listens"
-        await self.groups.on_message(conn, data)
+        try:
+            await self.groups.on_message(conn, data)
+        except StorageUnavailableError as exc:
+            # A write outside the member cores (a group we were just added to) met a full
+            # disk: the message is dropped unacknowledged, the peer sends it again.
+            self.groups.storage_failed(exc)
+        except StoragePausedError:
+            pass  # the same, noticed before writing
 
     def _on_connected(self, peer: PeerId) -> None:
         if self.groups is not None:

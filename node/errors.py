@@ -18,8 +18,31 @@ class ConfigError(KithError):
     """Bad configuration, data directory or key file: the user must fix something."""
 
 
+class GroupError(KithError):
+    """A group operation the user asked for cannot be done (one clear line)."""
+
+
 class StorageError(KithError):
     """The node's files could not be read or written."""
+
+
+class StorageUnavailableError(StorageError):
+    """A write failed for a reason that passes: a full disk, an I/O error, a busy database.
+
+    ``reason`` says which in a few words ("disk full"). The node pauses its writes and
+    tries again later instead of giving up (``node.service.driver``).
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoragePausedError(StorageError, GroupError):
+    """Refused: the node cannot write now, so it authors nothing (one clear line).
+
+    Also a ``GroupError``, so whoever handles a refused group operation handles this.
+    """
 
 
 class ProtocolError(KithError):
@@ -45,6 +68,3 @@ class DecryptError(RemoteProtocolError):
 class NotRunningError(KithError):
     """No node is running for this data directory (the control socket is absent)."""
 
-
-class GroupError(KithError):
-    """A group operation the user asked for cannot be done (one clear line)."""

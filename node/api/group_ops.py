@@ -5,10 +5,18 @@ service) and the request map, and returns a JSON-able result or raises
 ``KithError`` with one clear line. ``log`` with ``"follow": true``
 answers with the log so far and then streams one ``{"ok": true, "event": ...}``
 line per new event until the client hangs up.
+
+Backpressure: ``OPS`` (the control socket's table) waits before each op that authors
+a message until every peer can take more of our messages
+(``GroupService.wait_for_room``), so a script that sends as fast as it can goes at
+the pace of the slowest peer and never makes one look stuck. ``DIRECT`` has the same
+ops without the wait, for synchronous callers (the Python API): their messages wait
+in the driver's outboxes instead (``node.service.outbox``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import time
@@ -296,12 +304,10 @@ def notify(app: NodeApp, req: dict[str, Any]) -> Any:
 async def _send_many(service: GroupService, group: Group, text: str, count: int) -> Any:
     """Numbered messages, yielding between them so the node keeps serving its peers."""
     last = None
-    half = service.node.config.send_queue // 2
     for i in range(1, count + 1):
         last = service.send(group, f"{text} #{i}")
         # Pace ourselves by the members' queues: a burst must not look like a stuck peer.
-        for conn in list(service.node.connections.values()):
-            await conn.wait_queue_below(half)
+        await service.wait_for_room()
         await trio.lowlevel.checkpoint()
     assert last is not None
     return event_view(service, group, last)
@@ -377,7 +383,21 @@ def log(app: NodeApp, req: dict[str, Any]) -> Any:
     return log_view(service, group, include_keys=bool(req.get("all")), limit=limit)
 
 
-OPS: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
+def _paced(op: Callable[[NodeApp, dict[str, Any]], Any]
+           ) -> Callable[[NodeApp, dict[str, Any]], Any]:
+    """``op``, run once every peer can take more of our messages (module docstring)."""
+    async def paced(app: NodeApp, req: dict[str, Any]) -> Any:
+        await _service(app).wait_for_room()
+        result = op(app, req)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    return paced
+
+
+#: The ops without waiting for room (synchronous callers: the Python API).
+DIRECT: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
     "group.create": create,
     "group.list": list_groups,
     "group.members": members,
@@ -406,6 +426,12 @@ OPS: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
     "file.status": file_status,
     "file.save": file_save,
 }
+
+#: Ops that author a message (or several) and so wait for room on the control socket.
+PACED = ("send", "edit", "delete", "react", "pin")
+#: The control socket's ops.
+OPS: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
+    name: _paced(op) if name in PACED else op for name, op in DIRECT.items()}
 
 
 def follow_request(app: NodeApp, line: bytes) -> tuple[Group, bool] | None:

@@ -67,7 +67,9 @@ class Kith:
         return self.app.groups
 
     def _call(self, op: str, **params: Any) -> Any:
-        return group_ops.OPS[op](self.app, params)
+        # Synchronous: a burst of sends waits in the node's outboxes, never in a full
+        # peer queue (``node.service.outbox``), so no peer is dropped because of it.
+        return group_ops.DIRECT[op](self.app, params)
 
     async def wait_for_peer(self, peer_id: str) -> None:
         peer = parse_peer_id(peer_id)
@@ -110,7 +112,7 @@ class Kith:
 
     async def send_file(self, group: str, path: str | Path, text: str = "") -> dict[str, Any]:
         """Send a file (encrypted, in chunks); returns the message once it is out."""
-        result = group_ops.OPS["file.send"](self.app, {
+        result = group_ops.DIRECT["file.send"](self.app, {
             "group": group, "file": _absolute(path), "text": text, "wait": True})
         return dict(await result)
 
@@ -120,7 +122,7 @@ class Kith:
 
     async def save_file(self, group: str, event: str, directory: str | Path) -> Path:
         """Save the file of ``event`` into ``directory``; returns where (never overwrites)."""
-        result = group_ops.OPS["file.save"](self.app, {
+        result = group_ops.DIRECT["file.save"](self.app, {
             "group": group, "event": event, "dir": _absolute(directory)})
         return Path((await result)["path"])
 

@@ -1,18 +1,21 @@
 """``GroupCommands``: what a user can do to a group, as commands for its member core.
 
 Each operation turns into one ``node.group.commands`` input; a refusal comes
-back as a ``GroupError`` with the core's one-line reason.
+back as a ``GroupError`` with the core's one-line reason. While storage is paused
+(``node.service.driver``) every operation that writes is refused with one line
+(``StoragePausedError``, a ``GroupError`` too) before it reaches the core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 
 import nacl.utils
 
-from node.errors import GroupError
+from node.errors import GroupError, StoragePausedError, StorageUnavailableError
 from node.group import commands as C
 from node.group.bodies import Body, Role
 from node.group.content import Content, Thread
@@ -29,6 +32,8 @@ class GroupCommands(EffectDriver):
     def expire_mutes(self, now: float) -> list[Event]:
         """As owner or admin, UNMUTE the members whose timed mute ended by our clock."""
         unmuted: list[Event] = []
+        if self.storage_paused is not None:
+            return unmuted  # the next beat after resuming does it
         for group in list(self.groups.values()):
             unmuted += self.run_effects(group, group.handle(C.ExpireMutes(), now))
         return unmuted
@@ -37,14 +42,23 @@ class GroupCommands(EffectDriver):
         self, name: str, mode: str = "private", max_members: int = 500,
         share_history: bool = False, policy: str = "",
     ) -> Member:
+        if self.storage_paused is not None:
+            raise self.storage_refusal()
         now = time.time()
         group, effects = Member.found(self.identity, nacl.utils.random, now, name, mode,
                                       max_members, share_history, policy, self.settings)
         group.connected = set(self.node.connections)
-        with self.store.transaction():
-            self.store.add_group(GroupRow(group.id, name, mode, now))
-            self.groups[group.id] = group
-            self.run_effects(group, effects)
+        self.groups[group.id] = group
+        try:  # the group's row and its first events in one transaction
+            self._run(group, effects, local=True,
+                      first=lambda: self.store.add_group(GroupRow(group.id, name, mode, now)))
+        except StorageUnavailableError as exc:
+            del self.groups[group.id]  # never stored, never sent: as if not asked
+            self.storage_failed(exc)
+            raise self.storage_refusal() from exc
+        except BaseException:
+            del self.groups[group.id]
+            raise
         log.info("created %s group %s (%s)", mode, name, group.id.hex()[:12])
         return group
 
@@ -127,7 +141,13 @@ class GroupCommands(EffectDriver):
         return self.command(group, C.MuteMember(peer, until, mute))
 
     def set_notify_muted(self, group: Member, muted: bool) -> None:
-        self.store.set_notify_muted(group.id, muted)
+        if self.storage_paused is not None:
+            raise self.storage_refusal()
+        try:
+            self.store.set_notify_muted(group.id, muted)
+        except StorageUnavailableError as exc:
+            self.storage_failed(exc)
+            raise self.storage_refusal() from exc
         group.notify_muted = muted
 
     def unread(self, group: Member) -> int:
@@ -135,8 +155,12 @@ class GroupCommands(EffectDriver):
         return group.unread()
 
     def mark_read(self, group: Member) -> None:
-        """The user has seen everything delivered so far: remember it, announce it (coalesced)."""
-        self.handle(group, C.MarkRead())
+        """The user has seen everything delivered so far: remember it, announce it (coalesced).
+
+        While storage is paused nothing is remembered (the next read after it counts).
+        """
+        with contextlib.suppress(StoragePausedError):
+            self.handle(group, C.MarkRead())
 
     def typing(self, group: Member, now: float | None = None) -> bool:
         """Tell the online members we are typing; False if rate-limited (not sent)."""

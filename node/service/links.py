@@ -11,8 +11,8 @@ one place that puts a real peer manager and the services together.
 What the services do with it:
 
 * fan out and answer: ``connections[peer].send_nowait(data)``, which never blocks
-  (a full queue drops that peer: ``node.net.connection``), and
-  ``wait_queue_below`` for bulk senders that pace themselves (file chunks);
+  (a full queue drops that peer: ``node.net.connection``), and ``queued`` and
+  ``wait_queue_below`` for senders that pace themselves (file chunks, local sends);
 * ask who is connected (``peer in connections``) and wait for a change
   (``wait_until``), dial a member of an open group once (``connect``);
 * read who we are (``identity``, ``peer_id``, ``name``, the mDNS ``instance``) and
@@ -47,6 +47,10 @@ class PeerLink(Protocol):
 
     def send_nowait(self, data: bytes) -> bool:
         """Queue ``data`` without blocking; False if the channel is gone or was dropped."""
+        ...
+
+    def queued(self) -> int:
+        """How many messages are queued for this peer now."""
         ...
 
     async def wait_queue_below(self, limit: int) -> None:

@@ -16,18 +16,28 @@ disk (or cut short by a crash) counts as missing and is removed, and the chunk
 is fetched again from another member. Only the author's own chunks, which may
 be the only copy, are fsynced (``durable=True``); a received chunk can always
 be fetched again.
+
+A write that fails because the disk is full (or quota-bound, or failing) removes
+its temporary file and raises ``StorageUnavailableError``: the caller refuses the
+chunk for now and the transfer asks again later; nothing half-written is left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 from pathlib import Path
 
-from node.errors import StorageError
+from node.errors import StorageError, StorageUnavailableError
 from node.files.attachment import HASH_LEN, chunk_hash
 
 log = logging.getLogger(__name__)
+
+#: ``errno`` values of write failures that may pass by themselves.
+_PASSING = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+            errno.EIO: "disk I/O error"}
 
 
 class ChunkStore:
@@ -63,8 +73,14 @@ class ChunkStore:
                 os.close(fd)
             os.replace(tmp, path)
         except OSError as exc:
-            raise StorageError(f"cannot store chunk {address.hex()[:12]} in {self.root}: "
-                               f"{exc.strerror or exc}") from exc
+            with contextlib.suppress(OSError):  # a full disk must not keep half a chunk
+                tmp.unlink(missing_ok=True)
+            message = (f"cannot store chunk {address.hex()[:12]} in {self.root}: "
+                       f"{exc.strerror or exc}")
+            reason = _PASSING.get(exc.errno or 0)
+            if reason is not None:
+                raise StorageUnavailableError(message, reason) from exc
+            raise StorageError(message) from exc
 
     def get(self, address: bytes) -> bytes | None:
         """The chunk, or None if we do not have it intact (a damaged file is removed)."""

@@ -24,7 +24,12 @@ callers must serialise access: in Kith every call comes from the trio thread, an
 may ``await`` inside a ``transaction()`` block (another task would write into it).
 
 Every ``sqlite3`` failure is turned into a one-line ``StorageError`` naming the file and
-the operation, with the ``sqlite3`` exception chained as its cause.
+the operation, with the ``sqlite3`` exception chained as its cause. A failure that may
+pass by itself (a full disk: ``SQLITE_FULL``; an I/O error; the database locked by
+another program for longer than ``BUSY_TIMEOUT_MS``) is a ``StorageUnavailableError``
+with a short ``reason``: SQLite has undone the statement (and a failed ``COMMIT`` is
+rolled back here), so the caller may run the same writes again later and nothing is
+stored twice or half.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from node.errors import StorageError
+from node.errors import StorageError, StorageUnavailableError
 from node.ids import EventId, GroupId, PeerId
 from node.store import schema
 from node.store.key_rows import KeyRows, _check_integer
@@ -74,6 +79,22 @@ class EventRow:
     received_at: float
     text: str | None = None  # decrypted message text (None: not a message, or undecryptable)
     content: bytes | None = None  # the decrypted content (node.group.content), if any
+
+
+#: SQLite result codes (``sqlite_errorname`` prefixes) of failures that may pass by
+#: themselves, with what a user is told.
+_TRANSIENT = (("SQLITE_FULL", "disk full"), ("SQLITE_IOERR", "disk I/O error"),
+              ("SQLITE_BUSY", "database locked by another program"),
+              ("SQLITE_LOCKED", "database locked by another program"))
+
+
+def storage_error(message: str, exc: sqlite3.Error | OverflowError) -> StorageError:
+    """``StorageError(message)``, or ``StorageUnavailableError`` if ``exc`` may pass."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, reason in _TRANSIENT:
+        if name.startswith(prefix):
+            return StorageUnavailableError(message, reason)
+    return StorageError(message)
 
 
 class SeqConflictError(StorageError):
@@ -208,10 +229,8 @@ class Store(KeyRows):
     def _errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot {action} in {self.path}: {exc}") from exc
-        except OverflowError as exc:  # an int beyond SQLite's 64 bits
-            raise StorageError(f"cannot {action} in {self.path}: {exc}") from exc
+        except (sqlite3.Error, OverflowError) as exc:  # OverflowError: beyond 64 bits
+            raise storage_error(f"cannot {action} in {self.path}: {exc}", exc) from exc
 
     def _write(self, action: str, sql: str, params: tuple[object, ...]) -> int:
         """Run one write statement; return the number of rows it changed."""
@@ -225,6 +244,11 @@ class Store(KeyRows):
     def _fetchone(self, action: str, sql: str, params: tuple[object, ...]) -> Any:
         with self._errors(action):
             return self._db().execute(sql, params).fetchone()
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside a ``transaction()`` block."""
+        return self._depth > 0
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -262,7 +286,7 @@ class Store(KeyRows):
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            raise StorageError(f"cannot commit to {self.path}: {exc}") from exc
+            raise storage_error(f"cannot commit to {self.path}: {exc}", exc) from exc
 
     # -- meta --------------------------------------------------------------------------
 
