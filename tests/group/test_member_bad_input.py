@@ -361,8 +361,8 @@ def test_message_with_a_huge_index(monkeypatch: pytest.MonkeyPatch) -> None:
     assert derivations == []  # refused before any hashing
     assert saved(effects) == [huge.id] and acks(effects, mallory) == [(huge.id,)]  # valid
     assert victim.texts[huge.id] is None and huge.id not in victim.contents
-    # her core and bob's take it too, as her fanout would have done
-    feed(c, mallory, alice, huge)
+    # her core and bob's take it too, as her authoring and fanout would have done
+    c.members[mallory].core.receive(huge)
     feed(c, bob, mallory, huge)
     # her chain on alice was not advanced: her next real message (index 1) still reads
     second = c.do(mallory, C.SendText("index 1"))
