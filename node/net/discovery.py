@@ -41,6 +41,7 @@ from zeroconf import (
 )
 
 from node.errors import ConfigError
+from node.logs import LogLimiter
 from node.wire.announce import (
     GROUP_SERVICE_TYPE,
     SERVICE_TYPE,
@@ -291,9 +292,12 @@ class Discovery:
         limiter = trio.CapacityLimiter(MAX_RESOLVING)
         resolving: set[str] = set()
         reported_drops = 0
+        drop_log = LogLimiter()
         async with trio.open_nursery() as nursery:
             async for event in raw:
-                if self.dropped != reported_drops:
+                # One line per interval however long the flood lasts, with the count since.
+                if (self.dropped != reported_drops
+                        and drop_log.check("mdns-flood", time.monotonic()) is not None):
                     log.warning("mDNS flood: dropped %d announcement(s)",
                                 self.dropped - reported_drops)
                     reported_drops = self.dropped
