@@ -9,7 +9,11 @@ signature and rule checked as for a real group) and adopts the group the moment
 they make it a member. Memory is bounded for everyone: at most ``MAX_GROUPS``
 unknown groups (the oldest goes first), at most ``MAX_EVENTS`` events each
 (over that, the group's events are dropped), and nothing is persisted until the
-group is adopted.
+group is adopted. It is bounded per sender too, in bytes: what one peer sent
+for groups we are not in is at most ``MAX_BYTES_PER_PEER`` (over that, the
+group is dropped), and when that peer's channel goes (``peer_gone``) the groups
+only it fed are dropped: an invitation that did not reach its ADD is pushed
+again when the adder is back, so nothing is lost by forgetting it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from node.ids import PeerId, short_id
 #: and most events held per such group (an invitation is history enough to adopt).
 MAX_GROUPS = 8
 MAX_EVENTS = 1024
+#: Most bytes of events one peer may make us hold for groups we are not in.
+MAX_BYTES_PER_PEER = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,24 +49,54 @@ class Invitations:
     def __init__(self, me: PeerId) -> None:
         self.me = me
         self.pending: dict[GroupId, GroupCore] = {}
+        #: Per pending group: the bytes each peer sent for it.
+        self.senders: dict[GroupId, dict[PeerId, int]] = {}
+
+    def held_from(self, peer: PeerId) -> int:
+        """Bytes of events we hold for unknown groups that ``peer`` sent."""
+        return sum(by.get(peer, 0) for by in self.senders.values())
+
+    def peer_gone(self, peer: PeerId) -> int:
+        """``peer``'s channel is gone: drop the groups only it fed; returns how many."""
+        dropped = 0
+        for group, by in list(self.senders.items()):
+            by.pop(peer, None)
+            if not by:
+                self._drop(group)
+                dropped += 1
+        return dropped
+
+    def _drop(self, group: GroupId) -> None:
+        self.pending.pop(group, None)
+        self.senders.pop(group, None)
 
     def receive(
         self, sender: PeerId, group: GroupId, events: list[Event],
         copies: tuple[tuple[EventId, bytes], ...] = (),
     ) -> Adopt | Warn:
         """Take in events of ``group``; ``Adopt`` if they made us a member, else why not."""
+        size = sum(len(e.raw) for e in events)
+        if self.held_from(sender) + size > MAX_BYTES_PER_PEER:
+            held = self.senders.get(group, {}).get(sender, 0)
+            if held and len(self.senders[group]) == 1:
+                self._drop(group)
+            return Warn(logging.WARNING, f"dropping events from {short_id(sender)} for group "
+                        f"{group.hex()[:12]}, which we are not in: it sent more than "
+                        f"{MAX_BYTES_PER_PEER} bytes for groups we are not in")
         core = self.pending.get(group)
         if core is None:
             if len(self.pending) >= MAX_GROUPS:
-                self.pending.pop(next(iter(self.pending)))
+                self._drop(next(iter(self.pending)))
             core = self.pending[group] = GroupCore(group, max_buffer=MAX_EVENTS)
+        by = self.senders.setdefault(group, {})
+        by[sender] = by.get(sender, 0) + size
         for event in events:
             core.receive(event)
         if self.me in core.state.members:
-            del self.pending[group]
+            self._drop(group)
             return Adopt(core, (*core.ordered(), *core.waiting()), copies)
         if core.size() > MAX_EVENTS:
-            del self.pending[group]
+            self._drop(group)
             return Warn(logging.WARNING, f"dropping {core.size()} events from "
                         f"{short_id(sender)} for group {group.hex()[:12]}, which we are not in")
         return Warn(logging.INFO, f"events from {short_id(sender)} for group {group.hex()[:12]}, "

@@ -70,6 +70,10 @@ from node.ids import PeerId
 
 MAX_BUFFER_PER_AUTHOR = 256
 MAX_BUFFER = 4096
+#: The same bounds in bytes (an event may be up to the channel's message cap): what
+#: waits for its causal past never holds more than this, per author and in all.
+MAX_BUFFER_BYTES_PER_AUTHOR = 4 * 1024 * 1024
+MAX_BUFFER_BYTES = 16 * 1024 * 1024
 #: A departed member's events beyond its cut-off (withdrawn: never shown, never
 #: decrypted) are still taken into the log, so every node holds the same events; but
 #: at most this many past the cut-off, so a removed member cannot grow everyone's log.
@@ -122,6 +126,7 @@ class GroupCore:
         self._epochs: Clock = {}
         self._buffer: dict[PeerId, dict[int, Event]] = {}
         self._buffered = 0
+        self.buffered_bytes = 0
         #: Waiting events whose signature verified when they arrived, with the key that
         #: verified it, so that delivery does not check it again. Only waiting events are
         #: listed (an entry leaves with its event), so this is bounded like the buffer.
@@ -160,6 +165,7 @@ class GroupCore:
         twin._epochs = dict(self._epochs)
         twin._buffer = {a: dict(v) for a, v in self._buffer.items()}
         twin._buffered = self._buffered
+        twin.buffered_bytes = self.buffered_bytes
         twin._verified = dict(self._verified)
         twin._covered = dict(self._covered)
         twin._past_states = dict(self._past_states)
@@ -325,19 +331,24 @@ class GroupCore:
                 return [Equivocation(author, seq, queued.id, event)]
             if verdict is True:  # a verified event beats one nobody can check yet
                 self._verified.pop(queued.id, None)
+                self.buffered_bytes += len(event.raw) - len(queued.raw)
                 waiting[seq] = event
                 self._remember_verified(event)
                 return self._drain()
             return [Dropped(event, "another event with this seq is already waiting")]
         nxt = self.frontier.get(author, 0) + 1
         deliverable = seq == nxt and self._full_clock(event) is not None
+        size = len(event.raw)
         if not deliverable and (
             len(waiting) >= self.max_buffer_per_author
+            or sum(len(e.raw) for e in waiting.values()) + size > MAX_BUFFER_BYTES_PER_AUTHOR
             or (self._buffered >= self.max_buffer and not self._evict_stranger(author))
+            or not self._room_for(size, author)
         ):
             return [Dropped(event, "too many events waiting for their causal past")]
         waiting[seq] = event
         self._buffered += 1
+        self.buffered_bytes += size
         if verdict is True:
             self._remember_verified(event)
         return self._drain()
@@ -364,6 +375,13 @@ class GroupCore:
             return True
         return self._signature_ok(event)
 
+    def _room_for(self, size: int, author: PeerId) -> bool:
+        """Make the buffer's bytes hold ``size`` more (evicting strangers' events)."""
+        while self.buffered_bytes + size > MAX_BUFFER_BYTES:
+            if not self._evict_stranger(author):
+                return False
+        return True
+
     def _evict_stranger(self, newcomer: PeerId) -> bool:
         """Make room by dropping a waiting event of an author who is not a member.
 
@@ -378,6 +396,7 @@ class GroupCore:
                 evicted = waiting.pop(max(waiting))
                 self._verified.pop(evicted.id, None)
                 self._buffered -= 1
+                self.buffered_bytes -= len(evicted.raw)
                 return True
         return False
 
@@ -397,6 +416,7 @@ class GroupCore:
                     continue
                 del waiting[nxt]
                 self._buffered -= 1
+                self.buffered_bytes -= len(event.raw)
                 try:
                     effects += self._deliver(event, clock)
                 except (RemoteProtocolError, AuthorizationError) as exc:
@@ -410,6 +430,7 @@ class GroupCore:
         for later in self._buffer.pop(author, {}).values():
             self._verified.pop(later.id, None)
             self._buffered -= 1
+            self.buffered_bytes -= len(later.raw)
             effects.append(Rejected(later, "follows a rejected event of the same author"))
 
     def _full_clock(self, event: Event) -> Clock | None:

@@ -224,6 +224,11 @@ class GroupService(GroupCommands):
 
 
     def peer_disconnected(self, peer: PeerId) -> None:
-        """The channel to ``peer`` is gone: the members stop streaming to it."""
+        """The channel to ``peer`` is gone: the members stop streaming to it, and what it
+        alone sent for groups we are not in is forgotten."""
         for group in list(self.groups.values()):
             self.handle(group, PeerDown(peer))
+        dropped = self.invitations.peer_gone(peer)
+        if dropped:
+            log.info("forgot events of %d group(s) we are not in, sent by %s (gone)",
+                     dropped, short_id(peer))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from node.crypto.keys import IdentityKey
+from node.group import invitations
 from node.group.bodies import Add, Role
 from node.group.invitations import MAX_EVENTS, MAX_GROUPS, Adopt, Invitations
 from node.group.member_io import Warn
@@ -53,3 +56,38 @@ def test_events_without_their_create_say_so() -> None:
     add = owner.author(Add(IdentityKey.generate().peer_id, Role.MEMBER, ""))
     outcome = Invitations(ME.peer_id).receive(OWNER.peer_id, owner.core.group_id, [add])
     assert isinstance(outcome, Warn) and "(no CREATE yet)" in outcome.text
+
+
+def test_what_one_peer_may_make_us_hold_is_bounded_in_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(invitations, "MAX_BYTES_PER_PEER", 20_000)
+    inv = Invitations(ME.peer_id)
+    mallory = IdentityKey.generate().peer_id
+    outcomes = []
+    for _ in range(2 * MAX_GROUPS):
+        owner, create = Replica.founding(OWNER, max_members=400)
+        events = [create] + [owner.author(Add(IdentityKey.generate().peer_id, Role.MEMBER,
+                                              "x" * 60)) for _ in range(30)]
+        outcomes.append(inv.receive(mallory, owner.core.group_id, events))
+        assert inv.held_from(mallory) <= 20_000
+    refused = [o for o in outcomes if isinstance(o, Warn) and "more than 20000 bytes" in o.text]
+    assert refused and all(o.level == logging.WARNING for o in refused)
+    # someone else is not charged for what mallory sent
+    owner, create = Replica.founding(OWNER)
+    held = inv.receive(OWNER.peer_id, owner.core.group_id, [create])
+    assert isinstance(held, Warn) and "holding 1" in held.text
+
+
+def test_what_a_peer_alone_sent_is_forgotten_when_it_goes() -> None:
+    inv = Invitations(ME.peer_id)
+    mallory, bob = IdentityKey.generate().peer_id, IdentityKey.generate().peer_id
+    mine, create = Replica.founding(OWNER)
+    shared, shared_create = Replica.founding(OWNER)
+    inv.receive(mallory, mine.core.group_id, [create])
+    inv.receive(mallory, shared.core.group_id, [shared_create])
+    inv.receive(bob, shared.core.group_id, [shared_create])
+    assert inv.peer_gone(mallory) == 1
+    assert list(inv.pending) == [shared.core.group_id]  # bob fed it too: kept
+    assert inv.held_from(mallory) == 0
+    assert inv.peer_gone(bob) == 1 and inv.pending == {} and inv.senders == {}

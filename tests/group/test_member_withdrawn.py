@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from node.group import commands as C
 from node.group.member_io import EraseContent, Events, Received, SaveEvent, Warn
-from node.group.state import MAX_WITHDRAWN
+from node.group.state import MAX_BUFFER_BYTES_PER_AUTHOR, MAX_WITHDRAWN
 from node.ids import short_id
 from tests.group.test_member_bad_input import feed, messages, scene, still_talking
 
@@ -60,3 +60,18 @@ def test_what_was_read_before_the_removal_was_known_is_erased_then() -> None:
     assert "said while being removed" not in messages(c, bob)
     c.connect_all([alice, bob])
     still_talking(c, alice, bob)
+
+
+def test_what_waits_for_its_causal_past_is_bounded_in_bytes() -> None:
+    c, alice, bob, mallory = scene()
+    c.partition([alice, bob], [mallory])
+    for i in range(400):  # about 400 x 22 kB, her first withheld: none can be delivered
+        c.do(mallory, C.SendText(f"{i} " + "y" * 16_000))
+    hers = [e for e in c.members[mallory].core.ordered() if e.author == mallory]
+    victim = c.members[alice].core
+    for start in range(1, len(hers), 50):
+        feed(c, alice, mallory, *hers[start:start + 50])
+        assert victim.buffered_bytes <= MAX_BUFFER_BYTES_PER_AUTHOR
+    assert victim.buffered_bytes > MAX_BUFFER_BYTES_PER_AUTHOR // 2
+    c.connect_all()
+    still_talking(c, alice, bob, mallory)  # what was dropped comes again by sync
