@@ -20,6 +20,8 @@ import trio
 from node.api import client
 from node.api.python import Kith, open_node
 from node.errors import KithError, StoragePausedError
+from node.group.events import EventId
+from node.ids import PeerId
 from node.store import Store
 from tests.store.faults import disk_full, locked
 
@@ -108,3 +110,23 @@ async def test_the_node_pauses_refuses_commands_and_resumes_with_every_message_o
 def _stored(node: Kith) -> list:  # type: ignore[type-arg]
     store = node.service.store
     return [row for g in store.groups() for row in store.events(g.id)]
+
+
+async def test_delivery_receipts_that_cannot_be_saved_wait_for_the_retry(
+    tmp_path: Path,
+) -> None:
+    async with pair(tmp_path) as (alice, _bob, group):
+        event = alice.send(group, "ack me")
+        gid, eid = (await alice.group(group)).id, EventId(bytes.fromhex(event["id"]))
+        late = PeerId(b"\x0c" * 32)
+        service = alice.service
+        with locked(service.store):
+            # one receipt gathered since the last beat (the 0.5 s batch), as an ack leaves it
+            service._unsaved_deliveries.append((gid, eid, late, 5.0))
+            assert not service.save_deliveries()
+            assert service.storage_paused == "database locked by another program"
+            with pytest.raises(StoragePausedError):
+                alice.send(group, "not now")
+        with trio.fail_after(SOON):  # the writer task retries and saves it
+            await service.wait_until(lambda: service.storage_paused is None)
+        assert service.store.deliveries(gid)[eid][late] == 5.0
