@@ -13,14 +13,17 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import trio
 
-from node.channel.core import HandshakeCompleted
+from node.channel.core import REC_CLOSE, HandshakeCompleted
 from node.crypto.keys import IdentityKey
+from node.ids import short_id
 from node.net.secure_stream import SecureStream
 from node.node import CHANNELS_FULL
 from tests.integration import NODE_LOG, SOON, LogWatch, RunningNode, one_line, start_node
 from tests.integration.test_bad_input import (
     RawSockets,
+    assert_still_serving,
     closed_by_peer,
+    connect_by_hand,
     hand_channel,
     until_message_3,
     victim,
@@ -162,3 +165,41 @@ async def test_a_new_node_gets_in_while_one_address_floods(
         flooding.cancel_scope.cancel()
     lines = logs.matching(rf"^refusing connections from {FLOODER}: ", logger=NODE_LOG)
     assert len(lines) == 1, lines  # many refusals, one line (within the interval)
+
+
+async def test_a_huge_close_reason_is_one_short_line(
+    nursery: trio.Nursery, logs: LogWatch, raw: RawSockets
+) -> None:
+    v = await victim(nursery)
+    tcp, stream, mallory = await connect_by_hand(v, raw)
+    reason = ("bye\n" + "x" * 64_000).encode()
+    await tcp.send_all(stream.channel._record(REC_CLOSE, reason))
+    with trio.fail_after(SOON):
+        await closed_by_peer(tcp)
+    [line] = await logs.wait_for(
+        rf"^disconnected from {short_id(mallory.peer_id)} \(mallory\): peer left \(bye\\x0a",
+        logger=NODE_LOG,
+    )
+    one_line([line])
+    assert len(line) < 400, len(line)
+    await assert_still_serving(v, nursery)
+
+
+async def test_a_flood_of_bad_handshakes_from_one_address_is_one_line(
+    nursery: trio.Nursery, logs: LogWatch, raw: RawSockets
+) -> None:
+    v = await victim(nursery, handshake_timeout=30.0)
+    for _ in range(50):
+        tcp, _ = await raw.connect(v.a, FLOODER)
+        await tcp.send_all(b"\x00\x00junk")  # a zero-length frame: rejected at once
+        with trio.fail_after(SOON):
+            await closed_by_peer(tcp)
+    with trio.fail_after(SOON):
+        await v.a.node.wait_until(lambda: v.a.node.admission.handshaking == 0)
+    lines = logs.matching(rf"^rejected connection from {FLOODER}:", logger=NODE_LOG)
+    assert len(lines) == 1, lines
+    # Another address is another source: its line is not held back.
+    tcp, where = await raw.connect(v.a)
+    await tcp.send_all(b"\x00\x00junk")
+    one_line(await logs.wait_for(rf"^rejected connection from {where}: ", logger=NODE_LOG))
+    await assert_still_serving(v, nursery)
