@@ -236,9 +236,12 @@ class EffectDriver:
     def run_effects(self, group: Member, effects: list[Effect]) -> list[Event]:
         """Run one input's effects; returns the events it says we authored.
 
-        If the store cannot write now, the effects are held (the node pauses, module
+        If the store cannot write now, or storage is paused, the effects are held (module
         docstring) and nothing is returned yet.
         """
+        if self._paused is not None:
+            self._backlog.append(partial(self._run, group, effects))
+            return []
         authored = self._run(group, effects)
         return [] if authored is None else authored
 
@@ -444,17 +447,19 @@ class EffectDriver:
         if self._paused is None:
             return True
         self._paused = None
-        if not self.save_deliveries():
-            return False
         held = len(self._backlog)
-        while self._backlog:
-            item = self._backlog.popleft()
-            try:
-                item()  # a write that fails again holds its batch at the head again
-            except KithError as exc:  # a refusal or a bad input: that input's own end
-                log.warning("after the storage pause: %s", exc)
-            if self._paused is not None:
+        # A locked database fails the try at once instead of holding up the node.
+        with self.store.busy_timeout(0):
+            if not self.save_deliveries():
                 return False
+            while self._backlog:
+                item = self._backlog.popleft()
+                try:
+                    item()  # a write that fails again holds its batch at the head again
+                except KithError as exc:  # a refusal or a bad input: that input's own end
+                    log.warning("after the storage pause: %s", exc)
+                if self._paused is not None:
+                    return False
         self._storage_log.info(
             ("storage", "resumed"), "storage writable again after %.0f s: resumed "
             "(%d held input(s) done)", time.monotonic() - self._paused_since, held)

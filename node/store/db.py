@@ -245,6 +245,18 @@ class Store(KeyRows):
         with self._errors(action):
             return self._db().execute(sql, params).fetchone()
 
+    @contextlib.contextmanager
+    def busy_timeout(self, ms: int) -> Iterator[None]:
+        """Wait at most ``ms`` for another connection's lock inside the block."""
+        conn = self._db()
+        with self._errors("set the busy timeout"):
+            conn.execute(f"PRAGMA busy_timeout = {int(ms):d}")
+        try:
+            yield
+        finally:
+            with self._errors("set the busy timeout"):
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+
     @property
     def in_transaction(self) -> bool:
         """True inside a ``transaction()`` block."""

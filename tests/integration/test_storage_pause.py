@@ -130,3 +130,26 @@ async def test_delivery_receipts_that_cannot_be_saved_wait_for_the_retry(
         with trio.fail_after(SOON):  # the writer task retries and saves it
             await service.wait_until(lambda: service.storage_paused is None)
         assert service.store.deliveries(gid)[eid][late] == 5.0
+
+
+async def test_a_message_whose_own_write_failed_is_kept_and_sent_once_stored(
+    tmp_path: Path,
+) -> None:
+    async with pair(tmp_path) as (alice, bob, group):
+        with disk_full(alice.service.store):
+            with pytest.raises(StoragePausedError) as refused:
+                alice.send(group, BIG)  # the core has authored it; the store cannot hold it
+            assert str(refused.value) == (FAULTS["disk full"][1] + ", and send this then")
+            with pytest.raises(StoragePausedError):
+                alice.send(group, "second")  # refused up front: never authored
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert texts(bob, group) == []  # nothing unstored went out
+        with trio.fail_after(SOON):
+            await alice.service.wait_until(lambda: alice.service.storage_paused is None)
+            await bob.service.wait_until(lambda: texts(bob, group) == [BIG])
+        alice.send(group, "third")
+        with trio.fail_after(SOON):
+            await bob.service.wait_until(lambda: texts(bob, group) == [BIG, "third"])
+        seqs = [r.seq for r in _stored(alice) if r.author == alice.node.peer_id]
+        assert len(seqs) == len(set(seqs))  # no seq used twice
+        assert [r.text for r in _stored(alice) if r.text is not None] == [BIG, "third"]
