@@ -71,13 +71,16 @@ async def test_a_node_short_of_descriptors_survives_a_flood_of_channels(tmp: Pat
         await alice.wait_for_line(rf"descriptor limit {NOFILE} \(ulimit -n\): at most "
                                   rf"{CHANNELS} channels and 12 handshakes")
         admitted = 0
+        started = trio.current_time()
         for i in range(FLOOD):
             admitted += await try_channel(host, port, f"127.0.0.{2 + i % 8}", stack)
         # Half-open connections on top: they wait in (or are refused) the handshake.
         for i in range(40):
             tcp = await trio.open_tcp_stream(host, port, local_address=f"127.0.1.{1 + i % 4}")
             stack.push_async_callback(trio.aclose_forcefully, tcp)
-        assert admitted == CHANNELS
+        # (A client counts its handshake done once it sent message 3: one that the node
+        # finished after the last place went is told "too many channels" and not counted.)
+        assert CHANNELS <= admitted < FLOOD
         await alice.wait_for_line(rf"refusing new connections: {CHANNELS} channels open "
                                   r"\(the limit, see --max-channels\)")
         # Alive, and its control socket answers while the flood holds everything it can.
@@ -85,7 +88,9 @@ async def test_a_node_short_of_descriptors_survives_a_flood_of_channels(tmp: Pat
         assert alice.returncode is None
         inbound = [p for p in peers if p["direction"] == "inbound"]
         assert len(inbound) == CHANNELS, peers
-        assert len(alice.lines_matching(r"^.*refusing new connections: ")) == 1, alice.log
+        # 188 refusals, one line per 10 s (the rest counted on the next line).
+        lines = alice.lines_matching(r"refusing new connections: ")
+        assert 1 <= len(lines) <= 1 + (trio.current_time() - started) // 10, alice.log
     assert "Traceback" not in alice.log
 
 
