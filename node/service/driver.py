@@ -49,6 +49,7 @@ delivery receipts that fail to save are put back and saved with the retry.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -172,6 +173,7 @@ class EffectDriver:
         self._deferred_ticks: set[GroupId] = set()
         self._pause_changed = trio.Event()
         self._storage_log = RateLimitedLog(log, interval=60.0)
+        self._warn_log = RateLimitedLog(log)
 
     def _new_member(self, core: GroupCore, joined_at: float) -> Member:
         member = Member(self.identity, core, nacl.utils.random, joined_at=joined_at,
@@ -288,7 +290,9 @@ class EffectDriver:
             elif isinstance(effect, TypingSeen):
                 self._notify(group, [TypingNotice(group.id, effect.peer)])
             elif isinstance(effect, Warn):
-                log.log(effect.level, "%s", effect.text)
+                # A peer can repeat what makes a member warn: one line per kind of line
+                # (ids and numbers aside) per interval, with the count held back.
+                self._warn_log.log(_warn_key(effect.text), effect.level, "%s", effect.text)
             elif isinstance(effect, Wake):
                 self._schedule(group.id, effect.at)
             elif isinstance(effect, Authored):
@@ -553,3 +557,12 @@ def _send_all(watchers: list[trio.MemorySendChannel[_T]], items: Sequence[_T]) -
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 watchers.remove(watcher)
                 break
+
+
+_ID_OR_NUMBER = re.compile(r"\b[0-9a-f]{8,}\b|\d+")
+
+
+def _warn_key(text: str) -> str:
+    """What makes two warnings "the same line" for rate limiting: the text with event
+    ids and numbers blanked (peers' short ids stay: each peer is limited on its own)."""
+    return _ID_OR_NUMBER.sub("#", text)
