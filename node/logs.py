@@ -18,6 +18,7 @@ convenience wrapper that reads the monotonic clock.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -37,6 +38,15 @@ def clip(text: str, limit: int = TEXT_LIMIT) -> str:
     if len(text) > limit:
         out += f"... ({len(text) - limit} more characters)"
     return out
+
+
+_ID_OR_NUMBER = re.compile(r"\b[0-9a-f]{8,}\b|\d+")
+
+
+def line_key(text: str) -> str:
+    """What makes two lines "the same line" for rate limiting: the text with hex ids and
+    numbers blanked (peers' short ids, base32, stay: each peer is limited on its own)."""
+    return _ID_OR_NUMBER.sub("#", text)
 
 
 class LogLimiter:

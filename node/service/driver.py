@@ -49,7 +49,6 @@ delivery receipts that fail to save are put back and saved with the retry.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -106,7 +105,7 @@ from node.group.member_io import (
 from node.group.member_state import Settings
 from node.group.state import GroupCore
 from node.ids import PeerId, short_id
-from node.logs import RateLimitedLog
+from node.logs import RateLimitedLog, line_key
 from node.service.files import FileService
 from node.service.outbox import Outboxes
 from node.store.db import EventRow, Store
@@ -292,7 +291,7 @@ class EffectDriver:
             elif isinstance(effect, Warn):
                 # A peer can repeat what makes a member warn: one line per kind of line
                 # (ids and numbers aside) per interval, with the count held back.
-                self._warn_log.log(_warn_key(effect.text), effect.level, "%s", effect.text)
+                self._warn_log.log(line_key(effect.text), effect.level, "%s", effect.text)
             elif isinstance(effect, Wake):
                 self._schedule(group.id, effect.at)
             elif isinstance(effect, Authored):
@@ -557,12 +556,3 @@ def _send_all(watchers: list[trio.MemorySendChannel[_T]], items: Sequence[_T]) -
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 watchers.remove(watcher)
                 break
-
-
-_ID_OR_NUMBER = re.compile(r"\b[0-9a-f]{8,}\b|\d+")
-
-
-def _warn_key(text: str) -> str:
-    """What makes two warnings "the same line" for rate limiting: the text with event
-    ids and numbers blanked (peers' short ids stay: each peer is limited on its own)."""
-    return _ID_OR_NUMBER.sub("#", text)

@@ -28,6 +28,7 @@ from node.errors import KithError, StorageError
 from node.files.attachment import CHUNK_SIZE, FileRef, chunk_hash
 from node.group.events import Event
 from node.ids import EventId, GroupId, PeerId, short_id
+from node.logs import RateLimitedLog
 from node.store.chunks import ChunkStore
 from node.store.db import Store
 from node.wire.messages import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from node.service.links import PeerLink
 
 log = logging.getLogger("node.service.files")
+peer_log = RateLimitedLog(log)  # lines a peer can repeat: limited per peer and reason
 
 #: Chunks of one file in flight at once (over all members asked).
 WINDOW = 8
@@ -245,8 +247,8 @@ class Fetching:
             self.server.flooded(conn)
             return
         if chunk_hash(message.data) != address:
-            log.warning("chunk %s from %s does not hash to its address; asking another member",
-                        address.hex()[:12], short_id(peer))
+            peer_log.warning((peer, "bad chunk"), "chunk %s from %s does not hash to its "
+                             "address; asking another member", address.hex()[:12], short_id(peer))
             self._refused(peer, address, bad=True)
             return
         wanted = [(t, i) for e, i in self._by_address.get(address, ())

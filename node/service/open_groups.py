@@ -40,6 +40,7 @@ from node.group.events import Event, EventError, GroupId, Kind, decode_event
 from node.group.membership import AuthorizationError, authorize
 from node.group.state import GroupCore
 from node.ids import PeerId, short_id
+from node.logs import RateLimitedLog, clip, line_key
 from node.net.address import DialTarget
 from node.wire.announce import GroupAnnouncement, GroupRecord, open_group_records
 from node.wire.messages import EventsMessage, PeerMessage, VectorMessage, encode_message
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from node.service.links import PeerLink
 
 log = logging.getLogger(__name__)
+peer_log = RateLimitedLog(log)  # lines a peer can repeat: limited per peer and reason
 
 #: How long ``join`` waits for one member's answer before trying the next.
 JOIN_TIMEOUT = 10.0
@@ -135,7 +137,8 @@ class OpenGroups:
         try:
             message = decode_open(data)
         except RemoteProtocolError as exc:
-            log.warning("dropping message from %s: %s", short_id(sender), exc)
+            peer_log.warning((sender, line_key(str(exc))), "dropping message from %s: %s",
+                             short_id(sender), clip(str(exc)))
             return True
         if message is None:
             return False
@@ -159,7 +162,8 @@ class OpenGroups:
                 try:
                     joining.core.receive(decode_event(raw))
                 except EventError as exc:
-                    log.warning("dropping an event from %s: %s", short_id(sender), exc)
+                    peer_log.warning((sender, line_key(str(exc))), "dropping an event from %s: %s",
+                                     short_id(sender), clip(str(exc)))
         elif isinstance(message, VectorMessage):
             joining.target = dict(message.vector)
         else:
@@ -183,8 +187,8 @@ class OpenGroups:
                   and peer not in state.members):
                 reason = "this group admits only peers an admin approved"
         if reason is not None:
-            log.info("refused %s the events of %s: %s", short_id(peer), group_id.hex()[:12],
-                     reason)
+            peer_log.info((peer, "refused", group_id), "refused %s the events of %s: %s",
+                          short_id(peer), group_id.hex()[:12], reason)
             conn.send_nowait(encode_open(OpenRefused(group_id, reason)))
             return
         assert group is not None

@@ -415,7 +415,8 @@ async def test_malformed_events_inside_a_good_message(tmp_path: Path, logs: LogW
         said = s.mallory.say(s.gid, "between the junk")
         await s.mallory.send(s.gid, b"junk", key_event, b"", said.raw + b"\x00", said,
                              pack([1] * 10))
-        lines = await logs.wait_for(rf"^dropping an event from {s.mallory.short}: ", count=4,
+        # one line per peer and reason (two of the five junk events fail the same way)
+        lines = await logs.wait_for(rf"^dropping an event from {s.mallory.short}: ", count=3,
                                     level=logging.WARNING)
         one_line(lines)
         await s.mallory.wait_until(lambda: s.mallory.times_acked(said.id) == 1)

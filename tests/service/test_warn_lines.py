@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.service.driver import _warn_key
+from node.logs import line_key as _warn_key
 
 
 def test_ids_and_numbers_do_not_make_a_line_new_but_peers_do() -> None:
