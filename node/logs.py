@@ -49,6 +49,12 @@ def line_key(text: str) -> str:
     return _ID_OR_NUMBER.sub("#", text)
 
 
+def reason_key(text: str) -> str:
+    """The first words of a reason (ids and numbers blanked): a key a peer cannot vary
+    at will by choosing what goes into the end of an error message."""
+    return line_key(text)[:16]
+
+
 class LogLimiter:
     """Decide which repeated lines to log: at most one per key per ``interval``."""
 

@@ -11,7 +11,8 @@ unknown groups (the oldest goes first), at most ``MAX_EVENTS`` events each
 (over that, the group's events are dropped), and nothing is persisted until the
 group is adopted. It is bounded per sender too, in bytes: what one peer sent
 for groups we are not in is at most ``MAX_BYTES_PER_PEER`` (over that, the
-group is dropped), and when that peer's channel goes (``peer_gone``) the groups
+group is dropped), at most ``MAX_BYTES`` from everyone (the oldest group
+goes first), and when that peer's channel goes (``peer_gone``) the groups
 only it fed are dropped: an invitation that did not reach its ADD is pushed
 again when the adder is back, so nothing is lost by forgetting it.
 """
@@ -30,8 +31,11 @@ from node.ids import PeerId, short_id
 #: and most events held per such group (an invitation is history enough to adopt).
 MAX_GROUPS = 8
 MAX_EVENTS = 1024
-#: Most bytes of events one peer may make us hold for groups we are not in.
+#: Most bytes of events one peer may make us hold for groups we are not in, and all
+#: peers together (identities are free: a host can be many peers; over this, the
+#: oldest group goes first).
 MAX_BYTES_PER_PEER = 8 * 1024 * 1024
+MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,10 @@ class Invitations:
         self.pending: dict[GroupId, GroupCore] = {}
         #: Per pending group: the bytes each peer sent for it.
         self.senders: dict[GroupId, dict[PeerId, int]] = {}
+
+    def held(self) -> int:
+        """Bytes of events we hold for unknown groups."""
+        return sum(sum(by.values()) for by in self.senders.values())
 
     def held_from(self, peer: PeerId) -> int:
         """Bytes of events we hold for unknown groups that ``peer`` sent."""
@@ -83,6 +91,11 @@ class Invitations:
             return Warn(logging.WARNING, f"dropping events from {short_id(sender)} for group "
                         f"{group.hex()[:12]}, which we are not in: it sent more than "
                         f"{MAX_BYTES_PER_PEER} bytes for groups we are not in")
+        while self.pending and self.held() + size > MAX_BYTES:
+            oldest = next(iter(self.pending))
+            if oldest == group:
+                break  # (this group alone is under the per-peer cap)
+            self._drop(oldest)
         core = self.pending.get(group)
         if core is None:
             if len(self.pending) >= MAX_GROUPS:

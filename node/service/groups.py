@@ -47,7 +47,7 @@ from node.group.member_io import (
 )
 from node.group.state import GroupCore
 from node.ids import PeerId, short_id
-from node.logs import RateLimitedLog, clip, line_key
+from node.logs import RateLimitedLog, clip, reason_key
 from node.service.commands import GroupCommands
 from node.service.driver import Notice, TypingNotice
 from node.service.files import FileService
@@ -171,7 +171,7 @@ class GroupService(GroupCommands):
         except RemoteProtocolError as exc:
             if self.open.on_raw(conn, data):  # asking for, or refusing, an open group
                 return
-            peer_log.warning((sender, line_key(str(exc))), "dropping message from %s: %s",
+            peer_log.warning((sender, reason_key(str(exc))), "dropping message from %s: %s",
                              short_id(sender), clip(str(exc)))
             return
         if self.open.on_message(sender, message):  # the history of a group we are joining
@@ -193,8 +193,9 @@ class GroupService(GroupCommands):
                 try:
                     events.append(decode_event(raw))
                 except EventError as exc:
-                    peer_log.warning((sender, line_key(str(exc))), "dropping an event from %s: %s",
-                                     short_id(sender), clip(str(exc)))
+                    peer_log.warning((sender, reason_key(str(exc))),
+                                     "dropping an event from %s: %s", short_id(sender),
+                                     clip(str(exc)))
             group = self.groups.get(message.group)
             if group is None:
                 self._maybe_adopt(sender, message.group, events, message.copies)
@@ -214,7 +215,7 @@ class GroupService(GroupCommands):
     ) -> None:
         outcome = self.invitations.receive(sender, group_id, events, copies)
         if isinstance(outcome, Warn):
-            peer_log.log((sender, "not in", group_id), outcome.level, "%s", outcome.text)
+            peer_log.log((sender, "not in"), outcome.level, "%s", outcome.text)
             return
         self.adopt(outcome.core, sender, outcome.events, dict(outcome.copies))
         log.info("added to group %s by %s", outcome.core.state.name, short_id(sender))

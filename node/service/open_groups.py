@@ -40,7 +40,7 @@ from node.group.events import Event, EventError, GroupId, Kind, decode_event
 from node.group.membership import AuthorizationError, authorize
 from node.group.state import GroupCore
 from node.ids import PeerId, short_id
-from node.logs import RateLimitedLog, clip, line_key
+from node.logs import RateLimitedLog, clip, reason_key
 from node.net.address import DialTarget
 from node.wire.announce import GroupAnnouncement, GroupRecord, open_group_records
 from node.wire.messages import EventsMessage, PeerMessage, VectorMessage, encode_message
@@ -137,7 +137,7 @@ class OpenGroups:
         try:
             message = decode_open(data)
         except RemoteProtocolError as exc:
-            peer_log.warning((sender, line_key(str(exc))), "dropping message from %s: %s",
+            peer_log.warning((sender, reason_key(str(exc))), "dropping message from %s: %s",
                              short_id(sender), clip(str(exc)))
             return True
         if message is None:
@@ -162,8 +162,9 @@ class OpenGroups:
                 try:
                     joining.core.receive(decode_event(raw))
                 except EventError as exc:
-                    peer_log.warning((sender, line_key(str(exc))), "dropping an event from %s: %s",
-                                     short_id(sender), clip(str(exc)))
+                    peer_log.warning((sender, reason_key(str(exc))),
+                                     "dropping an event from %s: %s", short_id(sender),
+                                     clip(str(exc)))
         elif isinstance(message, VectorMessage):
             joining.target = dict(message.vector)
         else:
@@ -187,7 +188,7 @@ class OpenGroups:
                   and peer not in state.members):
                 reason = "this group admits only peers an admin approved"
         if reason is not None:
-            peer_log.info((peer, "refused", group_id), "refused %s the events of %s: %s",
+            peer_log.info((peer, "refused"), "refused %s the events of %s: %s",
                           short_id(peer), group_id.hex()[:12], reason)
             conn.send_nowait(encode_open(OpenRefused(group_id, reason)))
             return

@@ -12,6 +12,14 @@ Python unpacker, before the Timestamp branch, so it refuses every extension
 that carries data (Timestamps have 4, 8 or 12 bytes); ``ext_hook`` refuses the
 data-less ones of other types, and a data-less Timestamp is malformed anyway.
 The library's wording for those refusals is turned into one clear message.
+
+**Decode bombs.** msgpack builds the whole object before any schema check, and
+a container costs one byte on the wire but tens of bytes as a Python object: a
+1 MiB message of a million empty arrays would hold about 70 MB. So one call
+builds at most ``MAX_CONTAINERS`` arrays and maps (counted by the hooks msgpack
+calls as each completes, so the count stops it midway), and no array or map
+has more than ``MAX_ITEMS`` entries (the largest legitimate one is a version
+vector of 20,000 authors).
 """
 
 from __future__ import annotations
@@ -32,6 +40,34 @@ def _no_duplicates(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return result
 
 
+#: Most arrays and maps one decode may build, and most entries in one of them.
+MAX_CONTAINERS = 65_536
+MAX_ITEMS = 32_768
+
+
+class _Budget:
+    """Counts the containers one decode builds (see "Decode bombs" above)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise RemoteProtocolError(f"more than {MAX_CONTAINERS} arrays and maps in one "
+                                      "msgpack object")
+
+    def list_hook(self, items: list[Any]) -> list[Any]:
+        self.spend()
+        return items
+
+    def pairs_hook(self, pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        self.spend()
+        return _no_duplicates(pairs)
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise RemoteProtocolError(f"msgpack extension types are not allowed (type {code})")
 
@@ -48,17 +84,22 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack_strict(data: bytes, *, max_len: int) -> Any:
-    """Decode one msgpack object, refusing trailing data, duplicates and extensions."""
+    """Decode one msgpack object, refusing trailing data, duplicates, extensions and
+    decode bombs."""
     if len(data) > max_len:
         raise RemoteProtocolError(f"{len(data)} bytes of msgpack exceed the limit of {max_len}")
+    budget = _Budget(MAX_CONTAINERS)
     try:
         return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=budget.pairs_hook,
+            list_hook=budget.list_hook,
             ext_hook=_no_ext,
             max_ext_len=0,
+            max_array_len=MAX_ITEMS,
+            max_map_len=MAX_ITEMS,
         )
     except RemoteProtocolError:
         raise
