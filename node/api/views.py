@@ -199,7 +199,9 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
         view["until"] = float(mute.until) if mute.until else None
     if mine:
         others = [m for m in group.core.state.members if m != service.me]
-        have = {m for m in others if group.has(m, event)} | set(group.acked.get(event.id, {}))
+        unreadable = group.unreadable_by.get(event.id, set())
+        have = ({m for m in others if group.has(m, event)}
+                | set(group.acked.get(event.id, {}))) - unreadable
         delivered_to = sorted(format_peer_id(p) for p in have)
         if not others or all(m in have for m in others):
             state = "delivered"
@@ -209,6 +211,8 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
             state = "pending"
         view["state"] = state
         view["delivered_to"] = delivered_to
+        if unreadable:  # stored there, but it cannot be read: not delivered
+            view["unreadable_by"] = sorted(format_peer_id(p) for p in unreadable)
         view["read_by"] = sorted(
             format_peer_id(m) for m in others
             if group.read.get(m, {}).get(service.me, 0) >= event.seq

@@ -299,10 +299,6 @@ class Authoring(Delivery):
         for peer in sorted(removed):
             self.warn(f"group {self.label}: {short_id(peer)} left or was removed",
                       level=logging.INFO)
-        known = {(d.member, d.cut, d.event.id) for d in change.before.departures}
-        for dep in change.after.departures:
-            if (dep.member, dep.cut, dep.event.id) not in known and dep.member != self.me:
-                self.erase_withdrawn(dep.member, dep.cut)
         if self.me in removed and self.me not in now.members:
             self.out.append(SetLeft(True))
         newcomers = frozenset(p for p in added if p != self.me and p in now.members)
@@ -317,15 +313,6 @@ class Authoring(Delivery):
         self.hand_keys(admitted, history=now.share_history)
         for peer in sorted(newcomers - admitted):
             self.restore(peer)
-
-    def erase_withdrawn(self, member: PeerId, cut: int) -> None:
-        """A departure cut ``member`` off after ``cut``: forget what we read of its
-        events past it (they arrived before we learnt of the departure)."""
-        for event in self.core.ordered_view():
-            if (event.author == member and event.seq > cut and event.kind is Kind.MESSAGE
-                    and (self.texts.get(event.id) is not None or event.id in self.contents)
-                    and self.core.is_withdrawn(member, event.seq)):
-                self.erase(event.id)
 
     def hand_keys(self, peers: frozenset[PeerId], *, history: bool,
                   epochs: list[tuple[int, OwnSenderKey]] | None = None) -> None:
@@ -367,6 +354,14 @@ class Authoring(Delivery):
         self.warn(f"group {self.label}: {short_id(peer)} is a member after all: handing it "
                   f"our keys of {len(epochs)} earlier epoch(s)", level=logging.INFO)
         self.hand_keys(frozenset({peer}), history=bool(epochs), epochs=epochs)
+
+    def admission(self, peer: PeerId) -> EventId | None:
+        """The id of the event that last made ``peer`` a member (None if none)."""
+        found = None
+        for event in self.core.membership_events():
+            if _admitted_by(event.author, event.kind, event.body) == peer:
+                found = event.id
+        return found
 
     def member_since(self, peer: PeerId) -> tuple[int, bytes, int] | None:
         """The order key of the event that made ``peer`` a member (its latest ADD, JOIN

@@ -24,6 +24,8 @@ In pairwise mode the author keeps each recipient's ciphertext
 
 from __future__ import annotations
 
+import logging
+
 from node.group.bodies import Add, Receipt
 from node.group.events import Event, EventId, Kind
 from node.group.member_io import Ack, Events, SaveDelivery, Wake
@@ -62,6 +64,14 @@ class Delivery(MemberState):
     def on_ack(self, sender: PeerId, ack: Ack) -> None:
         if sender not in self.core.state.members and self.departure(sender) is None:
             return  # only a member's (or a departed member's) receipt counts
+        if ack.kind == "unread":
+            self.on_unreadable(sender, ack.ids)
+            return
+        if ack.kind == "readable":
+            for event_id in ack.ids:
+                self.unreadable_by.get(event_id, set()).discard(sender)
+            self.notify()
+            return
         changed = False
         for event_id in ack.ids:
             if event_id in self.own_ids:
@@ -75,6 +85,35 @@ class Delivery(MemberState):
             self.next_batch(sender, session)
         if changed:
             self.notify()  # delivery marks moved
+
+    def on_unreadable(self, sender: PeerId, ids: tuple[EventId, ...]) -> None:
+        """``sender`` stored these messages of ours but cannot read them: not delivered
+        to it. A pairwise message gets its copy pushed again (relayed without it)."""
+        again = []
+        for event_id in ids:
+            event = self.core.get(event_id)
+            if event_id not in self.own_ids or event is None or event.kind is not Kind.MESSAGE:
+                continue
+            told = self.unreadable_by.setdefault(event_id, set())
+            if sender not in told and sender in self.own_copies.get(event_id, {}):
+                again.append(event)  # (once: a copy it cannot open is not sent forever)
+            told.add(sender)
+        self.warn(f"group {self.label}: {short_id(sender)} cannot read {len(ids)} of our "
+                  f"message(s){'; sending its copies again' if again else ''}",
+                  level=logging.INFO)
+        if again:
+            self.push(sender, again)
+        self.notify()
+
+    def report_unread(self, author: PeerId) -> None:
+        """Tell ``author`` (if connected) which of its messages we cannot read."""
+        ids = self.unread_reports.get(author)
+        if ids and author in self.connected:
+            for start in range(0, len(ids), MAX_EVENTS):
+                chunk = sorted(ids)[start:start + MAX_EVENTS]
+                self.send(author, Ack(tuple(chunk), "unread"), "ack")
+            self.told_unread.update(ids)
+            del self.unread_reports[author]
 
     def ack(self, peer: PeerId, stored: list[EventId]) -> None:
         if stored:

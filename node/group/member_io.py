@@ -43,6 +43,9 @@ class Events:
 @dataclass(frozen=True, slots=True)
 class Ack:
     ids: tuple[EventId, ...]
+    #: "ack": stored; "unread": stored, but I cannot read them (to their author: not
+    #: delivered); "readable": I can read them now (taking an "unread" back).
+    kind: str = "ack"
 
 
 @dataclass(frozen=True, slots=True)

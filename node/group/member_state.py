@@ -186,6 +186,12 @@ class MemberState:
         self.replied: dict[PeerId, tuple[dict[PeerId, int], int, float]] = {}
         self.budgets: dict[PeerId, Budget] = {}  # sync bytes, per peer
         self.walks: dict[PeerId, Budget] = {}  # chain steps, per author
+        #: Our messages members told us they stored but cannot read (not delivered).
+        self.unreadable_by: dict[EventId, set[PeerId]] = {}
+        #: Others' messages we stored but cannot read, to tell their authors (who
+        #: would otherwise count them delivered), by author.
+        self.unread_reports: dict[PeerId, set[EventId]] = {}
+        self.told_unread: set[EventId] = set()  # ...and those we told them of
         #: Peers whose vector showed more of our own events than we hold, since when.
         self.own_claims: dict[PeerId, float] = {}
         #: Our own events came back from others (our store was behind): the next

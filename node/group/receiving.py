@@ -46,6 +46,7 @@ from node.group.bodies import (
 from node.group.content import Content, Edit, Post
 from node.group.events import Event, EventId, Kind
 from node.group.member_io import (
+    Ack,
     Events,
     SaveCopy,
     SaveEquivocation,
@@ -108,6 +109,8 @@ class Receiving(Authoring):
                     dropped[effect.reason] = dropped.get(effect.reason, 0) + 1
                 elif isinstance(effect, Deleted):
                     self.apply_deletes([effect])
+        for author in {e.author for e in message.events} & set(self.unread_reports):
+            self.report_unread(author)
         if own_back:
             self.rewound = True
             self.warn(f"group {self.label}: {own_back} event(s) this node authored came back "
@@ -168,6 +171,10 @@ class Receiving(Authoring):
         except DecryptError as exc:
             self.warn(f"group {self.label}: cannot decrypt {event.id.hex()[:12]} from "
                       f"{short_id(event.author)}: {exc}")
+        if (content is None and not withdrawn and event.kind is Kind.MESSAGE
+                and event.author != self.me and self.core.mode != "open"
+                and self.should_read(event)):
+            self.unread_reports.setdefault(event.author, set()).add(event.id)
         if content is not None and self.erased_edit(event, content):
             content = None  # an edit of a message deleted before it arrived: not kept
         text = display_text(content)
@@ -175,7 +182,7 @@ class Receiving(Authoring):
         if key_update is not None:
             self.out.append(SavePeerKey(*key_update))
             self.keys.peers[(key_update[0], key_update[1])] = key_update[2]
-        if event.id in self.copies and not withdrawn:
+        if event.id in self.copies:  # (ciphertext: kept even if withdrawn, see below)
             self.out.append(SaveCopy(event.id, self.me, self.copies[event.id]))
         self.texts[event.id] = text
         if content is not None:
@@ -247,7 +254,99 @@ class Receiving(Authoring):
             self.keys.peers[(author, epoch)] = state
         return opened
 
+    # -- withdrawals come and go as membership events arrive --
+
+    def membership_changed(self, change: MembershipChanged, cause: Delivered | None) -> None:
+        super().membership_changed(change, cause)
+        before = {(d.member, d.cut, d.event.id) for d in change.before.departures}
+        after = {(d.member, d.cut, d.event.id) for d in change.after.departures}
+        for member, cut, _ in sorted(after - before):
+            if member != self.me:
+                self.erase_withdrawn(member, cut)
+        for member, cut, _ in sorted(before - after):
+            if member != self.me:
+                self.read_unwithdrawn(member, cut)
+
+    def erase_withdrawn(self, member: PeerId, cut: int) -> None:
+        """A departure cut ``member`` off after ``cut``: forget what we read of its
+        events past it (they arrived before we learnt of the departure)."""
+        for event in self.core.ordered_view():
+            if (event.author == member and event.seq > cut and event.kind is Kind.MESSAGE
+                    and (self.texts.get(event.id) is not None or event.id in self.contents)
+                    and self.core.is_withdrawn(member, event.seq)):
+                self.erase(event.id)
+
+    def read_unwithdrawn(self, member: PeerId, cut: int) -> None:
+        """A departure no longer takes effect (a concurrent one came first in the total
+        order): read ``member``'s messages past ``cut`` that we stored withdrawn."""
+        opened = []
+        for event in self.core.ordered_view():
+            if (event.author != member or event.seq <= cut
+                    or self.core.is_withdrawn(member, event.seq)):
+                continue
+            if event.kind is Kind.SENDER_KEY:  # its keys were not taken either
+                self.take_key(event)
+                continue
+            if (event.kind is not Kind.MESSAGE or self.texts.get(event.id) is not None
+                    or event.id in self.contents or event.id in self.core.deleted):
+                continue
+            content = self.read_again(event)
+            if content is not None and not self.erased_edit(event, content):
+                self.readable(event, content)
+                opened.append(event)
+        if opened:
+            self.notify(opened)
+
+    def take_key(self, event: Event) -> None:
+        """Take our key from a SENDER_KEY event we stored withdrawn."""
+        body = decode_body(Kind.SENDER_KEY, event.body, mode=self.core.mode)
+        if not isinstance(body, SenderKey):
+            return
+        try:
+            state = K.open_distribution(self.identity, body)
+        except DecryptError:
+            return
+        known = self.keys.peers.get((event.author, body.epoch))
+        if state is not None and (known is None or known.index < state.index):
+            self.out.append(SavePeerKey(event.author, body.epoch, state))
+            self.keys.peers[(event.author, body.epoch)] = state
+
+    def read_again(self, event: Event) -> Content | None:
+        """Decrypt a stored message now (its key state moves on as on arrival)."""
+        body = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
+        try:
+            if isinstance(body, OpenMessage):
+                return K.read_open(body)
+            if isinstance(body, PairwiseMessage):
+                blob = self.copies.get(event.id)
+                return None if blob is None else K.decrypt_pairwise(
+                    self.identity, self.id, event.author, event.seq, body, blob)
+            if isinstance(body, PrivateMessage):
+                state = self.keys.peers.get((event.author, event.epoch))
+                if state is None:
+                    return None
+                self.walk(event.author, body.index - state.index)
+                new_state, content = K.decrypt_private(state, self.id, event.author,
+                                                       event.epoch, body)
+                self.out.append(SavePeerKey(event.author, event.epoch, new_state))
+                self.keys.peers[(event.author, event.epoch)] = new_state
+                return content
+        except DecryptError as exc:
+            self.warn(f"group {self.label}: cannot decrypt {event.id.hex()[:12]} from "
+                      f"{short_id(event.author)}: {exc}")
+        return None
+
+    def should_read(self, event: Event) -> bool:
+        """Was ``event`` made after its author saw us become a member (so it was meant
+        for us to read)?"""
+        admission = self.admission(self.me)
+        return admission is not None and self.core.saw(event.id, admission)
+
     def readable(self, event: Event, content: Content) -> None:
+        self.unread_reports.get(event.author, set()).discard(event.id)  # (if not told yet)
+        if event.id in self.told_unread:  # we said we could not: take it back
+            self.told_unread.discard(event.id)
+            self.send(event.author, Ack((event.id,), "readable"), "ack")
         text = display_text(content)
         self.out.append(SetContent(event.id, text, content))
         self.texts[event.id] = text

@@ -125,6 +125,7 @@ class Sessions(Receiving):
         self.connected.add(peer)
         self.flush(peer)
         self.announce(peer)
+        self.report_unread(peer)
 
     def peer_down(self, peer: PeerId) -> None:
         self.connected.discard(peer)

@@ -538,7 +538,7 @@ def _wire(group: GroupId, payload: Payload) -> EventsMessage | AckMessage | Vect
         return EventsMessage(group, tuple(e.raw for e in payload.events), payload.copies,
                              sync=payload.sync)
     if isinstance(payload, Ack):
-        return AckMessage(group, payload.ids)
+        return AckMessage(group, payload.ids, payload.kind)
     if isinstance(payload, Vector):
         return VectorMessage(group, payload.vector, payload.want)
     return TypingMessage(group)

@@ -182,7 +182,7 @@ class GroupService(GroupCommands):
             return
         payload: Payload
         if isinstance(message, AckMessage):
-            payload = Ack(message.ids)
+            payload = Ack(message.ids, message.kind)
         elif isinstance(message, VectorMessage):
             payload = Vector(message.vector, message.want)
         elif isinstance(message, TypingMessage):

@@ -43,7 +43,7 @@ def size_of(group: GroupId, payload: Payload, frame_size: int = 0) -> int:
                                 payload.sync)
         return len(encode_message(message))
     if isinstance(payload, Ack):
-        return len(encode_message(AckMessage(group, payload.ids)))
+        return len(encode_message(AckMessage(group, payload.ids, payload.kind)))
     if isinstance(payload, Vector):
         return len(encode_message(VectorMessage(group, payload.vector, payload.want)))
     if isinstance(payload, Typing):

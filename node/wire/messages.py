@@ -10,6 +10,11 @@ Each channel message is one msgpack map with a type ``t``:
     catch-up batches (answering a version vector), false for live fanout.
 ``ack``     ``{"t": "ack", "g": group, "ids": [event id, ...]}``
     The sender has stored these events (delivery receipts for their authors).
+``unread``  ``{"t": "unread", "g": group, "ids": [event id, ...]}``
+    The sender has stored these messages of the receiver's but cannot read them
+    (sent to their author: they are not delivered to it).
+``readable`` ``{"t": "readable", "g": group, "ids": [event id, ...]}``
+    The sender can now read these messages it said it could not.
 ``vv``      ``{"t": "vv", "g": group, "vv": [[author, seq], ...], "want": bool}``
     The sender's version vector: for each author, the highest seq it has with
     every earlier one (sorted by author). The receiver sends back the events
@@ -59,6 +64,7 @@ class EventsMessage:
 class AckMessage:
     group: GroupId
     ids: tuple[EventId, ...]
+    kind: str = "ack"  # or "unread", "readable" (the same shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +125,7 @@ def encode_message(message: PeerMessage) -> bytes:
         return pack({"t": "nochunk", "g": message.group, "h": list(message.addresses)})
     if isinstance(message, ChunkMessage):
         return pack({"t": "chunk", "g": message.group, "h": message.address, "d": message.data})
-    return pack({"t": "ack", "g": message.group, "ids": list(message.ids)})
+    return pack({"t": message.kind, "g": message.group, "ids": list(message.ids)})
 
 
 def decode_message(data: bytes) -> PeerMessage:
@@ -147,12 +153,12 @@ def decode_message(data: bytes) -> PeerMessage:
                 raise RemoteProtocolError("'cp' entries are [event id, ciphertext]")
             out.append((EventId(item[0]), item[1]))
         return EventsMessage(GroupId(group), tuple(events), tuple(out), _bool(obj["sync"], "sync"))
-    if kind == "ack":
+    if kind in ("ack", "unread", "readable"):
         _keys(obj, {"t", "g", "ids"})
         ids = obj["ids"]
         if not isinstance(ids, list) or len(ids) > MAX_EVENTS or not all(_is_id(i) for i in ids):
             raise RemoteProtocolError(f"'ids' must be a list of at most {MAX_EVENTS} event ids")
-        return AckMessage(GroupId(group), tuple(EventId(i) for i in ids))
+        return AckMessage(GroupId(group), tuple(EventId(i) for i in ids), kind)
     if kind == "vv":
         _keys(obj, {"t", "g", "vv", "want"})
         return VectorMessage(GroupId(group), _vector(obj["vv"]), _bool(obj["want"], "want"))

@@ -144,9 +144,10 @@ def saved(effects: list[Effect]) -> list[EventId]:
 
 
 def acks(effects: list[Effect], peer: PeerId) -> list[tuple[EventId, ...]]:
-    """The id lists of the acks ``effects`` send ``peer``."""
+    """The id lists of the acks ``effects`` send ``peer`` (not its "unread" reports)."""
     return [e.payload.ids for e in effects
-            if isinstance(e, Send) and e.peer == peer and isinstance(e.payload, Ack)]
+            if isinstance(e, Send) and e.peer == peer and isinstance(e.payload, Ack)
+            and e.payload.kind == "ack"]
 
 
 def equivocations(effects: list[Effect]) -> list[SaveEquivocation]:

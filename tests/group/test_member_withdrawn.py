@@ -9,9 +9,10 @@ but never decrypted, never stored with content, never shown, and capped.
 from __future__ import annotations
 
 from node.group import commands as C
-from node.group.member_io import EraseContent, Events, Received, SaveEvent, Warn
+from node.group.member_io import Announce, EraseContent, Events, Received, SaveEvent, Warn
 from node.group.state import MAX_BUFFER_BYTES_PER_AUTHOR, MAX_WITHDRAWN
 from node.ids import short_id
+from tests.group.cluster import Cluster
 from tests.group.test_member_bad_input import feed, messages, scene, still_talking
 
 
@@ -75,3 +76,27 @@ def test_what_waits_for_its_causal_past_is_bounded_in_bytes() -> None:
     assert victim.buffered_bytes > MAX_BUFFER_BYTES_PER_AUTHOR // 2
     c.connect_all()
     still_talking(c, alice, bob, mallory)  # what was dropped comes again by sync
+
+
+def test_a_removal_that_loses_to_a_concurrent_leave_withdraws_nothing_in_the_end() -> None:
+    """Found by the state machine: alice removes carol while carol's message and her LEAVE
+    are in flight. Until the LEAVE arrives, the removal cuts carol off at 0 and her message
+    is withdrawn (stored without content); the LEAVE comes first in the total order, so the
+    removal has no effect and the message must be read then, sender key included."""
+    c = Cluster(3, seed=0)
+    alice, _bob, carol = c.ids
+    for peer in c.ids[1:]:
+        c.do(alice, C.AddMember(peer))
+    c.connect_all()
+    c.settle()
+    said = c.do(carol, C.SendText("m1"))
+    c.handle(carol, C.LeaveGroup())
+    c.handle(alice, C.SendText("m2"))
+    c.handle(alice, C.RemoveMember(carol))
+    c.connect_all()
+    for peer in c.ids:
+        c.handle(peer, Announce())
+    c.settle()
+    assert not c.members[alice].core.is_withdrawn(carol, said.seq)
+    assert [c.members[p].texts[said.id] for p in c.ids] == ["m1"] * 3
+    assert c.disks[alice].texts[said.id] == "m1"

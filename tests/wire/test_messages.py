@@ -16,6 +16,7 @@ from node.wire.messages import (
     decode_message,
     encode_message,
 )
+from node.wire.strict import unpack_strict
 
 G = GroupId(bytes(32))
 ids = st.binary(min_size=32, max_size=32).map(EventId)
@@ -33,10 +34,12 @@ def test_events_round_trip(
     assert decode_message(encode_message(m)) == m
 
 
-@given(st.lists(ids, max_size=MAX_EVENTS))
-def test_ack_round_trip(event_ids: list[EventId]) -> None:
-    m = AckMessage(G, tuple(event_ids))
-    assert decode_message(encode_message(m)) == m
+@given(st.lists(ids, max_size=MAX_EVENTS), st.sampled_from(["ack", "unread", "readable"]))
+def test_ack_round_trip(event_ids: list[EventId], kind: str) -> None:
+    m = AckMessage(G, tuple(event_ids), kind)
+    data = encode_message(m)
+    assert decode_message(data) == m
+    assert unpack_strict(data, max_len=len(data))["t"] == kind  # the wire type
 
 
 @given(st.dictionaries(st.binary(min_size=32, max_size=32), st.integers(1, 2**40 - 1)),
