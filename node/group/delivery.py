@@ -14,7 +14,7 @@ Catch-up travels in batches of at most ``MAX_EVENTS`` events and
 its other neighbours. A sync session (``node.group.sessions``) sends its next
 batch only when the last event of the previous one is acknowledged, so live
 traffic sharing the queue is never stuck behind more than one batch, leaves out
-what the peer got meanwhile (its latest vector and acks), and spends a per-peer
+what the peer got meanwhile (by its latest vector), and spends a per-peer
 byte budget (``SYNC_RATE``, ``SYNC_BURST``): out of budget, it pauses until the
 bucket holds enough for the next batch.
 
