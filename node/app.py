@@ -106,6 +106,9 @@ class App:
 
     def _on_connected(self, peer: PeerId) -> None:
         if self.groups is not None:
+            known = self.node.mesh.known.get(peer)
+            if known is not None:  # the name from its handshake, kept for after a restart
+                self.groups.names.heard(peer, known.name)
             self.groups.peer_connected(peer)
 
     def _on_disconnected(self, peer: PeerId) -> None:

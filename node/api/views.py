@@ -90,7 +90,7 @@ def name_of(service: GroupService, group: Group, peer: PeerId) -> str:
     known = service.node.mesh.known.get(peer)
     if known is not None and known.name:
         return known.name
-    return group.core.state.labels.get(peer) or short_id(peer)
+    return service.names.get(peer) or group.core.state.labels.get(peer) or short_id(peer)
 
 
 def members_view(service: GroupService, group: Group) -> list[dict[str, Any]]:
@@ -210,6 +210,7 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
         else:
             state = "pending"
         view["state"] = state
+        view["recipients"] = len(others)
         view["delivered_to"] = delivered_to
         if unreadable:  # stored there, but it cannot be read: not delivered
             view["unreadable_by"] = sorted(format_peer_id(p) for p in unreadable)

@@ -52,6 +52,7 @@ from node.service.commands import GroupCommands
 from node.service.driver import Notice, TypingNotice
 from node.service.files import FileService
 from node.service.open_groups import OpenGroups
+from node.service.peer_names import PeerNames
 from node.store.db import GroupRow, Store
 from node.wire.messages import (
     AckMessage,
@@ -80,6 +81,7 @@ class GroupService(GroupCommands):
         super().__init__(node, store)
         self.invitations = Invitations(self.me)  # events of groups we are not in (yet)
         self.open: OpenGroups = OpenGroups(self)  # open groups: announcing, joining, bans
+        self.names = PeerNames(store)  # what peers called themselves, across restarts
         self._load()
         self.files = FileService(self)
 

@@ -522,3 +522,38 @@ class Store(KeyRows):
         """Drop one chunk row (its file was found missing or damaged)."""
         self._write("forget chunk", "DELETE FROM chunks WHERE event = ? AND idx = ?",
                     (event, index))
+
+    def chunk_events(self) -> dict[EventId, GroupId]:
+        """The messages whose file we hold at least one chunk of, with their group."""
+        rows = self._fetchall("read chunks", "SELECT DISTINCT event, group_id FROM chunks", ())
+        return {EventId(e): GroupId(g) for e, g in rows}
+
+    # -- pruned attachments (kith files prune) -------------------------------------------
+
+    def add_pruned(self, group: GroupId, event: EventId, at: float) -> None:
+        """Record that the file of ``event`` was removed to free space."""
+        self._write("store pruned file",
+                    "INSERT INTO pruned_files (event, group_id, pruned_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (event) DO NOTHING", (event, group, at))
+
+    def forget_pruned(self, event: EventId) -> None:
+        """The file of ``event`` is wanted again (``kith save`` of a pruned file)."""
+        self._write("forget pruned file", "DELETE FROM pruned_files WHERE event = ?", (event,))
+
+    def pruned(self) -> set[EventId]:
+        rows = self._fetchall("read pruned files", "SELECT event FROM pruned_files", ())
+        return {EventId(r[0]) for r in rows}
+
+    # -- peer names (the name each peer last gave in its handshake) ----------------------
+
+    def set_peer_name(self, peer: PeerId, name: str, at: float) -> None:
+        self._write(
+            "store peer name",
+            "INSERT INTO peer_names (peer, name, seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (peer) DO UPDATE SET name = excluded.name, seen_at = excluded.seen_at",
+            (peer, name, at),
+        )
+
+    def peer_names(self) -> dict[PeerId, str]:
+        rows = self._fetchall("read peer names", "SELECT peer, name FROM peer_names", ())
+        return {PeerId(p): str(n) for p, n in rows}

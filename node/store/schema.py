@@ -175,6 +175,23 @@ MIGRATIONS: list[str] = [
     ) STRICT;
     CREATE INDEX chunks_by_address ON chunks (address);
     """,
+    # 4 -> 5: local bookkeeping of peers and attachments. peer_names: the display name
+    # each peer last gave in its handshake, so a restarted node still names the authors
+    # of stored messages when they are away. pruned_files: messages whose file was removed
+    # to free space (``kith files prune``), so the node does not fetch it back by itself.
+    """
+    CREATE TABLE peer_names (
+        peer    BLOB PRIMARY KEY,
+        name    TEXT NOT NULL,
+        seen_at REAL NOT NULL
+    ) STRICT;
+
+    CREATE TABLE pruned_files (
+        event     BLOB PRIMARY KEY,
+        group_id  BLOB NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        pruned_at REAL NOT NULL
+    ) STRICT;
+    """,
 ]
 
 
