@@ -3,7 +3,7 @@
 Layout (all created on first use, the directory mode 0700)::
 
     identity.key    the Ed25519 seed, one line "kith-ed25519-seed:<64 hex>", mode 0600
-    profile.json    {"name": ...}: the display name sent to peers
+    profile.json    {"name": ...}: the display name sent to peers, mode 0600
     control.sock    the control socket of the running node (mode 0600)
     node.lock       held (flock) by the running node, so two cannot share a directory
 
@@ -149,8 +149,15 @@ class DataDir:
     def save_name(self, name: str) -> None:
         self.ensure()
         tmp = self.profile_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"name": name}) + "\n", "utf-8")
-        tmp.replace(self.profile_file)
+        try:
+            # 0600 like everything else here, whatever the umask: the name is the user's.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # an old .tmp left by a crash keeps its mode otherwise
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"name": name}) + "\n")
+            tmp.replace(self.profile_file)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.profile_file}: {exc.strerror or exc}") from exc
 
     def check_socket_path(self) -> None:
         if len(os.fsencode(self.control_socket)) > MAX_SOCKET_PATH:

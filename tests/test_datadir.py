@@ -69,3 +69,16 @@ def test_socket_path_too_long(tmp_path: Path) -> None:
     d = DataDir(tmp_path / ("x" * 120))
     with pytest.raises(ConfigError, match="too long"):
         d.check_socket_path()
+
+
+def test_profile_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    d = DataDir(tmp_path / "data")
+    old = os.umask(0o022)
+    try:
+        d.save_name("alice")
+        d.save_name("alice again")  # replaced, still 0600
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(d.profile_file.stat().st_mode) == 0o600
+    assert d.load_name() == "alice again"
+    assert not list(d.path.glob("*.tmp"))

@@ -330,7 +330,7 @@ class FileService(Fetching):
             if path.parent != directory:  # safe_name makes one component; belt and braces
                 raise FileError(f"refusing to save {_quote(ref.name)} outside {directory}")
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             except FileExistsError:
                 continue
             except OSError as exc:
