@@ -127,6 +127,9 @@ class ChatModel:
     handles: dict[str, dict[str, int]] = field(default_factory=dict)
     #: group id -> author peer id -> (name, when the last typing notice came)
     typing: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict)
+    #: group id -> author peer id -> when a message of theirs last arrived (it ends their
+    #: typing, also the flag the node keeps in its member views for a few more seconds)
+    spoke: dict[str, dict[str, float]] = field(default_factory=dict)
     last_bell: float = float("-inf")
 
     # -- groups -------------------------------------------------------------
@@ -235,7 +238,7 @@ class ChatModel:
         names = {author: name for author, (name, t) in seen.items() if now - t < TYPING_SHOWN}
         if group_id == self.current:
             for m in self.members:
-                if m.typing and not m.me:
+                if m.typing and not m.me and not self._just_spoke(group_id, m.peer_id, now):
                     names[m.peer_id] = m.name
         return sorted(names.values())
 
@@ -243,9 +246,21 @@ class ChatModel:
         seen = self.typing.get(self.current or "", {}).get(peer_id)
         return seen is not None and now - seen[1] < TYPING_SHOWN
 
-    def stop_typing(self, group_id: str, author: str) -> None:
-        """Someone who was typing sent their message."""
+    def member_typing(self, member: MemberInfo, now: float) -> bool:
+        """Whether the members pane shows ``member`` typing (current group)."""
+        if self.is_typing(member.peer_id, now):
+            return True
+        return member.typing and not self._just_spoke(self.current or "", member.peer_id, now)
+
+    def _just_spoke(self, group_id: str, author: str, now: float) -> bool:
+        """A message of ``author`` arrived since the node's typing flag could have been set."""
+        when = self.spoke.get(group_id, {}).get(author)
+        return when is not None and now - when < TYPING_SHOWN
+
+    def stop_typing(self, group_id: str, author: str, now: float) -> None:
+        """Someone who was typing sent their message: they are not typing any more."""
         self.typing.get(group_id, {}).pop(author, None)
+        self.spoke.setdefault(group_id, {})[author] = now
 
     # -- notifications ----------------------------------------------------------
 
@@ -256,7 +271,7 @@ class ChatModel:
                             str(view.get("author_name") or "?"), now)
             return None
         if view.get("kind") == "message" and view.get("author"):
-            self.stop_typing(group_id, str(view["author"]))
+            self.stop_typing(group_id, str(view["author"]), now)
         note = should_notify(view, self.group(group_id), self.me)
         if note is None:
             return None

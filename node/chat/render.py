@@ -177,7 +177,7 @@ def group_lines(model: ChatModel) -> list[Line]:
 def presence_text(member: MemberInfo, model: ChatModel, now: float, clock: Clock) -> str:
     if member.me:
         return "you"
-    if member.typing or model.is_typing(member.peer_id, now):
+    if model.member_typing(member, now):
         state = "typing…"
     elif member.presence == "offline" and member.last_seen:
         state = f"offline, seen {clock(member.last_seen)}"

@@ -80,6 +80,24 @@ def test_typing_notice_expires_and_a_message_ends_it() -> None:
     assert model.typing_now(GROUP, 301.0) == []
 
 
+def test_a_message_ends_the_nodes_typing_flag_too() -> None:
+    """Issue 15 item 7: the node's member view keeps "typing" a few seconds after the
+    message; the message that arrived on the stream ends it at once, in both panes."""
+    model = model_with()
+    typing = {"kind": "typing", "author": BOB, "author_name": "bob", "group": GROUP}
+    model.on_stream_event(GROUP, typing, now=100.0)
+    model.set_members(GROUP, [member(ME, "alice"), member(BOB, "bob", typing=True)])
+    bob = model.members[1]
+    assert model.typing_now(GROUP, 100.5) == ["bob"] and model.member_typing(bob, 100.5)
+    model.on_stream_event(GROUP, message(5), now=101.0)
+    model.set_members(GROUP, [member(ME, "alice"), member(BOB, "bob", typing=True)])
+    bob = model.members[1]
+    assert model.typing_now(GROUP, 101.0) == []
+    assert not model.member_typing(bob, 101.0)
+    model.on_stream_event(GROUP, typing, now=102.0)  # typing again after the message
+    assert model.typing_now(GROUP, 102.0) == ["bob"] and model.member_typing(bob, 102.0)
+
+
 def test_own_typing_is_not_shown() -> None:
     model = model_with()
     model.on_stream_event(GROUP, {"kind": "typing", "author": ME, "author_name": "alice"}, 1.0)
