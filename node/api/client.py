@@ -54,11 +54,18 @@ def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
         yield response
 
 
+def _send(sock: socket.socket, request: bytes) -> None:
+    try:
+        sock.sendall(request)
+    except OSError as exc:  # not a BrokenPipeError: that means our stdout's reader left
+        raise KithError(f"the node closed the control connection ({exc.strerror})") from None
+
+
 def call(path: Path, op: str, **params: Any) -> Any:
     """Send one request to the node behind ``path``; return its result or raise ``KithError``."""
     sock = _connect(path)
     try:
-        sock.sendall(protocol.encode({"op": op, **params}))
+        _send(sock, protocol.encode({"op": op, **params}))
         return next(_lines(sock)).get("result")
     finally:
         sock.close()
@@ -68,7 +75,7 @@ def follow(path: Path, op: str, **params: Any) -> Iterator[Any]:
     """Like ``call`` with ``follow``: yields the result, then each streamed event, forever."""
     sock = _connect(path)
     try:
-        sock.sendall(protocol.encode({"op": op, "follow": True, **params}))
+        _send(sock, protocol.encode({"op": op, "follow": True, **params}))
         lines = _lines(sock)
         yield next(lines).get("result")
         sock.settimeout(None)

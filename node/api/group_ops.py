@@ -20,6 +20,7 @@ import inspect
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from node.group.bodies import (
 )
 from node.group.content import MAX_EMOJI
 from node.group.events import Event, EventId, Kind
-from node.ids import PeerId, parse_peer_id, short_id
+from node.ids import PEER_ID_TEXT_LEN, PeerId, format_peer_id, parse_peer_id, short_id
 from node.service.file_fetch import Upload
 from node.service.files import FileService
 from node.service.groups import Group, GroupService, Notice, TypingNotice
@@ -82,11 +83,38 @@ def _group(app: NodeApp, req: dict[str, Any]) -> tuple[GroupService, Group]:
     return service, service.find(_str(req, "group"))
 
 
-def _peer(req: dict[str, Any]) -> PeerId:
-    try:
-        return parse_peer_id(_str(req, "peer"))
-    except ConfigError as exc:
-        raise KithError(str(exc)) from None
+def _peer(service: GroupService, group: Group, req: dict[str, Any]) -> PeerId:
+    """A peer by full id, by name (as ``kith peers`` shows it) or by a prefix of its id.
+
+    Names come from the peers this node knows and the group's members and labels; an
+    id prefix needs 4 characters. Several matches or none are a one-line error.
+    """
+    text = _str(req, "peer").strip().removeprefix("@")
+    compact = "".join(text.split()).replace("-", "").lower()
+    if len(compact) >= PEER_ID_TEXT_LEN:
+        try:
+            return parse_peer_id(text)
+        except ConfigError as exc:
+            raise KithError(str(exc)) from None
+    names: dict[PeerId, set[str]] = {}
+    for peer, known in service.node.mesh.known.items():
+        names.setdefault(peer, set()).add(known.name)
+    for peer in group.core.state.members:
+        names.setdefault(peer, set()).add(name_of(service, group, peer))
+    for peer, label in group.core.state.labels.items():
+        names.setdefault(peer, set()).add(label)
+    for matches in (
+        [p for p, called in names.items() if text in called],
+        [p for p, called in names.items() if text.lower() in {n.lower() for n in called}],
+        [p for p in names if len(compact) >= 4 and format_peer_id(p).startswith(compact)],
+    ):
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            shorts = ", ".join(sorted(short_id(p) for p in matches))
+            raise KithError(f"{text!r} could be several peers ({shorts}): give more of the ID")
+    raise KithError(f"no peer {text!r} known to this node (see `kith peers`): "
+                    "give its name, short ID or full ID")
 
 
 def _role(req: dict[str, Any], default: str | None = None) -> Role:
@@ -100,6 +128,9 @@ def _event(group: Group, req: dict[str, Any], key: str = "event") -> EventId:
     """An event of ``group`` by id: 64 hex digits or a unique prefix of 8 or more."""
     text = _str(req, key).strip().lower()
     label = group.core.state.name or group.id.hex()[:12]
+    if re.fullmatch(r"\[?#?\d{1,7}\]?", text):
+        raise KithError(f"{text} looks like a number from `kith chat`, which only chat "
+                        f"knows: give the message's id from `kith log {label}`")
     if not 8 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
         raise KithError(f"an event id is 8 to 64 hex digits, not {text!r}")
     if len(text) == 64:
@@ -112,6 +143,24 @@ def _event(group: Group, req: dict[str, Any], key: str = "event") -> EventId:
     if len(matches) > 1:
         raise KithError(f"{text} matches several events in {label}; give more of the id")
     return matches[0]
+
+
+def is_emoji(text: str) -> bool:
+    """Is ``text`` an emoji (with its modifiers, joiners, keycaps and flag tags)?
+
+    What we author is checked here; what others send is only held to the core's
+    looser rule (``check_emoji``), so a node that reacts with a word still syncs.
+    """
+    keycap = "\u20e3" in text
+    symbols = 0
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category == "So":
+            symbols += 1
+        elif not (category in ("Sk", "Mn", "Me") or ch == "\u200d"
+                  or "\U000e0020" <= ch <= "\U000e007f" or (keycap and ch in "0123456789#*")):
+            return False
+    return symbols > 0 or keycap
 
 
 def mentions_in(service: GroupService, group: Group, text: str) -> list[PeerId]:
@@ -214,6 +263,8 @@ def react(app: NodeApp, req: dict[str, Any]) -> Any:
     emoji = req.get("emoji")
     if not isinstance(emoji, str) or not 1 <= len(emoji) <= MAX_EMOJI:
         raise KithError(f"a reaction is 1..{MAX_EMOJI} characters")
+    if not is_emoji(emoji):
+        raise KithError(f"a reaction is one emoji (like 👍), not {emoji!r}")
     event = service.react(group, target, emoji, remove=bool(req.get("remove")))
     return event_view(service, group, event)
 
@@ -232,7 +283,7 @@ def typing(app: NodeApp, req: dict[str, Any]) -> Any:
 
 def mute_member(app: NodeApp, req: dict[str, Any]) -> Any:
     service, group = _group(app, req)
-    peer = _peer(req)
+    peer = _peer(service, group, req)
     minutes = req.get("minutes")
     if req.get("unmute"):
         return event_view(service, group, service.mute(group, peer, mute=False))
@@ -257,19 +308,20 @@ def _minutes(req: dict[str, Any]) -> int:
 def ban(app: NodeApp, req: dict[str, Any]) -> Any:
     """Ban a peer (optionally for ``minutes``; with ``purge`` also delete its messages)."""
     service, group = _group(app, req)
-    event = service.open.ban(group, _peer(req), _minutes(req), purge=bool(req.get("purge")))
+    event = service.open.ban(group, _peer(service, group, req), _minutes(req),
+                             purge=bool(req.get("purge")))
     return event_view(service, group, event)
 
 
 def purge(app: NodeApp, req: dict[str, Any]) -> Any:
     service, group = _group(app, req)
-    deletes = service.open.purge(group, _peer(req))
+    deletes = service.open.purge(group, _peer(service, group, req))
     return {"deleted": len(deletes)}
 
 
 def approve(app: NodeApp, req: dict[str, Any]) -> Any:
     service, group = _group(app, req)
-    event = service.open.approve(group, _peer(req), not req.get("unapprove"))
+    event = service.open.approve(group, _peer(service, group, req), not req.get("unapprove"))
     return event_view(service, group, event)
 
 
@@ -401,16 +453,16 @@ DIRECT: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
     "group.create": create,
     "group.list": list_groups,
     "group.members": members,
-    "group.add": _event_op(lambda s, g, r: s.add(g, _peer(r), _role(r, "member"),
+    "group.add": _event_op(lambda s, g, r: s.add(g, _peer(s, g, r), _role(r, "member"),
                                                  str(r.get("label", ""))[:MAX_GROUP_NAME])),
-    "group.remove": _event_op(lambda s, g, r: s.remove(g, _peer(r))),
+    "group.remove": _event_op(lambda s, g, r: s.remove(g, _peer(s, g, r))),
     "group.ban": ban,
-    "group.unban": _event_op(lambda s, g, r: s.open.unban(g, _peer(r))),
+    "group.unban": _event_op(lambda s, g, r: s.open.unban(g, _peer(s, g, r))),
     "group.approve": approve,
     "group.purge": purge,
     "group.discover": discover,
     "group.join": join,
-    "group.role": _event_op(lambda s, g, r: s.set_role(g, _peer(r), _role(r))),
+    "group.role": _event_op(lambda s, g, r: s.set_role(g, _peer(s, g, r), _role(r))),
     "group.leave": _event_op(lambda s, g, r: s.leave(g)),
     "group.mute": mute_member,
     "group.notify": notify,

@@ -24,6 +24,54 @@ from node.datadir import DataDir
 from node.errors import ConfigError
 from node.wire.hello import MAX_NAME_CHARS
 
+#: What EVENT means wherever a command takes one.
+EVENT_HELP = ("a message: the 8 hex digits `kith log GROUP` shows after the time (more "
+              "digits if 8 match several); chat's [N] numbers are for chat only")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Reflows each line of a description or epilog; lines indented by two spaces
+    (examples) are kept as they are."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text
+        return "\n".join(line if line.startswith("  ") else fill(line, width, indent)
+                         for line in text.splitlines())
+
+
+def examples(*lines: str) -> str:
+    """An epilog of example command lines."""
+    return "\n".join(["example:" if len(lines) == 1 else "examples:",
+                      *(f"  {line}" for line in lines)])
+
+
+class IntermixedParser(argparse.ArgumentParser):
+    """A sub-command parser that takes options anywhere, before or after the positionals.
+
+    Plain argparse stops filling ``TEXT...`` at the first option, so
+    ``kith send lab --count 2 hello`` left ``hello`` unrecognised. A parser with
+    sub-commands of its own (``kith group``) cannot be parsed intermixed; it parses
+    as usual and its sub-commands are parsed intermixed.
+    """
+
+    _parsing = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions)
+        if self._parsing or nested:
+            return super().parse_known_args(args, namespace)
+        self._parsing = True  # parse_known_intermixed_args calls parse_known_args twice
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
 
 def out(args: argparse.Namespace, result: Any, text: str) -> int:
     """Print ``result`` as JSON with ``--json``, else ``text``; exit status 0."""
@@ -35,11 +83,26 @@ def out(args: argparse.Namespace, result: Any, text: str) -> int:
     return 0
 
 
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: wide (East Asian, emoji) characters take
+    two, combining marks, joiners and variation selectors none."""
+    total, joined = 0, False
+    for ch in text:
+        if unicodedata.category(ch) in ("Mn", "Me", "Cf") or ch in "\ufe0e\ufe0f":
+            joined = ch == "\u200d"  # a joined emoji sequence shows as one
+            continue
+        if not joined:
+            total += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        joined = False
+    return total
+
+
 def table(rows: Sequence[Sequence[str]]) -> None:
-    """Print ``rows`` as left-aligned columns."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    """Print ``rows`` as left-aligned columns (by display width, so emoji line up)."""
+    widths = [max(width(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        print("  ".join(c + " " * (w - width(c))
+                        for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def escape(text: str) -> str:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from node.api import client
-from node.cli.common import escape, out, table
+from node.cli.common import EVENT_HELP, escape, examples, out, table
 from node.datadir import DataDir
 from node.errors import KithError
 
@@ -67,7 +67,21 @@ def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:
     if getattr(args, "reply", None):
         params["reply_to"] = args.reply
     event = client.call(datadir.control_socket, "send", **params)
-    return out(args, event, f"{event['state']}: {event['id'][:12]}")
+    return out(args, event, f"{send_state(event)}: {event['id'][:12]}")
+
+
+def send_state(event: dict[str, Any]) -> str:
+    """What became of a message just sent, in words (``pending`` read like a failure)."""
+    n = event.get("recipients", 0)
+    members = f"{n} member{'s' if n != 1 else ''}"
+    if not n:
+        return "stored (no other members yet)"
+    if event["state"] == "pending":
+        return f"queued for {members} (not yet delivered)"
+    if event["state"] == "sent":
+        return f"delivered to {len(event['delivered_to'])} of {members}, queued for the rest"
+    return f"delivered to {'both' if n == 2 else 'all'} {members}" if n > 1 else \
+        f"delivered to {members}"
 
 
 def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
@@ -184,39 +198,97 @@ def add_message_parsers(sub: Any, gsub: Any, common: list[argparse.ArgumentParse
     """``kith edit/delete/react/pin``, ``send --reply``, ``group mute/notify``."""
     sub.choices["send"].add_argument("--reply", metavar="EVENT",
                                      help="reply to this message (its id or 8+ hex digits)")
-    p = sub.add_parser("edit", parents=common, help="edit one of your messages")
+    p = sub.add_parser("edit", parents=common, help="edit one of your messages",
+                       description="Replace the text of one of your messages. Everyone sees "
+                       "the new text, marked (edited); the earlier versions stay in --json.")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("event", metavar="EVENT")
-    p.add_argument("text", nargs="+", help="the new text")
+    p.add_argument("event", metavar="EVENT", help=EVENT_HELP)
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the new text")
     p.set_defaults(func=cmd_target_op, op="edit")
     p = sub.add_parser("delete", parents=common,
-                       help="delete a message (yours, or anyone's as owner/admin)")
+                       help="delete a message (yours, or anyone's as owner/admin)",
+                       description="Delete a message for everyone: its text, edits and "
+                       "reactions are dropped on every node; it shows as [deleted by NAME].")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("event", metavar="EVENT")
+    p.add_argument("event", metavar="EVENT", help=EVENT_HELP)
     p.set_defaults(func=cmd_target_op, op="delete")
-    p = sub.add_parser("react", parents=common, help="react to a message with an emoji")
+    p = sub.add_parser("react", parents=common, help="react to a message with an emoji",
+                       description="Add your reaction (one emoji) to a message; `kith log` "
+                       "shows each emoji with who reacted. --remove takes it back.")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("event", metavar="EVENT")
-    p.add_argument("emoji", metavar="EMOJI")
+    p.add_argument("event", metavar="EVENT", help=EVENT_HELP)
+    p.add_argument("emoji", metavar="EMOJI", help="one emoji, like 👍 (modifiers allowed)")
     p.add_argument("--remove", action="store_true", help="take your reaction back")
     p.set_defaults(func=cmd_target_op, op="react")
-    p = sub.add_parser("pin", parents=common, help="pin a message (owner/admin)")
+    p = sub.add_parser("pin", parents=common, help="pin a message (owner/admin)",
+                       description="Pin a message for everyone in the group (owners and "
+                       "admins): it shows [pinned] in `kith log` and is listed in `kith group "
+                       "list --json`.")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("event", metavar="EVENT")
-    p.add_argument("--unpin", action="store_true")
+    p.add_argument("event", metavar="EVENT", help=EVENT_HELP)
+    p.add_argument("--unpin", action="store_true", help="take the pin off again")
     p.set_defaults(func=cmd_target_op, op="pin")
     p = gsub.add_parser("mute", parents=common,
                         help="mute a member: its messages are refused by everyone (admin)")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("peer", metavar="PEER_ID")
+    p.add_argument("peer", metavar="PEER", help="a member: name, short ID or full ID")
     p.add_argument("--minutes", type=int, metavar="N",
                    help="end the mute after N minutes (default: until --unmute)")
-    p.add_argument("--unmute", action="store_true")
+    p.add_argument("--unmute", action="store_true", help="lift the mute")
     p.set_defaults(func=cmd_mute)
     p = gsub.add_parser("notify", parents=common,
                         help="turn this group's notifications off or on (local only)")
     p.add_argument("group", metavar="GROUP")
     flag = p.add_mutually_exclusive_group(required=True)
-    flag.add_argument("--mute", dest="muted", action="store_true")
-    flag.add_argument("--unmute", dest="muted", action="store_false")
+    flag.add_argument("--mute", dest="muted", action="store_true",
+                      help="no notifications for this group (messages still arrive)")
+    flag.add_argument("--unmute", dest="muted", action="store_false",
+                      help="notify again")
     p.set_defaults(func=cmd_notify)
+
+
+#: An example for each command's help, by command path (``--help`` ends with it).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "init": ("kith init --name alice",),
+    "id": ("kith id", "kith --data /tmp/bob id --json"),
+    "run": ("kith run --name alice", "kith --data /tmp/bob run --listen 127.0.0.1:0 --no-mdns "
+            "--peer 127.0.0.1:7654"),
+    "peers": ("kith peers",),
+    "chat": ("kith chat lab",),
+    "demo": ("kith demo --nodes 5",),
+    "network-key": ("kith network-key lan.key", "kith run --network-key lan.key"),
+    "send": ("kith send lab hello everyone", "kith send lab --file slides.pdf \"the slides\"",
+             "fortune | kith send lab -", "kith send lab --reply 1a2b3c4d sure"),
+    "log": ("kith log lab --limit 20", "kith log lab --follow", "kith log lab --json | jq ."),
+    "edit": ("kith edit lab 1a2b3c4d see you at 10, not 9",),
+    "delete": ("kith delete lab 1a2b3c4d",),
+    "react": ("kith react lab 1a2b3c4d 👍", "kith react lab 1a2b3c4d 👍 --remove"),
+    "pin": ("kith pin lab 1a2b3c4d", "kith pin lab 1a2b3c4d --unpin"),
+    "save": ("kith save lab 1a2b3c4d ~/Downloads",),
+    "group create": ("kith group create lab", "kith group create lobby --mode open "
+                     "--policy blacklist"),
+    "group list": ("kith group list",),
+    "group members": ("kith group members lab",),
+    "group add": ("kith group add lab bob", "kith group add lab 5vq3kx2d --role admin"),
+    "group remove": ("kith group remove lab bob",),
+    "group ban": ("kith group ban lab mallory",),
+    "group role": ("kith group role lab bob admin",),
+    "group leave": ("kith group leave lab",),
+    "group mute": ("kith group mute lab bob --minutes 10", "kith group mute lab bob --unmute"),
+    "group notify": ("kith group notify lab --mute",),
+    "group discover": ("kith group discover",),
+    "group join": ("kith group join lobby",),
+    "group approve": ("kith group approve lobby bob",),
+    "group unban": ("kith group unban lobby mallory",),
+    "group purge": ("kith group purge lobby mallory",),
+}
+
+
+def add_examples(sub: Any, gsub: Any) -> None:
+    """End each command's help with its example (``EXAMPLES``), whoever registered it."""
+    for path, lines in EXAMPLES.items():
+        words = path.split()
+        parsers = sub.choices if len(words) == 1 else gsub.choices
+        parser = parsers.get(words[-1])
+        if parser is not None and not parser.epilog:
+            parser.epilog = examples(*lines)

@@ -9,6 +9,7 @@ Errors are one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -17,12 +18,19 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import trio
 
 from node.api import client
-from node.cli.common import check_name, load_network_key, lock_data_dir, only_error
+from node.cli.common import (
+    IntermixedParser,
+    check_name,
+    load_network_key,
+    lock_data_dir,
+    only_error,
+    table,
+)
 from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
 from node.crypto.keys import IdentityKey
 from node.crypto.netkey import key_id
@@ -30,7 +38,7 @@ from node.datadir import DataDir, resolve_data_dir
 from node.errors import ConfigError, KithError, NotRunningError
 from node.files.attachment import HARD_MAX_FILE
 from node.ids import fingerprint, format_peer_id, short_id
-from node.net.address import DialTarget, parse_hostport
+from node.net.address import DialTarget, format_hostport, parse_hostport
 from node.version import PROTOCOL_VERSION, __version__
 from node.wire.hello import MAX_NAME_CHARS
 
@@ -72,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag = argparse.ArgumentParser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="print JSON")
 
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Options anywhere: `kith send lab --count 2 hello` (IntermixedParser).
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=IntermixedParser))
 
     p = sub.add_parser("init", parents=[data_again, json_flag],
                        help="create this node's identity (or rename it)",
@@ -119,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("peers", parents=[data_again, json_flag],
-                       help="list connected peers (asks the running node)")
+                       help="list connected peers (asks the running node)",
+                       description="List the peers this node knows: connected ones first, "
+                       "then those it saw recently, with how they were found (mdns, dial, "
+                       "inbound). A peer's name or short ID is what `kith group add` takes. "
+                       "Times are this computer's local time.")
     p.set_defaults(func=cmd_peers)
 
     _add_group_commands(sub, data_again, json_flag)
@@ -134,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "typing, reconnect it and watch every node converge to the same history.")
     p.add_argument("--nodes", type=int, default=4, choices=range(3, 9), metavar="N",
                    help="how many nodes (3-8, default 4)")
-    p.add_argument("--mode", choices=["private", "pairwise"], default="private")
+    p.add_argument("--mode", choices=["private", "pairwise"], default="private",
+                   help="how the demo group encrypts: private, Sender Keys, one encryption "
+                   "per message (default); pairwise, one encryption per recipient")
     p.set_defaults(func=cmd_demo)
 
     # Only for `kith --help`: main() hands `kith bench ...` to node.cli.bench before parsing.
@@ -185,30 +201,40 @@ def _add_group_commands(
                            ("ban", "ban a peer (removes it and keeps it out)")]:
         p = gsub.add_parser(name, parents=common, help=helptext)
         p.add_argument("group", metavar="GROUP")
-        p.add_argument("peer", metavar="PEER_ID")
+        p.add_argument("peer", metavar="PEER", help=PEER_HELP)
         if name == "add":
-            p.add_argument("--role", choices=["admin", "member", "guest"], default="member")
+            p.add_argument("--role", choices=["admin", "member", "guest"], default="member",
+                           help="admin: may remove, ban and change roles below its own; "
+                           "member: may post and add members (default); guest: reads only")
             p.add_argument("--name", dest="label", default="",
                            help="how to call the new member until it connects")
         p.set_defaults(func=groups.cmd_member_op, op=f"group.{name}")
     p = gsub.add_parser("role", parents=common, help="change a member's role")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("peer", metavar="PEER_ID")
+    p.add_argument("peer", metavar="PEER", help=PEER_HELP)
     p.add_argument("role", choices=["admin", "member", "guest"])
     p.set_defaults(func=groups.cmd_member_op, op="group.role")
     p = gsub.add_parser("leave", parents=common, help="leave a group")
     p.add_argument("group", metavar="GROUP")
     p.set_defaults(func=groups.cmd_member_op, op="group.leave", peer=None)
 
-    p = sub.add_parser("send", parents=common, help="send a message to a group")
+    p = sub.add_parser("send", parents=common, help="send a message to a group",
+                       description="Send a message to everyone in GROUP. Options may come "
+                       "anywhere. While the node is stopped the message is queued in the data "
+                       "directory and goes out when the node starts.")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("text", nargs="*", help="the message (words are joined with spaces)")
+    p.add_argument("text", nargs="*", metavar="TEXT",
+                   help="the message (words are joined with spaces); - reads it from stdin")
     p.add_argument("--count", type=int, default=1, metavar="N",
                    help="send N numbered copies (TEXT #1 .. TEXT #N), for load and demos")
     p.set_defaults(func=groups.cmd_send)
     p = sub.add_parser("log", parents=common, help="show a group's conversation",
                        description="Every node shows the same events in the same order "
-                       "(lamport, author, seq). Your messages show their delivery state.")
+                       "(lamport, author, seq). Your messages show their delivery state. "
+                       "The time before each line is when this node got the event (yours: "
+                       "when you sent it) by this computer's clock and time zone, so it may "
+                       "differ by a second or more between nodes. Works "
+                       "while the node is stopped too (reads the stored history).")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--all", action="store_true", help="include sender-key events")
@@ -223,9 +249,27 @@ def _add_group_commands(
     from node.cli import files
 
     files.add_parsers(sub, common)
+    groups.add_examples(sub, gsub)
+
+
+#: What PEER means wherever a command takes one.
+PEER_HELP = ("a peer: its name as `kith peers` shows it, its short ID (or a longer prefix "
+             "of its ID) or its full 56-character ID")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``kith`` command; its exit status."""
+    try:
+        try:
+            code = _main(argv)
+        finally:  # --help exits through SystemExit: its output is flushed here too
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        return _reader_went_away()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = _default_to_run(list(sys.argv[1:] if argv is None else argv))
     at = _command_index(argv)
     if argv[at:at + 1] == ["bench"]:  # its own parsers, --help included
@@ -252,6 +296,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_went_away() -> int:
+    """stdout's reader has gone (``kith log lab | head -2``): stop quietly, as Unix tools do.
+
+    Output still buffered would fail again when Python flushes it at exit, so stdout
+    is pointed at /dev/null first. The status is a SIGPIPE death's (128 + 13).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench",
@@ -364,9 +420,7 @@ def cmd_peers(args: argparse.Namespace, datadir: DataDir) -> int:
             ",".join(p["found"]),
             time.strftime("%H:%M:%S", time.localtime(when)) if when else "-",
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    table(rows)
     return 0
 
 
@@ -406,6 +460,8 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
     lock = lock_data_dir(datadir)
     try:
         created = not datadir.has_identity()
+        if created:  # a first run that cannot listen leaves no identity behind
+            trio.run(_check_can_listen, host, port)
         key = datadir.load_or_create_identity()
         if created:
             log.info("created identity %s in %s", format_peer_id(key.peer_id), datadir.path)
@@ -439,6 +495,20 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
         os.close(lock)
     log.info("node stopped")
     return 0
+
+
+async def _check_can_listen(host: str, port: int) -> None:
+    """Raise the node's own "cannot listen" error now if ``host:port`` is taken."""
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " (another node running? use --listen HOST:0 for any free port)"
+        raise ConfigError(
+            f"cannot listen on {format_hostport(host, port)}: {exc.strerror}{hint}") from exc
+    for listener in listeners:
+        await listener.aclose()
 
 
 async def _run_until_signal(app: App, targets: list[DialTarget]) -> None:

@@ -187,7 +187,7 @@ BAD_REQUESTS: list[tuple[bytes, str]] = [
     (b'{"op": "log", "group": "no-such-group"}\n', "no group 'no-such-group'"),
     (b'{"op": "log", "group": "lab", "limit": "10"}\n', "limit must be a positive integer"),
     (b'{"op": "send", "group": "lab", "text": "x", "count": 1e9}\n', "count must be 1..100000"),
-    (b'{"op": "group.add", "group": "lab", "peer": "bob"}\n', "a peer id has 56 characters"),
+    (b'{"op": "group.add", "group": "lab", "peer": "bob"}\n', "no peer 'bob' known to this node"),
     (b'{"op": "group.create", "name": "x", "mode": ["open"]}\n', "mode must be one of"),
     (b'{"op": "group.notify", "group": "lab", "muted": "yes"}\n', "'muted' must be true or"),
     (b'{"op": "group.discover", "timeout": NaN}\n', "timeout must be 0..60 seconds"),
