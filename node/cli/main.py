@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat.add_parser(sub, data_again)
 
+    from node.cli import share
+
+    share.add_parser(sub)
+
     p = sub.add_parser("demo", help="watch a group survive a network cut (no setup)",
                        description="Start a small group of nodes on 127.0.0.1 in this process, "
                        "run a short conversation, cut one node off while everybody keeps "
@@ -311,7 +315,7 @@ def _reader_went_away() -> int:
 
 
 COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench",
-            "chat", "edit", "delete", "react", "pin", "save"}
+            "chat", "edit", "delete", "react", "pin", "save", "share"}
 
 
 def _command_index(argv: list[str]) -> int:
