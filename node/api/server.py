@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from node.api import group_ops, protocol
+from node.api import file_ops, group_ops, protocol
 from node.errors import ConfigError, KithError
 from node.ids import fingerprint, format_peer_id, short_id
 from node.logs import RateLimitedLog
@@ -71,6 +71,7 @@ OPS: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
     "id": lambda app, req: identity_view(app.node),
     "peers": lambda app, req: peers_view(app.node),
     **group_ops.OPS,
+    **file_ops.OPS,
 }
 
 

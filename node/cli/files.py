@@ -1,4 +1,4 @@
-"""``kith send GROUP --file PATH`` and ``kith save GROUP EVENT [DIR]``: attachments.
+"""``kith send GROUP --file PATH``, ``kith save GROUP EVENT [DIR]`` and ``kith files``.
 
 Both talk to the running node, which does the work (encrypts, stores, fetches,
 decrypts); the command polls the node for progress. On a terminal the progress
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node.api import client
-from node.cli.common import escape, out
+from node.cli.common import escape, out, table
 from node.datadir import DataDir
 from node.errors import KithError
 
@@ -105,7 +105,9 @@ def describe(file: dict[str, Any]) -> str:
     """The attachment line under a message in ``kith log``."""
     state = {"complete": "", "fetching": f"  receiving {file['have']}/{file['chunks']}",
              "too large": "  not fetched: over this node's size limit",
-             "deleted": "  deleted"}.get(file["state"], f"  {file['state']}")
+             "deleted": "  deleted",
+             "pruned": "  removed to free space (kith save fetches it again)",
+             }.get(file["state"], f"  {file['state']}")
     return f"[file] {name_text(file['name'])} ({size_text(file['size'])}){state}"
 
 
@@ -114,8 +116,63 @@ def name_text(name: str) -> str:
     return escape(name.replace("\n", "\\x0a"))
 
 
+def age_text(seconds: float) -> str:
+    """How long ago, roughly: 40s, 12m, 5h, 3d."""
+    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= scale:
+            return f"{int(seconds // scale)}{unit}"
+    return f"{max(int(seconds), 0)}s"
+
+
+def cmd_files(args: argparse.Namespace, datadir: DataDir) -> int:
+    params: dict[str, Any] = {} if args.group is None else {"group": args.group}
+    usage = client.call(datadir.control_socket, "files.usage", **params)
+    if args.json:
+        return out(args, usage, "")
+    if args.group is not None:
+        now = time.time()
+        rows: list[tuple[str, ...]] = [("EVENT", "AGE", "SIZE", "ON DISK", "STATE", "NAME")]
+        rows += [(f["id"][:12], age_text(now - f["time"]) if f["time"] else "?",
+                  size_text(f["size"]), size_text(f["on_disk"]),
+                  f["state"] + (" (yours)" if f["mine"] else ""), name_text(f["name"]))
+                 for f in usage["files"]]
+        if len(rows) == 1:
+            print(f"no files in {escape(args.group)}")
+        else:
+            table(rows)
+        return 0
+    total = usage["total"]
+    if not usage["groups"]:
+        print(f"no attachments stored ({usage['directory']})")
+        return 0
+    summary: list[tuple[str, ...]] = [("GROUP", "FILES", "ON DISK")]
+    summary += [(escape(g["name"]), str(g["files"]), size_text(g["bytes"]))
+                for g in usage["groups"]]
+    summary.append(("total", str(total["files"]), size_text(total["bytes"])))
+    table(summary)
+    print(f"in {usage['directory']}; free space with: kith files prune --older-than DAYS")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, datadir: DataDir) -> int:
+    params: dict[str, Any] = {"days": args.older_than, "dry_run": args.dry_run}
+    if args.group is not None:
+        params["group"] = args.group
+    result = client.call(datadir.control_socket, "files.prune", **params)
+    count = len(result["files"])
+    verb = "would free" if args.dry_run else "freed"
+    if count == 0:
+        text = f"no files older than {args.older_than:g} day(s) to remove"
+    else:
+        text = (f"{verb} {size_text(result['bytes'])}: {count} file(s) older than "
+                f"{args.older_than:g} day(s)" + ("" if args.dry_run else " removed") +
+                ". The messages stay; kith save fetches a file again from a member "
+                "who still has it.")
+    return out(args, result, text)
+
+
 def add_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
-    """``--file`` on ``kith send``, and ``kith save``."""
+    """``--file`` on ``kith send``, ``kith save`` and ``kith files``."""
     send = sub.choices["send"]
     send.add_argument("--file", metavar="PATH",
                       help="send this file (encrypted, in chunks); TEXT becomes its caption")
@@ -130,3 +187,26 @@ def add_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-wait", action="store_true",
                    help="fail at once if the file is not all here yet")
     p.set_defaults(func=cmd_save)
+
+    p = sub.add_parser("files", parents=common, help="space taken by attachments; free it",
+                       description="Show how much space the files of messages take on this "
+                       "node, per group and in all; with --group, each file of that group. "
+                       "Files stay until their message is deleted or you prune them. Chunks "
+                       "no message needs are removed when the node starts.",
+                       epilog="example: kith files --group lab")
+    p.add_argument("--group", metavar="GROUP", help="list the files of this group one by one")
+    p.set_defaults(func=cmd_files)
+    fsub = p.add_subparsers(dest="files_command", metavar="COMMAND")
+    q = fsub.add_parser("prune", parents=common, help="remove old files to free space",
+                        description="Remove from this node the files of messages older than "
+                        "DAYS (in GROUP, else in every group). The messages stay; saving such "
+                        "a file later (kith save) fetches it again from a member who still "
+                        "has it. Copies you saved elsewhere are not touched.",
+                        epilog="example: kith files prune --older-than 30 --dry-run")
+    q.add_argument("--older-than", metavar="DAYS", type=float, required=True,
+                   help="remove files whose message arrived more than DAYS days ago "
+                   "(0: every file)")
+    q.add_argument("--group", metavar="GROUP", help="only the files of this group")
+    q.add_argument("--dry-run", action="store_true",
+                   help="only say what would be removed and how much it would free")
+    q.set_defaults(func=cmd_prune)

@@ -315,7 +315,7 @@ def _reader_went_away() -> int:
 
 
 COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench",
-            "chat", "edit", "delete", "react", "pin", "save", "share"}
+            "chat", "edit", "delete", "react", "pin", "save", "share", "files"}
 
 
 def _command_index(argv: list[str]) -> int:

@@ -84,7 +84,7 @@ class Transfer:
     author: PeerId
     ref: FileRef
     have: set[int] = field(default_factory=set)
-    state: str = "fetching"  # fetching | complete | too large | deleted
+    state: str = "fetching"  # fetching | complete | too large | deleted | pruned
     inflight: dict[int, tuple[PeerId, float]] = field(default_factory=dict)
     tried: dict[int, set[PeerId]] = field(default_factory=dict)
     changed: trio.Event = field(default_factory=trio.Event)

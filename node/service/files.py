@@ -61,6 +61,7 @@ from node.service.file_fetch import (
     _quote,
     mib,
 )
+from node.service.file_storage import Storage
 from node.store.chunks import ChunkStore
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ log = logging.getLogger(__name__)
 MAX_CONTENT = 60 * 1024
 
 
-class FileService(Fetching):
+class FileService(Fetching, Storage):
     def __init__(self, service: GroupHost) -> None:
         self.service = service
         self.store = service.store
@@ -85,6 +86,7 @@ class FileService(Fetching):
         self.server = ChunkServer(self, service.node)  # answers wants, refuses floods
         self._limiter = trio.CapacityLimiter(PARALLEL_FETCHES)
         self._nursery: trio.Nursery | None = None
+        self._pruned: set[EventId] = set()  # while loading: files pruned to free space
         self._load()
 
     @property
@@ -95,14 +97,21 @@ class FileService(Fetching):
         held: dict[EventId, set[int]] = {}
         for _, event_id, index, _ in self.store.chunks():
             held.setdefault(event_id, set()).add(index)
+        self._pruned = self.store.pruned()
         for group in self.service.groups.values():
             for target in group.core.deleted:
                 if target in held:
-                    self._remove_files(self.store.forget_chunks(target))
+                    self.store.forget_chunks(target)
                     del held[target]
             self.notice(group, group.core.ordered(), held)
         for event_id in set(held) - set(self.transfers):  # rows of messages we no longer know
-            self._remove_files(self.store.forget_chunks(event_id))
+            self.store.forget_chunks(event_id)
+        self._pruned.clear()  # only messages known at start can have been pruned
+        # Their files, and any other chunk no kept file names, go now (file_storage).
+        removed, freed = self.sweep()
+        if removed:
+            log.info("removed %d orphaned attachment chunk(s) at start, freed %s",
+                     removed, mib(freed))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -129,14 +138,19 @@ class FileService(Fetching):
             ref = content.file
             transfer = Transfer(group.id, event.id, event.author, ref)
             have = held.get(event.id, set()) if held is not None else set()
+            pruned = event.id in self._pruned
             for index, address in enumerate(ref.chunks):
                 self._by_address.setdefault(address, set()).add((event.id, index))
+                if pruned:
+                    continue
                 if index not in have and self.chunks.has(address):  # our own, or a repeat
                     self.store.add_chunk(group.id, event.id, index, address, 0)
                     have.add(index)
             transfer.have = have
             self.transfers[event.id] = transfer
-            if len(have) == len(ref.chunks):
+            if pruned:
+                transfer.state = "pruned"  # removed to free space: fetched only on demand
+            elif len(have) == len(ref.chunks):
                 transfer.state = "complete"
             elif ref.size > self.cap:
                 transfer.state = "too large"
@@ -306,6 +320,11 @@ class FileService(Fetching):
         ref = transfer.ref
         if transfer.state == "deleted":
             raise FileError("the message and its file were deleted")
+        if transfer.state == "pruned":
+            self.unprune(transfer)
+            raise FileError(f"{_quote(ref.name)} was removed from this node to free space "
+                            f"(kith files prune); fetching it again from the group's members: "
+                            f"save it again when it is here")
         if transfer.state == "too large":
             raise FileError(f"{_quote(ref.name)} is {mib(ref.size)}, over this node's limit of "
                             f"{mib(self.cap)}; it was not fetched")
