@@ -1,5 +1,8 @@
 # Shared by scripts/run and scripts/test: make sure .venv exists and matches pyproject.toml.
 # Usage: ensure_venv ROOT EXTRAS   (EXTRAS "", "plots" or "dev"; dev includes plots)
+# With a wheelhouse ($KITH_WHEELHOUSE, else dist/wheelhouse from ./scripts/bundle) everything
+# is installed from it and no package index is touched. Extras it lacks (./scripts/bundle
+# without --dev) come from the index, with a message saying so.
 
 find_python() {
     local candidate
@@ -30,8 +33,29 @@ ensure_venv() {
     fi
     spec="$root"
     [ -n "$extras" ] && spec="$root[$extras]"
-    echo "kith: installing ${spec#"$root"} dependencies into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2 || true
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec" >&2
+    local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+    local wheelhouse="${KITH_WHEELHOUSE:-$root/dist/wheelhouse}"
+    if compgen -G "$wheelhouse/kith-*.whl" >/dev/null; then
+        echo "kith: installing kith${extras:+[$extras]} into $venv from $wheelhouse" \
+            "(no package index)" >&2
+        if ! "${pip[@]}" --no-index --find-links "$wheelhouse" -e "$spec" >&2; then
+            if [ -z "$extras" ]; then
+                echo "kith: cannot install from $wheelhouse: was it built for this platform" \
+                    "and Python ($("$venv/bin/python" --version))? ./scripts/bundle builds it" >&2
+                return 1
+            fi
+            echo "kith: $wheelhouse lacks the $extras extras for this machine (./scripts/bundle" \
+                "--dev adds them); installing them from the package index" >&2
+            "${pip[@]}" --find-links "$wheelhouse" -e "$spec" >&2
+        fi
+    elif [ -n "${KITH_WHEELHOUSE:-}" ]; then
+        echo "kith: KITH_WHEELHOUSE=$KITH_WHEELHOUSE holds no Kith wheel (./scripts/bundle" \
+            "--out DIR builds one)" >&2
+        return 1
+    else
+        echo "kith: installing kith${extras:+[$extras]} and its dependencies into $venv" >&2
+        "${pip[@]}" --upgrade pip >&2 || true
+        "${pip[@]}" -e "$spec" >&2
+    fi
     echo "$want $extras" > "$stamp"
 }
