@@ -9,12 +9,14 @@ short id or peer id, groups by name or id prefix.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from node.chat.model import ChatModel, View
 from node.chat.text import clean, is_clean
+from node.group.bodies import MAX_TEXT
 
 ROLES = ("admin", "member", "guest")
 MAX_EMOJI = 16
@@ -85,7 +87,7 @@ COMMANDS: dict[str, Spec] = {
     "save": Spec("/save N [DIR]", "save the file of message [N] into DIR (default: the "
                  "current directory); never overwrites"),
     "peers": Spec("/peers", "list the peers this node knows"),
-    "help": Spec("/help", "this list"),
+    "help": Spec("/help", "this list (Esc closes it)"),
     "quit": Spec("/quit", "leave the client (also Ctrl-C); a node it started stops too"),
 }
 ALIASES = {"q": "quit", "exit": "quit", "g": "open", "?": "help"}
@@ -98,8 +100,11 @@ def help_lines() -> list[str]:
              "Tab completes commands, peer and group names. PgUp/PgDn scroll. "
              "//text sends a line starting with /."]
     lines += [f"  {s.usage}  -  {s.help}" for s in COMMANDS.values()]
-    lines += ["Keys: Enter sends, Tab completes, PgUp/PgDn scroll, Ctrl-N/Ctrl-P (Alt-Down/Up) "
-              "switch groups, Ctrl-C or Ctrl-D quits."]
+    lines += ["Keys: Enter sends; Tab completes (again: the next match; after /file, paths); "
+              "Up/Down: the lines you sent; Ctrl-A/Ctrl-E: start/end of the line; Ctrl-U, "
+              "Ctrl-K, Ctrl-W delete to the start, to the end, the word before the cursor; "
+              "PgUp/PgDn scroll; Ctrl-N/Ctrl-P (Alt-Down/Up) switch groups; Ctrl-C or Ctrl-D "
+              "quits."]
     return lines
 
 
@@ -111,6 +116,9 @@ def interpret(line: str, model: ChatModel) -> Request | Local:
     if not text.startswith("/") or text.startswith("//"):
         group = _group(model)
         body = line[1:] if text.startswith("//") else line
+        if len(body.strip()) > MAX_TEXT:
+            raise UsageError(f"this message is {len(body.strip()):,} characters; one message "
+                             f"holds at most {MAX_TEXT:,} (shorten it, or send it as a /file)")
         return Request("send", {"group": group, "text": body.strip()}, "", "send")
     word, _, rest = text[1:].partition(" ")
     name = ALIASES.get(word.lower(), word.lower())
@@ -405,8 +413,35 @@ def _insertable(name: str, short: str) -> str:
     return name if name and is_clean(name) and not any(c.isspace() for c in name) else short
 
 
-def complete(line: str, model: ChatModel) -> tuple[str, list[str]]:
-    """Complete the last word of ``line``: the new line and the candidates (if several)."""
+def list_dir(path: str) -> Iterable[tuple[str, bool]]:
+    """``(name, is a directory)`` for each entry of ``path`` (nothing if it cannot be read)."""
+    try:
+        with os.scandir(path) as entries:
+            return [(e.name, e.is_dir()) for e in entries]
+    except OSError:
+        return []
+
+
+def path_options(token: str, listdir: Callable[[str], Iterable[tuple[str, bool]]]) -> list[str]:
+    """Paths that complete ``token`` as typed (``~`` kept); directories end with ``/``."""
+    folder, _, base = token.rpartition("/")
+    typed = folder + "/" if "/" in token else ""
+    where = os.path.expanduser(typed) if typed else "."
+    return [typed + name + ("/" if is_dir else "") for name, is_dir in listdir(where)
+            if name.startswith(base) and (base.startswith(".") or not name.startswith("."))]
+
+
+def complete(line: str, model: ChatModel,
+             listdir: Callable[[str], Iterable[tuple[str, bool]]] = list_dir,
+             ) -> tuple[str, list[str]]:
+    """Complete the last word of ``line``: the new line and the candidates (if several).
+
+    After ``/file`` the rest of the line is a path (spaces and all), completed from
+    the file system of the client."""
+    word, space, rest = line.partition(" ")
+    if space and ALIASES.get(word[1:].lower(), word[1:].lower()) == "file" \
+            and word.startswith("/"):
+        return _complete_path(word + space, rest, listdir)
     head, _, token = line.rpartition(" ") if " " in line else ("", "", line)
     words = line.split()
     if not head and token.startswith("/"):
@@ -437,3 +472,14 @@ def complete(line: str, model: ChatModel) -> tuple[str, list[str]]:
     if len(common) > len(token):
         return prefix + common, options
     return line, options
+
+
+def _complete_path(head: str, token: str,
+                   listdir: Callable[[str], Iterable[tuple[str, bool]]]) -> tuple[str, list[str]]:
+    options = sorted(path_options(token, listdir))
+    if not options:
+        return head + token, []
+    if len(options) == 1:
+        return head + options[0], []  # a directory stays open for the next Tab
+    common = common_prefix(options)
+    return head + (common if len(common) > len(token) else token), options

@@ -81,6 +81,7 @@ class ChatSession:
         on_change: Callable[[], None] = lambda: None,
         notify: Callable[[Notification], None] = lambda note: None,
         on_quit: Callable[[], None] = lambda: None,
+        on_help: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
         poll: float = POLL,
     ) -> None:
@@ -89,6 +90,7 @@ class ChatSession:
         self.on_change = on_change
         self.notify = notify
         self.on_quit = on_quit
+        self.on_help = on_help
         self.clock = clock
         self.poll = poll
         self._nursery: trio.Nursery | None = None
@@ -180,23 +182,28 @@ class ChatSession:
             self.on_change()
             self.poke()
 
-    def submit(self, line: str) -> None:
-        """Run what the user entered, in the background; the status line tells how it went."""
+    def submit(self, line: str) -> bool:
+        """Run what the user entered, in the background; the status line tells how it went.
+
+        False when the line cannot be run as it is (the user may want to fix it)."""
         try:
             action = interpret(line, self.model)
         except UsageError as exc:
             self.model.status = str(exc)
             self.on_change()
-            return
+            return False
         if isinstance(action, Local):
             self._local(action)
         elif self._nursery is not None:
             self._nursery.start_soon(self.execute, action)
         self.on_change()
+        return True
 
     def _local(self, action: Local) -> None:
         model = self.model
-        if action.action == "help":
+        if action.action == "help" and self.on_help is not None:
+            self.on_help()
+        elif action.action == "help":
             for line in help_lines():
                 model.notice(line)
             model.status = "commands listed below the conversation"

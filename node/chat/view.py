@@ -25,7 +25,8 @@ import trio
 import urwid
 
 from node.chat.backend import NodeClient
-from node.chat.commands import complete
+from node.chat.commands import complete, help_lines
+from node.chat.editing import History, TabCycle, kill_to_end, kill_to_start, kill_word
 from node.chat.model import ChatModel, Notification
 from node.chat.render import (
     Line,
@@ -35,6 +36,7 @@ from node.chat.render import (
     member_lines,
 )
 from node.chat.session import ChatSession
+from node.chat.terminal import PASTE, ChunkedScreen, Coalescer
 from node.chat.text import clean, shorten
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,12 @@ PALETTE = [
 ]
 GROUPS_WIDTH = 22
 MEMBERS_WIDTH = 28
+#: Below this many columns the side panes narrow, so the conversation keeps room (80x24).
+NARROW = 110
+NARROW_WIDTHS = (14, 18)
 Walker = urwid.SimpleFocusListWalker[Any]
+#: Rows the input line takes at most (a long paste scrolls inside them).
+INPUT_ROWS = 5
 
 
 #: Where a conversation line's text starts: after "[12] 10:41 ", after "     10:41 " of an
@@ -80,31 +87,122 @@ def _line(text: str, hang: bool) -> urwid.Widget:
 
 
 class InputLine(urwid.Edit):
-    """The line the user types in: Enter submits, Tab completes, typing is announced."""
+    """The line the user types in: Enter submits, Tab completes (again: cycles), Up/Down
+    recall sent lines, Ctrl-U/K/W delete, Ctrl-A/E move; typing is announced.
+
+    A long line (a paste) shows at most ``INPUT_ROWS`` rows, those around the cursor.
+    """
 
     def __init__(self, view: ChatView) -> None:
         super().__init__("> ")
         self.view = view
+        self.history = History()
+        self.cycle = TabCycle()
+
+    def rows(self, size: Any, focus: bool = False) -> int:
+        return min(int(super().rows(size, focus)), INPUT_ROWS)
+
+    def render(self, size: Any, focus: bool = False) -> Any:
+        canvas = super().render(size, focus)
+        rows = canvas.rows()
+        if rows <= INPUT_ROWS:
+            return canvas
+        cursor_row = canvas.cursor[1] if canvas.cursor is not None else rows - 1
+        top = min(max(cursor_row - INPUT_ROWS + 1, 0), rows - INPUT_ROWS)
+        cropped = urwid.CompositeCanvas(canvas)
+        cropped.trim(top, INPUT_ROWS)
+        return cropped
+
+    def _set(self, text: str, pos: int | None = None) -> None:
+        self.set_edit_text(text)
+        self.set_edit_pos(len(text) if pos is None else pos)
 
     def keypress(self, size: Any, key: str) -> str | None:
+        if key != "tab":
+            self.cycle.reset()
+        if key.startswith(PASTE):  # a run of typed or pasted text, inserted at once
+            self.insert_text(key[len(PASTE):])
+            self._typed()
+            return None
+        text, pos = self.edit_text, self.edit_pos
         if key == "enter":
-            line = self.edit_text
-            self.set_edit_text("")
-            if line.strip():
-                self.view.session.submit(line)
-            return None
-        if key == "tab":
-            new, options = complete(self.edit_text, self.view.model)
-            self.set_edit_text(new)
-            self.set_edit_pos(len(new))
-            if options:
-                self.view.model.status = "  ".join(clean(o) for o in options[:12])
-                self.view.render()
-            return None
-        result: str | None = super().keypress(size, key)
-        if result is None and len(key) == 1 and not self.edit_text.startswith("/"):
+            if text.strip() and self.view.session.submit(text) is not False:
+                self.history.add(text)
+                self._set("")
+            elif not text.strip():
+                self._set("")
+        elif key == "tab":
+            self._complete(text)
+        elif key in ("up", "down"):
+            recalled = self.history.older(text) if key == "up" else self.history.newer()
+            if recalled is not None:
+                self._set(recalled)
+        elif key in EDITS:
+            self._set(*EDITS[key](text, pos))
+        elif key == "ctrl a":
+            self.set_edit_pos(0)
+        elif key == "ctrl e":
+            self.set_edit_pos(len(text))
+        else:
+            result: str | None = super().keypress(size, key)
+            if result is None and len(key) == 1:
+                self._typed()
+            return result
+        return None
+
+    def _typed(self) -> None:
+        if not self.edit_text.startswith("/"):
             self.view.session.typed()
-        return result
+
+    def _complete(self, text: str) -> None:
+        model = self.view.model
+        new, options, index = self.cycle.tab(text, lambda line: complete(line, model))
+        self._set(new)
+        if options:
+            shown = [f"[{clean(o)}]" if i == index else clean(o)
+                     for i, o in enumerate(options[:12])]
+            more = f"  (+{len(options) - 12})" if len(options) > 12 else ""
+            model.status = "  ".join(shown) + more + "  - Tab again cycles"
+            self.view.render()
+
+
+#: Ctrl keys that delete part of the line.
+EDITS = {"ctrl u": kill_to_start, "ctrl k": kill_to_end, "ctrl w": kill_word}
+
+
+class HelpBox(urwid.WidgetWrap[Any]):
+    """``/help`` over the conversation: arrows and PgUp/PgDn scroll, any other key closes it."""
+
+    def __init__(self, lines: list[str], close: Callable[[], None]) -> None:
+        self.close = close
+        body = urwid.ListBox(urwid.SimpleFocusListWalker([urwid.Text(line) for line in lines]))
+        super().__init__(urwid.LineBox(body, title="Help - Esc (or any key) closes, "
+                                       "arrows and PgUp/PgDn scroll"))
+
+    def selectable(self) -> bool:
+        return True
+
+    def keypress(self, size: Any, key: str) -> str | None:
+        if key in ("up", "down", "page up", "page down", "home", "end"):
+            super().keypress(size, key)
+            return None
+        if key in ("ctrl c", "ctrl d", "f10"):
+            return key  # quits, as everywhere
+        self.close()
+        return None
+
+
+class Panes(urwid.Columns):
+    """Groups | conversation | members; the side panes narrow on a narrow terminal."""
+
+    def render(self, size: Any, focus: bool = False) -> Any:
+        groups, members = (GROUPS_WIDTH, MEMBERS_WIDTH) if size[0] >= NARROW else NARROW_WIDTHS
+        for index, width in ((0, groups), (2, members)):
+            entry: Any = self.contents[index]
+            widget, (_kind, current, _box) = entry
+            if current != width:
+                self.contents[index] = (widget, self.options("given", width))
+        return super().render(size, focus)
 
 
 class ChatView:
@@ -118,7 +216,7 @@ class ChatView:
         self.conv_box = urwid.ListBox(self.conversation)
         self.status = urwid.Text("")
         self.input = InputLine(self)
-        body = urwid.Columns([
+        body = Panes([
             (GROUPS_WIDTH, urwid.ListBox(self.groups)),
             ("weight", 1, urwid.LineBox(self.conv_box, tlcorner="┬", trcorner="┬", blcorner="┴",
                                         brcorner="┴", lline="│", rline="│", tline="", bline="")),
@@ -127,6 +225,8 @@ class ChatView:
         footer = urwid.Pile([urwid.AttrMap(self.status, "status"), self.input])
         self.frame = urwid.Frame(body, header=urwid.AttrMap(self.header, "header"),
                                  footer=footer, focus_part="footer")
+        #: What the main loop shows: the frame, or the frame under the help box.
+        self.top: urwid.WidgetPlaceholder[Any] = urwid.WidgetPlaceholder(self.frame)
         #: Follow the end of the conversation unless the user scrolled back.
         self.at_end = True
 
@@ -149,6 +249,28 @@ class ChatView:
             else:
                 self.conversation.set_focus(min(focus, len(self.conversation) - 1))
         self.status.set_text(model.status)
+
+    @property
+    def help_shown(self) -> bool:
+        return self.top.original_widget is not self.frame
+
+    def show_help(self) -> None:
+        """``/help``: the commands in a box over the conversation, until a key closes it."""
+        if self.help_shown:
+            self.close_help()
+            return
+        box = HelpBox(help_lines(), self.close_help)
+        self.top.original_widget = urwid.Overlay(
+            box, self.frame, align="center", width=("relative", 100), valign="middle",
+            height=("relative", 100), min_width=20, min_height=5)
+        self.model.status = "help shown: Esc closes it"
+        self.render()
+
+    def close_help(self) -> None:
+        self.top.original_widget = self.frame
+        if self.model.status.startswith("help shown"):
+            self.model.status = ""
+        self.render()
 
     def scroll(self, pages: int, rows: int) -> None:
         if not self.conversation:
@@ -206,11 +328,14 @@ async def run_chat(
     node_mode: str = "attached",
     start_node: Callable[..., Awaitable[None]] | None = None,
     desktop: bool = False,
+    attach_note: Callable[[str], str] | None = None,
 ) -> None:
-    """The whole client until the user quits (or SIGINT/SIGTERM)."""
+    """The whole client until the user quits (or SIGINT/SIGTERM).
+
+    ``attach_note(name)``: a line for the status line once the node's name is known."""
     model = ChatModel(node_mode=node_mode)
     event_loop = urwid.TrioEventLoop()
-    screen = urwid.display.raw.Screen()
+    screen = ChunkedScreen(bracketed_paste_mode=True)
     holder: dict[str, ChatView] = {}
 
     def on_change() -> None:
@@ -220,8 +345,12 @@ async def run_chat(
     def on_quit() -> None:
         raise urwid.ExitMainLoop
 
+    def on_help() -> None:
+        if "view" in holder:
+            holder["view"].show_help()
+
     session = ChatSession(client, model, on_change=on_change, on_quit=on_quit,
-                          notify=lambda note: ring(screen, note, desktop))
+                          notify=lambda note: ring(screen, note, desktop), on_help=on_help)
     async with trio.open_nursery() as nursery:
         if start_node is not None:
             await nursery.start(start_node)
@@ -229,8 +358,11 @@ async def run_chat(
         view = holder["view"] = ChatView(session, model)
         nursery.start_soon(_select_first, session, group)
         nursery.start_soon(_quit_on_signal, nursery.cancel_scope)
-        loop = urwid.MainLoop(view.frame, PALETTE, screen=screen, event_loop=event_loop,
-                              unhandled_input=view.unhandled, handle_mouse=False)
+        if attach_note is not None:
+            model.status = attach_note(model.my_name or model.me[:8])
+        loop = urwid.MainLoop(view.top, PALETTE, screen=screen, event_loop=event_loop,
+                              unhandled_input=view.unhandled, handle_mouse=False,
+                              input_filter=Coalescer())
         view.render()
         with loop.start():
             await event_loop.run_async()

@@ -203,3 +203,10 @@ def test_discovered_groups_are_listed_escaped() -> None:
     lines = discovered_lines([{"name": "hall\x1b[2J", "id": "ab" * 32, "policy": "blacklist",
                                "servers": [{}, {}], "joined": True}])
     assert lines[1] == ("  hall\\x1b[2J  abababababab  blacklist  2 member(s) serving  (joined)")
+
+
+def test_a_message_too_long_for_one_event_is_refused_with_the_numbers() -> None:
+    model = make_model()
+    assert request("x" * 16_384).op == "send"
+    with pytest.raises(UsageError, match="20,000 characters; one message holds at most 16,384"):
+        interpret("x" * 20_000, model)
