@@ -17,10 +17,11 @@ from typing import Any
 
 import trio
 
-from node.cli.common import check_name, load_network_key, lock_data_dir, only_error
+from node.cli.common import check_name, load_network_key, lock_data_dir, mebibytes, only_error
 from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
 from node.datadir import DataDir
 from node.errors import ConfigError, KithError
+from node.files.attachment import HARD_MAX_FILE
 
 DESCRIPTION = """\
 An interactive chat on the terminal: your groups with unread counts, the
@@ -32,7 +33,8 @@ Ctrl-N/Ctrl-P switch groups; Ctrl-C quits.
 If no node is running on this data directory, `kith chat` starts one in its own
 process (with the --listen/--peer/... options below, as `kith run` takes them)
 and stops it when you quit; its log goes to chat.log in the data directory.
-If a node is running, it attaches to it and those options are ignored.
+If a node is running, it attaches to it and those options are ignored (the
+client says so when you gave any).
 Notifications: a terminal bell for new messages in unmuted groups and for
 mentions; a desktop notification too with --desktop-notify (needs notify-send).
 """
@@ -56,9 +58,44 @@ def add_parser(sub: Any, data_again: argparse.ArgumentParser) -> None:
                    help="when starting the node: no LAN discovery (use --peer)")
     p.add_argument("--no-read-receipts", action="store_true",
                    help="when starting the node: do not tell others what you have read")
+    p.add_argument("--mdns-interface", metavar="IFACE",
+                   help="when starting the node: announce and browse only on this interface "
+                   "(name or IPv4 address)")
+    p.add_argument("--max-file-size", type=mebibytes, default=DEFAULTS.max_file_size,
+                   metavar="MIB", help="when starting the node: largest attachment sent or "
+                   f"fetched, in MiB (default {DEFAULTS.max_file_size >> 20}, at most "
+                   f"{HARD_MAX_FILE >> 20})")
     p.add_argument("--desktop-notify", action="store_true",
                    help="also show desktop notifications (notify-send, when a display is set)")
-    p.set_defaults(func=cmd_chat)
+    p.set_defaults(func=cmd_chat, chat_defaults={
+        dest: p.get_default(dest) for dest, _ in NODE_OPTIONS})
+
+
+#: The options that only matter when the client starts the node: (dest, option).
+NODE_OPTIONS = (("listen", "--listen"), ("peer", "--peer"), ("network_key", "--network-key"),
+                ("name", "--name"), ("no_mdns", "--no-mdns"),
+                ("no_read_receipts", "--no-read-receipts"),
+                ("mdns_interface", "--mdns-interface"), ("max_file_size", "--max-file-size"))
+DEFAULTS = Config()
+
+
+def ignored_options(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> list[str]:
+    """The node options given on the command line (they differ from their defaults)."""
+    ignored = []
+    for dest, option in NODE_OPTIONS:
+        value = getattr(args, dest, None)
+        if value != parser_defaults.get(dest):
+            ignored.append(f"{option} {value}" if isinstance(value, str) else option)
+    return ignored
+
+
+def attach_note(path: str, ignored: list[str]) -> Any:
+    """The status line when the client attaches to a node already running."""
+    def note(name: str) -> str:
+        text = f"a node is already running in {path} as {name}; attaching to it"
+        return text + (f" ({', '.join(ignored)} ignored)" if ignored else "")
+
+    return note
 
 
 def _log_to_file(datadir: DataDir) -> None:
@@ -85,7 +122,9 @@ def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
     try:
         lock = lock_data_dir(datadir)
     except ConfigError:  # a node runs on this data directory: attach to it
-        _run(lambda: run_chat(client, group=args.group, node_mode="attached", desktop=desktop))
+        note = attach_note(str(datadir.path), ignored_options(args, args.chat_defaults))
+        _run(lambda: run_chat(client, group=args.group, node_mode="attached", desktop=desktop,
+                              attach_note=note))
         return 0
     try:
         from node.app import App
@@ -98,6 +137,8 @@ def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
         _log_to_file(datadir)
         app = App(key, Config(listen_host=host, listen_port=port, name=name,
                               network_key=network_key, mdns=not args.no_mdns,
+                              mdns_interface=args.mdns_interface,
+                              max_file_size=args.max_file_size,
                               read_receipts=not args.no_read_receipts), datadir)
 
         async def start_node(task_status: trio.TaskStatus[None]) -> None:

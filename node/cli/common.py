@@ -167,3 +167,17 @@ def only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return error
+
+
+def mebibytes(text: str) -> int:
+    """An option in MiB (fractions allowed) to bytes, within the attachment hard cap
+    (``--max-file-size`` of ``kith run`` and ``kith chat``)."""
+    from node.files.attachment import HARD_MAX_FILE
+
+    try:
+        size = int(float(text) * (1 << 20))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of MiB: {text!r}") from None
+    if not 0 <= size <= HARD_MAX_FILE:
+        raise argparse.ArgumentTypeError(f"must be 0..{HARD_MAX_FILE >> 20} MiB")
+    return size

@@ -27,3 +27,20 @@ async def test_without_a_terminal_it_says_so() -> None:
     assert result.returncode == 1
     assert "kith chat needs a terminal" in result.stderr.decode()
     assert "Traceback" not in result.stderr.decode()
+
+
+def test_chat_takes_the_node_options_of_run() -> None:
+    """Issue 15, item 9: the options `kith run` has and the hints name."""
+    args = build_parser().parse_args(["chat", "--max-file-size", "2.5",
+                                      "--mdns-interface", "eth0", "--name", "bob"])
+    assert args.max_file_size == int(2.5 * (1 << 20)) and args.mdns_interface == "eth0"
+    from node.cli.chat import attach_note, ignored_options
+
+    ignored = ignored_options(args, args.chat_defaults)
+    assert ignored == ["--name bob", "--mdns-interface eth0", "--max-file-size"]
+    assert attach_note("/tmp/a", ["--name bob"])("alice") == (
+        "a node is already running in /tmp/a as alice; attaching to it (--name bob ignored)")
+    plain = build_parser().parse_args(["chat"])
+    assert ignored_options(plain, plain.chat_defaults) == []
+    assert attach_note("/tmp/a", [])("alice") == (
+        "a node is already running in /tmp/a as alice; attaching to it")
