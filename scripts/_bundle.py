@@ -174,7 +174,7 @@ def main() -> int:
         shutil.rmtree(staging, ignore_errors=True)
     files = manifest["files"]
     size = sum(f["size"] for f in files)
-    print(f"kith: {out}: {len(files)} files, {size / 1e6:.1f} MB "
+    print(f"kith: {out}: {len(files)} wheels and manifest.json, {size / 1e6:.1f} MB "
           f"(Kith {manifest['kith']}, {len(manifest['targets'])} target(s)"
           f"{', dev extras' if args.dev else ''})", file=sys.stderr)
     print("kith: share it on this LAN with `./scripts/run share`", file=sys.stderr)

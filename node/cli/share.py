@@ -178,7 +178,7 @@ needs is served here: no internet is needed. You need Python 3.11 or newer
 <pre>{e(unix)}</pre>
 <p>Then start chatting with <code>kith-env/bin/kith chat</code>.</p>
 <h2>Windows</h2>
-<p>In a command prompt:</p>
+<p>In a Command Prompt (cmd.exe):</p>
 <pre>{e(windows)}</pre>
 <p>Then start chatting with <code>kith-env\\Scripts\\kith chat</code>.</p>
 <h2>Files</h2>
@@ -277,7 +277,7 @@ def cmd_share(args: argparse.Namespace, datadir: DataDir) -> int:
     unix, windows = install_commands(urls[0], hosts[0])
     print("On another machine on this network (Python 3.11 or newer, no internet needed), run:")
     print(f"  {unix}")
-    print("or on Windows:")
+    print("or on Windows (Command Prompt):")
     print(f"  {windows}")
     print(f"then `kith-env/bin/kith chat`. {urls[0]} shows the same in a browser.")
     print("Ctrl-C stops sharing.", flush=True)
