@@ -44,6 +44,8 @@ LOOPBACK = ("--listen", "127.0.0.1:0", "--no-mdns")
 SCREEN_TIMEOUT = 20.0
 #: Seconds between two captures while waiting.
 POLL = 0.1
+#: Seconds within which a message ends its author's typing mark (a notice lasts 6).
+TYPING_GONE = 3.0
 T = TypeVar("T")
 EVIL = "\x1b[2J\x1b]0;pwned\x07 evil"
 
@@ -308,6 +310,12 @@ async def test_attach_to_a_running_node_and_chat_with_a_second_client(tmp: Path)
         await t.wait_for_screen("alice", r"bob is typing…")
         await t.type("bob", "ing: hi from bob's chat")
         await t.wait_for_screen("alice", r"bob: still typing: hi from bob's chat")
+        # His message ends his typing mark at once (issue 15, item 7), in the conversation
+        # and in the members pane: well before the TYPING_SHOWN seconds a notice lasts.
+        async def typing_gone() -> bool | None:
+            return True if "typing…" not in await t.screen("alice") else None
+
+        assert await poll_for(typing_gone, TYPING_GONE) is not None, await t.screen("alice")
         assert await bell(t, "alice") == "0"  # muted
         await t.type("bob", "@al", enter=False)
         await t.keys("bob", "Tab")  # completes the mention
