@@ -163,6 +163,10 @@ def is_emoji(text: str) -> bool:
     return symbols > 0 or keycap
 
 
+#: ``_event`` for callers outside this module (``kith send`` queueing a reply).
+find_event = _event
+
+
 def mentions_in(service: GroupService, group: Group, text: str) -> list[PeerId]:
     """Members named in ``text`` as ``@name`` or ``@shortid`` (case-insensitive)."""
     names: dict[str, PeerId] = {}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
 from node.api import client
 from node.cli.common import EVENT_HELP, escape, examples, out, table
 from node.datadir import DataDir
-from node.errors import KithError
+from node.errors import KithError, NotRunningError
 
 
 def cmd_create(args: argparse.Namespace, datadir: DataDir) -> int:
@@ -59,15 +60,29 @@ def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:
 
         return cmd_send_file(args, datadir)
     if not args.text:
-        raise KithError("nothing to send (give TEXT, or --file PATH)")
-    text = " ".join(args.text)
+        raise KithError("nothing to send (give TEXT, - to read it from stdin, or --file PATH)")
+    text = read_stdin() if args.text == ["-"] else " ".join(args.text)
     params: dict[str, Any] = {"group": args.group, "text": text}
     if args.count != 1:
         params["count"] = args.count
     if getattr(args, "reply", None):
         params["reply_to"] = args.reply
-    event = client.call(datadir.control_socket, "send", **params)
+    try:
+        event = client.call(datadir.control_socket, "send", **params)
+    except NotRunningError:
+        from node.cli import offline
+
+        queued = offline.send(datadir, args.group, text, args.count, params.get("reply_to"))
+        return out(args, queued, offline.QUEUED)
     return out(args, event, f"{send_state(event)}: {event['id'][:12]}")
+
+
+def read_stdin() -> str:
+    """``kith send GROUP -``: the message is stdin (one final newline dropped)."""
+    if sys.stdin.isatty():
+        print("type the message, then Ctrl-D on a line of its own", file=sys.stderr)
+    text = sys.stdin.read()
+    return text[:-1] if text.endswith("\n") else text
 
 
 def send_state(event: dict[str, Any]) -> str:
@@ -91,12 +106,19 @@ def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
     if args.limit:
         params["limit"] = args.limit
     if not args.follow:
-        events = client.call(datadir.control_socket, "log", **params)
+        try:
+            events = client.call(datadir.control_socket, "log", **params)
+            missing = None
+        except NotRunningError:
+            from node.cli import offline
+
+            events, missing = offline.log(datadir, args.group, include_keys=args.all,
+                                          limit=args.limit)
         if args.json:
             return out(args, events, "")
         for event in events:
             print(format_event(event))
-        for line in gap_lines(datadir, args.group):
+        for line in gap_lines(datadir, args.group, missing):
             print(line)
         return 0
     stream = client.follow(datadir.control_socket, "log", **params)
@@ -112,14 +134,20 @@ def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
     return 0
 
 
-def gap_lines(datadir: DataDir, group: str) -> list[str]:
-    """"N events from NAME not yet received" while sync has not filled a causal gap."""
-    groups = client.call(datadir.control_socket, "group.list")
-    match = [g for g in groups if g["name"] == group or g["id"].startswith(group.lower())]
-    if len(match) != 1:
-        return []
+def gap_lines(datadir: DataDir, group: str, missing: dict[str, int] | None = None
+              ) -> list[str]:
+    """"N events from NAME not yet received" while sync has not filled a causal gap.
+
+    ``missing`` (author name -> count) as read from the store, else asked of the node.
+    """
+    if missing is None:
+        groups = client.call(datadir.control_socket, "group.list")
+        match = [g for g in groups if g["name"] == group or g["id"].startswith(group.lower())]
+        if len(match) != 1:
+            return []
+        missing = match[0]["missing"]
     return [f"         ... {n} event(s) from {who} not yet received"
-            for who, n in sorted(match[0]["missing"].items())]
+            for who, n in sorted(missing.items())]
 
 
 def format_event(e: dict[str, Any]) -> str:
@@ -237,7 +265,10 @@ def add_message_parsers(sub: Any, gsub: Any, common: list[argparse.ArgumentParse
     p.add_argument("--unmute", action="store_true", help="lift the mute")
     p.set_defaults(func=cmd_mute)
     p = gsub.add_parser("notify", parents=common,
-                        help="turn this group's notifications off or on (local only)")
+                        help="turn this group's notifications off or on (local only)",
+                        description="Turn notifications for GROUP off (--mute) or on again "
+                        "(--unmute). Only this node is affected: messages still arrive and "
+                        "others see no difference.")
     p.add_argument("group", metavar="GROUP")
     flag = p.add_mutually_exclusive_group(required=True)
     flag.add_argument("--mute", dest="muted", action="store_true",
@@ -284,8 +315,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def add_examples(sub: Any, gsub: Any) -> None:
+def add_examples(sub: Any) -> None:
     """End each command's help with its example (``EXAMPLES``), whoever registered it."""
+    gsub = next(a for a in sub.choices["group"]._actions
+                if isinstance(a, argparse._SubParsersAction))
     for path, lines in EXAMPLES.items():
         words = path.split()
         parsers = sub.choices if len(words) == 1 else gsub.choices

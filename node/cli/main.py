@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "peers holding the same key.")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_network_key)
+    from node.cli.groups import add_examples
+
+    add_examples(sub)
     return parser
 
 
@@ -201,9 +204,18 @@ def _add_group_commands(
     p = gsub.add_parser("members", parents=common, help="list a group's members")
     p.add_argument("group", metavar="GROUP")
     p.set_defaults(func=groups.cmd_members)
-    for name, helptext in [("add", "add a peer to a group"), ("remove", "remove a member"),
-                           ("ban", "ban a peer (removes it and keeps it out)")]:
-        p = gsub.add_parser(name, parents=common, help=helptext)
+    member_ops = [
+        ("add", "add a peer to a group",
+         "Add a peer to GROUP (owners, admins and members). It learns of the group as soon "
+         "as the two nodes are connected and can read what is sent from then on."),
+        ("remove", "remove a member",
+         "Remove a member of GROUP (owners and admins): it cannot read anything new."),
+        ("ban", "ban a peer (removes it and keeps it out)",
+         "Ban a peer from GROUP (owners and admins): it is removed and cannot be added or "
+         "join again until unbanned."),
+    ]
+    for name, helptext, description in member_ops:
+        p = gsub.add_parser(name, parents=common, help=helptext, description=description)
         p.add_argument("group", metavar="GROUP")
         p.add_argument("peer", metavar="PEER", help=PEER_HELP)
         if name == "add":
@@ -253,7 +265,6 @@ def _add_group_commands(
     from node.cli import files
 
     files.add_parsers(sub, common)
-    groups.add_examples(sub, gsub)
 
 
 #: What PEER means wherever a command takes one.
