@@ -49,7 +49,7 @@ def message_lines(model: ChatModel, view: View, clock: Clock = local_time) -> li
         body = "[cannot decrypt: sent before you joined]"
         style = "deleted"
     else:
-        body = clean(str(view["text"]))
+        body = clean(str(view["text"])) or ("sent a file" if view.get("file") else "")
         style = "mention" if view.get("mentions_me") else ("mine" if view.get("mine") else "msg")
     extras = []
     if view.get("edited"):

@@ -159,6 +159,8 @@ def format_event(e: dict[str, Any]) -> str:
             text = f"[deleted by {escape(e.get('deleted_by') or '?')}]"
         elif e["text"] is None:
             text = "[cannot decrypt: sent before you joined]"
+        elif not e["text"] and e.get("file"):
+            text = "sent a file"  # (no caption: the file line below names it)
         else:
             text = escape(e["text"])
         mark = ""

@@ -28,6 +28,7 @@ from node.cli.common import (
     check_name,
     load_network_key,
     lock_data_dir,
+    mebibytes,
     only_error,
     table,
 )
@@ -50,17 +51,6 @@ EXIT_NOT_RUNNING = 3
 
 log = logging.getLogger("kith")
 DEFAULTS = Config()
-
-
-def _mebibytes(text: str) -> int:
-    """``--max-file-size``: MiB (fractions allowed) to bytes, within the hard cap."""
-    try:
-        size = int(float(text) * (1 << 20))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of MiB: {text!r}") from None
-    if not 0 <= size <= HARD_MAX_FILE:
-        raise argparse.ArgumentTypeError(f"must be 0..{HARD_MAX_FILE >> 20} MiB")
-    return size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not announce or browse on mDNS (LAN discovery); use --peer instead")
     p.add_argument("--mdns-interface", metavar="IFACE",
                    help="announce and browse only on this interface (name or IPv4 address)")
-    p.add_argument("--max-file-size", type=_mebibytes, default=DEFAULTS.max_file_size,
+    p.add_argument("--max-file-size", type=mebibytes, default=DEFAULTS.max_file_size,
                    metavar="MIB", help="largest attachment sent or fetched, in MiB (default "
                    f"{DEFAULTS.max_file_size >> 20}, at most {HARD_MAX_FILE >> 20}); larger "
                    "files are not fetched")

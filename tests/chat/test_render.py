@@ -135,3 +135,11 @@ def test_pinned_messages_are_listed_above() -> None:
     lines = texts(model)
     assert lines[0] == "pinned [1] bob: rules: be nice\\x1b[5m"
     assert lines[1].endswith("bob: rules: be nice\\x1b[5m [pinned]")
+
+
+def test_a_file_without_a_caption_says_so() -> None:
+    file = {"name": "talk.pdf", "size": 2048, "state": "complete", "have": 1, "chunks": 1}
+    model = model_with(message(1, text="", time=5.0, file=file))
+    shown = texts(model)
+    assert shown[0] == " [1] t5 bob: sent a file"
+    assert "talk.pdf" in shown[1]
