@@ -43,7 +43,13 @@ from node.mesh.state import MeshState
 from node.net import admission
 from node.net.address import DialTarget, format_hostport
 from node.net.backoff import Backoff
-from node.net.connection import PeerConnection, PeerInfo, explain, now_wall
+from node.net.connection import (
+    SHUTDOWN_REASON,
+    PeerConnection,
+    PeerInfo,
+    explain,
+    now_wall,
+)
 from node.net.secure_stream import SecureStream
 from node.wire.announce import instance_name
 
@@ -415,7 +421,10 @@ class Node:
                 self._notify()
                 if self._on_disconnected is not None:
                     self._on_disconnected(info.peer_id)
-            log.info("disconnected from %s: %s", describe(info), conn.close_reason)
+            reason = conn.close_reason
+            if reason == SHUTDOWN_REASON:  # ours, not the peer's
+                reason = "this node is shutting down"
+            log.info("disconnected from %s: %s", describe(info), reason)
 
     def serve_in_background(
         self, conn: PeerConnection, found: str, instance: str | None = None

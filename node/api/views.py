@@ -214,10 +214,10 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
         view["delivered_to"] = delivered_to
         if unreadable:  # stored there, but it cannot be read: not delivered
             view["unreadable_by"] = sorted(format_peer_id(p) for p in unreadable)
-        view["read_by"] = sorted(
-            format_peer_id(m) for m in others
-            if group.read.get(m, {}).get(service.me, 0) >= event.seq
-        )
+        readers = sorted(m for m in others
+                         if group.read.get(m, {}).get(service.me, 0) >= event.seq)
+        view["read_by"] = [format_peer_id(m) for m in readers]
+        view["read_by_names"] = [name_of(service, group, m) for m in readers]
         counters = group.counters.get(event.id)
         if counters is not None:
             view["cost"] = {"encryptions": counters.encryptions,

@@ -130,6 +130,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     add("--seed", type=int, default=1, help="seed for keys, nonces, loss, churn (default 1)")
     add("--repeat", type=int, default=1, metavar="R", help="runs per (N, mode) (default 1)")
     add("--out", type=Path, metavar="DIR", help="default bench-results/sim-<timestamp>/")
+    add("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
 
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench sim") -> int
               f"run(s), seed {args.seed}; CPU measured, everything else simulated")
     params = dict(vars(args), out=out, measured=list(MEASURED))
     report.publish(out, summary=summary, runs=runs, keys=["members", "mode"], columns=columns,
-                   header=header, params=params, host=host, plots=PLOTS,
+                   header=header, params=params, host=host, plots=None if args.no_plots else PLOTS,
                    title="kith bench sim", seconds=time.perf_counter() - started)
     return 0
 

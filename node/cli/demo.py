@@ -42,17 +42,28 @@ class View:
 
     def __init__(self, nodes: Sequence[Kith], group: str, out: TextIO) -> None:
         self.nodes, self.group, self.out = nodes, group, out
+        self.last: list[str] = []  # the cells of the row shown last
+
+    def legend(self) -> None:
+        print("Each row shows, per node, the messages it holds and a fingerprint of their "
+              "order\n(6 hex digits of a hash of the ordered message ids: the same "
+              "fingerprint on\nevery node means the same history in the same order).",
+              file=self.out, flush=True)
 
     def logs(self) -> list[list[dict[str, object]]]:
         return [[e for e in n.log(self.group) if e["kind"] == "message"] for n in self.nodes]
 
-    def show(self, label: str) -> None:
+    def show(self, label: str, *, changed_only: bool = False) -> None:
+        """One row; with ``changed_only``, none if every node is where the last row was."""
         cells = []
         for node, log in zip(self.nodes, self.logs(), strict=True):
             state = f"{len(log):2d} msgs {digest(log)}"
             if node.node.offline:
                 state += " (offline)"
             cells.append(f"{node.node.name}: {state}")
+        if changed_only and cells == self.last:
+            return
+        self.last = cells
         print(f"  {label:<28} " + " | ".join(cells), file=self.out, flush=True)
 
     def converged(self) -> bool:
@@ -94,6 +105,8 @@ async def run_demo(count: int = 4, mode: str = "private", out: TextIO = sys.stdo
                     await members_known(n, group, count)
             view = View(nodes, group, out)
             print(f"\n{names[0]} created a {mode} group and added everyone.\n", file=out)
+            view.legend()
+            print(file=out)
             for i, line in enumerate(LINES[:count + 2]):
                 await say(nodes[i % count], group, line, out)
             await settle(view, patience)
@@ -134,7 +147,7 @@ async def settle(view: View, patience: float) -> bool:
     """Wait until every node shows the same readable history, refreshing the view."""
     with trio.move_on_after(patience):
         while not view.converged():
-            view.show("converging...")
+            view.show("converging...", changed_only=True)
             await trio.sleep(0.3)
         return True
     return False

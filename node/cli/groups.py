@@ -150,6 +150,13 @@ def gap_lines(datadir: DataDir, group: str, missing: dict[str, int] | None = Non
             for who, n in sorted(missing.items())]
 
 
+def read_by_text(e: dict[str, Any]) -> str:
+    """``read by bob, carol`` (as ``kith chat`` shows it; more than three: ``and N more``)."""
+    names = [escape(str(n)) for n in e.get("read_by_names") or e["read_by"]]
+    shown = ", ".join(names[:3])
+    return f"read by {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def format_event(e: dict[str, Any]) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(e["time"])) if e.get("time") else "--:--:--"
     who = escape(str(e.get("author_name", "")))
@@ -168,7 +175,7 @@ def format_event(e: dict[str, Any]) -> str:
             mark = {"pending": "  (pending)", "sent": "  (sent)", "delivered": "  (delivered)"}[
                 e["state"]]
             if e.get("read_by"):
-                mark = f"  (read by {len(e['read_by'])})"
+                mark = f"  ({read_by_text(e)})"
         extra = ("  (edited)" if e.get("edited") else "") + ("  [pinned]" if e.get("pinned")
                                                             else "")
         line = f"{when} {short} {who}: {text}{extra}{mark}"

@@ -56,3 +56,14 @@ def test_module_runs_as_a_script() -> None:
     done = subprocess.run([sys.executable, "-m", "node.bench.sim", "--help"],
                           capture_output=True, text=True, check=True)
     assert "--members" in done.stdout and "--partition" in done.stdout
+
+
+def test_no_plots_writes_everything_but_the_pngs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    status = sim.main(["--members", "2", "--mode", "private", "--messages", "2",
+                       "--size", "64", "--repeat", "1", "--out", str(out), "--no-plots"])
+    assert status == 0, capsys.readouterr().err
+    assert (out / "results.json").exists() and (out / "table.txt").exists()
+    assert not list(out.glob("*.png"))

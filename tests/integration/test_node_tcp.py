@@ -216,9 +216,11 @@ async def test_shutdown_says_goodbye(nursery: trio.Nursery, logs: LogWatch) -> N
     )
     one_line([line])
     assert a.peer_id not in b.node.connections
-    # A logged its own side too, and it no longer has any connection.
+    # A logged its own side too, saying it was A that shut down (not bob), and it no longer
+    # has any connection.
     assert logs.matching(
-        rf"^disconnected from {short_id(b.peer_id)} \(bob\): node shutting down$", logger=NODE_LOG
+        rf"^disconnected from {short_id(b.peer_id)} \(bob\): this node is shutting down$",
+        logger=NODE_LOG,
     )
     assert a.node.connections == {}
 
