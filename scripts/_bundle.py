@@ -177,7 +177,9 @@ def main() -> int:
     print(f"kith: {out}: {len(files)} wheels and manifest.json, {size / 1e6:.1f} MB "
           f"(Kith {manifest['kith']}, {len(manifest['targets'])} target(s)"
           f"{', dev extras' if args.dev else ''})", file=sys.stderr)
-    print("kith: share it on this LAN with `./scripts/run share`", file=sys.stderr)
+    where = "" if out.resolve() == (ROOT / "dist" / "wheelhouse").resolve() else \
+        f" --wheelhouse {out}"
+    print(f"kith: share it on this LAN with `./scripts/run share{where}`", file=sys.stderr)
     return 0
 
 

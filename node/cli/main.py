@@ -472,6 +472,8 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             log.info("created identity %s in %s", format_peer_id(key.peer_id), datadir.path)
             datadir.save_name(datadir.load_name())
         name = check_name(args.name) if args.name else datadir.load_name()
+        if args.name and name != datadir.load_name():
+            datadir.save_name(name)  # who this node is, also when it is stopped (kith log)
         config = Config(
             listen_host=host,
             listen_port=port,

@@ -95,3 +95,14 @@ async def test_send_queues_while_stopped_and_the_node_sends_at_start(tmp: Path) 
             assert [m["text"] for m in await messages(again.data)] == wanted
     assert not (alice.data / "queued-sends.jsonl").exists()
 
+
+
+async def test_the_name_given_to_run_is_the_name_when_stopped(tmp: Path) -> None:
+    """README runs ``kith run --name bob`` on a fresh directory: bob stays bob after it
+    stops (``kith id`` and ``kith log`` read the saved profile)."""
+    async with running(tmp / "b", "bob"):
+        pass
+    done = await kith_cli(tmp / "b", "id", "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["name"] == "bob"
