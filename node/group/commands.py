@@ -113,8 +113,13 @@ class ExpireMutes:
     """As owner or admin, end the timed mutes whose end ``now`` has passed."""
 
 
+@dataclass(frozen=True, slots=True)
+class RotateKey:
+    """Start a fresh sender key now (private groups; otherwise lazily, before a message)."""
+
+
 Command = (
     SendText | PostContent | EditText | ReactTo | DeleteMessage | PinMessage | MuteMember
     | AddMember | RemoveMember | BanMember | SetMemberRole | LeaveGroup | AuthorBody | MarkRead
-    | StartTyping | ExpireMutes
+    | StartTyping | ExpireMutes | RotateKey
 )

@@ -58,6 +58,7 @@ from node.group.member_io import (
     Authored,
     Effect,
     Events,
+    HistoryWanted,
     Input,
     PeerDown,
     PeerUp,
@@ -120,6 +121,9 @@ class Member(Sessions):
             self.flush_receipts()
         elif isinstance(input, Announce):
             self.announce_all()
+        elif isinstance(input, HistoryWanted):
+            self.invited.add(input.peer)  # as for an ADD: we owe it what it lacks
+            self.push(input.peer, self.core.ordered())
         else:
             self._command(input)
 
@@ -211,6 +215,13 @@ class Member(Sessions):
         if isinstance(cmd, C.ExpireMutes):
             self.expire_mutes()
             return None
+        if isinstance(cmd, C.RotateKey):
+            if self.core.mode != "private":
+                raise _Refusal("only private groups have sender keys")
+            reason = self.check_can_key()
+            if reason is not None:
+                raise _Refusal(reason)
+            return self.rotate()
         raise _Refusal(f"unknown command {type(cmd).__name__}")
 
     def _post(self, content: Content) -> Event:

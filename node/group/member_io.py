@@ -90,7 +90,15 @@ class Announce:
     """Exchange version vectors with every connected member (the periodic anti-entropy)."""
 
 
-Input = Received | PeerUp | PeerDown | Tick | Announce
+@dataclass(frozen=True, slots=True)
+class HistoryWanted:
+    """``peer`` may join this (open) group and asked for its events: we owe it the
+    history, as the member who adds someone does."""
+
+    peer: PeerId
+
+
+Input = Received | PeerUp | PeerDown | Tick | Announce | HistoryWanted
 
 # -- effects --
 

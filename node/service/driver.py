@@ -78,6 +78,7 @@ from node.group.member_io import (
     Effect,
     EraseContent,
     Events,
+    HistoryWanted,
     Input,
     Notify,
     Payload,
@@ -474,15 +475,10 @@ class EffectDriver:
         self.notify_all()
         return True
 
-    def push(self, group: Member, peer: PeerId, events: list[Event]) -> None:
-        """Send ``peer`` these events now (catch-up batches)."""
-        if self._paused is not None:  # they may include events not stored yet
-            self._backlog.append(partial(self.push, group, peer, events))
-            return
-        group.out, group.now = [], time.time()
-        group.push(peer, events)
-        effects, group.out = group.out, []
-        self.run_effects(group, effects)
+    def offer_history(self, group: Member, peer: PeerId) -> None:
+        """``peer`` may join ``group`` and asked for its events: send them (as the
+        member's core decides; deferred like any input while storage is paused)."""
+        self.handle(group, HistoryWanted(peer))
 
     async def wait_for_room(self) -> None:
         """Wait until every peer can take more of our messages (local senders, before

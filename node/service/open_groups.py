@@ -193,13 +193,11 @@ class OpenGroups:
             conn.send_nowait(encode_open(OpenRefused(group_id, reason)))
             return
         assert group is not None
-        group.invited.add(peer)  # as for an ADD: we owe it what it lacks when it joins
-        events = group.core.ordered()
-        self.service.push(group, peer, events)
+        self.service.offer_history(group, peer)  # (we owe it the history, as for an ADD)
         vector = group.vector()
         conn.send_nowait(encode_message(VectorMessage(group.id, vector, want=False)))
         log.info("open group %s: sent %d event(s) to %s, who wants to join",
-                 self.service.label(group), len(events), short_id(peer))
+                 self.service.label(group), group.core.delivered_count(), short_id(peer))
 
     # -- joining --
 

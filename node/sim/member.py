@@ -119,10 +119,8 @@ class Member:
 
     def rotate(self) -> Event:
         """A fresh sender key sealed to every other member (set-up)."""
-        self.m.out, self.m.now = [], self.scheduler.now
-        event = self.m.rotate()
-        effects, self.m.out = self.m.out, []
-        self._run(effects)
+        event = self._run(self.m.handle(C.RotateKey(), self.scheduler.now))
+        assert event is not None
         return event
 
     def author(self, body: Body) -> Event:

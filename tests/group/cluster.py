@@ -118,7 +118,8 @@ class Cluster:
         self.warnings: dict[PeerId, list[Warn]] = {p: [] for p in self.ids}
         self.refused: list[str] = []
         owner, effects = Member.found(self.keys[0], self.rng.randbytes, self.now, "test", mode,
-                                      share_history=share_history)
+                                      share_history=share_history,
+                                      policy="blacklist" if mode == "open" else "")
         self.group: GroupId = owner.id
         self.members: dict[PeerId, Member] = {self.ids[0]: owner}
         for p in self.ids[1:]:
