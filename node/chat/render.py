@@ -49,7 +49,10 @@ def message_lines(model: ChatModel, view: View, clock: Clock = local_time) -> li
         body = "[cannot decrypt: sent before you joined]"
         style = "deleted"
     else:
-        body = clean(str(view["text"])) or ("sent a file" if view.get("file") else "")
+        # A message's own line breaks start new rows (each row cleaned on its own, so no
+        # control character reaches the terminal); other controls stay escaped.
+        first, *more = str(view["text"]).split("\n")
+        body = clean(first) or ("sent a file" if view.get("file") else "")
         style = "mention" if view.get("mentions_me") else ("mine" if view.get("mine") else "msg")
     extras = []
     if view.get("edited"):
@@ -59,7 +62,14 @@ def message_lines(model: ChatModel, view: View, clock: Clock = local_time) -> li
     if view.get("mine"):
         extras.append(delivery_mark(model, view))
     tail = (" " + " ".join(extras)) if extras else ""
-    lines.append((style, f"{handle:>4} {when} {author}: {body}{tail}"))
+    if view.get("deleted") or view.get("text") is None:
+        more = []
+    if more:  # the marks go after the last row of the message
+        lines.append((style, f"{handle:>4} {when} {author}: {body}"))
+        lines.extend((style, f"{INDENT}  {clean(row)}") for row in more[:-1])
+        lines.append((style, f"{INDENT}  {clean(more[-1])}{tail}"))
+    else:
+        lines.append((style, f"{handle:>4} {when} {author}: {body}{tail}"))
     file = view.get("file")
     if isinstance(file, dict) and not view.get("deleted"):
         lines.append(("reaction", f"{INDENT}     {file_text(file)}"))

@@ -143,3 +143,10 @@ def test_a_file_without_a_caption_says_so() -> None:
     shown = texts(model)
     assert shown[0] == " [1] t5 bob: sent a file"
     assert "talk.pdf" in shown[1]
+
+
+def test_line_breaks_start_new_rows_and_other_controls_stay_escaped() -> None:
+    model = model_with(message(1, text="first line\nsecond \x1b[2J line\r\nthird", time=5.0))
+    assert texts(model) == [" [1] t5 bob: first line",
+                            "       second \\x1b[2J line\\r",
+                            "       third"]
