@@ -307,7 +307,7 @@ class Authoring(Delivery):
             self.flush(peer)
         if newcomers and self.core.mode == "open":
             self.nudge()  # a JOIN reaches only who the joiner knew: spread it
-        admits = None if cause is None else _admitted_by(cause.event.author, cause.event.kind,
+        admits = None if cause is None else admitted_by(cause.event.author, cause.event.kind,
                                                          cause.body)
         admitted = frozenset(p for p in newcomers if cause is None or admits == p)
         self.hand_keys(admitted, history=now.share_history)
@@ -359,7 +359,7 @@ class Authoring(Delivery):
         """The id of the event that last made ``peer`` a member (None if none)."""
         found = None
         for event in self.core.membership_events():
-            if _admitted_by(event.author, event.kind, event.body) == peer:
+            if admitted_by(event.author, event.kind, event.body) == peer:
                 found = event.id
         return found
 
@@ -368,7 +368,7 @@ class Authoring(Delivery):
         or APPROVE, or the CREATE if it founded the group)."""
         since = None
         for event in self.core.membership_events():
-            if _admitted_by(event.author, event.kind, event.body) == peer:
+            if admitted_by(event.author, event.kind, event.body) == peer:
                 since = event.order_key
         return since
 
@@ -380,7 +380,7 @@ class Authoring(Delivery):
         return (0, b"", 0)
 
 
-def _admitted_by(author: PeerId, kind: Kind, body: Body) -> PeerId | None:
+def admitted_by(author: PeerId, kind: Kind, body: Body) -> PeerId | None:
     """Whom an event makes a member: its author (CREATE, JOIN), or the member an ADD or
     APPROVE names; None for any other event."""
     if kind in (Kind.CREATE, Kind.JOIN):

@@ -21,7 +21,9 @@ meets first. Pairwise-mode copies are the exception: only the author holds
 each recipient's copy, so a relayed pairwise message is stored unreadable
 until its author pushes the copy (its outbox does, when they next meet).
 
-A member that departed gets what led to its departure and nothing after.
+A member that departed gets what led to its departure and nothing after,
+except what voids a later admission of it (a member re-added it while being
+cut off concurrently: it believes it is back, and must learn that it is not).
 Events learnt by sync (``Events.sync``) make us announce our vector to every
 connected member ``NUDGE_DELAY`` later (one ``Wake`` for a burst): without it,
 a healed partition would converge only at the next periodic exchange.
@@ -41,8 +43,10 @@ forgets all of this, so a reconnecting peer is answered at once.
 
 from __future__ import annotations
 
+from node.group.authoring import admitted_by
 from node.group.member_io import Vector
 from node.group.member_state import RESYNC_AFTER
+from node.group.membership import MembershipEvent
 from node.group.receiving import Receiving
 from node.ids import PeerId, short_id
 from node.sync.plan import behind, missing
@@ -100,13 +104,27 @@ class Sessions(Receiving):
         if (sender not in self.sessions and behind(mine, theirs)
                 and self.fresh(self.answered, sender, theirs)):
             departure = self.departure(sender)
+            owed = [] if departure is None else [departure, *self.voided(sender, departure)]
             events = [e for e in missing(self.core.delivered_order(), theirs)
-                      if departure is None or departure.saw(e.author, e.seq)]
+                      if departure is None or any(d.saw(e.author, e.seq) for d in owed)]
             self.start_session(sender, events)
         if (message.want and behind(theirs, mine)
                 and self.fresh(self.replied, sender, theirs)):
             self.send(sender, Vector(self.vector(), False), "vector")
         self.notify()
+
+    def voided(self, peer: PeerId, departure: MembershipEvent) -> list[MembershipEvent]:
+        """Departures that void a later admission of ``peer``: a member that re-added it
+        was cut off concurrently, so ``peer`` believes it is back and must learn it is
+        not (it is owed them, and their causal past, like its own departure)."""
+        voiding = []
+        for m in self.core.membership_events():
+            if (admitted_by(m.author, m.kind, m.body) == peer and m.id != departure.id
+                    and m.saw(departure.author, departure.seq)
+                    and self.core.is_withdrawn(m.author, m.seq)):
+                voiding += [d.event for d in self.core.state.departures
+                            if d.member == m.author and d.cut < m.seq]
+        return voiding
 
     def fresh(self, seen: dict[PeerId, tuple[dict[PeerId, int], int, float]], peer: PeerId,
               theirs: dict[PeerId, int]) -> bool:

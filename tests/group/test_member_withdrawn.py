@@ -9,6 +9,7 @@ but never decrypted, never stored with content, never shown, and capped.
 from __future__ import annotations
 
 from node.group import commands as C
+from node.group.bodies import Role
 from node.group.member_io import Announce, EraseContent, Events, Received, SaveEvent, Warn
 from node.group.state import MAX_BUFFER_BYTES_PER_AUTHOR, MAX_WITHDRAWN
 from node.ids import short_id
@@ -100,3 +101,29 @@ def test_a_removal_that_loses_to_a_concurrent_leave_withdraws_nothing_in_the_end
     assert not c.members[alice].core.is_withdrawn(carol, said.seq)
     assert [c.members[p].texts[said.id] for p in c.ids] == ["m1"] * 3
     assert c.disks[alice].texts[said.id] == "m1"
+
+
+def test_a_member_whose_re_admission_was_voided_learns_it() -> None:
+    """Found by the state machine: carol leaves; bob re-adds her while alice bans bob;
+    alice leaves too. Bob's ADD of carol is withdrawn (bob was cut off), so carol is not
+    a member, and the members owe her what shows it (bob's ban), not only what led to
+    her own LEAVE: without it she believed she was back, alone."""
+    c = Cluster(3, seed=1)
+    alice, bob, carol = c.ids
+    for peer in c.ids[1:]:
+        c.do(alice, C.AddMember(peer))
+    c.connect_all()
+    c.settle()
+    c.do(carol, C.LeaveGroup())
+    c.connect_all()
+    c.settle()
+    c.handle(alice, C.BanMember(bob))
+    c.handle(bob, C.AddMember(carol, Role.GUEST))
+    c.handle(alice, C.LeaveGroup())
+    c.connect_all()
+    for peer in c.ids:
+        c.handle(peer, Announce())
+    c.settle()
+    assert carol not in c.members[carol].core.state.members
+    assert c.members[carol].core.state.members == c.members[bob].core.state.members or (
+        bob not in c.members[bob].core.state.members)
