@@ -152,8 +152,8 @@ class MemberProtocol(RuleBasedStateMachine):
     def check_converged(self) -> None:
         c = self.c
         # The best-informed member that believes it is one says who the members are. (A
-        # member whose re-admission was withdrawn by a concurrent ban may not hear of it:
-        # it gets what led to its departure, not what came after; it reads nothing new.)
+        # member whose re-admission was withdrawn by a concurrent ban is sent what voids
+        # it, node.group.sessions, so it stops believing; it reads nothing new.)
         believers = [p for p in c.ids if p in c.members[p].core.state.members]
         if not believers:
             return  # everyone left
