@@ -66,6 +66,7 @@ from node.group.member_io import (
     Typing,
 )
 from node.group.member_state import TYPING_INTERVAL, display_text
+from node.group.membership import MembershipEvent
 from node.group.state import Deleted, Delivered, Effect, MembershipChanged, Rejected
 from node.ids import PeerId, short_id
 
@@ -355,22 +356,19 @@ class Authoring(Delivery):
                   f"our keys of {len(epochs)} earlier epoch(s)", level=logging.INFO)
         self.hand_keys(frozenset({peer}), history=bool(epochs), epochs=epochs)
 
-    def admission(self, peer: PeerId) -> EventId | None:
-        """The id of the event that last made ``peer`` a member (None if none)."""
+    def admission(self, peer: PeerId) -> MembershipEvent | None:
+        """The event that last made ``peer`` a member (its latest ADD, JOIN or APPROVE,
+        or the CREATE if it founded the group); None if none."""
         found = None
         for event in self.core.membership_events():
             if admitted_by(event.author, event.kind, event.body) == peer:
-                found = event.id
+                found = event
         return found
 
     def member_since(self, peer: PeerId) -> tuple[int, bytes, int] | None:
-        """The order key of the event that made ``peer`` a member (its latest ADD, JOIN
-        or APPROVE, or the CREATE if it founded the group)."""
-        since = None
-        for event in self.core.membership_events():
-            if admitted_by(event.author, event.kind, event.body) == peer:
-                since = event.order_key
-        return since
+        """The order key of the event that made ``peer`` a member."""
+        admission = self.admission(peer)
+        return None if admission is None else admission.order_key
 
     def epoch_start(self, epoch: int) -> tuple[int, bytes, int]:
         """The order key of our first SENDER_KEY of ``epoch`` (where it began)."""

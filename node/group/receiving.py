@@ -36,6 +36,7 @@ from node.errors import DecryptError
 from node.group import keys as K
 from node.group.authoring import Authoring
 from node.group.bodies import (
+    Body,
     History,
     OpenMessage,
     PairwiseMessage,
@@ -66,6 +67,9 @@ from node.group.state import (
     Rejected,
 )
 from node.ids import PeerId, short_id
+
+#: A peer's sender-key state to persist: (author, epoch, state).
+KeyUpdate = tuple[PeerId, int, SenderKeyState]
 
 
 class Receiving(Authoring):
@@ -140,7 +144,7 @@ class Receiving(Authoring):
         readable (a key that opened messages stored unreadable)."""
         event, body = delivered.event, delivered.body
         content: Content | None = None
-        key_update: tuple[PeerId, int, SenderKeyState] | None = None
+        key_update: KeyUpdate | None = None
         opened: list[Event] = []
         # cut off by a departure: never decrypted, never kept as content
         withdrawn = self.core.is_withdrawn(event.author, event.seq)
@@ -148,29 +152,13 @@ class Receiving(Authoring):
             if withdrawn:
                 pass
             elif isinstance(body, SenderKey):
-                state = K.open_distribution(self.identity, body)
-                known = self.keys.peers.get((event.author, body.epoch))
-                if state is not None and (known is None or known.index < state.index):
-                    key_update = (event.author, body.epoch, state)
-            elif isinstance(body, PrivateMessage):
-                state = self.keys.peers.get((event.author, event.epoch))
-                if state is not None:
-                    self.walk(event.author, body.index - state.index)
-                    new_state, content = K.decrypt_private(state, self.id, event.author,
-                                                           event.epoch, body)
-                    key_update = (event.author, event.epoch, new_state)
+                key_update = self.key_from(event, body)
             elif isinstance(body, History) and body.member == self.me:
                 opened = self.read_history(event.author, body)
-            elif isinstance(body, OpenMessage):
-                content = K.read_open(body)
-            elif isinstance(body, PairwiseMessage):
-                blob = self.copies.get(event.id)
-                if blob is not None:
-                    content = K.decrypt_pairwise(self.identity, self.id, event.author,
-                                                 event.seq, body, blob)
+            else:
+                content, key_update = self.open_message(event, body)
         except DecryptError as exc:
-            self.warn(f"group {self.label}: cannot decrypt {event.id.hex()[:12]} from "
-                      f"{short_id(event.author)}: {exc}")
+            self.cannot_decrypt(event, exc)
         if (content is None and not withdrawn and event.kind is Kind.MESSAGE
                 and event.author != self.me and self.core.mode != "open"
                 and self.should_read(event)):
@@ -180,8 +168,7 @@ class Receiving(Authoring):
         text = display_text(content)
         self.out.append(SaveEvent(event, self.now, text, content))
         if key_update is not None:
-            self.out.append(SavePeerKey(*key_update))
-            self.keys.peers[(key_update[0], key_update[1])] = key_update[2]
+            self.keep_key(key_update)
         if event.id in self.copies:  # (ciphertext: kept even if withdrawn, see below)
             self.out.append(SaveCopy(event.id, self.me, self.copies[event.id]))
         self.texts[event.id] = text
@@ -190,6 +177,46 @@ class Receiving(Authoring):
             self.check_content(event, content)
         self.joined_at[event.id] = self.now
         return opened
+
+    # -- decrypting, on arrival or later --
+
+    def key_from(self, event: Event, body: SenderKey) -> KeyUpdate | None:
+        """The key state ``event`` gives us, if newer than ours (``DecryptError`` if it
+        cannot be opened)."""
+        state = K.open_distribution(self.identity, body)
+        known = self.keys.peers.get((event.author, body.epoch))
+        if state is not None and (known is None or known.index < state.index):
+            return (event.author, body.epoch, state)
+        return None
+
+    def open_message(self, event: Event, body: Body) -> tuple[Content | None, KeyUpdate | None]:
+        """A message's content with what we hold now (None if we cannot read it yet) and
+        the key state reading it moved ours to (``DecryptError`` if it fails)."""
+        if isinstance(body, PrivateMessage):
+            state = self.keys.peers.get((event.author, event.epoch))
+            if state is None:
+                return None, None
+            self.walk(event.author, body.index - state.index)
+            new_state, content = K.decrypt_private(state, self.id, event.author, event.epoch,
+                                                   body)
+            return content, (event.author, event.epoch, new_state)
+        if isinstance(body, OpenMessage):
+            return K.read_open(body), None
+        if isinstance(body, PairwiseMessage):
+            blob = self.copies.get(event.id)
+            if blob is not None:
+                return K.decrypt_pairwise(self.identity, self.id, event.author, event.seq, body,
+                                          blob), None
+        return None, None
+
+    def keep_key(self, update: KeyUpdate) -> None:
+        author, epoch, state = update
+        self.out.append(SavePeerKey(author, epoch, state))
+        self.keys.peers[(author, epoch)] = state
+
+    def cannot_decrypt(self, event: Event, exc: DecryptError) -> None:
+        self.warn(f"group {self.label}: cannot decrypt {event.id.hex()[:12]} from "
+                  f"{short_id(event.author)}: {exc}")
 
     def walk(self, author: PeerId, gap: int) -> None:
         """Charge ``author``'s chain-walk budget for stepping over ``gap`` message keys
@@ -303,44 +330,29 @@ class Receiving(Authoring):
         if not isinstance(body, SenderKey):
             return
         try:
-            state = K.open_distribution(self.identity, body)
+            update = self.key_from(event, body)
         except DecryptError:
             return
-        known = self.keys.peers.get((event.author, body.epoch))
-        if state is not None and (known is None or known.index < state.index):
-            self.out.append(SavePeerKey(event.author, body.epoch, state))
-            self.keys.peers[(event.author, body.epoch)] = state
+        if update is not None:
+            self.keep_key(update)
 
     def read_again(self, event: Event) -> Content | None:
         """Decrypt a stored message now (its key state moves on as on arrival)."""
         body = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
         try:
-            if isinstance(body, OpenMessage):
-                return K.read_open(body)
-            if isinstance(body, PairwiseMessage):
-                blob = self.copies.get(event.id)
-                return None if blob is None else K.decrypt_pairwise(
-                    self.identity, self.id, event.author, event.seq, body, blob)
-            if isinstance(body, PrivateMessage):
-                state = self.keys.peers.get((event.author, event.epoch))
-                if state is None:
-                    return None
-                self.walk(event.author, body.index - state.index)
-                new_state, content = K.decrypt_private(state, self.id, event.author,
-                                                       event.epoch, body)
-                self.out.append(SavePeerKey(event.author, event.epoch, new_state))
-                self.keys.peers[(event.author, event.epoch)] = new_state
-                return content
+            content, update = self.open_message(event, body)
         except DecryptError as exc:
-            self.warn(f"group {self.label}: cannot decrypt {event.id.hex()[:12]} from "
-                      f"{short_id(event.author)}: {exc}")
-        return None
+            self.cannot_decrypt(event, exc)
+            return None
+        if update is not None:
+            self.keep_key(update)
+        return content
 
     def should_read(self, event: Event) -> bool:
         """Was ``event`` made after its author saw us become a member (so it was meant
         for us to read)?"""
         admission = self.admission(self.me)
-        return admission is not None and self.core.saw(event.id, admission)
+        return admission is not None and self.core.saw(event.id, admission.id)
 
     def readable(self, event: Event, content: Content) -> None:
         self.unread_reports.get(event.author, set()).discard(event.id)  # (if not told yet)
@@ -364,13 +376,11 @@ class Receiving(Authoring):
         if not isinstance(body, PairwiseMessage):
             return
         try:
-            content = K.decrypt_pairwise(self.identity, self.id, event.author, event.seq, body,
-                                         blob)
+            content, _ = self.open_message(event, body)
         except DecryptError as exc:
-            self.warn(f"group {self.label}: cannot decrypt {event.id.hex()[:12]} from "
-                      f"{short_id(event.author)}: {exc}")
+            self.cannot_decrypt(event, exc)
             return
-        if self.erased_edit(event, content):
+        if content is None or self.erased_edit(event, content):
             return
         self.out.append(SaveCopy(event.id, self.me, blob))
         self.readable(event, content)
