@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from node.net.lan import DiscoverySource
 
 #: The node's SQLite database, in its data directory.
-DATABASE_FILE = "kith.db"
 
 
 class App:
@@ -76,7 +75,7 @@ class App:
         Started (and the "listening on" line logged) once the control socket
         answers, so whoever waits for that line can use ``kith`` commands at once.
         """
-        store = Store.open(self.data_dir.path / DATABASE_FILE)
+        store = Store.open(self.data_dir.database_file)
         try:
             self.groups = groups = GroupService(self.node, store)
             async with self.node.listening(), trio.open_nursery() as nursery:

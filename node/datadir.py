@@ -30,6 +30,7 @@ KEY_FILE = "identity.key"
 PROFILE_FILE = "profile.json"
 CONTROL_SOCKET = "control.sock"
 LOCK_FILE = "node.lock"
+DATABASE_FILE = "kith.db"
 _KEY_PREFIX = "kith-ed25519-seed:"
 #: Unix socket paths are limited to 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -68,6 +69,10 @@ class DataDir:
     @property
     def lock_file(self) -> Path:
         return self.path / LOCK_FILE
+
+    @property
+    def database_file(self) -> Path:
+        return self.path / DATABASE_FILE
 
     def ensure(self) -> None:
         """Create the directory (mode 0700) if it is missing; refuse one others can write."""

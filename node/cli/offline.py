@@ -27,8 +27,6 @@ from node.group.bodies import MAX_TEXT
 from node.service.groups import GroupService
 from node.store.db import Store
 
-#: The node's database in its data directory (``node.app.DATABASE_FILE``).
-DATABASE_FILE = "kith.db"
 #: What ``kith send`` says when it queues.
 QUEUED = "node not running: queued; it goes out when the node starts"
 
@@ -39,7 +37,7 @@ def stored(datadir: DataDir) -> Iterator[GroupService]:
 
     ``NotRunningError`` if nothing is stored yet (no node ever ran here).
     """
-    path = datadir.path / DATABASE_FILE
+    path = datadir.database_file
     if not datadir.has_identity() or not path.exists():
         raise NotRunningError(f"no node has run with {datadir.path} yet (start one with "
                               "`kith run`)")
