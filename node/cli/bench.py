@@ -15,6 +15,8 @@ BENCHES = {
                "real nodes on loopback: msg/s, sender CPU, bytes, latency against N and mode"),
     "rekey": ("node.bench.rekey",
               "real nodes: what removing a member costs until everyone can send again"),
+    "catchup": ("node.bench.catchup",
+                "two real nodes: events/s a member that was away catches up, store to store"),
     "hostile": ("node.bench.hostile",
                 "one real node attacked by one hostile peer: the RSS each attack adds"),
     "sim": ("node.bench.sim",
