@@ -51,6 +51,7 @@ from node.logs import RateLimitedLog, clip, reason_key
 from node.service.commands import GroupCommands
 from node.service.driver import Notice, TypingNotice
 from node.service.files import FileService
+from node.service.incoming import decode_events
 from node.service.open_groups import OpenGroups
 from node.service.peer_names import PeerNames
 from node.store.db import GroupRow, Store
@@ -190,14 +191,7 @@ class GroupService(GroupCommands):
         elif isinstance(message, TypingMessage):
             payload = Typing()
         else:
-            events: list[Event] = []
-            for raw in message.events:
-                try:
-                    events.append(decode_event(raw))
-                except EventError as exc:
-                    peer_log.warning((sender, reason_key(str(exc))),
-                                     "dropping an event from %s: %s", short_id(sender),
-                                     clip(str(exc)))
+            events = decode_events(sender, message.events)
             group = self.groups.get(message.group)
             if group is None:
                 self._maybe_adopt(sender, message.group, events, message.copies)
