@@ -124,6 +124,8 @@ class Member(Sessions):
         elif isinstance(input, HistoryWanted):
             self.invited.add(input.peer)  # as for an ADD: we owe it what it lacks
             self.push(input.peer, self.core.ordered())
+            # then our vector: the asker has everything once its frontier covers it
+            self.send(input.peer, Vector(self.vector(), want=False), "vector")
         else:
             self._command(input)
 

@@ -93,7 +93,8 @@ class Announce:
 @dataclass(frozen=True, slots=True)
 class HistoryWanted:
     """``peer`` may join this (open) group and asked for its events: we owe it the
-    history, as the member who adds someone does."""
+    history, as the member who adds someone does (we push every event, then our
+    vector; ``node.group.joining`` decides whether to accept)."""
 
     peer: PeerId
 

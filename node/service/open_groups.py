@@ -6,19 +6,20 @@ An open group is a public channel on the LAN: its events are signed like any
 group's, but a MESSAGE carries its content in clear (the channel's Noise
 encryption still protects it on the wire). Its members announce it over mDNS
 (``node.wire.announce``: one ``_kith-group._tcp`` record per open group per
-member), and a peer that is not a member joins by itself:
+member), and a peer that is not a member joins by itself. The protocol of
+joining is in the pure core (``node.group.joining``); this driver only:
 
-1. It finds a member: from the announcements it heard (``heard``), or, given a
-   full group id, among the peers it is already connected to.
-2. It asks that member for the group's events (``open`` peer message,
-   ``node.wire.open_messages``). The member answers only for an open group and
-   only a peer that may join (not banned; approved, under a whitelist): it pushes
-   everything it has, then its version vector; otherwise ``open-refused``.
-3. The asker delivers the events into a side core (nothing is stored yet) until
-   it has everything the vector names, checks that a JOIN would be valid in that
-   state (else it reports why and keeps nothing), adopts the group, and authors
-   its JOIN, causally after everything it received. From then on the group is
-   like any other: fanout, outbox, anti-entropy and receipts between members.
+* picks members to ask: from the announcements it heard (``heard``), or,
+  given a full group id, among the peers it is already connected to;
+* dials the member, runs one ``Joining`` attempt per member (sends its
+  ``open`` request, feeds it the ``events``, ``vv`` and ``open-refused``
+  that member sends), and on a timeout tells it ``TimedOut`` and asks the
+  next member;
+* runs what the attempt decides: ``Adopt`` (store the group through the
+  group service, then author the JOIN) or ``JoinFailed`` (the reason);
+* answers other peers' ``open`` requests as ``answer_open`` decides: an
+  ``open-refused``, or the member input ``HistoryWanted`` (the member core
+  pushes the history and its vector).
 
 Timed bans work like timed mutes: the ``until`` of a BAN is informational; the
 node of every owner or admin checks on the receipts beat and, once its own
@@ -35,15 +36,29 @@ from typing import TYPE_CHECKING
 import trio
 
 from node.errors import GroupError, HandshakeError, RemoteProtocolError
-from node.group.bodies import Approve, Ban, Delete, Join, Role, Unban
-from node.group.events import Event, EventError, GroupId, Kind, decode_event
-from node.group.membership import AuthorizationError, authorize
-from node.group.state import GroupCore
+from node.group.bodies import Approve, Ban, Delete, Role, Unban
+from node.group.events import Event, GroupId, Kind
+from node.group.joining import (
+    Adopt,
+    AskOpen,
+    HistoryArrived,
+    JoinEffect,
+    JoinFailed,
+    Joining,
+    JoinInput,
+    RefusalArrived,
+    RefuseOpen,
+    TimedOut,
+    VectorArrived,
+    answer_open,
+)
+from node.group.member_io import Warn
 from node.ids import PeerId, short_id
-from node.logs import RateLimitedLog, clip, reason_key
+from node.logs import RateLimitedLog, clip, line_key, reason_key
 from node.net.address import DialTarget
+from node.service.incoming import decode_events
 from node.wire.announce import GroupAnnouncement, GroupRecord, open_group_records
-from node.wire.messages import EventsMessage, PeerMessage, VectorMessage, encode_message
+from node.wire.messages import EventsMessage, PeerMessage, VectorMessage
 from node.wire.open_messages import OpenRefused, OpenRequest, decode_open, encode_open
 
 if TYPE_CHECKING:
@@ -61,20 +76,12 @@ MAX_HEARD = 256
 
 
 @dataclass(slots=True)
-class _Joining:
-    """A join in progress: the events one member sent, before we are a member."""
+class _Attempt:
+    """A join in progress with one member: the pure attempt and how it ended."""
 
-    core: GroupCore
-    peer: PeerId
-    target: dict[PeerId, int] | None = None
-    refused: str | None = None
+    joining: Joining
+    outcome: Adopt | JoinFailed | None = None
     done: trio.Event = field(default_factory=trio.Event)
-
-    def check(self) -> None:
-        if self.target is not None and all(
-            self.core.frontier.get(a, 0) >= n for a, n in self.target.items()
-        ):
-            self.done.set()
 
 
 class OpenGroups:
@@ -82,7 +89,7 @@ class OpenGroups:
         self.service = service
         #: mDNS instance -> (announcement, when heard).
         self.heard: dict[str, tuple[GroupAnnouncement, float]] = {}
-        self._joining: dict[GroupId, _Joining] = {}
+        self._joining: dict[GroupId, _Attempt] = {}
 
     # -- what we announce, what we hear --
 
@@ -145,59 +152,56 @@ class OpenGroups:
         if isinstance(message, OpenRequest):
             self._answer(conn, message.group)
         else:
-            joining = self._joining.get(message.group)
-            if joining is not None and joining.peer == sender:
-                joining.refused = message.reason
-                joining.done.set()
+            self._feed(message.group, RefusalArrived(sender, message.reason))
         return True
 
     def on_message(self, sender: PeerId, message: PeerMessage) -> bool:
         """Events and the closing vector for a join in progress (True: handled here)."""
-        group_id = message.group
-        joining = self._joining.get(group_id)
-        if joining is None or sender != joining.peer:
+        attempt = self._joining.get(message.group)
+        if attempt is None or sender != attempt.joining.peer:
             return False
         if isinstance(message, EventsMessage):
-            for raw in message.events:
-                try:
-                    joining.core.receive(decode_event(raw))
-                except EventError as exc:
-                    peer_log.warning((sender, reason_key(str(exc))),
-                                     "dropping an event from %s: %s", short_id(sender),
-                                     clip(str(exc)))
+            self._feed(message.group,
+                       HistoryArrived(sender, tuple(decode_events(sender, message.events))))
         elif isinstance(message, VectorMessage):
-            joining.target = dict(message.vector)
+            self._feed(message.group, VectorArrived(sender, message.vector))
         else:
             return False
-        joining.check()
         return True
 
     def _answer(self, conn: PeerLink, group_id: GroupId) -> None:
-        """A peer asks for an open group's events: push them and our vector, or refuse."""
+        """A peer asks for an open group's events: the core decides, we send or refuse."""
         peer = conn.info.peer_id
         group = self.service.groups.get(group_id)
-        reason = None
-        if group is None or group.core.mode != "open" or self.service.me not in (
-                group.core.state.members):
-            reason = "no open group with this id here"  # never confirms a private group
-        else:
-            state = group.core.state
-            if peer in state.banned:
-                reason = "you are banned from this group"
-            elif (state.policy == "whitelist" and peer not in state.approved
-                  and peer not in state.members):
-                reason = "this group admits only peers an admin approved"
-        if reason is not None:
+        answer = answer_open(group_id, group, peer)
+        if isinstance(answer, RefuseOpen):
             peer_log.info((peer, "refused"), "refused %s the events of %s: %s",
-                          short_id(peer), group_id.hex()[:12], reason)
-            conn.send_nowait(encode_open(OpenRefused(group_id, reason)))
+                          short_id(peer), group_id.hex()[:12], answer.reason)
+            conn.send_nowait(encode_open(OpenRefused(answer.group, answer.reason)))
             return
         assert group is not None
-        self.service.offer_history(group, peer)  # (we owe it the history, as for an ADD)
-        vector = group.vector()
-        conn.send_nowait(encode_message(VectorMessage(group.id, vector, want=False)))
-        log.info("open group %s: sent %d event(s) to %s, who wants to join",
+        self.service.offer_history(group, peer)  # the member pushes the events, its vector
+        log.info("open group %s: sending %d event(s) to %s, who wants to join",
                  self.service.label(group), group.core.delivered_count(), short_id(peer))
+
+    def _feed(self, group_id: GroupId, input: JoinInput) -> None:
+        attempt = self._joining.get(group_id)
+        if attempt is not None:
+            self._run(attempt, attempt.joining.handle(input))
+
+    def _run(self, attempt: _Attempt, effects: list[JoinEffect]) -> None:
+        """Run what the joining core decided."""
+        for effect in effects:
+            if isinstance(effect, AskOpen):
+                conn = self.service.node.connections.get(effect.peer)
+                if conn is not None:
+                    conn.send_nowait(encode_open(OpenRequest(effect.group)))
+            elif isinstance(effect, Warn):
+                peer_log.log((attempt.joining.peer, line_key(effect.text)), effect.level,
+                             "%s", clip(effect.text))
+            else:
+                attempt.outcome = effect
+                attempt.done.set()
 
     # -- joining --
 
@@ -207,15 +211,16 @@ class OpenGroups:
         servers = self._servers(text if local is None else local.id.hex(), local)
         reasons: list[str] = []
         for group_id, peer, target in servers:
-            try:
-                joining = await self._fetch(group_id, peer, target, patience)
-            except _Refused as exc:
-                reasons.append(str(exc))
-                continue
-            if joining is not None:
-                return self._adopt(joining, local)
-        if reasons:
-            raise GroupError(reasons[-1])
+            outcome = await self._fetch(group_id, peer, target, local, patience)
+            if isinstance(outcome, Adopt):
+                return self._adopt(outcome, local)
+            if outcome is not None:
+                log.info("joining %s through %s: %s", group_id.hex()[:12], short_id(peer),
+                         outcome.reason)
+                reasons.append(outcome.reason)
+        refusals = [r for r in reasons if not r.startswith("no answer")]
+        if refusals:
+            raise GroupError(refusals[-1])
         raise GroupError(f"no member of open group {text!r} answered")
 
     def _local(self, text: str) -> Group | None:
@@ -254,10 +259,12 @@ class OpenGroups:
         return out
 
     async def _fetch(
-        self, group_id: GroupId, peer: PeerId, target: DialTarget | None, patience: float
-    ) -> _Joining | None:
-        """Ask ``peer`` for the group's events; what it sent, or None if it did not answer."""
+        self, group_id: GroupId, peer: PeerId, target: DialTarget | None,
+        local: Group | None, patience: float,
+    ) -> Adopt | JoinFailed | None:
+        """One attempt through ``peer``: how it ended, or None if we could not reach it."""
         node = self.service.node
+        attempt: _Attempt | None = None
         with trio.move_on_after(patience):
             if peer not in node.connections and target is not None:
                 try:
@@ -267,45 +274,37 @@ class OpenGroups:
                     log.info("cannot reach %s to join: %s", short_id(peer), exc)
                     return None
                 await node.wait_until(lambda: peer in node.connections)
-            conn = node.connections.get(peer)
-            if conn is None:
+            if peer not in node.connections:
                 return None
-            joining = self._joining[group_id] = _Joining(GroupCore(group_id), peer)
+            known = local.core.ordered() if local is not None else ()
+            joining = Joining(self.service.me, group_id, peer, self.service.node.name, known)
+            attempt = self._joining[group_id] = _Attempt(joining)
             try:
-                conn.send_nowait(encode_open(OpenRequest(group_id)))
-                await joining.done.wait()
+                self._run(attempt, joining.start())
+                await attempt.done.wait()
             finally:
-                if self._joining.get(group_id) is joining:
+                if self._joining.get(group_id) is attempt:
                     del self._joining[group_id]
-            if joining.refused is not None:
-                raise _Refused(f"{short_id(peer)} refused: {joining.refused}")
-            return joining
-        log.info("no answer from %s about group %s", short_id(peer), group_id.hex()[:12])
-        return None
+        if attempt is None:
+            log.info("no answer from %s about group %s", short_id(peer), group_id.hex()[:12])
+            return None
+        if attempt.outcome is None:  # our patience ran out first
+            self._run(attempt, attempt.joining.handle(TimedOut()))
+        return attempt.outcome
 
-    def _adopt(self, joining: _Joining, local: Group | None) -> Group:
-        """Store what the member sent and author our JOIN (if it is valid)."""
-        core, service = joining.core, self.service
-        body = Join(service.node.name)
-        state = core.state
-        if local is not None:  # bring what we had up to date first (it may hold an UNBAN)
-            service.deliver(local, core.ordered(), joining.peer)
-            state = local.core.state
-        try:
-            if not state.created:
-                raise AuthorizationError("the member sent no CREATE")
-            authorize(state, service.me, Kind.JOIN, body)
-        except AuthorizationError as exc:
-            raise GroupError(f"cannot join {state.name or 'this group'!r}: {exc}") from None
+    def _adopt(self, adopt: Adopt, local: Group | None) -> Group:
+        """Store the group (or bring our old copy up to date) and author our JOIN."""
+        service = self.service
         group = local
         if group is None:
-            group = service.adopt(core, joining.peer, core.ordered(), {})
+            group = service.adopt(adopt.core, adopt.peer, adopt.events, {})
         else:
+            service.deliver(group, adopt.events, adopt.peer)
             with service.store.transaction():
                 service.store.set_group_left(group.id, False)
-        service.author(group, body)
-        log.info("joined open group %s (%d events from %s)", state.name,
-                 len(core.ordered()), short_id(joining.peer))
+        service.author(group, adopt.join)
+        log.info("joined open group %s (%d events from %s)", group.core.state.name,
+                 len(adopt.events), short_id(adopt.peer))
         return group
 
     # -- admin powers --
@@ -349,6 +348,3 @@ class OpenGroups:
             self.purge(group, peer)
         return event
 
-
-class _Refused(Exception):
-    pass

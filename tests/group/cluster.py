@@ -106,7 +106,7 @@ class Disk:
 
 class Cluster:
     def __init__(self, n: int, mode: str = "private", seed: int = 0,
-                 share_history: bool = False) -> None:
+                 share_history: bool = False, policy: str = "blacklist") -> None:
         self.rng = random.Random(seed)
         self.keys = [IdentityKey(self.rng.randbytes(32)) for _ in range(n)]
         self.ids: list[PeerId] = [k.peer_id for k in self.keys]
@@ -119,7 +119,7 @@ class Cluster:
         self.refused: list[str] = []
         owner, effects = Member.found(self.keys[0], self.rng.randbytes, self.now, "test", mode,
                                       share_history=share_history,
-                                      policy="blacklist" if mode == "open" else "")
+                                      policy=policy if mode == "open" else "")
         self.group: GroupId = owner.id
         self.members: dict[PeerId, Member] = {self.ids[0]: owner}
         for p in self.ids[1:]:
