@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 import trio
 
 from node.api import client
+from node.cli import web
 from node.cli.common import (
     IntermixedParser,
     check_name,
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-channels", type=int, default=DEFAULTS.max_channels, metavar="N",
                    help=f"most peers connected at once; more are refused (default "
                    f"{DEFAULTS.max_channels}, lowered to fit `ulimit -n`)")
+    p.add_argument("--web", action="store_true",
+                   help="also serve the browser client (see `kith web`); prints its URL")
+    web.add_web_listen(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("peers", parents=[data_again, json_flag],
@@ -131,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     from node.cli import chat
 
     chat.add_parser(sub, data_again)
+    web.add_parser(sub, data_again)
 
     from node.cli import share
 
@@ -316,7 +321,7 @@ def _reader_went_away() -> int:
 
 
 COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench",
-            "chat", "edit", "delete", "react", "pin", "save", "share", "files"}
+            "chat", "edit", "delete", "react", "pin", "save", "share", "files", "web"}
 
 
 def _command_index(argv: list[str]) -> int:
@@ -491,7 +496,8 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             log.info("network key %s: only peers holding it can connect", key_id(network_key))
         app = App(key, config, datadir)
         try:
-            trio.run(_run_until_signal, app, targets)
+            web_listen = web.web_address(args.web_listen) if args.web else None
+            trio.run(_run_until_signal, app, targets, web_listen)
         except BaseExceptionGroup as group:
             # Nurseries wrap errors; a KithError (say, the port is taken) is still one line.
             error = only_error(group)
@@ -518,10 +524,14 @@ async def _check_can_listen(host: str, port: int) -> None:
         await listener.aclose()
 
 
-async def _run_until_signal(app: App, targets: list[DialTarget]) -> None:
+async def _run_until_signal(app: App, targets: list[DialTarget],
+                            web_listen: tuple[str, int] | None = None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(app.run, targets)
+            if web_listen is not None:
+                await nursery.start(web.serve_beside, app.data_dir, web_listen,
+                                    app.node.config.max_file_size, "in this process")
             log.info("control socket %s; protocol kith/%d", app.data_dir.control_socket,
                      PROTOCOL_VERSION)
             async for signum in signals:

@@ -1,0 +1,193 @@
+"""``kith web``: the browser client, and the page beside ``kith run --web``.
+
+Like ``kith chat``: if a node already runs on the data directory (it holds
+``node.lock``), the page attaches to it through the control socket; otherwise
+``kith web`` starts the node itself, in the same process, with the options
+``kith run`` takes. Either way it serves the page (node/web/), prints one line on
+stdout (the URL with the secret token), opens it in the default browser unless
+``--no-open``, logs to stderr, and stops cleanly on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import webbrowser
+from functools import partial
+from typing import Any
+
+import trio
+
+from node.cli.chat import DEFAULTS, NODE_OPTIONS, ignored_options
+from node.cli.common import check_name, load_network_key, lock_data_dir, mebibytes, only_error
+from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
+from node.datadir import DataDir
+from node.errors import ConfigError, KithError
+from node.files.attachment import HARD_MAX_FILE
+from node.net.address import parse_hostport
+from node.web.protocol import DEFAULT_WEB_HOST, DEFAULT_WEB_PORT
+
+log = logging.getLogger("kith")
+
+WEB_LISTEN = f"{DEFAULT_WEB_HOST}:{DEFAULT_WEB_PORT}"
+
+DESCRIPTION = f"""\
+Kith in your web browser: your groups with unread counts, the conversation
+(replies, edits, reactions, pins, delivery and read marks, typing), members
+with presence, roles and fingerprints, files with progress, open groups to
+join, notifications. The page is served by this process on {WEB_LISTEN}
+(a free port if that one is taken) and talks to nothing but this node.
+
+It prints one line on stdout, the page's URL with a secret token, and opens it
+in your default browser (--no-open: only print it). The token is exchanged for
+a cookie on first load; anyone who has the URL can use the page as you, so do
+not share it. Logs go to stderr. Ctrl-C stops it.
+
+If no node is running on this data directory, `kith web` starts one in its own
+process (with the --listen/--peer/... options below, as `kith run` takes them)
+and stops it on exit. If a node is running, it attaches to it (those options
+are then ignored) and follows it if it restarts.
+
+examples:
+  kith web                          open the page (starting the node if needed)
+  kith web --no-open                only print the URL
+  kith -d ~/.kith-bob web --web-listen 127.0.0.1:8800
+  kith run --web                    the node, with the page beside it
+"""
+
+
+def add_node_options(p: argparse.ArgumentParser) -> None:
+    """The options ``kith run`` takes, for when ``kith web`` starts the node."""
+    p.add_argument("--listen", metavar="HOST:PORT", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+                   help="when starting the node: address to accept peers on")
+    p.add_argument("--peer", metavar="[PEERID@]HOST:PORT", action="append", default=[],
+                   help="when starting the node: dial this peer (repeatable)")
+    p.add_argument("--network-key", metavar="FILE",
+                   help="when starting the node: only accept peers holding this key")
+    p.add_argument("--name", help="when starting the node: display name for this run")
+    p.add_argument("--no-mdns", action="store_true",
+                   help="when starting the node: no LAN discovery (use --peer)")
+    p.add_argument("--no-read-receipts", action="store_true",
+                   help="when starting the node: do not tell others what you have read")
+    p.add_argument("--mdns-interface", metavar="IFACE",
+                   help="when starting the node: announce and browse only on this interface "
+                   "(name or IPv4 address)")
+    p.add_argument("--max-file-size", type=mebibytes, default=DEFAULTS.max_file_size,
+                   metavar="MIB", help="when starting the node: largest attachment sent or "
+                   f"fetched, in MiB (default {DEFAULTS.max_file_size >> 20}, at most "
+                   f"{HARD_MAX_FILE >> 20})")
+
+
+def add_web_listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--web-listen", metavar="HOST:PORT", default=WEB_LISTEN,
+                   help=f"address of the page (default {WEB_LISTEN}; a free port if taken; "
+                   "anything but loopback exposes the page to your network)")
+
+
+def add_parser(sub: Any, data_again: argparse.ArgumentParser) -> None:
+    """Register ``kith web``."""
+    p = sub.add_parser("web", parents=[data_again], help="the browser client",
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_web_listen(p)
+    p.add_argument("--no-open", action="store_true",
+                   help="do not open the page in a browser; only print its URL")
+    add_node_options(p)
+    p.set_defaults(func=cmd_web, web_defaults={
+        dest: p.get_default(dest) for dest, _ in NODE_OPTIONS})
+
+
+def web_address(text: str) -> tuple[str, int]:
+    """``--web-listen`` as (host, port); a warning on stderr when it is not loopback."""
+    from node.web.serve import EXPOSED_WARNING, is_loopback
+
+    host, port = parse_hostport(text, default_port=DEFAULT_WEB_PORT)
+    if not is_loopback(host):
+        print(EXPOSED_WARNING.format(host=host), file=sys.stderr, flush=True)
+    return host, port
+
+
+def cmd_web(args: argparse.Namespace, datadir: DataDir) -> int:
+    from node.net.address import DialTarget
+
+    datadir.ensure()
+    datadir.check_socket_path()
+    listen = web_address(args.web_listen)
+    try:
+        lock = lock_data_dir(datadir)
+    except ConfigError:  # a node runs on this data directory: attach to it
+        ignored = ignored_options(args, args.web_defaults)
+        log.info("a node is already running in %s; attaching to it%s", datadir.path,
+                 f" ({', '.join(ignored)} ignored)" if ignored else "")
+        _run(partial(_serve, datadir, None, [], listen, "attached", not args.no_open, None))
+        return 0
+    try:
+        from node.app import App
+
+        host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
+        targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
+        network_key = load_network_key(args.network_key) if args.network_key else None
+        key = datadir.load_or_create_identity()
+        name = check_name(args.name) if args.name else datadir.load_name()
+        app = App(key, Config(listen_host=host, listen_port=port, name=name,
+                              network_key=network_key, mdns=not args.no_mdns,
+                              mdns_interface=args.mdns_interface,
+                              max_file_size=args.max_file_size,
+                              read_receipts=not args.no_read_receipts), datadir)
+        _run(partial(_serve, datadir, app, targets, listen, "in this process",
+                     not args.no_open, args.max_file_size))
+    finally:
+        os.close(lock)
+    log.info("stopped")
+    return 0
+
+
+async def serve_beside(datadir: DataDir, listen: tuple[str, int], max_file_size: int | None,
+                       mode: str, *, task_status: trio.TaskStatus[str]) -> None:
+    """The page for the node of ``datadir``; prints its URL line once it is served."""
+    from node.web.serve import serve_web
+
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(partial(serve_web, datadir.path, datadir.control_socket,
+                                          mode=mode, listen=listen,
+                                          max_file_size=max_file_size))
+        print(url, flush=True)
+        task_status.started(url)
+
+
+async def _serve(datadir: DataDir, app: Any, targets: list[Any], listen: tuple[str, int],
+                 mode: str, open_page: bool, max_file_size: int | None) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            if app is not None:
+                await nursery.start(app.run, targets)
+            url = await nursery.start(serve_beside, datadir, listen, max_file_size, mode)
+            if open_page:
+                nursery.start_soon(_open, url)
+            async for signum in signals:
+                log.info("received %s, stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+async def _open(url: str) -> None:
+    try:
+        opened = await trio.to_thread.run_sync(webbrowser.open, url, abandon_on_cancel=True)
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        log.info("no browser found: open the URL above yourself")
+
+
+def _run(main: Any) -> None:
+    """``trio.run(main)``; a KithError inside nursery groups comes out as itself (one line)."""
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:
+        error = only_error(group)
+        if isinstance(error, KithError):
+            raise error from None
+        raise
