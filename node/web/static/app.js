@@ -1,0 +1,572 @@
+/* Kith's browser client: the connection, the groups and the conversation.
+ *
+ * How the page works: it opens one WebSocket to /ws (the session cookie set by
+ * `kith web`'s token URL authenticates it) and sends ops as {"id", "op", ...params}
+ * (the control socket's ops, see node/web/protocol.py); call() returns a Promise of
+ * the answer. The server pushes the state: "groups", "peers", and for the group this
+ * page watches ("watch" op) "log" (the whole conversation, re-rendered each time),
+ * "typing" and "transfer"; "event" pushes of every group drive notifications; "node"
+ * says the node went down or came back. `state` holds what the node last told us and
+ * every render function draws from it. Text from the network is only ever inserted
+ * with textContent / text nodes, never as HTML (the CSP forbids inline scripts too).
+ * panels.js has the members and peers pane, the dialogs and file transfers.
+ */
+"use strict";
+
+const state = {
+  me: null,            // the id op's result: {peer_id, short_id, name, fingerprint, ...}
+  mode: "",            // "attached" or "in this process"
+  groups: [],          // group.list
+  peers: [],           // peers
+  verified: new Set(), // peer ids the user checked
+  current: null,       // the watched group's id
+  log: [],             // its log
+  members: [],         // its group.members
+  typing: [],          // names typing in it
+  replyTo: null,       // the message being replied to
+  editing: null,       // the message being edited
+  nodeUp: true,
+  connected: false,
+};
+const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀"];
+const MENTION = /@([^\s@,;:!?.()[\]{}<>"']+)/g;
+
+let socket = null;
+let nextId = 1;
+let retryDelay = 500;
+let lastTypingSent = 0;
+const pending = new Map();
+
+const $ = (id) => document.getElementById(id);
+
+/* An element with a class and text (always text, never HTML). */
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function button(label, onClick, className) {
+  const b = el("button", className, label);
+  b.type = "button";
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+// -- connection ------------------------------------------------------------------
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  socket = new WebSocket(`${scheme}//${location.host}/ws`);
+  socket.addEventListener("open", () => {
+    state.connected = true;
+    retryDelay = 500;
+    updateBanner();
+    reloadState();
+  });
+  socket.addEventListener("message", (e) => onMessage(JSON.parse(e.data)));
+  socket.addEventListener("close", () => {
+    state.connected = false;
+    for (const { reject } of pending.values()) reject(new Error("connection lost"));
+    pending.clear();
+    updateBanner();
+    setTimeout(connect, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, 4000);
+  });
+}
+
+/* Run an op on the node; resolves with its result, rejects with its one-line error. */
+function call(op, params = {}) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    return Promise.reject(new Error("not connected to kith web"));
+  }
+  const id = nextId++;
+  socket.send(JSON.stringify({ ...params, id, op }));
+  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
+}
+
+/* call(), with a failure shown in the status line instead of thrown. */
+async function attempt(op, params, done) {
+  try {
+    const result = await call(op, params);
+    if (done) showStatus(done);
+    return result;
+  } catch (err) {
+    showStatus(err.message, true);
+    return undefined;
+  }
+}
+
+function onMessage(msg) {
+  if (msg.push) return onPush(msg);
+  const waiter = pending.get(msg.id);
+  if (!waiter) return;
+  pending.delete(msg.id);
+  if (msg.ok) waiter.resolve(msg.result);
+  else waiter.reject(new Error(msg.error || "failed"));
+}
+
+function onPush(msg) {
+  switch (msg.push) {
+    case "hello":
+      if (msg.me) state.me = msg.me;
+      state.mode = msg.mode || "";
+      renderMe();
+      break;
+    case "groups": setGroups(msg.groups || []); break;
+    case "peers": state.peers = msg.peers || []; renderPeers(); renderMembers(); break;
+    case "log":
+      if (msg.group !== state.current) break;
+      state.log = msg.log || [];
+      if (msg.members) state.members = msg.members;
+      renderConversation();
+      renderMembers();
+      break;
+    case "typing":
+      if (msg.group === state.current) { state.typing = msg.names || []; renderTyping(); }
+      break;
+    case "event": maybeNotify(msg.group, msg.event); break;
+    case "transfer": showTransfer(msg); break;
+    case "node":
+      state.nodeUp = msg.state === "up";
+      updateBanner();
+      if (state.nodeUp) reloadState();
+      break;
+  }
+}
+
+function updateBanner() {
+  const banner = $("banner");
+  let text = "";
+  if (!state.connected) text = "Lost the connection to kith web: reconnecting…";
+  else if (!state.nodeUp) text = "The Kith node is not running: waiting for it to come back…";
+  banner.textContent = text;
+  banner.hidden = !text;
+  document.body.classList.toggle("offline", Boolean(text));
+}
+
+/* Everything again from the node: after connecting and when the node is back. */
+async function reloadState() {
+  try {
+    const [me, groups, peers, verified] = await Promise.all([
+      call("id"), call("group.list"), call("peers"), call("verified")]);
+    state.me = me;
+    state.verified = new Set(verified || []);
+    state.peers = peers || [];
+    renderMe();
+    setGroups(groups || []);
+    renderPeers();
+    if (state.current) await openGroup(state.current, { keepView: true });
+  } catch (err) {
+    if (state.connected) showStatus(err.message, true);
+  }
+}
+
+let statusTimer = null;
+function showStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+  clearTimeout(statusTimer);
+  statusTimer = setTimeout(() => { status.textContent = ""; }, isError ? 15000 : 5000);
+}
+
+function renderMe() {
+  if (!state.me) return;
+  $("me").textContent = `${state.me.name} (${state.me.short_id})`;
+  $("me").title = state.mode ? `node ${state.mode}` : "";
+}
+
+// -- groups ----------------------------------------------------------------------
+
+function currentGroup() {
+  return state.groups.find((g) => g.id === state.current) || null;
+}
+
+function groupName(group) {
+  return group.name || group.id.slice(0, 12);
+}
+
+function setGroups(groups) {
+  state.groups = groups;
+  if (state.current && !currentGroup()) closeGroup();
+  renderGroups();
+  renderGroupHead();
+  renderPinnedAndGaps();
+  renderAdmin();
+  if (!state.current && groups.length) openGroup(groups[0].id);
+}
+
+function renderGroups() {
+  const list = $("group-list");
+  list.replaceChildren();
+  for (const g of state.groups) {
+    const item = el("li");
+    const b = button("", () => openGroup(g.id), "group");
+    b.append(el("span", "group-name", groupName(g)));
+    if (g.id === state.current) b.setAttribute("aria-current", "page");
+    if (g.unread && g.id !== state.current) {
+      b.append(el("span", "badge", g.unread));
+      b.setAttribute("aria-label", `${groupName(g)}, ${g.unread} unread`);
+    }
+    if (g.muted) b.append(el("span", "tag", "muted"));
+    if (!g.member) b.append(el("span", "tag", "left"));
+    if (g.mode === "open") b.append(el("span", "tag", "open"));
+    item.append(b);
+    list.append(item);
+  }
+  $("no-groups").hidden = state.groups.length > 0;
+}
+
+async function openGroup(id, { keepView = false } = {}) {
+  if (id !== state.current) {
+    state.current = id;
+    state.log = []; state.members = []; state.typing = [];
+    cancelNote();
+    $("search").value = "";
+  }
+  if (!keepView) showView("chat");
+  renderGroups();
+  renderGroupHead();
+  renderConversation();
+  const [log, members] = await Promise.all([
+    attempt("watch", { group: id }), attempt("group.members", { group: id })]);
+  if (state.current !== id) return;
+  if (log) state.log = log;
+  if (members) state.members = members;
+  renderConversation();
+  renderMembers();
+  renderAdmin();
+}
+
+function closeGroup() {
+  state.current = null;
+  state.log = []; state.members = []; state.typing = [];
+  cancelNote();
+  renderConversation();
+  renderMembers();
+}
+
+function renderGroupHead() {
+  const g = currentGroup();
+  $("group-title").textContent = g ? groupName(g) : "Kith";
+  const info = g ? [g.mode, `${g.members} member${g.members === 1 ? "" : "s"}`,
+    g.role ? `you: ${g.role}` : "you left"] : [];
+  if (g && g.policy) info.splice(1, 0, g.policy);
+  $("group-info").textContent = info.join(" · ");
+  const mute = $("mute-group");
+  mute.disabled = !g;
+  mute.setAttribute("aria-pressed", String(Boolean(g && g.muted)));
+  mute.textContent = g && g.muted ? "Unmute group" : "Mute group";
+  const canWrite = Boolean(g && g.member);
+  $("message").disabled = !canWrite;
+  $("send").disabled = !canWrite;
+  $("attach").disabled = !canWrite;
+}
+
+// -- the conversation --------------------------------------------------------------
+
+function timeText(when) {
+  if (when === null || when === undefined) return "--:--";
+  return new Date(when * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/* The text as nodes, with @mentions of members in their own <span class="mention">. */
+function textWithMentions(text) {
+  const names = new Set();
+  for (const m of state.members) { names.add(m.name.toLowerCase()); names.add(m.short_id); }
+  const frag = document.createDocumentFragment();
+  let last = 0;
+  for (const match of text.matchAll(MENTION)) {
+    if (!names.has(match[1].toLowerCase())) continue;
+    frag.append(document.createTextNode(text.slice(last, match.index)));
+    frag.append(el("span", "mention", match[0]));
+    last = match.index + match[0].length;
+  }
+  frag.append(document.createTextNode(text.slice(last)));
+  return frag;
+}
+
+function deliveryMark(view) {
+  const names = view.read_by_names || [];
+  if (names.length) return `✓✓ read by ${names.join(", ")}`;
+  return { pending: "◌ pending", sent: "✓ sent", delivered: "✓✓ delivered" }[view.state]
+    || view.state || "";
+}
+
+function messageElement(view) {
+  const mine = Boolean(view.mine);
+  const item = el("article", "msg");
+  item.dataset.id = view.id;
+  item.classList.toggle("mine", mine);
+  item.classList.toggle("mentions-me", Boolean(view.mentions_me));
+  if (view.reply_preview) {
+    const p = view.reply_preview;
+    item.append(el("blockquote", "quote",
+      `${p.author_name}: ${p.deleted || p.text === null ? "(deleted)" : p.text}`));
+  } else if (view.reply_to) {
+    item.append(el("blockquote", "quote", "a reply to a message not shown here"));
+  }
+  const head = el("div", "msg-head");
+  head.append(el("span", "author", view.author_name || "?"));
+  if (isVerified(view.author)) head.append(el("span", "verified-mark", "✔"));
+  head.append(el("time", "when", timeText(view.time)));
+  if (view.edited) {
+    const edited = el("span", "marks", "(edited)");
+    edited.title = "Earlier: " + (view.edits || []).map((e) => e.text).join(" → ");
+    head.append(edited);
+  }
+  if (view.pinned) head.append(el("span", "marks", "📌 pinned"));
+  if (mine) head.append(el("span", "delivery", deliveryMark(view)));
+  item.append(head);
+  if (view.deleted) {
+    item.classList.add("deleted");
+    item.append(el("p", "text", `message deleted by ${view.deleted_by || "?"}`));
+    return item;
+  }
+  if (view.text === null || view.text === undefined) {
+    item.append(el("p", "text muted-text", "cannot decrypt: sent before you joined"));
+  } else if (view.text || !view.file) {
+    const body = el("p", "text");
+    body.append(textWithMentions(view.text));
+    item.append(body);
+  }
+  if (view.file) item.append(fileElement(view));
+  item.append(reactionsElement(view), actionsElement(view));
+  return item;
+}
+
+function reactionsElement(view) {
+  const box = el("div", "reactions");
+  const myName = state.me ? state.me.name : "";
+  for (const [emoji, names] of Object.entries(view.reactions || {})) {
+    if (!names.length) continue;
+    const mine = names.includes(myName);
+    const chip = button(`${emoji} ${names.length}`, () => react(view, emoji, mine), "chip");
+    chip.title = names.join(", ");
+    chip.setAttribute("aria-label", `${emoji} from ${names.join(", ")}`);
+    chip.setAttribute("aria-pressed", String(mine));
+    box.append(chip);
+  }
+  return box;
+}
+
+function actionsElement(view) {
+  const box = el("div", "actions");
+  const picker = el("div", "picker");
+  picker.hidden = true;
+  for (const emoji of QUICK_EMOJI) {
+    const mine = ((view.reactions || {})[emoji] || []).includes(state.me && state.me.name);
+    const b = button(emoji, () => react(view, emoji, mine));
+    b.setAttribute("aria-label", `React with ${emoji}`);
+    picker.append(b);
+  }
+  box.append(button("Reply", () => startReply(view)));
+  box.append(button("React", () => { picker.hidden = !picker.hidden; }));
+  if (view.mine) box.append(button("Edit", () => startEdit(view)));
+  box.append(button("Delete", () => deleteMessage(view)));
+  box.append(button(view.pinned ? "Unpin" : "Pin", () => pinMessage(view)));
+  box.append(picker);
+  return box;
+}
+
+function infoElement(view) {
+  const line = el("p", "info");
+  line.append(el("time", "when", timeText(view.time)), document.createTextNode(
+    ` ${view.info || view.kind || "event"}`));
+  return line;
+}
+
+function renderConversation() {
+  const log = $("log");
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  log.replaceChildren();
+  if (!state.current) {
+    log.append(el("p", "hint", state.groups.length ? "Choose a group."
+      : "No groups yet. Create one with “New group”, or wait to be added."));
+  }
+  for (const view of state.log) {
+    log.append(view.kind === "message" ? messageElement(view) : infoElement(view));
+  }
+  renderPinnedAndGaps();
+  renderTyping();
+  applySearch();
+  if (atBottom || !state.log.length) log.scrollTop = log.scrollHeight;
+}
+
+function renderPinnedAndGaps() {
+  const g = currentGroup();
+  const list = $("pinned");
+  list.replaceChildren();
+  const byId = new Map(state.log.map((v) => [v.id, v]));
+  for (const id of g ? g.pinned || [] : []) {
+    const view = byId.get(id);
+    if (!view) continue;
+    const item = el("li");
+    item.append(button(`📌 ${view.author_name}: ${view.text || "(a file)"}`,
+      () => scrollToMessage(id), "link"));
+    list.append(item);
+  }
+  for (const [who, n] of Object.entries(g ? g.missing || {} : {})) {
+    if (n > 0) list.append(el("li", "gap", `… ${n} event(s) from ${who} not yet received`));
+  }
+  list.hidden = !list.children.length;
+}
+
+function scrollToMessage(id) {
+  const item = $("log").querySelector(`[data-id="${CSS.escape(id)}"]`);
+  if (item) { item.scrollIntoView({ block: "center" }); item.classList.add("flash"); }
+}
+
+function renderTyping() {
+  const names = state.typing.filter((n) => !state.me || n !== state.me.name);
+  $("typing").textContent = names.length
+    ? `${names.join(", ")} ${names.length === 1 ? "is" : "are"} typing…` : "";
+}
+
+/* Client-side search: hide the messages that do not contain the words typed. */
+function applySearch() {
+  const words = $("search").value.toLowerCase().split(/\s+/).filter(Boolean);
+  let shown = 0;
+  for (const item of $("log").querySelectorAll(".msg, .info")) {
+    const hit = words.every((w) => item.textContent.toLowerCase().includes(w));
+    item.hidden = Boolean(words.length) && !hit;
+    if (words.length && hit) shown++;
+  }
+  $("search-count").textContent = words.length ? `${shown} found` : "";
+}
+
+// -- writing -----------------------------------------------------------------------
+
+function startReply(view) {
+  state.editing = null;
+  state.replyTo = view;
+  showNote(`Replying to ${view.author_name}: ${view.text || "(a file)"}`);
+}
+
+function startEdit(view) {
+  state.replyTo = null;
+  state.editing = view;
+  $("message").value = view.text || "";
+  showNote("Editing your message");
+}
+
+function showNote(text) {
+  $("compose-note-text").textContent = text;
+  $("compose-note").hidden = false;
+  $("message").focus();
+}
+
+function cancelNote() {
+  if (state.editing) $("message").value = "";
+  state.replyTo = null;
+  state.editing = null;
+  $("compose-note").hidden = true;
+}
+
+async function submitMessage() {
+  const box = $("message");
+  const text = box.value.trim();
+  if (!text || !state.current) return;
+  const group = state.current;
+  let ok;
+  if (state.editing) {
+    ok = await attempt("edit", { group, event: state.editing.id, text });
+  } else {
+    const params = { group, text };
+    if (state.replyTo) params.reply_to = state.replyTo.id;
+    ok = await attempt("send", params);
+  }
+  if (ok !== undefined) {
+    box.value = "";
+    state.editing = null;
+    cancelNote();
+  }
+}
+
+function react(view, emoji, remove) {
+  const params = { group: state.current, event: view.id, emoji };
+  if (remove) params.remove = true;
+  attempt("react", params);
+}
+
+async function deleteMessage(view) {
+  if (await confirmAction("Delete this message for everyone?", "Delete")) {
+    attempt("delete", { group: state.current, event: view.id }, "message deleted");
+  }
+}
+
+function pinMessage(view) {
+  const params = { group: state.current, event: view.id };
+  if (view.pinned) params.unpin = true;
+  attempt("pin", params, view.pinned ? "unpinned" : "pinned");
+}
+
+function noteTyping() {
+  const now = Date.now();
+  if (!state.current || now - lastTypingSent < 3000) return;
+  lastTypingSent = now;
+  call("typing", { group: state.current }).catch(() => {});
+}
+
+// -- notifications and layout --------------------------------------------------------
+
+function maybeNotify(groupId, view) {
+  if (!view || view.kind !== "message" || view.mine || view.deleted || !view.text) return;
+  const group = state.groups.find((g) => g.id === groupId);
+  if (!view.mentions_me && (!group || group.muted)) return;
+  if (!document.hidden && groupId === state.current) return;
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  const title = `${view.author_name}${view.mentions_me ? " mentioned you" : ""} in ${
+    group ? groupName(group) : "a group"}`;
+  const note = new Notification(title, { body: view.text, tag: groupId });
+  note.addEventListener("click", () => { window.focus(); openGroup(groupId); });
+}
+
+function setUpNotifications() {
+  const b = $("enable-notifications");
+  b.hidden = !("Notification" in window) || Notification.permission !== "default";
+  b.addEventListener("click", async () => {
+    await Notification.requestPermission();
+    b.hidden = Notification.permission !== "default";
+  });
+}
+
+/* On a narrow screen one pane shows at a time: "groups", "chat" or "members". */
+function showView(name) {
+  document.body.classList.remove("view-groups", "view-chat", "view-members");
+  document.body.classList.add(`view-${name}`);
+}
+
+function setUpConversation() {
+  const box = $("message");
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      submitMessage();
+    } else if (e.key === "Escape") {
+      cancelNote();
+    }
+  });
+  box.addEventListener("input", noteTyping);
+  $("composer").addEventListener("submit", (e) => { e.preventDefault(); submitMessage(); });
+  $("cancel-note").addEventListener("click", cancelNote);
+  $("search").addEventListener("input", applySearch);
+  $("mute-group").addEventListener("click", () => {
+    const g = currentGroup();
+    if (g) attempt("group.notify", { group: g.id, muted: !g.muted },
+      g.muted ? "notifications on for this group" : "no notifications from this group");
+  });
+  $("show-groups").addEventListener("click", () => showView("groups"));
+  $("show-members").addEventListener("click", () => showView("members"));
+  $("close-members").addEventListener("click", () => showView("chat"));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setUpConversation();
+  setUpPanels();
+  setUpNotifications();
+  updateBanner();
+  connect();
+});
