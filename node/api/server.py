@@ -42,6 +42,7 @@ def identity_view(node: Node) -> dict[str, Any]:
         "fingerprint": fingerprint(node.peer_id),
         "listen": node.listen,
         "mdns_instance": node.instance,
+        "max_file_size": node.config.max_file_size,  # (the browser client's upload limit)
         "running": True,
     }
 
