@@ -68,6 +68,11 @@ def _remove(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+def upload_name(name: str) -> str:
+    """The page's file name as one harmless path component: directories dropped."""
+    return safe_name(name.replace("\\", "/").rsplit("/", 1)[-1])
+
+
 def mib(size: int) -> str:
     return f"{size / (1 << 20):.1f} MiB"
 
@@ -88,7 +93,7 @@ async def upload(request: Request, hub: Hub, state: WebState) -> Response:
     if length > limit:
         return error(f"the file is {mib(length)}, over this node's limit of {mib(limit)}", 413)
     directory = await trio.to_thread.run_sync(staging_dir, state.data_dir)
-    path = directory / safe_name(name)
+    path = directory / upload_name(name)
     try:
         problem = await _receive(request, path, length)
         if problem is not None:
