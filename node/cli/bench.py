@@ -17,6 +17,8 @@ BENCHES = {
               "real nodes: what removing a member costs until everyone can send again"),
     "catchup": ("node.bench.catchup",
                 "two real nodes: events/s a member that was away catches up, store to store"),
+    "scale": ("node.bench.scale",
+              "N real nodes in several processes: convergence, idle CPU and RSS of a group"),
     "hostile": ("node.bench.hostile",
                 "one real node attacked by one hostile peer: the RSS each attack adds"),
     "sim": ("node.bench.sim",
