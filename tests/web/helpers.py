@@ -8,11 +8,12 @@ hangs). The app reaches the node through the control socket, as ``kith web`` doe
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ SOON = 15.0
 PORT = 8707
 BASE = f"http://127.0.0.1:{PORT}"
 ORIGIN = {"Origin": BASE}
+WS = f"ws://127.0.0.1:{PORT}/ws"
 T = TypeVar("T")
 
 
@@ -54,6 +56,7 @@ class Web:
     state: WebState
     hub: Hub
     node: Kith
+    sockets: list[WebSocketTestSession] = field(default_factory=list)
 
     async def login(self) -> None:
         response = await call(lambda: self.client.get(f"/?token={self.state.token}",
@@ -61,14 +64,17 @@ class Web:
         assert response.status_code == 303
 
     async def connect(self) -> WebSocketTestSession:
-        ws = await call(lambda: self.client.websocket_connect("/ws", headers=ORIGIN)
+        ws = await call(lambda: self.client.websocket_connect(WS, headers=ORIGIN)
                         .__enter__())
+        self.sockets.append(ws)
         hello = await receive(ws)
         assert hello["push"] == "hello"
         return ws
 
     async def close(self, ws: WebSocketTestSession) -> None:
-        await call(lambda: ws.__exit__(None, None, None))
+        if ws in self.sockets:
+            self.sockets.remove(ws)
+            await call(lambda: ws.__exit__(None, None, None))
 
 
 async def receive(ws: WebSocketTestSession) -> dict[str, Any]:
@@ -120,9 +126,13 @@ async def web_for(node: Kith, *, mode: str = "attached") -> AsyncIterator[Web]:
     hub = Hub(NodeClient(data.control_socket), mode, poll=0.2)
     client = TestClient(create_app(state, hub), base_url=BASE, backend="trio")
     await call(client.__enter__)
+    web = Web(client, state, hub, node)
     try:
-        yield Web(client, state, hub, node)
+        yield web
     finally:
+        for ws in list(web.sockets):  # (the client waits for its open sockets)
+            with contextlib.suppress(Exception):
+                await web.close(ws)
         await call(lambda: client.__exit__(None, None, None))
 
 
