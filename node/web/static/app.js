@@ -124,7 +124,11 @@ function onPush(msg) {
       renderMembers();
       break;
     case "typing":
-      if (msg.group === state.current) { state.typing = msg.names || []; renderTyping(); }
+      if (msg.group === state.current) {
+        state.typing = msg.names || [];
+        renderTyping();
+        renderMembers();
+      }
       break;
     case "event": maybeNotify(msg.group, msg.event); break;
     case "transfer": showTransfer(msg); break;

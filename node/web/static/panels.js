@@ -33,7 +33,7 @@ function peerLabel(peer) {
 
 function presenceText(m) {
   if (m.me) return "you";
-  if (m.typing) return "typing…";
+  if (state.typing.includes(m.name)) return "typing…";
   if (m.presence === "offline" && m.last_seen) return `offline, seen ${timeText(m.last_seen)}`;
   return m.presence;
 }
@@ -86,7 +86,7 @@ function renderAdmin() {
 function fillPeerSelect(select, peers) {
   const chosen = select.value;
   select.replaceChildren();
-  if (!peers.length) select.append(el("option", "", "(no other peers found yet)"));
+  if (!peers.length) select.append(el("option", "", "(no peers to add)"));
   for (const p of peers) {
     const option = el("option", "", peerLabel(p));
     option.value = p.peer_id;
