@@ -67,7 +67,7 @@ class Guard:
         state = self.state
         headers = Headers(scope=scope)
         host = headers.get("host", "").lower()
-        if host not in state.hosts:
+        if not state.host_ok(host):
             return "403 forbidden: this page only answers to the address kith web printed\n", None
         unsafe = scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD")
         if unsafe and headers.get("origin") != f"http://{host}":

@@ -28,8 +28,9 @@ HTTP
   classes), ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``,
   ``Cache-Control: no-store``.
 * Host must be ``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT`` or the
-  ``--web-listen`` host:port; otherwise 403 (DNS rebinding). For the WebSocket and every
-  POST, ``Origin`` must be ``http://`` + that Host; otherwise 403.
+  ``--web-listen`` host:port (listening on 0.0.0.0 or ``::``: also any IP literal with
+  PORT, how the LAN reaches it); otherwise 403 (a name could be DNS rebinding). For the
+  WebSocket and every POST, ``Origin`` must be ``http://`` + that Host; otherwise 403.
 * ``POST /api/upload?group=<group>&name=<file name, URL-encoded>[&text=<caption>]``, the raw
   file bytes as body (not multipart); ``Content-Length`` required (411 without) and at
   most the node's file limit (413 beyond; also 413 if more bytes arrive than announced).

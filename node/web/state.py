@@ -10,6 +10,7 @@ fingerprints with out of band, in a small 0600 JSON file of the data directory.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -77,6 +78,26 @@ class WebState:
     def bound(self, port: int) -> None:
         self.port = port
         self.hosts = protocol.allowed_hosts(self.listen_host, port)
+
+    def host_ok(self, host: str) -> bool:
+        """Is ``host`` (a Host header) one this page answers to?
+
+        Listening on every address (0.0.0.0 or ::), an IP literal with our port is fine
+        too (how others on the LAN reach it): only names can be rebound by DNS.
+        """
+        host = host.lower()
+        if host in self.hosts:
+            return True
+        if self.listen_host not in ("0.0.0.0", "::"):
+            return False
+        name, _, port = host.rpartition(":")
+        if port != str(self.port):
+            return False
+        try:
+            ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            return False
+        return True
 
     @property
     def url(self) -> str:
