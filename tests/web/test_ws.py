@@ -218,3 +218,25 @@ def test_outbox_keeps_the_newest_state_and_bounded_events() -> None:
     assert [m["groups"] for m in items if m.get("push") == "groups"] == [[999]]
     assert [m["done"] for m in items if m.get("push") == "transfer"] == [999]
     assert items[-1] == protocol.answer(7, None)
+
+
+async def test_transfer_pushes_for_a_file_up_and_down(tmp: Path) -> None:
+    async with open_node(tmp / "alice", name="alice") as alice, web_for(alice) as web:
+        await web.login()
+        ws = await web.connect()
+        group = alice.create_group("lab")
+        data = b"kith" * (300 * 1024)
+        posted = await call(lambda: web.client.post(f"/api/upload?group={group}&name=big.bin",
+                                                    content=data, headers=ORIGIN))
+        upload = posted.json()["result"]["upload"]
+        up = await until(ws, lambda m: m.get("push") == "transfer" and m["state"] == "sent",
+                         "transfer push of the sent file")
+        assert up["direction"] == "up" and up["upload"] == upload and up["group"] == group
+        assert up["done"] == up["total"] == len(data) and up["name"] == "big.bin"
+        event = up["event"]
+        got = await call(lambda: web.client.get(f"/api/file?group={group}&event={event}"))
+        assert got.content == data
+        down = await until(ws, lambda m: m.get("push") == "transfer"
+                           and m["direction"] == "down", "transfer push of the saved file")
+        assert down["event"] == event and down["done"] == down["total"] == len(data)
+        await web.close(ws)
