@@ -32,6 +32,7 @@ measured is the push on reconnect and the sync on connect.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import sys
 import tempfile
@@ -68,6 +69,8 @@ class Params:
     size: int
     out: Path
     tmp: Path
+    #: cProfile the catch-up (CPU time, both nodes) into this file (the last run's).
+    profile: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,8 @@ def _wire_bytes(nodes: Sequence[Kith]) -> int:
     return sum(conn.stream.bytes_sent for k in nodes for conn in k.node.connections.values())
 
 
-async def run_catchup(n: int, repeat: int, size: int, tmp: Path) -> Run:
+async def run_catchup(n: int, repeat: int, size: int, tmp: Path,
+                      profile: Path | None = None) -> Run:
     async with (
         open_node(tmp / "author", name="author", sync_interval=QUIET_SYNC,
                   send_queue=max(128, n + 256)) as author,
@@ -143,9 +147,15 @@ async def run_catchup(n: int, repeat: int, size: int, tmp: Path) -> Run:
             returner.node.set_offline(False)
             await returner.node.wait_until(lambda: a in returner.node.connections)
             await author.node.wait_until(lambda: b in author.node.connections)
+            profiler = cProfile.Profile(time.process_time) if profile else None
             up, cpu0 = time.monotonic(), time.process_time()
+            if profiler is not None:
+                profiler.enable()
             await returner.service.wait_until(lambda: _has_seq(returner, group.id, a, target))
             done, cpu = time.monotonic(), time.process_time() - cpu0
+            if profiler is not None and profile is not None:
+                profiler.disable()
+                profiler.dump_stats(profile)
             wire = _wire_bytes([author, returner])
         if catching_up.cancelled_caught:
             have = returner_group.core.frontier.get(a, 0) - warm
@@ -164,7 +174,7 @@ async def run_all(params: Params) -> list[Run]:
     runs = []
     for r, n in plan:
         with tempfile.TemporaryDirectory(prefix="kith-catchup-", dir=params.tmp) as tmp:
-            run = await run_catchup(n, r, params.size, Path(tmp))
+            run = await run_catchup(n, r, params.size, Path(tmp), params.profile)
         runs.append(run)
         progress.step(f"N={n:<6} run {r + 1}/{params.repeat}: {run.events_per_s:,.0f} events/s "
                       f"({run.catchup_s:.2f} s), {run.cpu_ms_per_event:.3f} ms CPU/event")
@@ -203,13 +213,16 @@ def parse_args(argv: Sequence[str], prog: str) -> tuple[Params, bool]:
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the data directories go (default: the system temp dir)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="cProfile the catch-up (CPU time) into FILE (pstats format)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.size < 8:
         parser.error("--size must be at least 8")
     out = args.out or Path("bench-results") / f"catchup-{datetime.now():%Y%m%d-%H%M%S}"
-    return Params(args.events, args.repeat, args.size, out, args.tmp), not args.no_plots
+    return (Params(args.events, args.repeat, args.size, out, args.tmp, args.profile),
+            not args.no_plots)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "kith bench catchup") -> int:
