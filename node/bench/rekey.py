@@ -20,7 +20,9 @@ has decrypted one message from every remaining member:
   every remaining node has applied the removal, every remaining member sends
   one message. In a Sender Keys group (``sender-keys``) each member's next
   message is preceded by a new sender key (epoch + 1) sealed to every
-  remaining member (lazy rotation, docs/protocol.md); in ``pairwise`` no key
+  remaining member (lazy rotation, docs/protocol.md: the SENDER_KEY event
+  commits to the chain, each member gets only its own sealed copy beside it);
+  in ``pairwise`` no key
   changes: the removed member is simply no longer a recipient.
 
 At the end of the removal round every remaining member can send in the new
@@ -172,10 +174,13 @@ async def _round(
     new = _group(owner, group_id).core.ordered()[before:]
     keys = [e for e in new if e.kind is Kind.SENDER_KEY]
     sealed = 0
+    by_id = {k.node.peer_id: k for k in nodes}
     for event in keys:
         body = decode_body(Kind.SENDER_KEY, event.body, mode="private")
         assert isinstance(body, SenderKey)
-        sealed += len(body.keys)
+        # committed: one sealed copy per recipient, kept by the author; inline: in the body
+        held = _group(by_id[event.author], group_id).own_copies.get(event.id, {})
+        sealed += len(body.keys) + len(held)
     return Totals(len(new), len(keys), sealed, wire, 1000 * cpu, 1000 * wall)
 
 

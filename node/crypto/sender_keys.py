@@ -38,8 +38,12 @@ a failed authentication leaves nothing half-advanced to store.
 
 Distribution: ``seal_for`` encrypts (chain key, index) to one member's X25519 key with
 libsodium's sealed box. A sealed box is anonymous (anyone can seal to anyone), so it gives
-confidentiality only; the distribution message that carries the sealed blobs and the sender
-key's public signing key must be signed by the author's identity key.
+confidentiality only; the distribution message that carries the sender key's public signing
+key must be signed by the author's identity key, and so must what authenticates the sealed
+blobs: either the blobs themselves (inside the signed event) or, when each blob travels
+apart to its one recipient, a salted ``commitment`` to the sealed payload that the signed
+event carries and every recipient checks its opened blob against (``matches``). Everybody
+then holds the same chain state, or knows it was given a wrong one.
 """
 
 from __future__ import annotations
@@ -75,6 +79,10 @@ SEALED_VERSION = 1
 _SEALED_FORMAT = ">B32sQ"
 SEALED_PAYLOAD_LEN = struct.calcsize(_SEALED_FORMAT)
 SEALED_OVERHEAD = 48  # crypto_box_SEALBYTES: ephemeral public key (32) + Poly1305 tag (16)
+
+COMMIT_SALT_LEN = 16
+COMMIT_LEN = 32
+_COMMIT_PERSON = b"kith-senderkey"
 
 _MESSAGE_KEY_LABEL = b"\x01"
 _CHAIN_KEY_LABEL = b"\x02"
@@ -260,6 +268,21 @@ def decode_sealed_payload(payload: bytes, signing_public: bytes) -> SenderKeySta
     if len(signing_public) != PUBLIC_KEY_LEN:
         raise DecryptError(f"sender signing key is {len(signing_public)} bytes, not 32")
     return SenderKeyState(chain_key=chain_key, index=index, signing_public=bytes(signing_public))
+
+
+def commitment(state: SenderKeyState, salt: bytes) -> bytes:
+    """``BLAKE2b(0x01 || ck || index, digest_size=32, key=salt, person="kith-senderkey")``:
+    binds a committed SENDER_KEY to the one chain state every recipient gets."""
+    salt = _check_len(salt, COMMIT_SALT_LEN, "commitment salt")
+    return hashlib.blake2b(encode_sealed_payload(state), digest_size=COMMIT_LEN, key=salt,
+                           person=_COMMIT_PERSON).digest()
+
+
+def matches(state: SenderKeyState, salt: bytes, commit: bytes) -> bool:
+    """Whether ``state`` (opened from a sealed copy) is the one ``commit`` commits to."""
+    if len(salt) != COMMIT_SALT_LEN or len(commit) != COMMIT_LEN:
+        return False
+    return hmac.compare_digest(commitment(state, salt), commit)
 
 
 def seal_for(recipient_x25519_public: bytes, state: SenderKeyState) -> bytes:

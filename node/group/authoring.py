@@ -50,8 +50,8 @@ from node.group.bodies import (
     kind_of,
 )
 from node.group.content import Content, Edit, Thread, encode_content
-from node.group.delivery import Delivery
 from node.group.events import Event, EventId, Kind
+from node.group.key_copies import KeyCopies
 from node.group.member_io import (
     Authored,
     EraseContent,
@@ -79,7 +79,7 @@ class NotAccepted(Exception):
         self.reason = reason
 
 
-class Authoring(Delivery):
+class Authoring(KeyCopies):
     # -- authoring --
 
     def author(
@@ -129,10 +129,11 @@ class Authoring(Delivery):
         return event
 
     def author_quietly(self, body: Body, what: str, *, new_own: K.OwnKey | None = None,
+                       copies: dict[PeerId, bytes] | None = None,
                        kind: str = "membership") -> Event | None:
         """``author`` for reactions: a refusal is a warning, never an exception."""
         try:
-            return self.author(body, new_own=new_own, kind=kind)
+            return self.author(body, new_own=new_own, copies=copies, kind=kind)
         except NotAccepted as exc:
             self.warn(f"group {self.label}: cannot {what}: {exc.reason}", level=logging.INFO)
             return None
@@ -140,9 +141,11 @@ class Authoring(Delivery):
     def fanout(self, event: Event, copies: dict[PeerId, bytes], audience: set[PeerId],
                kind: str) -> None:
         everyone = []
+        holding = self.holders_for(event, copies)  # copies for members we cannot reach
         for member in sorted(set(self.core.state.members) | audience):
-            if member in copies and event.kind is Kind.MESSAGE:  # its own ciphertext
-                self.send(member, Events((event,), ((event.id, copies[member]),)), kind)
+            own = ((event.id, copies[member]),) if member in copies else ()
+            if own or member in holding:  # its own pairwise ciphertext or sealed sender key
+                self.send(member, Events((event,), own, held=holding.get(member, ())), kind)
             elif member != self.me and member in self.connected:
                 everyone.append(member)
         if everyone:  # the same payload (and bytes) for everyone else: one effect
@@ -189,12 +192,12 @@ class Authoring(Delivery):
         """A fresh sender key (new epoch) sealed to every other member."""
         # after a rewind, past every epoch our events used (ours, from another copy of us)
         floor = self.core.epoch_of(self.me) + 1 if self.rewound else 0
-        fresh, distribution = K.new_sender_key(self.keys, self.me, set(self.core.state.members),
-                                               self.rng, floor=floor)
+        fresh, distribution, copies = K.new_sender_key(
+            self.keys, self.me, set(self.core.state.members), self.rng, floor=floor)
         self.rewound = False
         self.own_history.append((fresh.epoch, fresh.key))
         self.out.append(SaveOwnHistory(fresh.epoch, fresh.key))
-        event = self.author(distribution, new_own=fresh, kind="rekey")
+        event = self.author(distribution, new_own=fresh, copies=copies, kind="rekey")
         self.warn(f"group {self.label}: new sender key, epoch {fresh.epoch}, for "
                   f"{len(fresh.recipients)} member(s)", level=logging.INFO)
         return event
@@ -322,10 +325,10 @@ class Authoring(Delivery):
         own = self.keys.own
         if own is None or not peers or self.check_can_key() is not None:
             return
-        body = K.distribution(own.key, own.epoch, peers)
+        body, copies = K.distribution(own.key, own.epoch, peers, self.rng)
         updated = K.OwnKey(own.epoch, own.key, own.recipients | peers)
         if self.author_quietly(body, "hand our sender key to new members", new_own=updated,
-                               kind="rekey") is None:
+                               copies=copies, kind="rekey") is None:
             return
         if not history:
             return

@@ -113,9 +113,23 @@ class SetPolicy:
 
 @dataclass(frozen=True, slots=True)
 class SenderKey:
+    """A chain handed out, in one of two forms (docs/protocol.md section 13).
+
+    *Committed* (``salt`` and ``commitment`` set, ``keys`` empty): the body only commits
+    to the chain state; each recipient's sealed copy travels beside the event (``cp``).
+    *Inline* (the older form, still accepted): ``keys`` holds every recipient's sealed
+    chain state inside the event.
+    """
+
     epoch: int
     signing_public: bytes
-    keys: tuple[tuple[PeerId, bytes], ...]  # (recipient, sealed chain key), sorted
+    keys: tuple[tuple[PeerId, bytes], ...] = ()  # inline: (recipient, sealed), sorted
+    salt: bytes | None = None  # committed: 16 random bytes
+    commitment: bytes | None = None  # committed: BLAKE2b of the sealed payload, keyed by salt
+
+    @property
+    def committed(self) -> bool:
+        return self.commitment is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +251,9 @@ def _fields(body: Body) -> dict[str, Any]:
             return {"name": body.name}
         case SetPolicy():
             return {"add": body.add_policy}
+        case SenderKey() if body.committed:
+            return {"epoch": body.epoch, "sign": body.signing_public, "salt": body.salt,
+                    "commit": body.commitment}
         case SenderKey():
             return {"epoch": body.epoch, "sign": body.signing_public,
                     "keys": [[m, k] for m, k in body.keys]}
@@ -316,6 +333,9 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
         body = Rename(fields.text("name", MAX_GROUP_NAME))
     elif kind is Kind.SET_POLICY:
         body = SetPolicy(fields.choice("add", ADD_POLICIES))
+    elif kind is Kind.SENDER_KEY and "commit" in obj:
+        body = SenderKey(fields.count("epoch", 0, 2**40), fields.raw("sign", 32),
+                         salt=fields.raw("salt", NONCE_LEN), commitment=fields.raw("commit", 32))
     elif kind is Kind.SENDER_KEY:
         body = SenderKey(fields.count("epoch", 0, 2**40), fields.raw("sign", 32),
                          fields.sealed_keys("keys"))

@@ -152,13 +152,20 @@ class Delivery(MemberState):
             self.send_batch(peer, batch)
 
     def send_batch(self, peer: PeerId, batch: list[Event]) -> bool:
+        copies, held = self.copies_for(peer, batch)
+        return self.send(peer, Events(tuple(batch), copies, sync=True, held=held), "sync")
+
+    def copies_for(self, peer: PeerId, batch: list[Event]) -> tuple[
+            tuple[tuple[EventId, bytes], ...], tuple[tuple[EventId, PeerId, bytes], ...]]:
+        """What goes with ``batch`` to ``peer``: its copies of our pairwise messages (and,
+        ``node.group.key_copies``, of sender keys; and copies it should hold for others)."""
         copies = []
         for event in batch:
             if event.kind is Kind.MESSAGE and event.author == self.me:
                 blob = self.own_copies.get(event.id, {}).get(peer)
                 if blob is not None:
                     copies.append((event.id, blob))
-        return self.send(peer, Events(tuple(batch), tuple(copies), sync=True), "sync")
+        return tuple(copies), ()
 
     # -- sync sessions: one batch per acknowledgement --
 

@@ -8,7 +8,10 @@ another group, another author's chain or another position. A member rotates
 whenever someone who holds its current key is no longer a member: the
 departed member never receives the new key, so cannot read anything sent
 after. Rotating lazily means a removal costs one SENDER_KEY event per member
-who speaks again, not one per member (O(N) instead of O(N^2) sealed keys).
+who speaks again, not one per member (O(N) instead of O(N^2) sealed keys). A
+SENDER_KEY event only commits to the chain state; each recipient's sealed copy
+travels beside the event to that recipient alone, so a rotation costs O(N) bytes,
+not O(N^2) (every member receives the event, but only its own copy).
 
 Pairwise groups: the message is encrypted separately for every other member;
 the signed event carries a salted commitment to the plaintext, and each
@@ -83,25 +86,31 @@ def needs_rotation(keys: GroupKeys, members: set[PeerId]) -> bool:
 
 def new_sender_key(
     keys: GroupKeys, me: PeerId, members: set[PeerId], rng: Rng, floor: int = 0
-) -> tuple[OwnKey, SenderKey]:
-    """A fresh epoch (at least ``floor``): the new key and the SENDER_KEY body that hands
-    it to every other member."""
+) -> tuple[OwnKey, SenderKey, dict[PeerId, bytes]]:
+    """A fresh epoch (at least ``floor``): the new key, the SENDER_KEY body that hands it
+    to every other member and each one's sealed copy."""
     epoch = max(floor, 0 if keys.own is None else keys.own.epoch + 1)
     own = OwnSenderKey.generate(rng)
     recipients = frozenset(m for m in members if m != me)
-    return OwnKey(epoch, own, recipients), distribution(own, epoch, recipients)
+    body, copies = distribution(own, epoch, recipients, rng)
+    return OwnKey(epoch, own, recipients), body, copies
 
 
-def distribution(own: OwnSenderKey, epoch: int, recipients: frozenset[PeerId]) -> SenderKey:
-    """A SENDER_KEY body sealing our current chain state to each of ``recipients``."""
+def distribution(own: OwnSenderKey, epoch: int, recipients: frozenset[PeerId], rng: Rng
+                 ) -> tuple[SenderKey, dict[PeerId, bytes]]:
+    """A committed SENDER_KEY body for our current chain state, and that state sealed to
+    each of ``recipients`` (their copies, which travel beside the event)."""
     state = own.receiver_state()
-    sealed = []
+    salt = rng(sender_keys.COMMIT_SALT_LEN)
+    copies = {}
     for member in sorted(recipients):
         try:
-            sealed.append((member, sender_keys.seal_for(ed25519_to_x25519_public(member), state)))
+            copies[member] = sender_keys.seal_for(ed25519_to_x25519_public(member), state)
         except RemoteProtocolError:
             continue  # a member whose key is unusable cannot receive anything anyway
-    return SenderKey(epoch, own.signing_public, tuple(sealed))
+    body = SenderKey(epoch, own.signing_public, salt=salt,
+                     commitment=sender_keys.commitment(state, salt))
+    return body, copies
 
 
 def history_for(member: PeerId, epochs: list[tuple[int, OwnSenderKey]]) -> History | None:
@@ -117,9 +126,20 @@ def history_for(member: PeerId, epochs: list[tuple[int, OwnSenderKey]]) -> Histo
 
 
 def open_distribution(
-    identity: IdentityKey, body: SenderKey
+    identity: IdentityKey, body: SenderKey, copy: bytes | None
 ) -> SenderKeyState | None:
-    """Our chain state from a SENDER_KEY body, if it has an entry for us."""
+    """Our chain state from a SENDER_KEY: in a committed body, from our ``copy`` (None if
+    it has not reached us), which must match the commitment; in an inline body, from our
+    entry (None if there is none). ``DecryptError`` if ours cannot be opened or does not
+    match."""
+    if body.committed:
+        if copy is None:
+            return None
+        assert body.salt is not None and body.commitment is not None
+        state = sender_keys.open_sealed(identity, copy, body.signing_public)
+        if not sender_keys.matches(state, body.salt, body.commitment):
+            raise DecryptError("sender key copy does not match the signed commitment")
+        return state
     me = identity.peer_id
     for member, blob in body.keys:
         if member == me:

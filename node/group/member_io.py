@@ -38,6 +38,9 @@ class Events:
     events: tuple[Event, ...]
     copies: tuple[tuple[EventId, bytes], ...] = ()  # pairwise: the receiver's own ciphertext
     sync: bool = False  # catch-up (outbox, invitation, anti-entropy), not live fanout
+    #: (event id, recipient, sealed copy): a SENDER_KEY copy for another member, who was
+    #: not reachable when its author made it, for the receiver to hold and pass on.
+    held: tuple[tuple[EventId, PeerId, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

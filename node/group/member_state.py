@@ -160,8 +160,15 @@ class MemberState:
         self.own_history: list[tuple[int, OwnSenderKey]] = []  # each epoch's starting key
         self.texts: dict[EventId, str | None] = {}
         self.contents: dict[EventId, Content] = {}  # decrypted message content
-        self.copies: dict[EventId, bytes] = {}  # pairwise: our copy of others' messages
-        self.own_copies: dict[EventId, dict[PeerId, bytes]] = {}  # pairwise: ours, per member
+        # our copy of others' pairwise messages and committed SENDER_KEYs
+        self.copies: dict[EventId, bytes] = {}
+        # the copies of our own such events, per member
+        self.own_copies: dict[EventId, dict[PeerId, bytes]] = {}
+        #: Our SENDER_KEYs pushed again to a member that could not read (once each).
+        self.keys_resent: set[tuple[EventId, PeerId]] = set()
+        #: Committed SENDER_KEY copies we hold for other members (``node.group.key_copies``).
+        self.held: dict[EventId, dict[PeerId, bytes]] = {}
+        self.held_bytes = 0
         self.acked: dict[EventId, dict[PeerId, float]] = {}
         self.joined_at: dict[EventId, float] = {}  # received_at per event
         self.counters: dict[EventId, K.Counters] = {}

@@ -84,8 +84,9 @@ class Receiving(Authoring):
         readable: list[Event] = []
         own_back = 0
         for event in message.events:
-            if event.kind is Kind.MESSAGE and event.id in copies:
-                self.copies[event.id] = copies[event.id]
+            if event.id in copies and (event.kind is Kind.MESSAGE or (
+                    event.kind is Kind.SENDER_KEY and event.id not in self.copies)):
+                self.copies[event.id] = copies[event.id]  # (a key copy: the first one kept)
             for effect in self.core.receive(event):
                 if isinstance(effect, Delivered):
                     readable.extend(self.store_delivered(effect))
@@ -113,6 +114,8 @@ class Receiving(Authoring):
                     dropped[effect.reason] = dropped.get(effect.reason, 0) + 1
                 elif isinstance(effect, Deleted):
                     self.apply_deletes([effect])
+        if message.held:
+            self.hold(sender, message.held)
         for author in {e.author for e in message.events} & set(self.unread_reports):
             self.report_unread(author)
         if own_back:
@@ -159,6 +162,8 @@ class Receiving(Authoring):
                 content, key_update = self.open_message(event, body)
         except DecryptError as exc:
             self.cannot_decrypt(event, exc)
+            if isinstance(body, SenderKey):
+                self.bad_key_copy(event)
         if (content is None and not withdrawn and event.kind is Kind.MESSAGE
                 and event.author != self.me and self.core.mode != "open"
                 and self.should_read(event)):
@@ -183,7 +188,7 @@ class Receiving(Authoring):
     def key_from(self, event: Event, body: SenderKey) -> KeyUpdate | None:
         """The key state ``event`` gives us, if newer than ours (``DecryptError`` if it
         cannot be opened)."""
-        state = K.open_distribution(self.identity, body)
+        state = K.open_distribution(self.identity, body, self.copies.get(event.id))
         known = self.keys.peers.get((event.author, body.epoch))
         if state is not None and (known is None or known.index < state.index):
             return (event.author, body.epoch, state)
@@ -367,6 +372,9 @@ class Receiving(Authoring):
 
     def late_copy(self, event: Event) -> None:
         """A pairwise copy for a message we stored unreadable (relayed without it)."""
+        if event.kind is Kind.SENDER_KEY:
+            self.late_key(event)
+            return
         blob = self.copies.get(event.id)
         if (blob is None or self.texts.get(event.id) is not None
                 or event.kind is not Kind.MESSAGE or event.id in self.core.deleted
@@ -385,6 +393,42 @@ class Receiving(Authoring):
         self.out.append(SaveCopy(event.id, self.me, blob))
         self.readable(event, content)
         self.notify([event])
+
+    def late_key(self, event: Event) -> None:
+        """Our sealed copy of a committed SENDER_KEY we stored without it (relayed by a
+        member that did not hold it): take the key and read that chain's messages we
+        stored unreadable."""
+        blob = self.copies.get(event.id)
+        if (blob is None or (event.author, event.epoch) in self.keys.peers
+                or self.core.is_withdrawn(event.author, event.seq)):
+            return
+        body = decode_body(Kind.SENDER_KEY, event.body, mode=self.core.mode)
+        if not isinstance(body, SenderKey) or not body.committed:
+            return
+        try:
+            update = self.key_from(event, body)
+        except DecryptError as exc:
+            self.cannot_decrypt(event, exc)
+            self.bad_key_copy(event)
+            return
+        self.out.append(SaveCopy(event.id, self.me, blob))
+        if event.id in self.told_unread:  # we said we could not: take it back
+            self.told_unread.discard(event.id)
+            self.send(event.author, Ack((event.id,), "readable"), "ack")
+        if update is None:
+            return
+        self.keep_key(update)
+        author, epoch, state = update
+        opened = self.redecrypt(author, epoch, state)
+        if opened:
+            self.notify(opened)
+
+    def bad_key_copy(self, event: Event) -> None:
+        """Our copy of a SENDER_KEY failed (forged, or not the committed state): not
+        kept, and its author is told (``unread``), which sends it once more."""
+        self.copies.pop(event.id, None)
+        if event.author != self.me and not self.core.is_withdrawn(event.author, event.seq):
+            self.unread_reports.setdefault(event.author, set()).add(event.id)
 
     def own_fork(self, event: Event) -> bool:
         """A member sent us an event as ours with a seq we used for another, signed with a

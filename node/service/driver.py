@@ -532,7 +532,7 @@ def _wire(group: GroupId, payload: Payload) -> EventsMessage | AckMessage | Vect
         | TypingMessage:
     if isinstance(payload, Events):
         return EventsMessage(group, tuple(e.raw for e in payload.events), payload.copies,
-                             sync=payload.sync)
+                             sync=payload.sync, held=payload.held)
     if isinstance(payload, Ack):
         return AckMessage(group, payload.ids, payload.kind)
     if isinstance(payload, Vector):

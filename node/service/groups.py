@@ -112,9 +112,10 @@ class GroupService(GroupCommands):
                 rows.append((decode_event(ev.raw), ev.received_at, ev.text, content))
             own_copies: dict[EventId, dict[PeerId, bytes]] = {}
             copies: dict[EventId, bytes] = {}
-            if row.mode == "pairwise":
+            copied = {"pairwise": int(Kind.MESSAGE), "private": int(Kind.SENDER_KEY)}
+            if row.mode in copied:  # pairwise messages, committed sender keys
                 for ev in self.store.events(row.id):
-                    if ev.kind != int(Kind.MESSAGE):
+                    if ev.kind != copied[row.mode]:
                         continue
                     for recipient, blob in self.store.copies(ev.id).items():
                         if ev.author == self.me:
@@ -196,7 +197,7 @@ class GroupService(GroupCommands):
             if group is None:
                 self._maybe_adopt(sender, message.group, events, message.copies)
                 return
-            payload = Events(tuple(events), message.copies, message.sync)
+            payload = Events(tuple(events), message.copies, message.sync, message.held)
         group = self.groups.get(message.group)
         if group is not None:
             self.handle(group, Received(sender, payload))

@@ -198,4 +198,5 @@ class Member:
                 body = decode_body(Kind.SENDER_KEY, event.body)
                 assert isinstance(body, SenderKey)
                 self.stats.rekey_events += 1
-                self.stats.rekey_seals += len(body.keys)
+                # committed: one sealed copy per recipient beside it; inline: in the body
+                self.stats.rekey_seals += len(body.keys) + len(self.m.own_copies.get(event.id, {}))

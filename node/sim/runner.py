@@ -126,18 +126,21 @@ class Simulation:
             for pid in self.authors:
                 event = self.members[pid].rotate()
                 self.setup_events.append(event)
+                sealed = self.members[pid].m.own_copies.get(event.id, {})
                 for other in self.authors:
-                    if other != pid:
-                        self.members[other].on_message(pid, Events((event,)))
+                    if other != pid:  # with its own sealed copy, as fanout sends it
+                        copy = ((event.id, sealed[other]),) if other in sealed else ()
+                        self.members[other].on_message(pid, Events((event,), copy))
             for pid in self.authors:
                 self.members[pid].outbox.clear()
-        bodies = [(event.author, decode_body(Kind.SENDER_KEY, event.body))
+        bodies = [(event.author, decode_body(Kind.SENDER_KEY, event.body),
+                   self.members[event.author].m.own_copies.get(event.id, {}))
                   for event in self.setup_events]
         for key in keys[s.authors:]:
             member = self._member(key, reference.copy())
-            for author, body in bodies:
+            for author, body, sealed in bodies:
                 assert isinstance(body, SenderKey)
-                state = K.open_distribution(member.identity, body)
+                state = K.open_distribution(member.identity, body, sealed.get(key.peer_id))
                 if state is not None:
                     member.keys.peers[(author, body.epoch)] = state
         frontier = dict(reference.frontier)

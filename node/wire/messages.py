@@ -58,6 +58,9 @@ class EventsMessage:
     events: tuple[bytes, ...]
     copies: tuple[tuple[EventId, bytes], ...] = ()
     sync: bool = False
+    #: (event id, recipient, copy): copies to hold for other members, sent in ``cp`` as
+    #: three-element entries ``[event id, copy, recipient]`` after the receiver's own.
+    held: tuple[tuple[EventId, PeerId, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,8 @@ PeerMessage = EventsMessage | AckMessage | VectorMessage | TypingMessage | Chunk
 def encode_message(message: PeerMessage) -> bytes:
     if isinstance(message, EventsMessage):
         return pack({"t": "events", "g": message.group, "ev": list(message.events),
-                     "cp": [[i, c] for i, c in message.copies], "sync": message.sync})
+                     "cp": [[i, c] for i, c in message.copies]
+                     + [[i, c, r] for i, r, c in message.held], "sync": message.sync})
     if isinstance(message, VectorMessage):
         return pack({"t": "vv", "g": message.group, "vv": [[a, n] for a, n in message.vector],
                      "want": message.want})
@@ -146,13 +150,18 @@ def decode_message(data: bytes) -> PeerMessage:
         copies = obj["cp"]
         if not isinstance(copies, list) or len(copies) > MAX_EVENTS:
             raise RemoteProtocolError("'cp' must be a list")
-        out = []
+        out, held = [], []
         for item in copies:
-            if (not isinstance(item, list) or len(item) != 2 or not _is_id(item[0])
-                    or not isinstance(item[1], bytes) or len(item[1]) > MAX_COPY):
-                raise RemoteProtocolError("'cp' entries are [event id, ciphertext]")
-            out.append((EventId(item[0]), item[1]))
-        return EventsMessage(GroupId(group), tuple(events), tuple(out), _bool(obj["sync"], "sync"))
+            if (not isinstance(item, list) or len(item) not in (2, 3) or not _is_id(item[0])
+                    or not isinstance(item[1], bytes) or len(item[1]) > MAX_COPY
+                    or (len(item) == 3 and not _is_id(item[2]))):
+                raise RemoteProtocolError("'cp' entries are [event id, ciphertext(, recipient)]")
+            if len(item) == 3:
+                held.append((EventId(item[0]), PeerId(item[2]), item[1]))
+            else:
+                out.append((EventId(item[0]), item[1]))
+        return EventsMessage(GroupId(group), tuple(events), tuple(out), _bool(obj["sync"], "sync"),
+                             tuple(held))
     if kind in ("ack", "unread", "readable"):
         _keys(obj, {"t", "g", "ids"})
         ids = obj["ids"]

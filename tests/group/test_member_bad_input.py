@@ -213,8 +213,8 @@ def test_forged_signature_as_another_member() -> None:
 def test_event_from_a_non_member() -> None:
     c, alice, bob, mallory = scene(mallory_role=None)  # connected, knows the history
     victim = c.members[alice]
-    distribution = K.distribution(OwnSenderKey.generate(c.rng.randbytes), 0,
-                                  frozenset((alice, bob)))
+    distribution, _ = K.distribution(OwnSenderKey.generate(c.rng.randbytes), 0,
+                                     frozenset((alice, bob)), c.rng.randbytes)
     key_event = forge(victim.core.copy(), mallory, distribution, identity(c, mallory))
     effects = feed(c, alice, mallory, key_event)
     assert warnings(effects) == [rejected(key_event, "author is not a member")]
@@ -258,8 +258,8 @@ def test_message_from_a_guest() -> None:
     c, alice, bob, mallory = scene(mallory_role=Role.GUEST)
     victim = c.members[alice]
     assert victim.core.state.role(mallory) is Role.GUEST
-    distribution = K.distribution(OwnSenderKey.generate(c.rng.randbytes), 0,
-                                  frozenset((alice, bob)))
+    distribution, _ = K.distribution(OwnSenderKey.generate(c.rng.randbytes), 0,
+                                     frozenset((alice, bob)), c.rng.randbytes)
     key_event = forge(victim.core.copy(), mallory, distribution, identity(c, mallory))
     effects = feed(c, alice, mallory, key_event)
     assert warnings(effects) == [rejected(key_event, "guests cannot post")]

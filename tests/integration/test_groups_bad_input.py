@@ -38,10 +38,11 @@ import trio
 
 from node.api.python import Kith, open_node
 from node.channel.core import Channel, Role
-from node.crypto.keys import IdentityKey
+from node.crypto import sender_keys
+from node.crypto.keys import IdentityKey, ed25519_to_x25519_public
 from node.crypto.sender_keys import OwnSenderKey
 from node.group import keys as K
-from node.group.bodies import Add, Body, encode_body, kind_of
+from node.group.bodies import Add, Body, SenderKey, encode_body, kind_of
 from node.group.bodies import Role as GroupRole
 from node.group.events import Event, EventId, GroupId, decode_event
 from node.group.invitations import MAX_GROUPS as MAX_PENDING_GROUPS
@@ -154,7 +155,10 @@ class Mallory:
         own = OwnSenderKey.generate()
         replica._sender_keys[0] = nacl.signing.SigningKey(own.signing_seed)
         self.own[group] = K.OwnKey(0, own, frozenset(recipients))
-        return replica.author(K.distribution(own, 0, frozenset(recipients)))
+        # the older, inline form (every sealed key in the body): still accepted
+        sealed = tuple((r, sender_keys.seal_for(ed25519_to_x25519_public(r), own.receiver_state()))
+                       for r in sorted(recipients))
+        return replica.author(SenderKey(0, own.signing_public, sealed))
 
     def say(self, group: GroupId, text: str) -> Event:
         """A real private message, encrypted with her sender key and signed by it."""
