@@ -49,6 +49,13 @@ FILE_POLL = 0.2
 FETCH_WAIT = 600.0
 
 
+class Attachment(FileResponse):
+    """A saved file going back to the browser, in bigger pieces than the default 64 KiB
+    (a worker thread hop per piece)."""
+
+    chunk_size = 1024 * 1024
+
+
 def error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"ok": False, "error": message}, status_code=status)
 
@@ -197,6 +204,6 @@ async def download(request: Request, hub: Hub, state: WebState) -> Response:
                                 done=status.get("size"), total=status.get("size")))
     name = str(result.get("name") or path.name)
     disposition = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
-    return FileResponse(path, media_type="application/octet-stream",
+    return Attachment(path, media_type="application/octet-stream",
                         headers={"Content-Disposition": disposition},
                         background=BackgroundTask(_remove, directory))
