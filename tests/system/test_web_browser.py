@@ -359,3 +359,61 @@ def test_the_page_follows_the_node_through_a_restart(pair: Pair) -> None:
     expect(message(a, "back again")).to_be_visible()
     pair.alice.check_clean()
     pair.bob.check_clean()
+
+
+NOTIFICATION_STUB = """() => {
+  window.notes = [];
+  window.Notification = class {
+    constructor(title, options) { window.notes.push(`${title}: ${options.body}`); }
+    addEventListener() {}
+  };
+  window.Notification.permission = "granted";
+}"""
+
+
+def test_notifications_for_mentions_and_unmuted_groups(pair: Pair) -> None:
+    a, b = both_in_a_group(pair, "news")
+    b.evaluate(NOTIFICATION_STUB)  # the browser's own would need a desktop to show on
+    b.get_by_role("button", name="Mute group").click()
+    expect(b.get_by_role("button", name="Unmute group")).to_have_attribute("aria-pressed", "true")
+    both_in_a_group(pair, "chatter")  # Bob now looks at another group
+    open_group(a, "news")
+    send(a, "a message in a muted group")
+    send(a, "@bob this one mentions you")
+    open_group(a, "chatter")
+    send(a, "hello in chatter")  # the group Bob is looking at: no notification
+    expect(message(b, "hello in chatter")).to_be_visible()
+    open_group(a, "news")
+    send(a, "@bob and once more")
+    expect(message(a, "and once more")).to_be_visible()
+    b.wait_for_function("window.notes.length >= 2")
+    assert b.evaluate("window.notes") == [
+        "alice mentioned you in news: @bob this one mentions you",
+        "alice mentioned you in news: @bob and once more"]
+    pair.bob.check_clean()
+
+
+def test_a_phone_sized_window_shows_one_pane_at_a_time(pair: Pair) -> None:
+    a, _ = both_in_a_group(pair, "phone")
+    a.set_viewport_size({"width": 390, "height": 800})
+    try:
+        nav = a.get_by_role("navigation", name="Groups")
+        members = a.get_by_role("complementary", name="Members")
+        box = a.get_by_role("textbox", name="Message")
+        expect(box).to_be_visible()
+        expect(nav).to_be_hidden()
+        expect(members).to_be_hidden()
+        a.get_by_role("button", name="Show groups").click()
+        expect(nav).to_be_visible()
+        expect(box).to_be_hidden()
+        open_group(a, "phone")
+        expect(box).to_be_visible()
+        a.get_by_role("button", name="Members", exact=True).click()
+        expect(members.get_by_role("button", name=re.compile("bob"))).to_be_visible()
+        a.get_by_role("button", name="Back to the conversation").click()
+        expect(box).to_be_visible()
+        send(a, "sent from a phone-sized window")
+        expect(message(a, "phone-sized")).to_be_visible()
+    finally:
+        a.set_viewport_size({"width": 1280, "height": 800})
+    pair.alice.check_clean()
