@@ -19,7 +19,7 @@ from typing import Any
 from tests.vectorfiles import VENDORED_DIR
 
 GENERATOR = VENDORED_DIR / "kith" / "make_vectors.py"
-FILES = ("peer_id.json", "group_id.json", "event.json", "chunk.json")
+FILES = ("peer_id.json", "group_id.json", "event.json", "chunk.json", "sender_key.json")
 
 
 def test_the_generator_imports_nothing_from_node() -> None:

@@ -23,7 +23,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+    crypto_box,
+    crypto_scalarmult_base,
+    crypto_sign_ed25519_pk_to_curve25519,
+    crypto_sign_ed25519_sk_to_curve25519,
+)
 from nacl.signing import SigningKey
 
 HERE = Path(__file__).resolve().parent
@@ -169,6 +175,54 @@ def events() -> dict[str, Any]:
     ]}
 
 
+# -- section 13: a committed SENDER_KEY and one recipient's sealed copy --
+
+def sealed_box(message: bytes, recipient: bytes, ephemeral_secret: bytes) -> bytes:
+    """libsodium's crypto_box_seal with a chosen ephemeral key (libsodium draws it at
+    random): ``epk || crypto_box(message, BLAKE2b(epk || pk, 24 bytes), pk, esk)``."""
+    epk = crypto_scalarmult_base(ephemeral_secret)
+    nonce = hashlib.blake2b(epk + recipient, digest_size=24).digest()
+    return epk + crypto_box(message, nonce, recipient, ephemeral_secret)
+
+
+def sender_key_vector(name: str, recipient_seed: bytes, chain_key: bytes, index: int,
+                      salt: bytes, ephemeral: bytes, signing_seed: bytes, epoch: int
+                      ) -> dict[str, Any]:
+    key = SigningKey(recipient_seed)
+    peer = bytes(key.verify_key)
+    x_public = crypto_sign_ed25519_pk_to_curve25519(peer)
+    x_secret = crypto_sign_ed25519_sk_to_curve25519(recipient_seed + peer)
+    payload = b"\x01" + chain_key + struct.pack(">Q", index)
+    commit = hashlib.blake2b(payload, digest_size=32, key=salt,
+                             person=b"kith-senderkey").digest()
+    sign = bytes(SigningKey(signing_seed).verify_key)
+    body = mp({"epoch": epoch, "sign": sign, "salt": salt, "commit": commit})
+    sealed = sealed_box(payload, x_public, ephemeral)
+    assert len(payload) == 41 and len(sealed) == 89
+    return {"name": name, "recipient_seed": recipient_seed.hex(), "recipient": peer.hex(),
+            "recipient_x25519_public": x_public.hex(), "recipient_x25519_secret": x_secret.hex(),
+            "chain_key": chain_key.hex(), "index": index, "payload": payload.hex(),
+            "salt": salt.hex(), "commit": commit.hex(), "epoch": epoch,
+            "signing_seed": signing_seed.hex(), "sign": sign.hex(), "body": body.hex(),
+            "ephemeral_secret": ephemeral.hex(), "sealed": sealed.hex()}
+
+
+def sender_keys() -> dict[str, Any]:
+    group = group_id(RFC8032_PUBLIC, bytes(range(16)))
+    first = sender_key_vector("first", bytes(range(32)), bytes(range(0x20, 0x40)), 0,
+                              bytes(range(0x80, 0x90)), bytes([0x55]) * 32, b"\x07" * 32, 0)
+    later = sender_key_vector("later", b"\x11" * 32, b"\xee" * 32, 300, b"\x00" * 16,
+                              bytes(range(0xA0, 0xC0)), b"\x08" * 32, 70_000)
+    return {
+        "vectors": [first, later],
+        # The first one as a whole event: RFC 8032 TEST 1's SENDER_KEY (kind 9), seq 3,
+        # epoch 0, after seeing event 1 of the peer 0202...02.
+        "event": event_vector("sender key", group, RFC8032_SEED, seq=3, epoch=0,
+                              clock=[(b"\x02" * 32, 1)], lamport=3, kind=9,
+                              body=bytes.fromhex(first["body"])),
+    }
+
+
 # -- section 16: attachment chunks --
 
 CHUNK_SIZE = 256 * 1024
@@ -212,7 +266,7 @@ def chunks() -> dict[str, Any]:
 
 
 FILES = {"peer_id.json": peer_ids, "group_id.json": group_ids, "event.json": events,
-         "chunk.json": chunks}
+         "chunk.json": chunks, "sender_key.json": sender_keys}
 
 
 def render(make: Any) -> str:
