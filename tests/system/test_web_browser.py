@@ -417,3 +417,31 @@ def test_a_phone_sized_window_shows_one_pane_at_a_time(pair: Pair) -> None:
     finally:
         a.set_viewport_size({"width": 1280, "height": 800})
     pair.alice.check_clean()
+
+
+def member_dialog(page: Page, name: str) -> Any:
+    page.get_by_role("complementary", name="Members").get_by_role(
+        "button", name=re.compile(name)).click()
+    return page.get_by_role("dialog", name=name)
+
+
+def test_an_owner_changes_a_role_mutes_and_removes_a_member(pair: Pair) -> None:
+    a, b = both_in_a_group(pair, "roles")
+    bob_row = a.locator("#member-list li", has_text="bob")
+    dialog = member_dialog(a, "bob")
+    dialog.get_by_label("Role").select_option("admin")
+    dialog.get_by_role("button", name="Change role").click()
+    expect(bob_row).to_contain_text("admin")
+    expect(b.locator("#group-info")).to_contain_text("you: admin")
+    member_dialog(a, "bob").get_by_role("button", name="Mute").click()
+    expect(bob_row).to_contain_text("muted")
+    member_dialog(a, "bob").get_by_role("button", name="Unmute").click()
+    expect(bob_row).not_to_contain_text("muted")
+    member_dialog(a, "bob").get_by_role("button", name="Remove").click()
+    a.get_by_role("dialog", name="Remove bob from the group?").get_by_role(
+        "button", name="Remove").click()
+    expect(a.locator("#member-list li")).to_have_count(1)
+    expect(b.locator("#group-info")).to_contain_text("you left")
+    expect(b.get_by_role("textbox", name="Message")).to_be_disabled()
+    pair.alice.check_clean()
+    pair.bob.check_clean()

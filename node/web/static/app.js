@@ -26,7 +26,8 @@ const state = {
   replyTo: null,       // the message being replied to
   editing: null,       // the message being edited
   nodeUp: true,
-  connected: false,
+  connected: false,    // the WebSocket is open
+  wasConnected: false, // it was open once (else: still starting, no banner)
 };
 const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀"];
 const MENTION = /@([^\s@,;:!?.()[\]{}<>"']+)/g;
@@ -61,6 +62,7 @@ function connect() {
   socket = new WebSocket(`${scheme}//${location.host}/ws`);
   socket.addEventListener("open", () => {
     state.connected = true;
+    state.wasConnected = true;
     retryDelay = 500;
     updateBanner();
     reloadState();
@@ -143,7 +145,10 @@ function onPush(msg) {
 function updateBanner() {
   const banner = $("banner");
   let text = "";
-  if (!state.connected) text = "Lost the connection to kith web: reconnecting…";
+  if (!state.connected && state.wasConnected) {
+    text = "Lost the connection to kith web: reconnecting… (if kith web was restarted, "
+      + "open the new URL it printed)";
+  }
   else if (!state.nodeUp) text = "The Kith node is not running: waiting for it to come back…";
   banner.textContent = text;
   banner.hidden = !text;
@@ -368,9 +373,10 @@ function actionsElement(view) {
   }
   box.append(button("Reply", () => startReply(view)));
   box.append(button("React", () => { picker.hidden = !picker.hidden; }));
+  const admin = ADMIN_ROLES.includes(myRole());
   if (view.mine) box.append(button("Edit", () => startEdit(view)));
-  box.append(button("Delete", () => deleteMessage(view)));
-  box.append(button(view.pinned ? "Unpin" : "Pin", () => pinMessage(view)));
+  if (view.mine || admin) box.append(button("Delete", () => deleteMessage(view)));
+  if (admin) box.append(button(view.pinned ? "Unpin" : "Pin", () => pinMessage(view)));
   box.append(picker);
   return box;
 }
