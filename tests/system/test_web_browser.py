@@ -314,6 +314,7 @@ def test_a_conversation_between_two_pages(pair: Pair) -> None:
 def test_a_file_up_with_progress_and_down(pair: Pair) -> None:
     a, b = both_in_a_group(pair, "files")
     data = os.urandom(300_000)
+    a.get_by_role("textbox", name="Message").fill("the draft, for review")  # its caption
     a.locator("#file-input").set_input_files(files=[FilePayload(
         name="report draft.bin", mimeType="application/octet-stream", buffer=data)])
     progress = a.get_by_role("progressbar", name="Upload progress")
@@ -321,6 +322,8 @@ def test_a_file_up_with_progress_and_down(pair: Pair) -> None:
     expect(progress).to_have_js_property("value", 100)
     expect(a.locator("#upload-label")).to_have_text("Sent report draft.bin")
     received = message(b, "report draft.bin")
+    expect(received.locator(".text")).to_have_text("the draft, for review")
+    expect(a.get_by_role("textbox", name="Message")).to_have_value("")
     expect(received.get_by_role("link", name="Save file")).to_be_visible()
     with b.expect_download() as download:
         received.get_by_role("link", name="Save file").click()

@@ -295,9 +295,11 @@ function uploadFile(file) {
   currentUpload = { name: file.name, id: null, finished: false };
   const upload = currentUpload;
   setUploadBar(0, `Sending ${file.name}`);
+  const caption = state.editing ? "" : $("message").value.trim(); // what was typed goes along
+  let url = `/api/upload?group=${encodeURIComponent(group)}&name=${encodeURIComponent(file.name)}`;
+  if (caption) url += `&text=${encodeURIComponent(caption)}`;
   const xhr = new XMLHttpRequest();
-  xhr.open("POST", `/api/upload?group=${encodeURIComponent(group)}&name=${
-    encodeURIComponent(file.name)}`);
+  xhr.open("POST", url);
   xhr.upload.addEventListener("progress", (e) => {
     if (e.lengthComputable) setUploadBar((50 * e.loaded) / e.total, `Sending ${file.name}`);
   });
@@ -308,6 +310,7 @@ function uploadFile(file) {
       finishUpload(`${file.name} not sent: ${answer ? answer.error : `HTTP ${xhr.status}`}`, true);
       return;
     }
+    if (caption && $("message").value.trim() === caption) $("message").value = "";
     upload.id = answer.result.upload;
     followUpload(group, upload, answer.result);
   });
