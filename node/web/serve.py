@@ -46,7 +46,11 @@ def is_loopback(host: str) -> bool:
 
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port``, or to a free port of ``host`` when that is taken."""
-    infos = socket.getaddrinfo(host.strip("[]") or None, None, type=socket.SOCK_STREAM)
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen for the page on {host}: {exc.strerror or exc}"
+                          ) from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -198,7 +198,8 @@ async def _read(websocket: WebSocket, page: Page, nursery: trio.Nursery) -> None
         data = message.get("text")
         if data is None:
             data = message.get("bytes") or b""
-        if len(data) > protocol.MAX_MESSAGE:
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        if size > protocol.MAX_MESSAGE:  # (Hypercorn closes it first; this is for others)
             await websocket.close(code=1009, reason="message too big")
             return
         await page.slots.acquire()
