@@ -5,8 +5,11 @@ Each channel message is one msgpack map with a type ``t``:
 ``events``  ``{"t": "events", "g": group, "ev": [event, ...], "cp": [[event id, copy], ...],
              "sync": bool}``
     Group events (encoded as in ``node.group.events``), oldest first. ``cp``
-    carries, for pairwise-mode messages, the receiver's own ciphertext of an
-    event (keyed by event id); it is empty otherwise. ``sync`` is true for
+    carries the receiver's own copies (keyed by event id): the ciphertext of a
+    pairwise-mode message, the sealed chain state of a SENDER_KEY; then
+    ``[event id, copy, recipient]`` entries, sender-key copies for another
+    member, to hold and pass on (docs/protocol.md section 13); it is empty
+    otherwise. ``sync`` is true for
     catch-up batches (answering a version vector), false for live fanout.
 ``ack``     ``{"t": "ack", "g": group, "ids": [event id, ...]}``
     The sender has stored these events (delivery receipts for their authors).
