@@ -148,10 +148,13 @@ async def _track_upload(hub: Hub, group: str, view: Any, directory: Path) -> Non
         misses = 0
         while isinstance(view, dict):
             event = view.get("event")
+            over = view.get("state") != "encrypting"
+            if over:  # the node has it (or gave up): the staged copy goes before we say so
+                await trio.to_thread.run_sync(_remove, directory)
             hub.broadcast(_transfer(group, view, "up", upload=view.get("upload"),
                                     event=event.get("id") if isinstance(event, dict) else None,
                                     done=view.get("done"), total=view.get("size")))
-            if view.get("state") != "encrypting":
+            if over:
                 break
             await trio.sleep(FILE_POLL)
             try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from node.api.python import open_node
 from node.web import protocol
@@ -82,6 +84,16 @@ async def test_upload_then_download(tmp: Path) -> None:
         await web.login()
         group = alice.create_group("lab")
         data = bytes(range(256)) * 300
+        staged: list[tuple[str, int, int]] = []
+        real_call = web.hub.client.call
+
+        async def spy(op: str, **params: Any) -> Any:
+            if op == "file.send":
+                info = os.stat(params["file"])
+                staged.append((params["file"], info.st_mode & 0o777, info.st_size))
+            return await real_call(op, **params)
+
+        web.hub.client.call = spy  # type: ignore[method-assign]
         response = await call(lambda: web.client.post(
             f"/api/upload?group={group}&name=..%2F..%2Fnotes%20%C3%A9t%C3%A9.bin&text=hello",
             content=data, headers=ORIGIN))
@@ -89,6 +101,10 @@ async def test_upload_then_download(tmp: Path) -> None:
         body = response.json()
         assert body["ok"] and body["result"]["name"] == "notes été.bin"
         assert body["result"]["size"] == len(data)
+        [(path, mode, size)] = staged  # a 0600 file in the data directory, named safely
+        assert mode == 0o600 and size == len(data)
+        assert Path(path).parent.parent == alice.app.data_dir.path / "web-tmp"
+        assert Path(path).name == "notes été.bin"
         sent = await first_event(alice, group, lambda e: bool(e.get("file")), "file message")
         assert sent["text"] == "hello" and sent["file"]["name"] == "notes été.bin"
         got = await call(lambda: web.client.get(f"/api/file?group={group}&event={sent['id']}"))

@@ -233,10 +233,13 @@ async def test_transfer_pushes_for_a_file_up_and_down(tmp: Path) -> None:
                          "transfer push of the sent file")
         assert up["direction"] == "up" and up["upload"] == upload and up["group"] == group
         assert up["done"] == up["total"] == len(data) and up["name"] == "big.bin"
+        staging = alice.app.data_dir.path / "web-tmp"
+        assert list(staging.iterdir()) == []  # the staged copy is gone once the node has it
         event = up["event"]
         got = await call(lambda: web.client.get(f"/api/file?group={group}&event={event}"))
         assert got.content == data
         down = await until(ws, lambda m: m.get("push") == "transfer"
                            and m["direction"] == "down", "transfer push of the saved file")
         assert down["event"] == event and down["done"] == down["total"] == len(data)
+        assert list(staging.iterdir()) == []  # and so is the saved copy, once downloaded
         await web.close(ws)
