@@ -1,76 +1,147 @@
-"""Anti-entropy: version vectors, sync sessions and nudges (pure).
+"""Anti-entropy: version vectors, pulls, sync sessions and nudges (pure).
 
 Theory of operation
 -------------------
 Because delivery is causal and per-author contiguous, the set of events a
 member holds in a group is summed up exactly by its version vector (author ->
-highest seq). When a member's channel comes up, on ``Announce`` (the driver's
-periodic beat) and after a nudge, we send each connected member we share the
-group with our vector (``want``). The receiver streams back every event the
-sender lacks, in delivery order (causal, so each can be delivered on arrival),
-in bounded batches, one batch per acknowledgement of the previous one's last
-event (``node.group.delivery``); a batch not acknowledged within
-``ACK_TIMEOUT`` ends the session (the next vector starts another), and so does
-the peer's channel going down. If the
-receiver itself lacks something the sender has, it answers with its own
-vector, and the sender streams back.
+highest seq). Anti-entropy is **pulled** by the member that lacks something,
+from one member at a time, so that after a heal what a lagging member lacks
+reaches it once, not once per member that holds it:
+
+* **Telling** (``offer``): when a channel comes up, on ``Announce`` (the
+  driver's periodic beat) and after a catch-up, we send a connected member
+  our vector (``want`` false) only if it may lack something we hold: unless
+  the last vector it sent us (or, for our own events, its ack of our latest)
+  covers ours, and unless we told it this very vector less than
+  ``RESYNC_AFTER`` ago on this channel. A member whose vector is known never
+  to shrink (it only does on a restart, and a restarted node knows nobody's
+  vector, so it tells everyone) is thus told exactly when it may lack something.
+* **Answering a plain vector**: if the sender lacks something we hold, or
+  holds exactly what we do (it told us because it believes we lack
+  something: our vector is its receipt), we tell it ours, under the same rule.
+  A plain vector never starts a stream.
+* **Pulling** (``pull``): when the vectors of our connected members show one
+  holds something we lack, we send the best of them (``node.sync.choose``)
+  our vector with ``want`` true, and wait for its stream, one request at a
+  time. The request is done when our frontier covers the vector the member
+  had when we asked; it fails when no batch of it delivered anything for
+  ``ASK_TIMEOUT`` (that member is then passed over for ``ASK_BACKOFF``,
+  doubling with each failure in a row, so a member that claims to hold
+  everything and sends nothing costs one timeout per back-off), and is
+  dropped when its channel closes; then we ask the next best.
+* **Streaming** (``want`` true): the receiver streams back every event the
+  sender lacks, in delivery order (causal, so each can be delivered on
+  arrival), in bounded batches, one batch per acknowledgement of the previous
+  one's last event (``node.group.delivery``); a batch not acknowledged within
+  ``ACK_TIMEOUT`` ends the session, and so does the peer's channel going down.
+  Our own events we fanned out live to that peer on this channel less than
+  ``ACK_TIMEOUT`` ago and that it has not acknowledged are in flight: they are
+  left out, not sent twice.
+* **Nudges**: events learnt by sync (``Events.sync``) make us tell,
+  ``NUDGE_DELAY`` later (one ``Wake`` for a burst), the authors of those
+  events (a receipt) and at most ``NUDGE_FANOUT`` other connected members that
+  may lack them (a different pseudo-random few each time): they pass the news
+  on in turn, so a member that no holder reaches directly still hears of it
+  without every member telling every other after a heal; the periodic beat
+  catches up whoever the gossip missed.
 
 Any member relays any member's events: they are signed, and in private groups
-encrypted for the group, so a member who was away catches up from whoever it
-meets first. Pairwise-mode copies are the exception: only the author holds
-each recipient's copy, so a relayed pairwise message is stored unreadable
-until its author pushes the copy (its outbox does, when they next meet).
+encrypted for the group. Copies only the author holds (pairwise copies, sealed
+keys) travel with the author's own stream, which is why, among members who
+hold as much, the one who authored most of it is asked first; a relayed
+message without its copy is reported ``unread`` and its author sends the copy.
 
 A member that departed gets what led to its departure and nothing after,
 except what voids a later admission of it (a member re-added it while being
 cut off concurrently: it believes it is back, and must learn that it is not).
-Events learnt by sync (``Events.sync``) make us announce our vector to every
-connected member ``NUDGE_DELAY`` later (one ``Wake`` for a burst): without it,
-a healed partition would converge only at the next periodic exchange.
 
-A peer's vector also tells which of our events it has: delivery receipts
-without a receipt per message.
+When a channel comes up to a member we do not know to hold the group (we have
+no vector of it since we started), we also push it our own events it has not
+acknowledged and, if we added it, the history (``Delivery.flush``): it may not
+know the group yet, and so cannot pull.
 
-**What a vector may cost us.** A vector is small and a session's batch is up
-to 512 KiB, so answering every vector anew would let a peer draw ten thousand
-times what it sends. A vector therefore never restarts a session under way (the
-session leaves out what the newer vector shows the peer got); the same vector,
-while we hold nothing new, is answered once (again only after
-``RESYNC_AFTER``), and so is a request for our vector; and every session spends
-a per-peer byte budget (``node.group.delivery``). A peer's channel going down
-forgets all of this, so a reconnecting peer is answered at once.
+**What a vector may cost us.** A ``want`` never restarts a session under way
+(the session leaves out what the newer vector shows the peer got); the same
+vector, while we hold nothing new, is answered once (again only after
+``RESYNC_AFTER``); and every session spends a per-peer byte budget
+(``node.group.delivery``). A peer's channel going down forgets all of this, so
+a reconnecting peer is answered at once.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any
+
 from node.group.authoring import admitted_by
-from node.group.member_io import Vector
-from node.group.member_state import RESYNC_AFTER
+from node.group.events import Event, EventId
+from node.group.member_io import Events, Vector, Wake
+from node.group.member_state import ACK_TIMEOUT, RESYNC_AFTER
 from node.group.membership import MembershipEvent
 from node.group.receiving import Receiving
 from node.ids import PeerId, short_id
+from node.sync.choose import choose, covers, nudge_order
 from node.sync.plan import behind, missing
+
+#: A member we asked that delivers nothing new for this long is passed over.
+ASK_TIMEOUT = 10.0
+#: ...for this long after its first failure in a row, doubling up to ``ASK_BACKOFF_MAX``.
+ASK_BACKOFF = 60.0
+ASK_BACKOFF_MAX = 3600.0
+#: Besides the authors of what we learnt, a catch-up is told to at most this many members.
+NUDGE_FANOUT = 2
+
+VectorMap = dict[PeerId, int]
+
+
+@dataclass(slots=True)
+class Asking:
+    """Our one request under way: whom we asked, what it held then, when it fails."""
+
+    peer: PeerId
+    target: VectorMap
+    deadline: float
+    woken: float = -1.0  # the deadline we last asked the driver to wake us for
 
 
 class Sessions(Receiving):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asking: Asking | None = None
+        #: Members that failed a request: (passed over until, failures in a row).
+        self.passed_over: dict[PeerId, tuple[float, int]] = {}
+        #: Members whose stream ended short of what they hold: (our vector, theirs)
+        #: then; not asked again until one of the two changes.
+        self.exhausted: dict[PeerId, tuple[VectorMap, VectorMap]] = {}
+        #: Per connected peer: the vector we last sent it on this channel, and when.
+        self.told: dict[PeerId, tuple[VectorMap, float]] = {}
+        #: Our own seq when each peer's channel came up (our later events were fanned
+        #: out to it on this channel; no entry: up since before we started watching).
+        self.up_since: dict[PeerId, int] = {}
+        #: Authors of events we learnt by sync since the last nudge (they get a receipt).
+        self.synced_authors: set[PeerId] = set()
+        self.nudges = 0
+
     def tick(self) -> None:
         """Time passed: send a due nudge, resume sessions that have budget again, end
-        sessions whose batch went unacknowledged."""
+        sessions whose batch went unacknowledged, give up on a silent request."""
         if self.nudge_at is not None and self.now >= self.nudge_at:
             self.nudge_at = None
-            self.announce_all()
+            self.nudge_now()
         for peer, session in list(self.sessions.items()):
             if session.resume_at is not None and self.now >= session.resume_at:
                 self.next_batch(peer, session)
         self.expire_sessions()
+        self.check_asking()
 
     def expire_sessions(self) -> None:
         """End sessions whose last batch went unacknowledged for ``ACK_TIMEOUT``.
 
         Checked on every tick and announcement, never with a timer of its own: a
         stalled session only holds references to events we keep anyway, and the
-        periodic vector exchange starts a new one (so a quiet simulation ends when
-        the traffic does, not an ack timeout later).
+        peer asks again (so a quiet simulation ends when the traffic does, not an
+        ack timeout later).
         """
         for peer, session in list(self.sessions.items()):
             if session.waiting is not None and self.now >= session.deadline:
@@ -79,19 +150,68 @@ class Sessions(Receiving):
                 self.end_session(peer)
 
     def announce_all(self) -> None:
+        """The periodic beat: tell whoever may lack something, pull what we lack."""
         self.expire_sessions()
         for peer in sorted(self.connected):
-            self.announce(peer)
-
-    def announce(self, peer: PeerId) -> None:
-        """Send ``peer`` our vector, if we share the group."""
-        if self.shared(peer):
-            self.send(peer, Vector(self.vector(), True), "vector")
+            self.offer(peer)
+        self.pull()
 
     def shared(self, peer: PeerId) -> bool:
         # A member, or one who departed and is owed what led to its departure. (Whether
         # we are members does not matter: if we left, the members may not know it yet.)
         return peer in self.core.state.members or self.departure(peer) is not None
+
+    # -- telling --
+
+    def known(self, peer: PeerId) -> VectorMap | None:
+        """What we know ``peer`` holds (its last vector), if anything."""
+        vector = self.peer_vectors.get(peer)
+        if vector is None and peer in self.setup_members:
+            return self.setup_frontier
+        return vector
+
+    def knows_all(self, peer: PeerId) -> bool:
+        """Does ``peer`` hold everything we hold, as far as we know?"""
+        known = self.known(peer)
+        if known is None:
+            return False
+        for author, n in self.core.frontier.items():
+            if n > known.get(author, 0) and not (
+                    author == self.me and peer in self.acked.get(self.core.event_id(author, n),
+                                                                 {})):
+                return False
+        return True
+
+    def offer(self, peer: PeerId) -> None:
+        """Tell ``peer`` our vector if it may lack something we hold."""
+        if self.shared(peer) and not self.knows_all(peer):
+            self.tell(peer)
+
+    def tell(self, peer: PeerId) -> None:
+        """Send ``peer`` our vector (``want`` false), unless it got this one lately."""
+        mine = dict(self.vector())
+        last = self.told.get(peer)
+        if last is not None and last[0] == mine and self.now - last[1] < RESYNC_AFTER:
+            return
+        if self.send(peer, Vector(tuple(sorted(mine.items())), False), "vector"):
+            self.told[peer] = (mine, self.now)
+
+    def nudge_now(self) -> None:
+        """After a catch-up: a receipt to the authors of what we learnt, and the news to
+        a few members that may lack it (see the module docstring)."""
+        authors, self.synced_authors = self.synced_authors, set()
+        for author in sorted(authors):
+            if author in self.connected and self.shared(author):
+                self.tell(author)
+        mine = dict(self.vector())
+        others = [p for p in sorted(self.connected)
+                  if p not in authors and self.shared(p) and not self.knows_all(p)
+                  and self.told.get(p, ({}, 0.0))[0] != mine]
+        self.nudges += 1
+        for peer in nudge_order(self.me, others, self.nudges)[:NUDGE_FANOUT]:
+            self.tell(peer)
+
+    # -- vectors --
 
     def on_vector(self, sender: PeerId, message: Vector) -> None:
         if not self.shared(sender):
@@ -101,17 +221,57 @@ class Sessions(Receiving):
         mine = self.core.frontier
         if theirs.get(self.me, 0) > mine.get(self.me, 0):
             self.own_claims.setdefault(sender, self.now)  # we are behind on our own events
-        if (sender not in self.sessions and behind(mine, theirs)
-                and self.fresh(self.answered, sender, theirs)):
-            departure = self.departure(sender)
-            owed = [] if departure is None else [departure, *self.voided(sender, departure)]
-            events = [e for e in missing(self.core.delivered_order(), theirs)
-                      if departure is None or any(d.saw(e.author, e.seq) for d in owed)]
-            self.start_session(sender, events)
-        if (message.want and behind(theirs, mine)
-                and self.fresh(self.replied, sender, theirs)):
-            self.send(sender, Vector(self.vector(), False), "vector")
+        they_lack = behind(mine, theirs)
+        if message.want:
+            if sender not in self.sessions and self.fresh(self.answered, sender, theirs):
+                self.stream(sender, theirs)
+        else:
+            asking = self.asking
+            if asking is not None and asking.peer == sender:  # its stream is over
+                self.asking = None
+                if covers(mine, asking.target):
+                    self.passed_over.pop(sender, None)
+                else:  # it holds more than it sends us: not again for this pair
+                    self.exhausted[sender] = (dict(self.vector()), theirs)
+            if they_lack or theirs == dict(self.vector()):
+                self.tell(sender)
+        if behind(theirs, mine):  # it holds something we lack
+            self.pull()
         self.notify()
+
+    def stream(self, peer: PeerId, theirs: VectorMap) -> None:
+        """Start a session sending ``peer`` what it lacks (less what is in flight)."""
+        departure = self.departure(peer)
+        owed = [] if departure is None else [departure, *self.voided(peer, departure)]
+        events = [e for e in missing(self.core.delivered_order(), theirs)
+                  if departure is None or any(d.saw(e.author, e.seq) for d in owed)]
+        sending = [e for e in events if not self.in_flight(peer, e)]
+        if sending:
+            self.start_session(peer, sending)
+        else:
+            self.stream_over(peer)
+
+    def end_session(self, peer: PeerId) -> None:
+        had = peer in self.sessions
+        super().end_session(peer)
+        if had:
+            self.stream_over(peer)
+
+    def stream_over(self, peer: PeerId) -> None:
+        """Tell ``peer`` that we sent all we will for its request: our vector."""
+        mine = dict(self.vector())
+        if self.send(peer, Vector(tuple(sorted(mine.items())), False), "vector"):
+            self.told[peer] = (mine, self.now)
+
+    def in_flight(self, peer: PeerId, event: Event) -> bool:
+        """Did we fan ``event`` (ours) out live to ``peer`` on this channel less than
+        ``ACK_TIMEOUT`` ago, without an ack of it yet?"""
+        if event.author != self.me:
+            return False
+        at = self.joined_at.get(event.id)
+        return (at is not None and event.seq > self.up_since.get(peer, 0)
+                and self.now - at < ACK_TIMEOUT
+                and peer not in self.acked.get(event.id, {}))
 
     def voided(self, peer: PeerId, departure: MembershipEvent) -> list[MembershipEvent]:
         """Departures that void a later admission of ``peer``: a member that re-added it
@@ -138,11 +298,79 @@ class Sessions(Receiving):
         seen[peer] = (theirs, held, self.now)
         return True
 
+    # -- pulling --
+
+    def pull(self) -> None:
+        """Ask the best connected member for what we lack, if no request is under way."""
+        mine = self.core.frontier
+        asking = self.asking
+        if asking is not None:
+            if not covers(mine, asking.target):
+                return
+            self.asking = None  # done: that member delivered
+            self.passed_over.pop(asking.peer, None)
+        vector = dict(self.vector())
+        candidates = {p: v for p, v in self.peer_vectors.items()
+                      if p in self.connected and p != self.me and self.shared(p)
+                      and self.passed_over.get(p, (-math.inf, 0))[0] <= self.now
+                      and self.exhausted.get(p) != (vector, v)}
+        peer = choose(self.me, mine, candidates)
+        if peer is None:
+            return
+        if self.send(peer, Vector(tuple(sorted(vector.items())), True), "vector"):
+            self.told[peer] = (vector, self.now)
+            self.asking = Asking(peer, dict(candidates[peer]), self.now + ASK_TIMEOUT)
+            self.wake_for_asking()
+
+    def wake_for_asking(self) -> None:
+        asking = self.asking
+        if asking is not None and asking.woken != asking.deadline:
+            asking.woken = asking.deadline
+            self.out.append(Wake(asking.deadline))
+
+    def check_asking(self) -> None:
+        """Give up on a request whose member delivered nothing for ``ASK_TIMEOUT``."""
+        asking = self.asking
+        if asking is None:
+            return
+        if self.now < asking.deadline:
+            self.wake_for_asking()
+            return
+        _, failures = self.passed_over.get(asking.peer, (0.0, 0))
+        backoff = min(ASK_BACKOFF_MAX, ASK_BACKOFF * 2 ** min(failures, 16))
+        self.passed_over[asking.peer] = (self.now + backoff, failures + 1)
+        self.asking = None
+        self.warn(f"sync: {short_id(asking.peer)} sent nothing of group {self.label} "
+                  f"for {ASK_TIMEOUT:g} s; asking another member", level=20)
+        self.pull()
+
+    def receive(self, sender: PeerId, message: Events) -> list[EventId]:
+        """Receive as ``Receiving`` does, noting progress of our request and what we
+        learnt by sync (for the nudge's receipts)."""
+        before = self.core.delivered_count()
+        stored = super().receive(sender, message)
+        if self.core.delivered_count() > before:
+            if message.sync:
+                self.synced_authors.update(e.author for e in message.events
+                                           if e.author != self.me)
+            asking = self.asking
+            if asking is not None:
+                if asking.peer == sender:
+                    asking.deadline = self.now + ASK_TIMEOUT
+                self.pull()
+        return stored
+
+    # -- channels --
+
     def peer_up(self, peer: PeerId) -> None:
-        """A channel to ``peer`` came up: push what it has not acked, then announce."""
+        """A channel to ``peer`` came up: tell it our vector if it may lack something (it
+        pulls); push the outbox only to a member we do not know to hold the group."""
         self.connected.add(peer)
-        self.flush(peer)
-        self.announce(peer)
+        self.up_since[peer] = self.core.frontier.get(self.me, 0)
+        self.told.pop(peer, None)
+        if self.known(peer) is None:
+            self.flush(peer)
+        self.offer(peer)
         self.report_unread(peer)
 
     def peer_down(self, peer: PeerId) -> None:
@@ -151,3 +379,9 @@ class Sessions(Receiving):
         self.answered.pop(peer, None)
         self.replied.pop(peer, None)
         self.own_claims.pop(peer, None)
+        self.told.pop(peer, None)
+        self.up_since.pop(peer, None)
+        self.exhausted.pop(peer, None)
+        if self.asking is not None and self.asking.peer == peer:
+            self.asking = None
+            self.pull()

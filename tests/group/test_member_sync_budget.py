@@ -98,14 +98,20 @@ def test_a_peer_that_reconnects_is_answered_at_once() -> None:
 def test_requests_for_our_vector_are_answered_once_per_change() -> None:
     c, alice, _bob, mallory = scene()
 
-    def replies(effects: list[Effect]) -> int:
-        return sum(1 for e in effects if isinstance(e, Send) and isinstance(e.payload, Vector))
+    def vectors(effects: list[Effect], want: bool) -> int:
+        return sum(1 for e in effects if isinstance(e, Send) and isinstance(e.payload, Vector)
+                   and e.payload.want is want)
 
-    # mallory claims to hold more than alice: alice answers with her vector once
+    # mallory claims to hold more than alice and asks: alice has nothing for it (her
+    # vector says so, once) and asks mallory in turn (once: one request at a time)
     ahead = tuple((p, 10**6) for p in c.ids)
-    assert replies(vector(c, alice, mallory, ahead)) == 1
-    assert sum(replies(vector(c, alice, mallory, ahead)) for _ in range(50)) == 0
-    assert replies(vector(c, alice, mallory, ahead[:1])) == 1  # a different vector
+    first = vector(c, alice, mallory, ahead)
+    assert vectors(first, want=False) == 1 and vectors(first, want=True) == 1
+    again = [vector(c, alice, mallory, ahead) for _ in range(50)]
+    assert sum(vectors(e, False) + vectors(e, True) for e in again) == 0
+    more = tuple((p, 10**6 + 1) for p in c.ids)
+    other = vector(c, alice, mallory, more)  # a different vector: answered once more
+    assert vectors(other, want=False) == 1 and vectors(other, want=True) == 0
 
 
 def test_sync_spends_a_byte_budget_per_peer_and_resumes_on_a_tick() -> None:
