@@ -38,8 +38,9 @@ Then nothing is sent for ``--idle-seconds``: ``idle_cpu_percent`` is the CPU
 the host processes used meanwhile, in percent of one core (keepalives and the
 periodic vector exchange of the whole group), ``rss_mb_per_node`` the hosts'
 resident memory over N (each process's interpreter shared by its nodes).
-With ``--profile-idle`` every host runs cProfile during the quiet and the
-heaviest functions go into ``results.json`` (``idle_profile``).
+With ``--profile-idle`` every host then runs cProfile (CPU time) through a
+second quiet of up to ``PROFILE_SECONDS`` and the heaviest functions go into
+``results.json`` (``idle_profile``).
 """
 
 from __future__ import annotations
@@ -65,14 +66,18 @@ from node.bench.harness import BenchError, bench_error, positive_ints
 from node.bench.scale_host import text
 from node.bench.scale_hosts import Hosts
 
-#: Seconds allowed per node for starting, connecting and the warm-up.
-SETUP_PER_NODE = 3.0
+#: Seconds allowed for starting, connecting and the warm-up: this plus this per channel
+#: (N^2 / 2 handshakes, and every member's first sender key goes to every other).
+SETUP = 60.0
+SETUP_PER_CHANNEL = 0.1
 #: Seconds allowed per node for each membership change to reach everyone.
 PHASE_PER_NODE = 1.0
 #: How often the nodes' states are compared while waiting for convergence.
 POLL = 0.25
-#: How many messages the idle profile keeps (the heaviest, by own time).
+#: How many functions the idle profile keeps (the heaviest, by own time), and how long
+#: it runs (a second quiet, after the measured one).
 PROFILE_TOP = 25
+PROFILE_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +197,7 @@ async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run
     peer_of: dict[int, str] = {}
     started = time.monotonic()
     async with Hosts.start(n, params.procs, tmp) as hosts:
-        with hosts.within(SETUP_PER_NODE * n, "set-up"):
+        with hosts.within(SETUP + SETUP_PER_CHANNEL * n * (n - 1) / 2, "set-up"):
             ups = await hosts.started()
             peer_of = {i: peer for i, (_, peer) in ups.items()}
             await hosts.call("peers", peers={str(i): [listen, peer]
@@ -211,12 +216,12 @@ async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run
         await hosts.call("expect", read=read, unread=unread)
         stats0 = _totals(await hosts.call("stats"))
         send = {"count": params.per_round, "size": params.size}
-        with hosts.within(PHASE_PER_NODE * n + 30, "the join"):
+        with hosts.within(PHASE_PER_NODE * n + SETUP, "the join"):
             await hosts.call("add", node=0, peers=[peer_of[i] for i in cast.joiners], to=0)
             await hosts.call("send", nodes=cast.first, label="r1", **send)
             await hosts.call("members", nodes=list(range(n)),
                              members=[peer_of[i] for i in range(n)])
-        with hosts.within(PHASE_PER_NODE * n + 30, "the removal"):
+        with hosts.within(PHASE_PER_NODE * n + SETUP, "the removal"):
             await hosts.call("remove", node=0, peers=[peer_of[i] for i in cast.removed], to=0)
             await hosts.call("send", nodes=cast.remaining, label="r2", **send)
             await hosts.call("members", nodes=cast.remaining,
@@ -239,14 +244,14 @@ async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run
         stats1 = _totals(await hosts.call("stats"))
         messages = params.per_round * (len(cast.first) + 3 * len(cast.remaining))
         events = float(max(s["count"] for s in states.values()))
+        await trio.sleep(params.idle_seconds)
+        stats2 = _totals(await hosts.call("stats"))
         profile_dir = tmp / "profiles"
-        if params.profile_idle:
+        if params.profile_idle:  # after the measurement: the profiler slows everything down
             profile_dir.mkdir()
             await hosts.call("profile", on=True)
-        await trio.sleep(params.idle_seconds)
-        if params.profile_idle:
+            await trio.sleep(min(params.idle_seconds, PROFILE_SECONDS))
             await hosts.call("profile", on=False, dir=str(profile_dir))
-        stats2 = _totals(await hosts.call("stats"))
     top = _profile_top(profile_dir) if params.profile_idle else []
     run = Run(
         n, converged, repeat, convergence_s, messages, events,
@@ -317,8 +322,8 @@ def parse_args(argv: Sequence[str], prog: str) -> Params:
     parser.add_argument("--timeout", type=float, default=120.0, metavar="S",
                         help="longest wait for convergence after the heal (default 120)")
     parser.add_argument("--profile-idle", action="store_true",
-                        help="cProfile every host during the quiet; the top goes into "
-                             "results.json (idle_profile)")
+                        help="then cProfile every host through a second quiet; the top goes "
+                             "into results.json (idle_profile)")
     parser.add_argument("--out", type=Path, help="default bench-results/scale-<timestamp>/")
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the data directories go (default: the system temp dir)")
