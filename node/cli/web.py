@@ -54,7 +54,7 @@ are then ignored) and follows it if it restarts.
 examples:
   kith web                          open the page (starting the node if needed)
   kith web --no-open                only print the URL
-  kith -d ~/.kith-bob web --web-listen 127.0.0.1:8800
+  kith --data ~/.kith-bob web --web-listen 127.0.0.1:8800   a second node, second page
   kith run --web                    the node, with the page beside it
 """
 
