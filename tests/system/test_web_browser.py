@@ -250,6 +250,7 @@ def take_screenshot(a: Page, b: Page) -> None:
     open_group(b, "lab")
     a.get_by_role("textbox", name="Message").fill("talks/2026/december, next to the")
     expect(message(a, "which folder?").locator(".chip")).to_have_text("👍 1")
+    a.mouse.move(0, 0)  # no hover highlight in the picture
     a.screenshot(path=str(ROOT / "docs" / "web.png"))
     a.get_by_role("textbox", name="Message").fill("")
 
@@ -259,7 +260,13 @@ def take_screenshot(a: Page, b: Page) -> None:
 
 def test_a_conversation_between_two_pages(pair: Pair) -> None:
     a, b = both_in_a_group(pair, "lab")
-    send(a, "hello @bob, the slides are on the shared drive")
+    box = a.get_by_role("textbox", name="Message")
+    box.fill("hello @b")
+    box.press("Tab")  # completes a member's name
+    expect(box).to_have_value("hello @bob ")
+    box.press_sequentially("the slides are on the shared drive")
+    box.press("Enter")
+    expect(box).to_have_value("")
     expect(message(b, "the slides are on the shared drive")).to_be_visible()
     expect(message(b, "the slides").locator(".mention")).to_have_text("@bob")
     send(b, "thanks, looking now")
@@ -270,7 +277,8 @@ def test_a_conversation_between_two_pages(pair: Pair) -> None:
     # A reply, quoted above it on both pages.
     message(b, "the slides").get_by_role("button", name="Reply").click()
     send(b, "which folder?")
-    expect(message(a, "which folder?").locator(".quote")).to_contain_text("alice: hello @bob")
+    quote = message(a, "which folder?").locator(".quote")
+    expect(quote).to_contain_text("alice: hello @bob the slides")
 
     # A reaction, then an edit, a pin and a delete of Alice's.
     message(b, "the slides").get_by_role("button", name="React", exact=True).click()

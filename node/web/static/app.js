@@ -513,6 +513,27 @@ function pinMessage(view) {
   attempt("pin", params, view.pinned ? "unpinned" : "pinned");
 }
 
+/* Tab after "@bo" completes a member's name (their short id if the name has spaces). */
+function completeMention(box) {
+  const before = box.value.slice(0, box.selectionStart);
+  const typed = before.match(/@([^\s@]*)$/);
+  if (!typed) return false;
+  const words = state.members.filter((m) => !m.me)
+    .map((m) => (/\s/.test(m.name) ? m.short_id : m.name))
+    .filter((w) => w.toLowerCase().startsWith(typed[1].toLowerCase()));
+  if (!words.length) return false;
+  let word = words[0]; // the longest prefix they share
+  for (const w of words) {
+    while (!w.toLowerCase().startsWith(word.toLowerCase())) word = word.slice(0, -1);
+  }
+  if (words.length > 1) showStatus(words.join(", "));
+  const end = words.length === 1 ? " " : "";
+  const head = before.slice(0, before.length - typed[1].length) + word + end;
+  box.value = head + box.value.slice(box.selectionStart);
+  box.setSelectionRange(head.length, head.length);
+  return true;
+}
+
 function noteTyping() {
   const now = Date.now();
   if (!state.current || now - lastTypingSent < 3000) return;
@@ -555,6 +576,8 @@ function setUpConversation() {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       submitMessage();
+    } else if (e.key === "Tab" && !e.shiftKey && completeMention(box)) {
+      e.preventDefault();
     } else if (e.key === "Escape") {
       cancelNote();
     }

@@ -220,7 +220,8 @@ async function discoverGroups() {
     const found = await call("group.discover", { timeout: 3 });
     $("discover-status").textContent = found.length ? "" : "No open groups heard nearby yet.";
     for (const g of found) {
-      const item = el("li", "", `${g.name} · ${g.policy} · ${g.servers.length} member(s) serving `);
+      const serving = `${g.servers.length} member(s) serving`;
+      const item = el("li", "", `${g.name} · ${g.policy} · ${serving} `);
       if (g.joined) item.append(el("span", "tag", "joined"));
       else item.append(button("Join", () => joinGroup(g)));
       list.append(item);
