@@ -14,8 +14,8 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
-import webbrowser
 from functools import partial
 from typing import Any
 
@@ -173,12 +173,20 @@ async def _serve(datadir: DataDir, app: Any, targets: list[Any], listen: tuple[s
                 break
 
 
+#: Opens the URL in a child process whose output goes to our stderr: a browser started
+#: by ``webbrowser`` inherits stdout, and stdout carries only the URL line.
+_OPEN = "import sys, webbrowser; sys.exit(0 if webbrowser.open(sys.argv[1]) else 3)"
+
+
 async def _open(url: str) -> None:
     try:
-        opened = await trio.to_thread.run_sync(webbrowser.open, url, abandon_on_cancel=True)
-    except webbrowser.Error:
-        opened = False
-    if not opened:
+        done = await trio.run_process([sys.executable, "-c", _OPEN, url],
+                                      stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
+                                      check=False)
+    except OSError as exc:
+        log.info("cannot start a browser (%s): open the URL above yourself", exc)
+        return
+    if done.returncode != 0:
         log.info("no browser found: open the URL above yourself")
 
 

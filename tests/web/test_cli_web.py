@@ -117,3 +117,17 @@ def test_web_is_a_command_with_help(capsys: pytest.CaptureFixture[str]) -> None:
     help_text = capsys.readouterr().out
     for words in ("--no-open", "--web-listen", "token", "attaches", "examples:", "kith run --web"):
         assert words in help_text
+
+
+async def test_the_browser_gets_the_url_and_its_output_stays_off_stdout(tmp: Path) -> None:
+    opened = tmp / "opened"
+    browser = f"sh -c 'echo $0 > {opened}; echo browser noise' %s"
+    async with kith_process(tmp / "alice", "web", "--web-listen", "127.0.0.1:0", *NODE,
+                            env={"BROWSER": browser}) as proc:
+        await proc.wait_for_line("browser noise")  # on stderr
+        url = opened.read_text().strip()
+        assert re.match(URL, url)
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            assert await proc.wait() == 0
+        assert proc.rest.decode() == url + "\n"  # stdout: the URL line, nothing else
