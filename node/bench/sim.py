@@ -33,7 +33,8 @@ METRICS = (
     "messages_per_s", "bytes_per_message", "envelope_bytes_per_event", "event_overhead_bytes",
     "encryptions_per_message", "signatures_per_message", "verifications_per_message",
     "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "undelivered", "convergence_s",
-    "sync_bytes", "ack_bytes_per_message", "membership_bytes", "rekey_events", "rekey_seals",
+    "sync_bytes", "lacked_bytes", "sync_per_lacked", "ack_bytes_per_message",
+    "membership_bytes", "rekey_events", "rekey_seals",
     "rekey_bytes", "joins", "departures", "rejected", "lost_in_flight", "sim_seconds",
     "cpu_ms_per_message", "wall_s",
 )
@@ -50,7 +51,9 @@ COLUMNS = [
     report.Column("cpu_ms_per_message", "CPU ms/msg", ".3f", span=True),
 ]
 CATCH_UP = [report.Column("convergence_s", "converge s", ".3f"),
-            report.Column("sync_bytes", "sync B", ".0f")]
+            report.Column("sync_bytes", "sync B", ".0f"),
+            report.Column("lacked_bytes", "lacked B", ".0f"),
+            report.Column("sync_per_lacked", "sync/lacked", ".2f")]
 CHURN = [report.Column("joins", "joins", ".0f"), report.Column("departures", "leaves", ".0f"),
          report.Column("rekey_seals", "seals", ".0f"),
          report.Column("rekey_bytes", "rekey B", ".0f")]

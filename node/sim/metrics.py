@@ -14,6 +14,8 @@ from node.sim.runner import Simulation, percentile
 #: Metrics that are measured time on this machine, not a function of the seed.
 MEASURED = ("cpu_ms_per_message", "wall_s")
 
+#: What counts as sync traffic: catch-up streams and version vectors (``lacked_bytes`` is
+#: the least a stream could carry: what the members lacked at the heal).
 SYNC_KINDS = ("sync", "vector")
 
 
@@ -62,6 +64,10 @@ def measure(sim: Simulation) -> dict[str, Any]:
         "undelivered": undelivered,
         "convergence_s": convergence,
         "sync_bytes": sim.net.bytes_of(SYNC_KINDS),
+        "lacked_bytes": sim.lacked_bytes,
+        "laggards": sim.laggards,
+        "sync_per_lacked": (sim.net.bytes_of(SYNC_KINDS) / sim.lacked_bytes
+                            if sim.lacked_bytes else math.nan),
         "ack_bytes_per_message": sim.net.bytes_of(["ack"]) / m,
         "membership_bytes": sim.net.bytes_of(["membership"]),
         "rekey_events": sum(st.rekey_events for st in stats),

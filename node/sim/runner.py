@@ -94,6 +94,10 @@ class Simulation:
         self.cpu = 0.0
         self.traffic_end = 0.0
         self.heal_at: float | None = None
+        #: At the heal: bytes of the events (and pairwise copies) the current members
+        #: lacked of what any member held, and how many members lacked anything.
+        self.lacked_bytes = 0
+        self.laggards = 0
         self.setup_events: list[Event] = []
 
     # -- set-up --
@@ -178,6 +182,8 @@ class Simulation:
         self.traffic_end = self.scheduler.now
         if s.partition or self.offline:
             self.heal_at = self.scheduler.now
+            if s.mode != "raw":
+                self.lacked_bytes, self.laggards = self._lacking()
             if s.partition:
                 self.net.heal()
             for pid in self.offline:
@@ -241,6 +247,29 @@ class Simulation:
             self.members[x].link_up(y)
         self._flush(self.members[a])
         self._flush(self.members[b])
+
+    def _lacking(self) -> tuple[int, int]:
+        """What the current members lack of what anyone holds: (bytes, members).
+
+        An event counts its signed bytes, plus the member's own copy (pairwise) when
+        its author holds one for it: what a sync stream has to carry at the least.
+        """
+        union: dict[EventId, int] = {}
+        copies: dict[tuple[EventId, PeerId], int] = {}
+        for member in self.members.values():
+            for event in member.core.ordered():
+                union.setdefault(event.id, len(event.raw))
+            for event_id, per in member.m.own_copies.items():
+                for peer, blob in per.items():
+                    copies[(event_id, peer)] = len(blob)
+        total = laggards = 0
+        for pid in self.current_members():
+            core = self.members[pid].core
+            lacked = sum(size + copies.get((event_id, pid), 0)
+                         for event_id, size in union.items() if core.get(event_id) is None)
+            total += lacked
+            laggards += lacked > 0
+        return total, laggards
 
     # -- what happened --
 
