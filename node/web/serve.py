@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import time
 from pathlib import Path
 
 import trio
@@ -92,7 +93,7 @@ async def serve_web(
 ) -> None:
     """Serve the page until cancelled; ``task_status.started(url)`` once it accepts."""
     host, port = listen
-    await trio.to_thread.run_sync(clean_staging, data_dir)
+    await trio.to_thread.run_sync(clean_staging, data_dir, time.time())
     sock = bind(host, port)
     state = WebState(data_dir, host, token=token)
     state.bound(sock.getsockname()[1])

@@ -13,7 +13,8 @@ directory per transfer:
   (``transfer`` pushes), then ``file.save`` writes the file into a fresh directory,
   which is streamed back as an attachment and removed after.
 
-Leftovers of a server that died mid-transfer are removed when the next one starts.
+Leftovers of a server that died mid-transfer are removed when the next one starts
+(those older than ``STALE``: two servers may share a data directory).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 STAGING = "web-tmp"
 #: Seconds between progress polls of a file being sent or fetched.
 FILE_POLL = 0.2
+#: Age in seconds after which a staged transfer is a leftover (they last seconds).
+STALE = 3600.0
 #: Longest wait for a file's chunks to arrive before ``GET /api/file`` gives up.
 FETCH_WAIT = 600.0
 
@@ -66,9 +69,20 @@ def staging_dir(data_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=root))
 
 
-def clean_staging(data_dir: Path) -> None:
-    """Remove what an earlier server left behind (it stopped mid-transfer)."""
-    shutil.rmtree(data_dir / STAGING, ignore_errors=True)
+def clean_staging(data_dir: Path, now: float, max_age: float = STALE) -> None:
+    """Remove what an earlier server left behind (it stopped mid-transfer); not what is
+    newer than ``max_age`` s (another ``kith web`` on the same data directory may be
+    using it)."""
+    try:
+        entries = list((data_dir / STAGING).iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if now - entry.stat().st_mtime > max_age:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _remove(directory: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from node.api.python import open_node
 from node.web import protocol
+from node.web.uploads import STALE, clean_staging
 from tests.web.helpers import ORIGIN, call, first_event, tmp, web_for
 
 __all__ = ["tmp"]
@@ -141,3 +142,15 @@ async def test_upload_over_the_limit_is_413_and_leaves_nothing(tmp: Path) -> Non
         assert stranger.status_code == 400 and "nosuch" in stranger.json()["error"]
         assert [e["kind"] for e in alice.log(group)] == ["create"]
         assert list((alice.app.data_dir.path / "web-tmp").iterdir()) == []
+
+
+def test_only_stale_staging_leftovers_are_removed(tmp: Path) -> None:
+    old, new = tmp / "web-tmp" / "old", tmp / "web-tmp" / "new"
+    for d in (old, new):
+        d.mkdir(parents=True)
+        (d / "file.bin").write_bytes(b"x")
+    os.utime(old, (1000.0, 1000.0))
+    os.utime(new, (1000.0 + STALE, 1000.0 + STALE))
+    clean_staging(tmp, now=1001.0 + STALE)
+    assert not old.exists() and (new / "file.bin").exists()
+    clean_staging(tmp / "nothing-here", now=0.0)  # no staging directory: nothing to do
