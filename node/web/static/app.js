@@ -111,10 +111,12 @@ function onMessage(msg) {
 
 function onPush(msg) {
   switch (msg.push) {
-    case "hello":
+    case "hello": // me is null while the node is down
       if (msg.me) state.me = msg.me;
       state.mode = msg.mode || "";
+      state.nodeUp = Boolean(msg.me);
       renderMe();
+      updateBanner();
       break;
     case "groups": setGroups(msg.groups || []); break;
     case "peers": state.peers = msg.peers || []; renderPeers(); renderMembers(); break;
@@ -148,8 +150,9 @@ function updateBanner() {
   if (!state.connected && state.wasConnected) {
     text = "Lost the connection to kith web: reconnecting… (if kith web was restarted, "
       + "open the new URL it printed)";
+  } else if (!state.nodeUp) {
+    text = "The Kith node is not running: waiting for it to come back…";
   }
-  else if (!state.nodeUp) text = "The Kith node is not running: waiting for it to come back…";
   banner.textContent = text;
   banner.hidden = !text;
   document.body.classList.toggle("offline", Boolean(text));
