@@ -24,6 +24,7 @@ const state = {
   members: [],         // its group.members
   typing: [],          // names typing in it
   replyTo: null,       // the message being replied to
+  pickerFor: null,     // the message whose emoji picker is open
   editing: null,       // the message being edited
   nodeUp: true,
   connected: false,    // the WebSocket is open
@@ -367,15 +368,18 @@ function reactionsElement(view) {
 function actionsElement(view) {
   const box = el("div", "actions");
   const picker = el("div", "picker");
-  picker.hidden = true;
+  picker.hidden = state.pickerFor !== view.id; // stays open when the log is redrawn
   for (const emoji of QUICK_EMOJI) {
     const mine = ((view.reactions || {})[emoji] || []).includes(state.me && state.me.name);
-    const b = button(emoji, () => react(view, emoji, mine));
+    const b = button(emoji, () => { state.pickerFor = null; react(view, emoji, mine); });
     b.setAttribute("aria-label", `React with ${emoji}`);
     picker.append(b);
   }
   box.append(button("Reply", () => startReply(view)));
-  box.append(button("React", () => { picker.hidden = !picker.hidden; }));
+  box.append(button("React", () => {
+    picker.hidden = !picker.hidden;
+    state.pickerFor = picker.hidden ? null : view.id;
+  }));
   const admin = ADMIN_ROLES.includes(myRole());
   if (view.mine) box.append(button("Edit", () => startEdit(view)));
   if (view.mine || admin) box.append(button("Delete", () => deleteMessage(view)));
@@ -391,9 +395,27 @@ function infoElement(view) {
   return line;
 }
 
+/* Which message button has the focus, to give it back after a redraw. */
+function focusedAction() {
+  const active = document.activeElement;
+  const item = active && active.closest ? active.closest("#log [data-id]") : null;
+  return item && active.tagName === "BUTTON"
+    ? { id: item.dataset.id, label: active.getAttribute("aria-label") || active.textContent }
+    : null;
+}
+
+function restoreFocus(focus) {
+  if (!focus) return;
+  const item = $("log").querySelector(`[data-id="${CSS.escape(focus.id)}"]`);
+  const again = item && [...item.querySelectorAll("button")].find(
+    (b) => (b.getAttribute("aria-label") || b.textContent) === focus.label);
+  if (again) again.focus();
+}
+
 function renderConversation() {
   const log = $("log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  const focus = focusedAction();
   log.replaceChildren();
   if (!state.current) {
     log.append(el("p", "hint", state.groups.length ? "Choose a group."
@@ -405,6 +427,7 @@ function renderConversation() {
   renderPinnedAndGaps();
   renderTyping();
   applySearch();
+  restoreFocus(focus);
   if (atBottom || !state.log.length) log.scrollTop = log.scrollHeight;
 }
 
