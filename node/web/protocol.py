@@ -63,6 +63,8 @@ path (``file.send``, ``file.save``: use the HTTP endpoints), plus these web ops:
 * ``{"op": "watch", "group": G}``: G becomes the conversation this socket watches
   (replacing any other; ``"group": null`` stops). Result: the ``log`` result for G
   (limit 500, read: true, so opening a conversation marks it read, like ``kith chat``).
+  With ``"read": false`` (say, while the page is hidden) neither this nor the ``log``
+  pushes that follow mark anything read, until a ``watch`` with ``"read": true``.
 * ``{"op": "verify", "peer": <full peer id>, "verified": true|false}``: the user's
   out-of-band fingerprint check, kept in ``web-verified.json`` in the data directory;
   result null.
@@ -88,7 +90,8 @@ Server -> client:
     result for G>}``: for the watched group, whenever anything in it changed (new
     message, edit, reaction, delete, pin, delivery and read marks, members, presence):
     the page re-renders the conversation from it. Debounced (at most ``1/DEBOUNCE`` a
-    second). The log is fetched with read: true (the conversation is on screen).
+    second). The log is fetched with read: true (the conversation is on screen) unless
+    the last ``watch`` said ``"read": false``.
   - ``{"push": "event", "group": G, "event": <event view>}``: each new event of ANY group
     (as ``kith log --follow --json`` prints it), for notifications (mentions, unmuted
     groups); the page need not render from these. A slow page may miss some (see below).

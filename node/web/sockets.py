@@ -89,6 +89,8 @@ class Page:
         self.state = state
         self.outbox = Outbox()
         self.watching: str | None = None
+        #: Does fetching the watched log mark it read (the page is visible)?
+        self.read = True
         self.slots = trio.Semaphore(protocol.MAX_INFLIGHT)
         self._poke = trio.Event()
         self._last_log: Any = None
@@ -121,7 +123,8 @@ class Page:
     async def push_log(self, group: str, views: Any = None) -> None:
         client = self.hub.client
         if views is None:
-            views = await client.call("log", group=group, read=True, limit=protocol.LOG_LIMIT)
+            views = await client.call("log", group=group, read=self.read,
+                                      limit=protocol.LOG_LIMIT)
         members = await client.call("group.members", group=group)
         if self.watching != group or (views, members) == self._last_log:
             return
@@ -143,7 +146,10 @@ class Page:
 
     async def execute(self, op: str, params: dict[str, Any]) -> Any:
         if op == "watch":
-            return await self.watch(params.get("group"))
+            read = params.get("read", True)
+            if not isinstance(read, bool):
+                raise KithError('"read" is true or false')
+            return await self.watch(params.get("group"), read)
         if op == "verify":
             peer, verified = params.get("peer"), params.get("verified")
             if not isinstance(peer, str) or not isinstance(verified, bool):
@@ -154,18 +160,19 @@ class Page:
             return await trio.to_thread.run_sync(self.state.verified.load)
         return await self.hub.client.call(op, **params)
 
-    async def watch(self, group: Any) -> Any:
+    async def watch(self, group: Any, read: bool = True) -> Any:
         if group is None:
             self.watching = None
             return None
         if not isinstance(group, str) or not group:
             raise KithError('watch needs "group" (a group id or name, or null)')
-        views = await self.hub.client.call("log", group=group, read=True,
+        views = await self.hub.client.call("log", group=group, read=read,
                                            limit=protocol.LOG_LIMIT)
         if self.hub.group_id(group) is None:
             await self.hub.refresh()  # a group made a moment ago
         group_id = self.hub.group_id(group) or group
         self.watching = group_id
+        self.read = read
         self._last_log = None
         self.put(protocol.push("typing", group=group_id, names=self.hub.typing_names(group_id)))
         self.poke()

@@ -243,3 +243,24 @@ async def test_transfer_pushes_for_a_file_up_and_down(tmp: Path) -> None:
         assert down["event"] == event and down["done"] == down["total"] == len(data)
         assert list(staging.iterdir()) == []  # and so is the saved copy, once downloaded
         await web.close(ws)
+
+
+async def test_a_hidden_page_marks_nothing_read(tmp: Path) -> None:
+    async with two_nodes(tmp) as (alice, bob), web_for(alice) as web:
+        group = alice.create_group("lab")
+        alice.add(group, bob.peer_id)
+        await first_event(bob, group, lambda e: e["kind"] == "create", "the group at bob")
+        await web.login()
+        ws = await web.connect()
+        ok(await request(ws, 1, "watch", group=group, read=False))
+        bob.send(group, "are you there?")
+        await until(ws, lambda m: m.get("push") == "log" and any(
+            e.get("text") == "are you there?" for e in m["log"]), "log push")
+        [lab] = alice.groups()
+        assert lab["unread"] == 1  # shown in a hidden page: still unread
+        bad = await request(ws, 2, "watch", group=group, read="yes")
+        assert not bad["ok"]
+        ok(await request(ws, 3, "watch", group=group))
+        [lab] = alice.groups()
+        assert lab["unread"] == 0
+        await web.close(ws)
