@@ -20,9 +20,9 @@ Each channel message is one msgpack map with a type ``t``:
     The sender can now read these messages it said it could not.
 ``vv``      ``{"t": "vv", "g": group, "vv": [[author, seq], ...], "want": bool}``
     The sender's version vector: for each author, the highest seq it has with
-    every earlier one (sorted by author). The receiver sends back the events
-    the sender lacks; with ``want`` it also answers with its own vector if it
-    lacks something the sender has (an answer never has ``want``).
+    every earlier one (sorted by author). With ``want`` it asks the receiver
+    to stream back the events the sender lacks (one member at a time is
+    asked); without, it only tells (docs/protocol.md section 14).
 ``typing``  ``{"t": "typing", "g": group}``
     The sender is typing in the group: ephemeral, shown for a few seconds,
     never stored or relayed.
