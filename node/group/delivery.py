@@ -3,11 +3,30 @@
 Theory of operation
 -------------------
 Our own events stay "not delivered" to a member until it acknowledges them
-(``Ack``) or a version vector it sent shows it holds them. Whenever a
+or a version vector it sent shows it holds them. Whenever a
 member's channel comes up we push it what it has not acknowledged (the
 **outbox**), so messages written while nobody was reachable go out later,
 also after a restart. The member who added someone owes it the group's
 history and pushes that too (**invitation**).
+
+**Acknowledgements are cumulative.** Delivery is causal and an author's
+events are delivered in seq order (``GroupCore`` delivers seq n only right
+after n - 1), so what a member holds of one author is always 1..frontier: one
+number per author says it all. A receiver answers with ``Got`` (author ->
+frontier, for the authors of what that peer sent it) instead of one id list
+per message, and coalesces: live events are acknowledged ``ACK_DELAY`` after
+the first of a burst arrived (one ``Got`` per peer per window, whatever the
+burst's length); a sync batch at once (its session waits for it). A vector we
+send a peer covers whatever we owed it (it is our whole frontier). The
+frontier is read when the ``Got`` is sent, after the driver committed every
+earlier input: an acknowledgement only ever covers stored events.
+
+The author keeps, per member, the highest seq of its own events that member
+holds (``own_upto``); ``has`` answers from it in O(1). A per-id ``Ack`` (older
+nodes, and the tail of a sync batch) raises it too: a member that stored our
+event n holds 1..n. Each rise is persisted as one ``SaveDelivery`` row for the
+top event (restart rebuilds ``own_upto`` from those rows), not one row per
+event.
 
 Catch-up travels in batches of at most ``MAX_EVENTS`` events and
 ``BATCH_BYTES`` bytes, flagged ``sync`` so the receiver passes the news on to
@@ -26,9 +45,11 @@ from __future__ import annotations
 
 import logging
 
+from node.crypto.keys import IdentityKey
+from node.group import keys as K
 from node.group.bodies import Add, Receipt
 from node.group.events import Event, EventId, Kind
-from node.group.member_io import Ack, Events, SaveDelivery, Wake
+from node.group.member_io import Ack, Events, Got, Payload, SaveDelivery, Vector, Wake
 from node.group.member_state import (
     ACK_TIMEOUT,
     BATCH_BYTES,
@@ -37,8 +58,9 @@ from node.group.member_state import (
     Budget,
     MemberState,
     Session,
+    Settings,
 )
-from node.group.state import Delivered
+from node.group.state import Delivered, GroupCore
 from node.ids import PeerId, short_id
 from node.sync.plan import Batcher, lacks
 from node.wire.messages import MAX_EVENTS
@@ -58,12 +80,43 @@ def batches(events: list[Event]) -> list[list[Event]]:
     return out
 
 
-class Delivery(MemberState):
-    # -- acknowledgements --
+#: Live events are acknowledged this long after the first of a burst arrived: one ``Got``
+#: per peer per window, however many messages the burst had.
+ACK_DELAY = 0.05
 
-    def on_ack(self, sender: PeerId, ack: Ack) -> None:
+
+class Delivery(MemberState):
+    def __init__(
+        self, identity: IdentityKey, core: GroupCore, rng: K.Rng, *,
+        joined_at: float = 0.0, settings: Settings | None = None,
+    ) -> None:
+        super().__init__(identity, core, rng, joined_at=joined_at, settings=settings)
+        #: Per member: the highest seq of our own events it holds (with every earlier one).
+        self.own_upto: dict[PeerId, int] = {}
+        #: Acknowledgements we owe, per peer: the authors whose events it sent us.
+        self.owed: dict[PeerId, set[PeerId]] = {}
+        self.ack_at: float | None = None  # when the owed live acknowledgements go
+
+    def has(self, peer: PeerId, event: Event) -> bool:
+        """Does ``peer`` have ``event`` (acknowledged it or a later one of its author's,
+        or its vector says so)?"""
+        if event.author == self.me and self.own_upto.get(peer, 0) >= event.seq:
+            return True
+        return super().has(peer, event)
+
+    def send(self, peer: PeerId, payload: Payload, kind: str) -> bool:
+        if isinstance(payload, Vector):
+            self.owed.pop(peer, None)  # our whole frontier: it says all an ack would
+        return super().send(peer, payload, kind)
+
+    # -- acknowledgements we receive --
+
+    def on_ack(self, sender: PeerId, ack: Ack | Got) -> None:
         if sender not in self.core.state.members and self.departure(sender) is None:
             return  # only a member's (or a departed member's) receipt counts
+        if isinstance(ack, Got):
+            self.on_got(sender, ack)
+            return
         if ack.kind == "unread":
             self.on_unreadable(sender, ack.ids)
             return
@@ -73,6 +126,7 @@ class Delivery(MemberState):
             self.notify()
             return
         changed = False
+        top = 0
         for event_id in ack.ids:
             if event_id in self.own_ids:
                 seen = self.acked.setdefault(event_id, {})
@@ -80,11 +134,54 @@ class Delivery(MemberState):
                     seen[sender] = self.now
                     self.out.append(SaveDelivery(event_id, sender, self.now))
                     changed = True
+                event = self.core.get(event_id)
+                top = max(top, event.seq if event is not None else 0)
+        if top > self.own_upto.get(sender, 0):  # it holds our 1..top (delivered in order)
+            self.mark(sender, self.own_upto.get(sender, 0), top)
+            changed = True
         session = self.sessions.get(sender)
         if session is not None and session.waiting in ack.ids:
             self.next_batch(sender, session)
         if changed:
             self.notify()  # delivery marks moved
+
+    def on_got(self, sender: PeerId, got: Got) -> None:
+        """``sender`` holds every event of each author up to the seq given."""
+        upto = dict(got.upto)
+        have = self.core.frontier.get(self.me, 0)
+        top = min(upto.get(self.me, 0), have)  # (never beyond what we hold ourselves)
+        if top > self.own_upto.get(sender, 0):
+            self.mark(sender, self.own_upto.get(sender, 0), top)
+            self.out.append(SaveDelivery(self.core.event_id(self.me, top), sender,
+                                         self.now))  # one row per rise, not per event
+            self.notify()  # delivery marks moved
+        session = self.sessions.get(sender)
+        waiting = None if session is None or session.waiting is None \
+            else self.core.get(session.waiting)
+        if session is not None and waiting is not None \
+                and upto.get(waiting.author, 0) >= waiting.seq:
+            self.next_batch(sender, session)
+
+    def restore_receipts(self) -> None:
+        """After a restart: ``own_upto`` from the stored receipts (each one of our events
+        a member acknowledged means it holds every earlier one of ours too)."""
+        tops: dict[PeerId, int] = {}
+        for event_id, members in list(self.acked.items()):
+            event = self.core.get(event_id)
+            if event is None or event.author != self.me:
+                continue
+            for member in members:
+                tops[member] = max(tops.get(member, 0), event.seq)
+        for member, top in tops.items():
+            self.mark(member, 0, top)
+
+    def mark(self, member: PeerId, old: int, top: int) -> None:
+        """``member`` holds our events ``old + 1 .. top`` (and the earlier ones): what
+        ``acked`` says per event (its readers keep working), at the time we learnt it."""
+        self.own_upto[member] = top
+        for seq in range(old + 1, top + 1):
+            self.acked.setdefault(self.core.event_id(self.me, seq), {}).setdefault(
+                member, self.now)
 
     def on_unreadable(self, sender: PeerId, ids: tuple[EventId, ...]) -> None:
         """``sender`` stored these messages of ours but cannot read them: not delivered
@@ -115,9 +212,43 @@ class Delivery(MemberState):
             self.told_unread.update(ids)
             del self.unread_reports[author]
 
-    def ack(self, peer: PeerId, stored: list[EventId]) -> None:
-        if stored:
-            self.send(peer, Ack(tuple(stored[:MAX_EVENTS])), "ack")
+    # -- acknowledgements we owe --
+
+    def ack(self, peer: PeerId, stored: list[EventId], sync: bool = False) -> None:
+        """We hold ``stored`` (delivered now, or before), which ``peer`` sent us: owe it a
+        ``Got``. A sync batch is answered at once (also with a per-id ``Ack`` of its last
+        event, which is what older nodes' sessions wait for); live events after
+        ``ACK_DELAY``, together with whatever else arrives meanwhile."""
+        if not stored or peer == self.me:
+            return
+        authors = self.owed.setdefault(peer, set())
+        for event_id in stored:
+            event = self.core.get(event_id)
+            if event is not None:
+                authors.add(event.author)
+        if sync:
+            self.send_got(peer)
+            self.send(peer, Ack((stored[-1],)), "ack")
+        elif self.ack_at is None:
+            self.ack_at = self.now + ACK_DELAY
+            self.out.append(Wake(self.ack_at))
+
+    def flush_acks(self) -> None:
+        """Send the live acknowledgements that are due (on a ``Tick``)."""
+        if self.ack_at is None or self.now < self.ack_at:
+            return
+        self.ack_at = None
+        for peer in list(self.owed):
+            self.send_got(peer)
+
+    def send_got(self, peer: PeerId) -> None:
+        """One ``Got`` with our frontier for the authors we owe ``peer`` (read now: the
+        driver has stored every input before this one)."""
+        authors = self.owed.pop(peer, set())
+        frontier = self.core.frontier
+        upto = tuple(sorted((a, frontier[a]) for a in authors if frontier.get(a, 0) > 0))
+        if upto:
+            self.send(peer, Got(upto), "ack")
 
     # -- bookkeeping every delivered event needs, live or replayed from the store --
 

@@ -58,6 +58,7 @@ from node.group.member_io import (
     Authored,
     Effect,
     Events,
+    Got,
     HistoryWanted,
     Input,
     PeerDown,
@@ -119,6 +120,7 @@ class Member(Sessions):
         elif isinstance(input, Tick):
             self.tick()
             self.flush_receipts()
+            self.flush_acks()
         elif isinstance(input, Announce):
             self.announce_all()
         elif isinstance(input, HistoryWanted):
@@ -131,14 +133,14 @@ class Member(Sessions):
 
     def _received(self, sender: PeerId, message: Received) -> None:
         payload = message.payload
-        if isinstance(payload, Ack):
+        if isinstance(payload, Ack | Got):
             self.on_ack(sender, payload)
         elif isinstance(payload, Vector):
             self.on_vector(sender, payload)
         elif isinstance(payload, Typing):
             self.on_typing(sender)
         elif isinstance(payload, Events):
-            self.ack(sender, self.receive(sender, payload))
+            self.ack(sender, self.receive(sender, payload), payload.sync)
 
     def on_typing(self, sender: PeerId) -> None:
         state = self.core.state
@@ -291,6 +293,7 @@ class Member(Sessions):
             self.joined_at[event.id] = received_at
             if content is not None:
                 self.contents[event.id] = content
+        self.restore_receipts()
         for target in self.core.deleted:  # a delete is final, also after a crash
             if self.texts.get(target) is not None or target in self.contents:
                 self.erase(target)

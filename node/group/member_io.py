@@ -52,6 +52,14 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Got:
+    """A cumulative acknowledgement: for each ``(author, seq)``, the sender has stored
+    every event of ``author`` up to ``seq`` (delivery is causal, so per author contiguous)."""
+
+    upto: tuple[tuple[PeerId, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Vector:
     vector: tuple[tuple[PeerId, int], ...]
     want: bool
@@ -62,7 +70,7 @@ class Typing:
     """The sender is typing (ephemeral: never stored)."""
 
 
-Payload = Events | Ack | Vector | Typing
+Payload = Events | Ack | Got | Vector | Typing
 
 # -- inputs --
 

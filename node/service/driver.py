@@ -78,6 +78,7 @@ from node.group.member_io import (
     Effect,
     EraseContent,
     Events,
+    Got,
     HistoryWanted,
     Input,
     Notify,
@@ -113,6 +114,7 @@ from node.store.db import EventRow, Store
 from node.wire.messages import (
     AckMessage,
     EventsMessage,
+    GotMessage,
     TypingMessage,
     VectorMessage,
     encode_message,
@@ -528,13 +530,15 @@ _PERSIST = (SaveEvent, SetContent, EraseContent, SaveOwnKey, SaveOwnHistory, Sav
             SaveCopy, SaveEquivocation, SetLeft, SetName, SaveReadMarks)
 
 
-def _wire(group: GroupId, payload: Payload) -> EventsMessage | AckMessage | VectorMessage \
-        | TypingMessage:
+def _wire(group: GroupId, payload: Payload) -> EventsMessage | AckMessage | GotMessage \
+        | VectorMessage | TypingMessage:
     if isinstance(payload, Events):
         return EventsMessage(group, tuple(e.raw for e in payload.events), payload.copies,
                              sync=payload.sync, held=payload.held)
     if isinstance(payload, Ack):
         return AckMessage(group, payload.ids, payload.kind)
+    if isinstance(payload, Got):
+        return GotMessage(group, payload.upto)
     if isinstance(payload, Vector):
         return VectorMessage(group, payload.vector, payload.want)
     return TypingMessage(group)

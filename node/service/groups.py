@@ -36,6 +36,7 @@ from node.group.member_io import (
     Ack,
     Announce,
     Events,
+    Got,
     Payload,
     PeerDown,
     PeerUp,
@@ -58,6 +59,7 @@ from node.store.db import GroupRow, Store
 from node.wire.messages import (
     AckMessage,
     ChunkMessage,
+    GotMessage,
     NoChunkMessage,
     TypingMessage,
     VectorMessage,
@@ -187,6 +189,8 @@ class GroupService(GroupCommands):
         payload: Payload
         if isinstance(message, AckMessage):
             payload = Ack(message.ids, message.kind)
+        elif isinstance(message, GotMessage):
+            payload = Got(message.upto)
         elif isinstance(message, VectorMessage):
             payload = Vector(message.vector, message.want)
         elif isinstance(message, TypingMessage):

@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node.group.events import GroupId
-from node.group.member_io import Ack, Events, Typing, Vector
+from node.group.member_io import Ack, Events, Got, Typing, Vector
 from node.wire.messages import (
     AckMessage,
     EventsMessage,
+    GotMessage,
     TypingMessage,
     VectorMessage,
     encode_message,
@@ -30,7 +31,7 @@ class Frame:
     index: int
 
 
-Payload = Events | Ack | Vector | Typing | Frame
+Payload = Events | Ack | Got | Vector | Typing | Frame
 
 #: raw mode's frame header (a 4-byte length, as in the fanout benchmark).
 FRAME_HEADER = 4
@@ -44,6 +45,8 @@ def size_of(group: GroupId, payload: Payload, frame_size: int = 0) -> int:
         return len(encode_message(message))
     if isinstance(payload, Ack):
         return len(encode_message(AckMessage(group, payload.ids, payload.kind)))
+    if isinstance(payload, Got):
+        return len(encode_message(GotMessage(group, payload.upto)))
     if isinstance(payload, Vector):
         return len(encode_message(VectorMessage(group, payload.vector, payload.want)))
     if isinstance(payload, Typing):

@@ -11,8 +11,14 @@ Each channel message is one msgpack map with a type ``t``:
     member, to hold and pass on (docs/protocol.md section 13); it is empty
     otherwise. ``sync`` is true for
     catch-up batches (answering a version vector), false for live fanout.
+``got``     ``{"t": "got", "g": group, "upto": [[author, seq], ...]}``
+    A cumulative acknowledgement: for each author listed (sorted, distinct),
+    the sender has stored (committed) every event of that author with a seq up
+    to ``seq``. Coalesced: one per peer per group per short window, or per sync
+    batch.
 ``ack``     ``{"t": "ack", "g": group, "ids": [event id, ...]}``
-    The sender has stored these events (delivery receipts for their authors).
+    The sender has stored these events (per-id receipts: older nodes send them
+    for every message; newer ones only to close a sync batch).
 ``unread``  ``{"t": "unread", "g": group, "ids": [event id, ...]}``
     The sender has stored these messages of the receiver's but cannot read them
     (sent to their author: they are not delivered to it).
@@ -74,6 +80,14 @@ class AckMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class GotMessage:
+    """Cumulative receipt: every event of each author up to its seq is stored."""
+
+    group: GroupId
+    upto: tuple[tuple[PeerId, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class VectorMessage:
     group: GroupId
     vector: tuple[tuple[PeerId, int], ...]
@@ -113,7 +127,8 @@ class NoChunkMessage:
 
 
 ChunkTraffic = WantMessage | ChunkMessage | NoChunkMessage
-PeerMessage = EventsMessage | AckMessage | VectorMessage | TypingMessage | ChunkTraffic
+PeerMessage = (EventsMessage | AckMessage | GotMessage | VectorMessage | TypingMessage
+               | ChunkTraffic)
 
 
 def encode_message(message: PeerMessage) -> bytes:
@@ -124,6 +139,8 @@ def encode_message(message: PeerMessage) -> bytes:
     if isinstance(message, VectorMessage):
         return pack({"t": "vv", "g": message.group, "vv": [[a, n] for a, n in message.vector],
                      "want": message.want})
+    if isinstance(message, GotMessage):
+        return pack({"t": "got", "g": message.group, "upto": [[a, n] for a, n in message.upto]})
     if isinstance(message, TypingMessage):
         return pack({"t": "typing", "g": message.group})
     if isinstance(message, WantMessage):
@@ -171,6 +188,9 @@ def decode_message(data: bytes) -> PeerMessage:
         if not isinstance(ids, list) or len(ids) > MAX_EVENTS or not all(_is_id(i) for i in ids):
             raise RemoteProtocolError(f"'ids' must be a list of at most {MAX_EVENTS} event ids")
         return AckMessage(GroupId(group), tuple(EventId(i) for i in ids), kind)
+    if kind == "got":
+        _keys(obj, {"t", "g", "upto"})
+        return GotMessage(GroupId(group), _vector(obj["upto"], "upto"))
     if kind == "vv":
         _keys(obj, {"t", "g", "vv", "want"})
         return VectorMessage(GroupId(group), _vector(obj["vv"]), _bool(obj["want"], "want"))
@@ -201,16 +221,16 @@ def _bool(value: object, key: str) -> bool:
     return value
 
 
-def _vector(value: object) -> tuple[tuple[PeerId, int], ...]:
+def _vector(value: object, key: str = "vv") -> tuple[tuple[PeerId, int], ...]:
     if not isinstance(value, list) or len(value) > MAX_VECTOR:
-        raise RemoteProtocolError(f"'vv' must be a list of at most {MAX_VECTOR} entries")
+        raise RemoteProtocolError(f"{key!r} must be a list of at most {MAX_VECTOR} entries")
     out: list[tuple[PeerId, int]] = []
     previous = b""
     for item in value:
         if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
                 or len(item[0]) != 32 or item[0] <= previous or not isinstance(item[1], int)
                 or isinstance(item[1], bool) or not 0 < item[1] < 2**40):
-            raise RemoteProtocolError("'vv' entries are sorted [author, seq] pairs")
+            raise RemoteProtocolError(f"{key!r} entries are sorted [author, seq] pairs")
         previous = item[0]
         out.append((PeerId(item[0]), item[1]))
     return tuple(out)

@@ -14,7 +14,7 @@ Wire bytes, the unknown-group buffer and SQLite stay in the integration file.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import nacl.signing
@@ -35,6 +35,7 @@ from node.group.bodies import (
     encode_body,
     kind_of,
 )
+from node.group.delivery import ACK_DELAY
 from node.group.events import (
     MAX_CLOCK_ENTRIES,
     MAX_COUNTER,
@@ -51,11 +52,13 @@ from node.group.member_io import (
     Announce,
     Effect,
     Events,
+    Got,
     Received,
     SaveDelivery,
     SaveEquivocation,
     SaveEvent,
     Send,
+    Tick,
     Warn,
 )
 from node.group.state import MAX_BUFFER, MAX_BUFFER_PER_AUTHOR, GroupCore
@@ -90,10 +93,13 @@ def scene(mallory_role: Role | None = Role.MEMBER) -> tuple[Cluster, PeerId, Pee
 
 
 def feed(c: Cluster, to: PeerId, sender: PeerId, *events: Event) -> list[Effect]:
-    """``to`` handles one Events message from ``sender``; its effects are run and returned."""
+    """``to`` handles one Events message from ``sender``, then the tick when what it owes
+    for it is acknowledged; their effects are run and returned."""
     effects = c.members[to].handle(Received(sender, Events(tuple(events))), c.now)
     c.run(to, effects)
-    return effects
+    tick = c.members[to].handle(Tick(), c.now + ACK_DELAY)
+    c.run(to, tick)
+    return effects + tick
 
 
 def forge(core: GroupCore, author: PeerId, body: Body, sign: Signer, **fields: object) -> Event:
@@ -143,11 +149,22 @@ def saved(effects: list[Effect]) -> list[EventId]:
     return [e.event.id for e in effects if isinstance(e, SaveEvent)]
 
 
-def acks(effects: list[Effect], peer: PeerId) -> list[tuple[EventId, ...]]:
-    """The id lists of the acks ``effects`` send ``peer`` (not its "unread" reports)."""
-    return [e.payload.ids for e in effects
-            if isinstance(e, Send) and e.peer == peer and isinstance(e.payload, Ack)
-            and e.payload.kind == "ack"]
+def acks(effects: list[Effect], peer: PeerId) -> list[dict[PeerId, int]]:
+    """The acknowledgements ``effects`` send ``peer`` (per-id ones as well as cumulative,
+    not its "unread" reports), as author -> the seq it holds every event up to."""
+    out: list[dict[PeerId, int]] = []
+    for e in effects:
+        if isinstance(e, Send) and e.peer == peer and isinstance(e.payload, Got):
+            out.append(dict(e.payload.upto))
+        elif (isinstance(e, Send) and e.peer == peer and isinstance(e.payload, Ack)
+              and e.payload.kind == "ack"):
+            raise AssertionError(f"a per-id ack of a live message: {e.payload}")
+    return out
+
+
+def covers(ack: dict[PeerId, int], events: Sequence[Event]) -> bool:
+    """Does the cumulative ``ack`` say every one of ``events`` is stored?"""
+    return all(ack.get(e.author, 0) >= e.seq for e in events)
 
 
 def equivocations(effects: list[Effect]) -> list[SaveEquivocation]:
@@ -307,7 +324,8 @@ def test_replayed_events_are_acked_again_and_stored_once() -> None:
     replays = [(said,), (said, key_event), (said,) * MAX_EVENTS, tuple(history)]
     for replay in replays:
         effects = feed(c, alice, mallory, *replay)
-        assert acks(effects, mallory) == [tuple(e.id for e in replay)]
+        [ack] = acks(effects, mallory)
+        assert covers(ack, replay)
         assert saved(effects) == [] and warnings(effects, logging.DEBUG) == []  # no storm
     assert len(c.disks[alice].events) == stored
     assert messages(c, alice).count("once") == 1
@@ -360,7 +378,9 @@ def test_message_with_a_huge_index(monkeypatch: pytest.MonkeyPatch) -> None:
         f"group message index {index} is {MAX_JUMP + 1} ahead of 1, "
         f"more than the {MAX_JUMP} allowed"]
     assert derivations == []  # refused before any hashing
-    assert saved(effects) == [huge.id] and acks(effects, mallory) == [(huge.id,)]  # valid
+    assert saved(effects) == [huge.id]  # valid
+    [ack] = acks(effects, mallory)
+    assert ack == {mallory: huge.seq}
     assert victim.texts[huge.id] is None and huge.id not in victim.contents
     # her core and bob's take it too, as her authoring and fanout would have done
     c.members[mallory].core.receive(huge)
@@ -445,7 +465,8 @@ def test_a_replay_of_an_event_still_waiting_is_not_acked() -> None:
     assert c.members[alice].core.waiting() == [waits]
     # the control: a replay of a delivered event is acked
     [mine] = mallorys(c, mallory, Kind.MESSAGE)
-    assert acks(feed(c, alice, mallory, waits, mine), mallory) == [(mine.id,)]
+    [ack] = acks(feed(c, alice, mallory, waits, mine), mallory)
+    assert covers(ack, [mine]) and not covers(ack, [waits])
 
 
 # -- 7. the causal buffer: a gap that never fills, junk from made-up authors ---------------
@@ -481,7 +502,8 @@ def test_a_gap_that_never_fills_keeps_the_buffer_bounded() -> None:
     effects = feed(c, alice, mallory, withheld)
     released = [withheld.id, *(e.id for e in events[:MAX_BUFFER_PER_AUTHOR])]
     assert saved(effects) == released
-    assert acks(effects, mallory) == [tuple(released[:MAX_EVENTS])]
+    [ack] = acks(effects, mallory)
+    assert ack == {mallory: events[MAX_BUFFER_PER_AUTHOR - 1].seq}  # all of it, in one
     assert victim.core.buffered() == {}
     still_talking(c, alice, bob)
 
