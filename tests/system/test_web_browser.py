@@ -269,6 +269,9 @@ def test_a_conversation_between_two_pages(pair: Pair) -> None:
     expect(box).to_have_value("")
     expect(message(b, "the slides are on the shared drive")).to_be_visible()
     expect(message(b, "the slides").locator(".mention")).to_have_text("@bob")
+    # Screen readers hear the new message once (the log itself is redrawn, not live).
+    expect(b.locator("#announce")).to_have_text("alice: hello @bob the slides are on the "
+                                                "shared drive")
     send(b, "thanks, looking now")
     expect(message(a, "thanks, looking now")).to_be_visible()
     # Delivery and read marks: Bob's page has the conversation open, so he read it.

@@ -135,7 +135,7 @@ function onPush(msg) {
         renderMembers();
       }
       break;
-    case "event": maybeNotify(msg.group, msg.event); break;
+    case "event": announce(msg.group, msg.event); maybeNotify(msg.group, msg.event); break;
     case "transfer": showTransfer(msg); break;
     case "node":
       state.nodeUp = msg.state === "up";
@@ -568,6 +568,14 @@ function noteTyping() {
 }
 
 // -- notifications and layout --------------------------------------------------------
+
+/* Screen readers hear each new message of the open group once (the log, redrawn
+   whole on every change, is aria-live="off"). */
+function announce(groupId, view) {
+  if (groupId === state.current && view && view.kind === "message" && !view.mine && view.text) {
+    $("announce").textContent = `${view.author_name}: ${view.text}`;
+  }
+}
 
 function maybeNotify(groupId, view) {
   if (!view || view.kind !== "message" || view.mine || view.deleted || !view.text) return;
