@@ -94,6 +94,7 @@ class Page:
         self.slots = trio.Semaphore(protocol.MAX_INFLIGHT)
         self._poke = trio.Event()
         self._last_log: Any = None
+        self._watch_lock = trio.Lock()
 
     def put(self, message: dict[str, Any]) -> None:
         self.outbox.put(message)
@@ -101,12 +102,17 @@ class Page:
     def poke(self) -> None:
         self._poke.set()
 
-    async def writer(self, websocket: WebSocket) -> None:
-        while True:
-            message = await self.outbox.get()
-            await websocket.send_text(json.dumps(message, separators=(",", ":")))
-            if "id" in message:
-                self.slots.release()
+    async def writer(self, websocket: WebSocket, scope: trio.CancelScope) -> None:
+        """Send the outbox, oldest first; when the page is gone, end the socket's tasks."""
+        try:
+            while True:
+                message = await self.outbox.get()
+                await websocket.send_text(json.dumps(message, separators=(",", ":")))
+                if "id" in message:
+                    self.slots.release()
+        except Exception as exc:  # the page went away (WebSocketDisconnect, OSError, ...)
+            log.debug("web: page gone: %r", exc)
+            scope.cancel()
 
     async def log_loop(self) -> None:
         while True:
@@ -161,6 +167,10 @@ class Page:
         return await self.hub.client.call(op, **params)
 
     async def watch(self, group: Any, read: bool = True) -> Any:
+        async with self._watch_lock:  # two quick switches: the later one wins
+            return await self._watch(group, read)
+
+    async def _watch(self, group: Any, read: bool) -> Any:
         if group is None:
             self.watching = None
             return None
@@ -187,11 +197,11 @@ async def serve(websocket: WebSocket, hub: Hub, state: WebState) -> None:
     hub.attach(page)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(page.writer, websocket)
+            nursery.start_soon(page.writer, websocket, nursery.cancel_scope)
             nursery.start_soon(page.log_loop)
             await _read(websocket, page, nursery)
             nursery.cancel_scope.cancel()
-    except WebSocketDisconnect:
+    except* WebSocketDisconnect:
         pass
     finally:
         hub.detach(page)
