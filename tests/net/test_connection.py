@@ -87,3 +87,38 @@ async def test_messages_reach_the_handler_and_goodbye_has_a_reason(
         ca.close("user quit")
     assert got == [b"one", b"two"]
     assert cb.close_reason == "peer left (user quit)"
+
+
+async def test_what_is_queued_goes_out_in_one_write_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = await _streams()
+    writes: list[int] = []
+    real = a.transport.send_all
+
+    async def counted(data: bytes | bytearray | memoryview) -> None:
+        writes.append(len(data))
+        await real(data)
+
+    a.transport.send_all = counted  # type: ignore[method-assign]
+    received: list[bytes] = []
+    burst = [f"message {i}".encode() * (i + 1) for i in range(50)]
+    done = trio.Event()
+
+    async def on_message(conn: PeerConnection, data: bytes) -> None:
+        received.append(data)
+        if len(received) == len(burst):
+            done.set()
+
+    ca, cb = _conn(a), _conn(b)
+    cb._on_message = on_message
+    async with trio.open_nursery() as nursery:
+        for data in burst:  # queued before the sender task first runs
+            assert ca.send_nowait(data)
+        nursery.start_soon(ca.run)
+        nursery.start_soon(cb.run)
+        with trio.fail_after(5):
+            await done.wait()
+        assert received == burst  # each its own message, in order
+        assert len(writes) == 1  # one syscall for the whole burst
+        nursery.cancel_scope.cancel()
