@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Seconds between refreshes when nothing happens (delivery and read marks change
 #: without an event, hence the polling).
 POLL = 1.5
+#: Shortest interval between two refreshes.
+GAP = 0.1
 #: Seconds before a dropped follow stream or a down node is tried again.
 RETRY = 1.0
 
@@ -118,6 +120,7 @@ class Hub:
                 await self._poke.wait()
             self._poke = trio.Event()
             await self.refresh()
+            await trio.sleep(GAP)  # a burst of events costs one refresh per GAP, not each
 
     async def refresh(self) -> None:
         try:
