@@ -193,9 +193,13 @@ def group_button(page: Page, name: str) -> Any:
     return page.get_by_role("navigation", name="Groups").get_by_role("button", name=name)
 
 
-def create_group(page: Page, name: str) -> None:
+def create_group(page: Page, name: str, policy: str = "") -> None:
+    """A private group, or with ``policy`` an open one."""
     page.get_by_role("button", name="New group").click()
     page.get_by_label("Name").fill(name)
+    if policy:
+        page.get_by_label("Kind").select_option("open")
+        page.get_by_label("Who may join").select_option(policy)
     page.get_by_role("button", name="Create").click()
     expect(group_button(page, name)).to_have_attribute("aria-current", "page")
 
@@ -457,5 +461,28 @@ def test_an_owner_changes_a_role_mutes_and_removes_a_member(pair: Pair) -> None:
     expect(a.locator("#member-list li")).to_have_count(1)
     expect(b.locator("#group-info")).to_contain_text("you left")
     expect(b.get_by_role("textbox", name="Message")).to_be_disabled()
+    pair.alice.check_clean()
+    pair.bob.check_clean()
+
+
+def test_an_open_group_a_joiner_is_approved_for_and_joins_by_id(pair: Pair) -> None:
+    a, b = pair.alice.page, pair.bob.page
+    create_group(a, "hall", policy="whitelist")
+    send(a, "welcome to the hall")
+    group_id = a.locator("#group-id").inner_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", group_id)
+    a.get_by_label("Peer to approve").select_option(label="bob")
+    a.get_by_role("button", name="Approve").click()
+    expect(a.get_by_role("list", name="Approved peers")).to_contain_text("bob")
+    b.get_by_role("button", name="Find open groups").click()
+    dialog = b.get_by_role("dialog", name="Open groups nearby")
+    expect(dialog.get_by_role("status")).to_contain_text("mDNS")  # these nodes run without
+    dialog.get_by_label("Group id").fill(group_id)
+    dialog.get_by_role("button", name="Join by id").click()
+    expect(group_button(b, "hall")).to_have_attribute("aria-current", "page")
+    expect(message(b, "welcome to the hall")).to_be_visible()
+    send(b, "glad to be here")
+    expect(message(a, "glad to be here")).to_be_visible()
+    expect(a.locator("#member-list li", has_text="bob")).to_be_visible()
     pair.alice.check_clean()
     pair.bob.check_clean()

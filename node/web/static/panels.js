@@ -66,7 +66,9 @@ function renderAdmin() {
   const admin = g && ADMIN_ROLES.includes(g.role);
   $("group-admin").hidden = !(g && g.member);
   $("leave-group").hidden = !(g && g.member);
+  $("open-group-id").hidden = !(g && g.mode === "open");
   if (!g) return;
+  $("group-id").textContent = g.id;
   const memberIds = new Set(state.members.map((m) => m.peer_id));
   fillPeerSelect($("add-peer"), state.peers.filter((p) => p.peer_id && !memberIds.has(p.peer_id)));
   const whitelist = g.mode === "open" && g.policy === "whitelist" && admin;
@@ -215,6 +217,7 @@ async function discoverGroups() {
   const list = $("discover-list");
   list.replaceChildren();
   $("discover-status").textContent = "Listening for open groups on the LAN…";
+  $("join-id").value = "";
   $("discover-dialog").showModal();
   try {
     const found = await call("group.discover", { timeout: 3 });
@@ -232,7 +235,7 @@ async function discoverGroups() {
 }
 
 async function joinGroup(g) {
-  $("discover-status").textContent = `Joining ${g.name}…`;
+  $("discover-status").textContent = `Joining ${g.name || g.id}…`;
   try {
     const group = await call("group.join", { group: g.id });
     $("discover-dialog").close();
@@ -366,6 +369,10 @@ function setUpPanels() {
   $("create-cancel").addEventListener("click", () => $("create-dialog").close());
   $("discover").addEventListener("click", discoverGroups);
   $("discover-close").addEventListener("click", () => $("discover-dialog").close());
+  $("join-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    joinGroup({ id: $("join-id").value.trim() });
+  });
   $("add-member").addEventListener("click", () => {
     const select = $("add-peer");
     if (!select.value || select.disabled) return;
