@@ -264,3 +264,35 @@ async def test_a_hidden_page_marks_nothing_read(tmp: Path) -> None:
         [lab] = alice.groups()
         assert lab["unread"] == 0
         await web.close(ws)
+
+
+async def test_managing_a_group_from_the_page(tmp: Path) -> None:
+    async with two_nodes(tmp) as (alice, bob), web_for(alice) as web:
+        await web.login()
+        ws = await web.connect()
+        group = ok(await request(ws, 1, "group.create", name="lab"))["id"]
+        ok(await request(ws, 2, "group.add", group=group, peer="bob"))  # by name, as found
+        await first_event(bob, group, lambda e: e["kind"] == "create", "the group at bob")
+        ok(await request(ws, 3, "group.role", group=group, peer="bob", role="admin"))
+        roles = {m["name"]: m["role"] for m in ok(await request(ws, 4, "group.members",
+                                                                group=group))}
+        assert roles == {"alice": "owner", "bob": "admin"}
+        ok(await request(ws, 5, "group.mute", group=group, peer="bob", minutes=5))
+        ok(await request(ws, 6, "group.mute", group=group, peer="bob", unmute=True))
+        muted = ok(await request(ws, 7, "group.notify", group=group, muted=True))
+        assert muted["muted"] is True
+        ok(await request(ws, 8, "group.remove", group=group, peer="bob"))
+        assert [m["name"] for m in ok(await request(ws, 9, "group.members", group=group))] \
+            == ["alice"]
+        discover = await request(ws, 10, "group.discover", timeout=0.1)
+        assert not discover["ok"] and "mDNS" in discover["error"]  # the node's own answer
+        open_group = ok(await request(ws, 11, "group.create", name="hall", mode="open",
+                                          policy="blacklist"))["id"]
+        ok(await request(ws, 12, "group.ban", group=open_group, peer="bob"))
+        ok(await request(ws, 13, "group.unban", group=open_group, peer="bob"))
+        joined = await request(ws, 14, "group.join", group="nosuch")
+        assert not joined["ok"]
+        ok(await request(ws, 15, "group.leave", group=group))
+        kinds = [e["kind"] for e in alice.log(group)]
+        assert kinds[-1] == "leave", kinds
+        await web.close(ws)
