@@ -76,7 +76,7 @@ PHASE_PER_NODE = 1.0
 POLL = 0.25
 #: How many functions the idle profile keeps (the heaviest, by own time), and how long
 #: it runs (a second quiet, after the measured one).
-PROFILE_TOP = 25
+PROFILE_TOP = 20
 PROFILE_SECONDS = 15.0
 
 
@@ -266,8 +266,15 @@ def _profile_top(directory: Path) -> list[str]:
     if not files:
         return []
     out = StringIO()
-    pstats.Stats(*files, stream=out).sort_stats("tottime").print_stats(PROFILE_TOP)
-    return [line for line in out.getvalue().splitlines() if line.strip()]
+    stats = pstats.Stats(*files, stream=out)
+    stats.sort_stats("tottime").print_stats(PROFILE_TOP)
+    out.write("Kith's own functions by cumulative time:\n")
+    stats.sort_stats("cumulative").print_stats(r"/node/", PROFILE_TOP)
+    out.write("who sends on the channels:\n")
+    stats.print_callers(r"connection.py.*\(_send\)")  # the keepalive or the queue
+    return [line for line in out.getvalue().splitlines()
+            if line.strip() and not line.lstrip().startswith(("Sat ", "Sun ", "Mon ", "Tue ",
+                                                              "Wed ", "Thu ", "Fri "))]
 
 
 async def run_all(params: Params) -> tuple[list[Run], list[str]]:
