@@ -7,6 +7,7 @@ a message, under a timeout.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ async def test_bad_requests_get_an_error_and_the_socket_stays_open(tmp: Path) ->
         ws = await web.connect()
         group = alice.create_group("lab")
         for text in ("{not json", "[1, 2]", '"op"', '{"id": 5}'):
-            await call(lambda text=text: ws.send_text(text))
+            await call(partial(ws.send_text, text))
             answer = await until(ws, lambda m: "push" not in m, f"answer to {text}")
             assert answer["ok"] is False and answer["error"], text
             assert answer["id"] == (5 if text == '{"id": 5}' else None)
@@ -141,11 +142,14 @@ async def test_socket_needs_cookie_and_origin(tmp: Path) -> None:
         with pytest.raises(WebSocketDisconnect):  # no cookie yet
             await call(lambda: web.client.websocket_connect(WS, headers=ORIGIN).__enter__())
         await web.login()
+
+        def open_ws(headers: dict[str, str]) -> Any:
+            return web.client.websocket_connect(WS, headers=headers).__enter__()
+
         for headers in ({}, {"Origin": "http://evil.example"}, {"Origin": BASE + "1"},
                         {**ORIGIN, "Host": "evil.example:8707"}):
             with pytest.raises(WebSocketDisconnect) as refused:
-                await call(lambda h=headers: web.client.websocket_connect(WS, headers=h)
-                           .__enter__())
+                await call(partial(open_ws, headers))
             assert refused.value.code == 1008, headers
 
 
