@@ -277,10 +277,14 @@ function fileElement(view) {
   return box;
 }
 
+/* The bar of the current upload; it never goes back (pushes and polls may cross). */
 function setUploadBar(percent, text) {
   clearTimeout(uploadHideTimer);
   $("transfer").hidden = false;
-  $("upload-progress").value = Math.max(0, Math.min(100, Math.round(percent)));
+  const upload = currentUpload;
+  const value = Math.max(0, Math.min(100, Math.round(percent)));
+  upload.shown = Math.max(upload.shown || 0, value);
+  $("upload-progress").value = upload.shown;
   $("upload-label").textContent = text;
 }
 
