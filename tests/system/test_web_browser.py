@@ -9,9 +9,10 @@ navigation, the "Message" textbox, buttons by their labels.
 
 Every wait is Playwright's ``expect`` (or ``wait_for``) with a timeout, or a wait for a
 process's output line under a deadline; nothing sleeps. Each page records every
-JavaScript dialog (``alert`` and the like) and every uncaught error: a test fails if
-any happened, which is how ``<img onerror>`` and ``<script>`` messages are shown not
-to run. With ``KITH_SCREENSHOT=1`` the conversation test saves docs/web.png.
+JavaScript dialog (``alert`` and the like), every uncaught error and every
+Content-Security-Policy violation: a test fails if any happened, which is how
+``<img onerror>`` and ``<script>`` messages are shown not to run. With
+``KITH_SCREENSHOT=1`` the conversation test saves docs/web.png.
 
 The nodes share one module-scoped set-up (starting them costs seconds); each test
 makes its own group, so they do not depend on each other's order.
@@ -143,7 +144,12 @@ def open_page(browser: Any, name: str, data: Path, url: str) -> Person:
         person.dialogs.append(dialog.message)
         dialog.dismiss()
 
+    def on_console(msg: Any) -> None:
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            person.errors.append(msg.text)  # an inline script or style the page must not have
+
     page.on("dialog", on_dialog)
+    page.on("console", on_console)
     page.on("pageerror", lambda e: person.errors.append(str(e)))
     page.goto(url)
     expect(page.get_by_role("navigation", name="Groups")).to_be_visible()
@@ -486,3 +492,16 @@ def test_an_open_group_a_joiner_is_approved_for_and_joins_by_id(pair: Pair) -> N
     expect(a.locator("#member-list li", has_text="bob")).to_be_visible()
     pair.alice.check_clean()
     pair.bob.check_clean()
+
+
+def test_the_page_never_builds_html_from_strings() -> None:
+    """No innerHTML and the like, no eval, no inline script or style in the page's files."""
+    static = ROOT / "node" / "web" / "static"
+    for path in static.glob("*.js"):
+        code = path.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
+                     "eval(", "new Function", "setAttribute(\"style\"", "setAttribute(\"on"):
+            assert sink not in code, f"{path.name} uses {sink}"
+    html = (static / "index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "an inline <script>"
+    assert not re.search(r"\sstyle=|\son[a-z]+=", html), "an inline style or handler"
