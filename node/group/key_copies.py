@@ -18,16 +18,18 @@ its copy pushed once more.
 makes the event must not depend on meeting the author again: the author hands
 that member's copy to ``HOLDERS`` members it does reach (the next ones after
 the recipient in peer-id order, so the load spreads), as three-element ``cp``
-entries. A holder keeps such copies for a current member, within ``HELD_BYTES``
-per group (first come; in memory only, so a restart forgets them and the author
-stays the source). It pushes the event with the copy to the recipient at once
-if it has a channel to it, and whenever one comes up, until the recipient
-acknowledges the event to it; and whenever it sends the event to anyone else
+entries, and holds it itself as they do. A holder keeps such copies for a
+current member, within ``HELD_BYTES`` per group (first come; in memory only,
+so a restart forgets them and the author's stored copies stay the source).
+It pushes the event with the copy to the recipient at once if it has a
+channel to it, and whenever one comes up, until the recipient acknowledges
+the event to it; and whenever it sends the event to anyone else
 (a sync batch), the copies it holds for others go along, so they cross a
 partition with the event (the receiver holds them in turn). A copy is only
 ever held for a member the author could not reach, so this costs nothing in
-a connected group, and never more than the older form that sealed every key
-inside the event.
+a connected group; where it does, each transfer of the event carries at most
+one entry per unreachable recipient, as the older form carried one sealed key
+per recipient inside every copy of the event.
 """
 
 from __future__ import annotations
