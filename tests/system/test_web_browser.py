@@ -57,6 +57,8 @@ URL = r"^(?P<url>http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{43})$"
 PROCESS_TIMEOUT = 20.0
 #: Milliseconds for something to show on a page (two nodes and a browser on 2 shared CPUs).
 PAGE_TIMEOUT = 20_000
+#: Milliseconds within which a message ends its author's typing mark (a notice lasts 6 s).
+TYPING_GONE = 3_000
 XSS_IMG = "<img src=x onerror=alert(1)>"
 XSS_SCRIPT = "<script>alert(1)</script>"
 
@@ -282,8 +284,11 @@ def test_a_conversation_between_two_pages(pair: Pair) -> None:
     # Screen readers hear the new message once (the log itself is redrawn, not live).
     expect(b.locator("#announce")).to_have_text("alice: hello @bob the slides are on the "
                                                 "shared drive")
+    b.get_by_role("textbox", name="Message").press_sequentially("thanks, lo")
+    expect(a.locator("#typing")).to_have_text("bob is typing…")
     send(b, "thanks, looking now")
     expect(message(a, "thanks, looking now")).to_be_visible()
+    expect(a.locator("#typing")).to_have_text("", timeout=TYPING_GONE)  # before the 6 s
     # Delivery and read marks: Bob's page has the conversation open, so he read it.
     expect(message(a, "the slides").locator(".delivery")).to_contain_text("read by bob")
 

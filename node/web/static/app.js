@@ -134,7 +134,11 @@ function onPush(msg) {
         renderMembers();
       }
       break;
-    case "event": announce(msg.group, msg.event); maybeNotify(msg.group, msg.event); break;
+    case "event":
+      stopTyping(msg.group, msg.event);
+      announce(msg.group, msg.event);
+      maybeNotify(msg.group, msg.event);
+      break;
     case "transfer": showTransfer(msg); break;
     case "node":
       state.nodeUp = msg.state === "up";
@@ -372,6 +376,16 @@ function noteTyping() {
 }
 
 // -- notifications and layout --------------------------------------------------------
+
+/* A message from someone typing ends their typing mark (as in kith chat). */
+function stopTyping(groupId, view) {
+  if (groupId !== state.current || !view || view.kind !== "message") return;
+  const typing = state.typing.filter((name) => name !== view.author_name);
+  if (typing.length === state.typing.length) return;
+  state.typing = typing;
+  renderTyping();
+  renderMembers();
+}
 
 /* Screen readers hear each new message of the open group once (the log, redrawn
    whole on every change, is aria-live="off"). */
