@@ -309,23 +309,25 @@ function cancelNote() {
   $("compose-note").hidden = true;
 }
 
+/* Send (or save the edit of) what is in the box. The box empties at once, so the next
+   message can be typed while this one goes; if it fails, its text comes back. */
 async function submitMessage() {
   const box = $("message");
   const text = box.value.trim();
   if (!text || !state.current) return;
   const group = state.current;
-  let ok;
-  if (state.editing) {
-    ok = await attempt("edit", { group, event: state.editing.id, text });
-  } else {
-    const params = { group, text };
-    if (state.replyTo) params.reply_to = state.replyTo.id;
-    ok = await attempt("send", params);
-  }
-  if (ok !== undefined) {
-    box.value = "";
-    state.editing = null;
-    cancelNote();
+  const { editing, replyTo } = state;
+  const params = { group, text };
+  if (editing) params.event = editing.id;
+  else if (replyTo) params.reply_to = replyTo.id;
+  box.value = "";
+  state.editing = null;
+  cancelNote();
+  const ok = await attempt(editing ? "edit" : "send", params);
+  if (ok === undefined && !box.value) {
+    if (editing) startEdit(editing);
+    else if (replyTo) startReply(replyTo);
+    box.value = text;
   }
 }
 
