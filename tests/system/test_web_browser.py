@@ -259,6 +259,7 @@ def take_screenshot(a: Page, b: Page) -> None:
     add_member(b, "alice")
     send(b, "@alice can you bring the projector?")
     expect(group_button(a, "workshop").locator(".badge")).to_have_text("1")
+    expect(a).to_have_title(re.compile(r"^\(\d+\) Kith$"))
     open_group(b, "lab")
     a.get_by_role("textbox", name="Message").fill("talks/2026/december, next to the")
     expect(message(a, "which folder?").locator(".chip")).to_have_text("👍 1")
@@ -417,6 +418,8 @@ def test_notifications_for_mentions_and_unmuted_groups(pair: Pair) -> None:
     open_group(a, "news")
     send(a, "@bob and once more")
     expect(message(a, "and once more")).to_be_visible()
+    expect(group_button(b, "news").locator(".badge")).to_have_text("3")
+    expect(b).to_have_title(re.compile(r"^\(\d+\) Kith$"))  # unread in the tab's title
     b.wait_for_function("window.notes.length >= 2")
     assert b.evaluate("window.notes") == [
         "alice mentioned you in news: @bob this one mentions you",

@@ -233,6 +233,8 @@ function renderGroups() {
     list.append(item);
   }
   $("no-groups").hidden = state.groups.length > 0;
+  const unread = state.groups.reduce((n, g) => n + (g.id === state.current ? 0 : g.unread || 0), 0);
+  document.title = unread ? `(${unread}) Kith` : "Kith";
 }
 
 async function openGroup(id, { keepView = false } = {}) {
