@@ -515,3 +515,30 @@ def test_the_page_never_builds_html_from_strings() -> None:
     html = (static / "index.html").read_text()
     assert not re.search(r"<script(?![^>]*\bsrc=)", html), "an inline <script>"
     assert not re.search(r"\sstyle=|\son[a-z]+=", html), "an inline style or handler"
+
+
+def set_hidden(page: Page, hidden: bool) -> None:
+    """What the browser does when the tab goes to the background (or comes back)."""
+    page.evaluate("""hidden => {
+      Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+      Object.defineProperty(document, "visibilityState",
+                            {value: hidden ? "hidden" : "visible", configurable: true});
+      document.dispatchEvent(new Event("visibilitychange"));
+    }""", hidden)
+
+
+def test_a_hidden_page_marks_nothing_read_until_it_is_shown(pair: Pair) -> None:
+    a, b = both_in_a_group(pair, "away")
+    send(a, "are you there?")
+    expect(message(a, "are you there?").locator(".delivery")).to_contain_text("read by bob")
+    set_hidden(b, True)
+    try:
+        send(a, "still there?")
+        expect(message(b, "still there?")).to_be_visible()  # drawn, but not read
+        expect(group_button(b, "away").locator(".badge")).to_have_text("1")
+        expect(b).to_have_title(re.compile(r"^\(\d+\) Kith$"))
+        expect(message(a, "still there?").locator(".delivery")).to_have_text("✓✓ delivered")
+    finally:
+        set_hidden(b, False)
+    expect(message(a, "still there?").locator(".delivery")).to_contain_text("read by bob")
+    pair.bob.check_clean()

@@ -222,7 +222,7 @@ function renderGroups() {
     const b = button("", () => openGroup(g.id), "group");
     b.append(el("span", "group-name", groupName(g)));
     if (g.id === state.current) b.setAttribute("aria-current", "page");
-    if (g.unread && g.id !== state.current) {
+    if (g.unread && (g.id !== state.current || document.hidden)) {
       b.append(el("span", "badge", g.unread));
       b.setAttribute("aria-label", `${groupName(g)}, ${g.unread} unread`);
     }
@@ -233,7 +233,8 @@ function renderGroups() {
     list.append(item);
   }
   $("no-groups").hidden = state.groups.length > 0;
-  const unread = state.groups.reduce((n, g) => n + (g.id === state.current ? 0 : g.unread || 0), 0);
+  const unread = state.groups.reduce(
+    (n, g) => n + (g.id === state.current && !document.hidden ? 0 : g.unread || 0), 0);
   document.title = unread ? `(${unread}) Kith` : "Kith";
 }
 
@@ -249,7 +250,8 @@ async function openGroup(id, { keepView = false } = {}) {
   renderGroupHead();
   renderConversation();
   const [log, members] = await Promise.all([
-    attempt("watch", { group: id }), attempt("group.members", { group: id })]);
+    attempt("watch", { group: id, read: !document.hidden }),
+    attempt("group.members", { group: id })]);
   if (state.current !== id) return;
   if (log) state.log = log;
   if (members) state.members = members;
@@ -411,6 +413,14 @@ function maybeNotify(groupId, view) {
   note.addEventListener("click", () => { window.focus(); openGroup(groupId); });
 }
 
+/* A hidden page reads nothing: the node marks the open conversation read (and tells the
+   authors) only while the page is on screen. */
+function watchOnVisibility() {
+  document.addEventListener("visibilitychange", () => {
+    if (state.current && state.connected) openGroup(state.current, { keepView: true });
+  });
+}
+
 function setUpNotifications() {
   const b = $("enable-notifications");
   b.hidden = !("Notification" in window) || Notification.permission !== "default";
@@ -456,6 +466,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpConversation();
   setUpPanels();
   setUpNotifications();
+  watchOnVisibility();
   updateBanner();
   connect();
 });
