@@ -187,12 +187,34 @@ async def _check_partition(hosts: Hosts, cast: Cast) -> None:
                          f"{len(halves[0] & halves[1])} state(s) on both sides")
 
 
+def _why(states: dict[int, dict[str, Any]], cast: Cast) -> str:
+    """What differs between the members' states (for a run that did not converge)."""
+    members = {i: states[i] for i in cast.remaining}
+    kinds: dict[tuple[str, str], list[int]] = {}
+    for i, s in members.items():
+        kinds.setdefault((s["events"], s["members"]), []).append(i)
+    counts = sorted({s["count"] for s in members.values()})
+    missing = {i: s["missing"] for i, s in members.items() if s["missing"]}
+    forbidden = {i: s["forbidden"] for i, s in states.items() if s["forbidden"]}
+    groups = sorted(kinds.values(), key=len, reverse=True)
+    return (f"{len(kinds)} distinct states among {len(members)} members (sizes "
+            f"{[len(g) for g in groups][:8]}, the smaller ones: {groups[1:4]}); event counts "
+            f"{counts[:6]}; members missing messages they may read: {missing or 'none'}; "
+            f"nodes reading what they may not: {forbidden or 'none'}")
+
+
+def _say(n: int, started: float, text: str) -> None:
+    sys.stderr.write(f"  N={n} +{time.monotonic() - started:.0f} s: {text}\n")
+
+
 def _totals(stats: list[dict[str, Any]]) -> tuple[float, float, float]:
     return (sum(s["cpu"] for s in stats), sum(s["bytes"] for s in stats),
             sum(s["rss_mb"] for s in stats))
 
 
-async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run, list[str]]:
+async def run_scale(n: int, repeat: int, params: Params,
+                    tmp: Path) -> tuple[Run, list[str], str]:
+    """One run of N; also the idle profile's lines and, unless it converged, what differed."""
     cast = Cast(n)
     peer_of: dict[int, str] = {}
     started = time.monotonic()
@@ -203,6 +225,7 @@ async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run
             await hosts.call("peers", peers={str(i): [listen, peer]
                                              for i, (listen, peer) in ups.items()})
             await hosts.call("connected")
+            _say(n, started, f"{n * (n - 1) // 2} channels up")
             group = (await hosts.call("create", node=0, to=0))[0]["group"]
             await hosts.call("group", group=group)
             await hosts.call("add", node=0, peers=[peer_of[i] for i in cast.first[1:]], to=0)
@@ -212,6 +235,7 @@ async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run
             await hosts.call("read", nodes=cast.first,
                              texts=sorted(text("warm", i, 0, params.size) for i in cast.first))
         setup_s = time.monotonic() - started
+        _say(n, started, "set-up done: everyone reads every warm-up")
         read, unread = _expectations(cast, params)
         await hosts.call("expect", read=read, unread=unread)
         stats0 = _totals(await hosts.call("stats"))
@@ -221,11 +245,13 @@ async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run
             await hosts.call("send", nodes=cast.first, label="r1", **send)
             await hosts.call("members", nodes=list(range(n)),
                              members=[peer_of[i] for i in range(n)])
+        _say(n, started, "joiners added everywhere")
         with hosts.within(PHASE_PER_NODE * n + SETUP, "the removal"):
             await hosts.call("remove", node=0, peers=[peer_of[i] for i in cast.removed], to=0)
             await hosts.call("send", nodes=cast.remaining, label="r2", **send)
             await hosts.call("members", nodes=cast.remaining,
                              members=[peer_of[i] for i in cast.remaining])
+        _say(n, started, "removal applied everywhere; partition")
         await hosts.call("cut", sides=cast.sides)
         await hosts.call("send", nodes=cast.remaining, label="r3", **send)
         await trio.sleep(params.partition_seconds)
@@ -241,6 +267,9 @@ async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run
                     break
                 await trio.sleep(POLL)
         convergence_s = time.monotonic() - healed if converged else math.nan
+        why = "" if converged else _why(states, cast)
+        _say(n, started, f"converged in {convergence_s:.2f} s after the heal" if converged else
+             f"not converged {params.timeout:g} s after the heal: {why}")
         stats1 = _totals(await hosts.call("stats"))
         messages = params.per_round * (len(cast.first) + 3 * len(cast.remaining))
         events = float(max(s["count"] for s in states.values()))
@@ -258,7 +287,7 @@ async def run_scale(n: int, repeat: int, params: Params, tmp: Path) -> tuple[Run
         (stats1[1] - stats0[1]) / messages, 1000 * (stats1[0] - stats0[0]) / messages,
         100 * (stats2[0] - stats1[0]) / params.idle_seconds,
         (stats2[1] - stats1[1]) / params.idle_seconds, stats2[2] / n, setup_s)
-    return run, top
+    return run, top, why
 
 
 def _profile_top(directory: Path) -> list[str]:
@@ -277,18 +306,21 @@ def _profile_top(directory: Path) -> list[str]:
                                                               "Wed ", "Thu ", "Fri "))]
 
 
-async def run_all(params: Params) -> tuple[list[Run], list[str]]:
+async def run_all(params: Params) -> tuple[list[Run], list[str], dict[str, str]]:
     progress = report.Progress(len(params.members), "scale")
     runs: list[Run] = []
     top: list[str] = []
+    diverged: dict[str, str] = {}
     for n in params.members:
         with tempfile.TemporaryDirectory(prefix="kith-scale-", dir=params.tmp) as tmp:
-            run, top = await run_scale(n, 0, params, Path(tmp))
+            run, top, why = await run_scale(n, 0, params, Path(tmp))
+        if why:
+            diverged[str(n)] = why
         runs.append(run)
         progress.step(f"N={n:<4} converged={run.converged} in {run.convergence_s:.2f} s, "
                       f"idle {run.idle_cpu_percent:.1f} % of a core, "
                       f"{run.rss_mb_per_node:.1f} MB/node")
-    return runs, top
+    return runs, top, diverged
 
 
 COLUMNS = (
@@ -350,7 +382,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench scale") -> i
     params = parse_args(list(sys.argv[1:] if argv is None else argv), prog)
     started, host = time.monotonic(), report.machine()
     try:
-        runs, top = trio.run(run_all, params)
+        runs, top, diverged = trio.run(run_all, params)
     except (BenchError, BaseExceptionGroup) as exc:
         error = bench_error(exc)
         if error is None:
@@ -368,7 +400,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench scale") -> i
                          text=text_table, host=host,
                          extra={"markdown": report.markdown(summary, ("members", "converged"),
                                                             COLUMNS),
-                                "idle_profile": top})
+                                "idle_profile": top, "not_converged": diverged})
     sys.stderr.write(f"results in {params.out} ({time.monotonic() - started:.0f} s)\n")
     return 0 if all(r.converged for r in runs) else 1
 
