@@ -69,7 +69,10 @@ class Kith:
     def _call(self, op: str, **params: Any) -> Any:
         # Synchronous: a burst of sends waits in the node's outboxes, never in a full
         # peer queue (``node.service.outbox``), so no peer is dropped because of it.
-        return group_ops.DIRECT[op](self.app, params)
+        result = group_ops.DIRECT[op](self.app, params)
+        if self.app.groups is not None and self.app.groups.pending():
+            self.app.groups.commit_now()  # stored before it returns (group commit aside)
+        return result
 
     async def wait_for_peer(self, peer_id: str) -> None:
         peer = parse_peer_id(peer_id)

@@ -214,11 +214,19 @@ class Delivery(MemberState):
 
     # -- acknowledgements we owe --
 
-    def ack(self, peer: PeerId, stored: list[EventId], sync: bool = False) -> None:
-        """We hold ``stored`` (delivered now, or before), which ``peer`` sent us: owe it a
-        ``Got``. A sync batch is answered at once (also with a per-id ``Ack`` of its last
-        event, which is what older nodes' sessions wait for); live events after
-        ``ACK_DELAY``, together with whatever else arrives meanwhile."""
+    def ack(self, peer: PeerId, stored: list[EventId], message: Events) -> None:
+        """We hold ``stored`` (delivered now, or before) of ``message``, which ``peer``
+        sent us: owe it a ``Got``. A sync batch is answered at once (also with a per-id
+        ``Ack`` of its last event, which is what older nodes' sessions wait for); live
+        events after ``ACK_DELAY``, together with whatever else arrives meanwhile.
+
+        A member's event that must wait for its causal past (we lack events it depends
+        on: they reached its author by a path we were not on) makes us announce our
+        vector soon (``nudge``: once for a burst), so whoever holds them streams them."""
+        members = self.core.state.members
+        if any(e.author in members and self.core.is_waiting(e) for e in message.events):
+            self.nudge()
+        sync = message.sync
         if not stored or peer == self.me:
             return
         authors = self.owed.setdefault(peer, set())
@@ -235,7 +243,10 @@ class Delivery(MemberState):
 
     def flush_acks(self) -> None:
         """Send the live acknowledgements that are due (on a ``Tick``)."""
-        if self.ack_at is None or self.now < self.ack_at:
+        if self.ack_at is None:
+            return
+        if self.now < self.ack_at:  # (a tick for something else: ours is still to come)
+            self.out.append(Wake(self.ack_at))
             return
         self.ack_at = None
         for peer in list(self.owed):

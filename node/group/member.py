@@ -140,7 +140,7 @@ class Member(Sessions):
         elif isinstance(payload, Typing):
             self.on_typing(sender)
         elif isinstance(payload, Events):
-            self.ack(sender, self.receive(sender, payload), payload.sync)
+            self.ack(sender, self.receive(sender, payload), payload)
 
     def on_typing(self, sender: PeerId) -> None:
         state = self.core.state

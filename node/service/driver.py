@@ -1,56 +1,40 @@
 """``EffectDriver``: runs member-core effects on a node (trio; the base of ``GroupService``).
 
-One input's effects run in this order: every ``Persist`` in **one** store
+One input's effects run in this order: every ``Persist`` in a store
 transaction; then the sends, through the per-peer queues (``send_nowait``: a
 slow member never holds up the others; a payload shared by many peers is
 encoded once; a local command's sends wait in ``node.service.outbox`` rather
 than fill a queue); then watchers, log lines (``Warn``) and timers (``Wake``:
 the member is ticked at that time). ``Refused`` becomes a ``GroupError``.
 
-Acknowledgement receipts of our events are the exception to "one transaction
-per input": they are written every ``DELIVERY_SAVE_INTERVAL`` in one
-transaction (losing the last moment of them in a crash only means a member is
-sent those events again), so an ack costs no fsync.
+**Group commit.** Inputs are not committed one by one: while ``run`` serves
+the node, an input's effects join the open *batch*, and the committer task
+stores the whole batch in one transaction once nothing more is ready to join
+(other tasks ran one step without adding to it) or ``BATCH_WINDOW`` after its
+first input, whichever comes first; only then do any of the batch's sends,
+watchers and timers run, in input order. So a burst of incoming messages, or
+of our own messages, costs one commit (one fsync) and nothing is sent,
+acknowledged or relayed before it is stored. A command returns the event it
+authored at once; ``committed()`` waits until it is stored (the control
+socket answers only then). Whatever must run alone (a group's creation with
+its row, startup, the replay after a storage pause) first commits the open
+batch, then runs in its own transaction as before.
 
-Storage pauses
---------------
-A write can fail for a reason that passes: a full disk, an I/O error, the
-database locked by another program (``StorageUnavailableError``). SQLite has
-undone the transaction by then, but the member core has already moved on: it
-holds the input's events, keys and counters in memory. Undoing that would mean
-rebuilding the core from the store; instead the driver makes the failure look
-like a very slow disk:
+Acknowledgement receipts of our events are the exception: they are written
+every ``DELIVERY_SAVE_INTERVAL`` in one transaction (losing the last moment of
+them in a crash only means a member is sent those events again), so an ack
+costs no fsync.
 
-* the input's effects are *held*, not dropped, and nothing after the failed
-  persist runs: no send (so we never acknowledge, relay or announce an event we
-  have not stored), no watcher, no timer;
-* the node is *paused* until that same batch commits. While paused, no further
-  input reaches a member core: local commands are refused up front with one
-  clear line (``StoragePausedError``: "cannot write: disk full; kith will
-  resume when space returns"); peer messages, channel changes and timer ticks
-  wait in arrival order behind the held batch (at most ``MAX_DEFERRED`` peer
-  messages: later ones are dropped unacknowledged, and the peer sends them
-  again, as it does for anything we have not acknowledged); the periodic
-  vector announcement is skipped;
-* the writer task (``_save_deliveries``) tries again after ``RETRY_FIRST``
-  seconds, doubling up to ``RETRY_MAX``; when the held batch commits, its
-  effects run and the waiting inputs are handled in order, exactly as if the
-  disk had been slow; then every group announces its vector, so peers resend
-  whatever was dropped. One line is logged on pausing and one on resuming
-  (rate limited: a disk that flaps does not flood the log).
-
-So nothing is sent that is not stored, and nothing stored is lost: a crash
-while paused is a crash after the last committed transaction, which the store
-survives anyway (the held batch was never acknowledged or sent). A command
-whose own write failed is kept and goes out once stored (the user is told so);
-delivery receipts that fail to save are put back and saved with the retry.
+A write that fails for a reason that passes pauses storage
+(``node.service.storage_pause``): the batch is held, not dropped, and goes
+out once stored.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -60,20 +44,13 @@ import nacl.utils
 import trio
 
 from node.crypto.keys import IdentityKey
-from node.errors import (
-    GroupError,
-    KithError,
-    StorageError,
-    StoragePausedError,
-    StorageUnavailableError,
-)
+from node.errors import GroupError, StorageError, StorageUnavailableError
 from node.group import commands as C
 from node.group.content import encode_content
 from node.group.events import Event, EventId, GroupId
 from node.group.member import Member
 from node.group.member_io import (
     Ack,
-    Announce,
     Authored,
     Effect,
     EraseContent,
@@ -83,7 +60,6 @@ from node.group.member_io import (
     Input,
     Notify,
     Payload,
-    Received,
     Refused,
     SaveCopy,
     SaveDelivery,
@@ -106,10 +82,11 @@ from node.group.member_io import (
 )
 from node.group.member_state import Settings
 from node.group.state import GroupCore
-from node.ids import PeerId, short_id
+from node.ids import PeerId
 from node.logs import RateLimitedLog, line_key
 from node.service.files import FileService
 from node.service.outbox import Outboxes
+from node.service.storage_pause import RETRY_FIRST, RETRY_MAX, StoragePauses
 from node.store.db import EventRow, Store
 from node.wire.messages import (
     AckMessage,
@@ -128,15 +105,12 @@ _T = TypeVar("_T")
 
 #: Delivery receipts (acks of our events) are saved in one transaction this often.
 DELIVERY_SAVE_INTERVAL = 0.5
-#: While storage is paused, the first and the longest wait between two tries (seconds).
-RETRY_FIRST = 0.25
-RETRY_MAX = 4.0
-#: Peer messages held while storage is paused; later ones are dropped unacknowledged.
-MAX_DEFERRED = 1024
-#: What a refused command is told the node waits for, by reason.
-_UNTIL = {"disk full": "space returns", "disk quota exceeded": "space returns",
-          "disk I/O error": "the disk works again",
-          "database locked by another program": "the database is free again"}
+#: An input waits at most this long for others to share its transaction (group commit).
+BATCH_WINDOW = 0.01
+#: ...and a batch holds at most this many inputs.
+MAX_BATCH = 512
+
+_Held = tuple[Member, list[Effect], bool]  # an input's effects, and whether it was local
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +124,9 @@ class TypingNotice:
 Notice = Event | TypingNotice
 
 
-class EffectDriver:
+class EffectDriver(StoragePauses):
     def __init__(self, node: PeerLinks, store: Store) -> None:
+        super().__init__()
         self.node = node
         self.store = store
         self.identity: IdentityKey = node.identity
@@ -164,17 +139,14 @@ class EffectDriver:
         self._notice_watchers: dict[GroupId, list[trio.MemorySendChannel[Notice]]] = {}
         self._unsaved_deliveries: list[tuple[GroupId, EventId, PeerId, float]] = []
         self._changed = trio.Event()
-        self._wakes: dict[GroupId, float] = {}
+        self._wakes: list[tuple[float, GroupId]] = []  # a heap
+        self._wake_set: set[tuple[float, GroupId]] = set()
         self._wake_changed = trio.Event()
-        # Storage pauses (see the module docstring): why we are paused, since when, and
-        # what waits, oldest first (the held batch, then inputs that came after it).
-        self._paused: StorageUnavailableError | None = None
-        self._paused_since = 0.0
-        self._backlog: deque[Callable[[], object]] = deque()
-        self._deferred = 0  # peer messages in the backlog
-        self._deferred_ticks: set[GroupId] = set()
-        self._pause_changed = trio.Event()
-        self._storage_log = RateLimitedLog(log, interval=60.0)
+        # Group commit (module docstring): the open batch, and who waits on it.
+        self._batch: list[_Held] = []
+        self._batch_ready = trio.Event()  # set when a batch opens
+        self._stored = trio.Event()  # set (and replaced) whenever a batch was stored
+        self._committer = False  # the committer task runs: inputs may wait in a batch
         self._warn_log = RateLimitedLog(log)
 
     def _new_member(self, core: GroupCore, joined_at: float) -> Member:
@@ -211,30 +183,6 @@ class EffectDriver:
             return None
         return authored[0] if authored else None
 
-    def _defer(self, group: Member, input: Input) -> None:
-        """Keep ``input`` for when storage works again (or drop it: module docstring)."""
-        if isinstance(input, Announce):
-            return  # periodic; every group announces on resuming
-        if isinstance(input, Tick):
-            if group.id in self._deferred_ticks:
-                return  # one tick does for all
-            self._deferred_ticks.add(group.id)
-        elif isinstance(input, Received):
-            if self._deferred >= MAX_DEFERRED:
-                self._storage_log.info(("storage", "dropped"),
-                                       "storage paused: dropping a message from %s unread; "
-                                       "it will be sent again", short_id(input.sender))
-                return
-            self._deferred += 1
-        self._backlog.append(partial(self._replay_input, group, input))
-
-    def _replay_input(self, group: Member, input: Input) -> None:
-        if isinstance(input, Tick):
-            self._deferred_ticks.discard(group.id)
-        elif isinstance(input, Received):
-            self._deferred -= 1
-        self._handle_now(group, input)
-
     # -- effects ---------------------------------------------------------------------
 
     def run_effects(self, group: Member, effects: list[Effect]) -> list[Event]:
@@ -251,10 +199,32 @@ class EffectDriver:
 
     def _run(self, group: Member, effects: list[Effect], *, local: bool = False,
              first: Callable[[], None] | None = None) -> list[Event] | None:
-        """Run one input's effects: its rows in one transaction (after ``first()``, in the
-        same transaction), then the rest. None if the rows could not be written now: then
-        the effects are held and storage is paused. Inside the caller's own transaction,
-        or with ``first``, the ``StorageUnavailableError`` is raised instead."""
+        """Run one input's effects; returns the events it says we authored.
+
+        While the committer runs, they join the open batch (module docstring). Otherwise
+        (or with ``first``, which must share their transaction) the open batch is stored
+        first, then they run at once: their rows in one transaction (after ``first()``),
+        then the rest. None if the rows could not be written now: then the effects are
+        held and storage is paused. Inside the caller's own transaction, or with
+        ``first``, the ``StorageUnavailableError`` is raised instead."""
+        if (self._committer and first is None and not self._replaying
+                and not self.store.in_transaction):
+            for effect in effects:
+                if type(effect) is Refused:  # (a refusal comes alone: nothing to store)
+                    assert isinstance(effect, Refused)
+                    raise GroupError(effect.reason)
+            self._batch.append((group, effects, local))
+            if len(self._batch) == 1:
+                self._batch_ready.set()
+            elif len(self._batch) >= MAX_BATCH:
+                self.commit()
+            return [e.event for e in effects if isinstance(e, Authored)]
+        if not self.commit():  # what waits goes first; if it cannot be stored, this waits too
+            if first is not None or self.store.in_transaction:
+                assert self._paused is not None
+                raise self._paused
+            self._backlog.append(partial(self._run, group, effects, local=local))
+            return None
         persist = [e for e in effects if isinstance(e, _PERSIST)]
         erased = False
         if persist or first is not None:
@@ -271,12 +241,85 @@ class EffectDriver:
                 self._pause(exc)
                 return None
         if erased:
-            try:
-                self.store.checkpoint()
-            except StorageError as exc:  # the next checkpoint takes the old pages
-                log.warning("%s", exc)
-        authored: list[Event] = []
+            self._checkpoint()
+        return self._after(group, effects, local, {})
+
+    def commit(self) -> bool:
+        """Store the open batch now, then run its sends and the rest (in input order);
+        False if it could not be stored (then it is held and storage is paused)."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return self._paused is None
+        self._batch_ready = trio.Event()
+        return self._commit(batch)
+
+    def _commit(self, batch: list[_Held]) -> bool:
+        erased = False
+        try:
+            with self.store.transaction():
+                for group, effects, _ in batch:
+                    for row in effects:
+                        if isinstance(row, _PERSIST):
+                            erased = self._persist(group, row) or erased
+        except StorageUnavailableError as exc:
+            self._backlog.appendleft(partial(self._commit, batch))
+            self._pause(exc)
+            return False
+        if erased:
+            self._checkpoint()
         encoded: dict[int, bytes] = {}
+        for group, effects, local in batch:
+            self._after(group, effects, local, encoded)
+        self._stored.set()
+        self._stored = trio.Event()
+        return True
+
+    async def _commit_loop(self) -> None:
+        """The committer: store each batch once nothing more is ready to join it."""
+        self._committer = True
+        try:
+            while True:
+                await self._batch_ready.wait()
+                deadline = trio.current_time() + BATCH_WINDOW
+                size = 0
+                while self._batch and len(self._batch) != size \
+                        and trio.current_time() < deadline:
+                    size = len(self._batch)
+                    await trio.lowlevel.checkpoint()  # let whoever is ready add to it
+                self.commit()
+        finally:
+            self._committer = False
+            self.commit()  # (stopping: what is open is stored now)
+
+    async def committed(self) -> None:
+        """Wait until everything handled so far is stored and sent (or held: then a
+        ``StoragePausedError`` says it goes out once stored)."""
+        if not self._batch:
+            return
+        while self._batch and self._committer:
+            await self._stored.wait()
+        self.commit_now()
+
+    def pending(self) -> bool:
+        """Is a batch open (handled, not stored yet)?"""
+        return bool(self._batch)
+
+    def commit_now(self) -> None:
+        """Store the open batch at once (synchronous callers that must know it is stored:
+        the Python API); ``StoragePausedError`` if it is held instead."""
+        if (self._batch and not self.commit()) or self._paused is not None:
+            raise self.storage_refusal(kept=True)
+
+    def _checkpoint(self) -> None:
+        try:
+            self.store.checkpoint()
+        except StorageError as exc:  # the next checkpoint takes the old pages
+            log.warning("%s", exc)
+
+    def _after(self, group: Member, effects: list[Effect], local: bool,
+               encoded: dict[int, bytes]) -> list[Event]:
+        """An input's effects once its rows are stored: sends, watchers, log lines, timers."""
+        authored: list[Event] = []
         for effect in effects:
             if type(effect) is SaveDelivery:  # batched (the commonest: one per ack)
                 assert isinstance(effect, SaveDelivery)
@@ -353,9 +396,13 @@ class EffectDriver:
                 counters.bytes_out += len(data)
 
     def _schedule(self, group: GroupId, at: float) -> None:
-        if at < self._wakes.get(group, float("inf")):
-            self._wakes[group] = at
-            self._wake_changed.set()
+        """Tick ``group`` at ``at``: every time asked for gets a tick at or after it (a
+        later wake of the same group is not dropped because an earlier one is pending)."""
+        if (at, group) not in self._wake_set:
+            self._wake_set.add((at, group))
+            heapq.heappush(self._wakes, (at, group))
+            if self._wakes[0] == (at, group):
+                self._wake_changed.set()
 
     async def _timers(self) -> None:
         while True:
@@ -363,15 +410,21 @@ class EffectDriver:
                 self._wake_changed = trio.Event()
                 await self._wake_changed.wait()
                 continue
-            gid, at = min(self._wakes.items(), key=lambda kv: kv[1])
+            at = self._wakes[0][0]
             self._wake_changed = trio.Event()
             with trio.move_on_after(max(0.0, at - time.time())):
                 await self._wake_changed.wait()
                 continue
-            del self._wakes[gid]
-            group = self.groups.get(gid)
-            if group is not None:
-                self.handle(group, Tick())
+            due: dict[GroupId, float] = {}  # one tick per group for all that is due
+            while self._wakes and self._wakes[0][0] <= max(at, time.time()):
+                entry = heapq.heappop(self._wakes)
+                self._wake_set.discard(entry)
+                due[entry[1]] = max(due.get(entry[1], 0.0), entry[0])
+            for gid, latest in due.items():
+                group = self.groups.get(gid)
+                if group is not None:  # (trio's clock may run a little ahead of the wall
+                    # clock: the tick is at least the time asked for, or it would not be due)
+                    self.handle(group, Tick(), max(time.time(), latest))
 
     def save_deliveries(self) -> bool:
         """Write the delivery receipts gathered since last time, in one transaction.
@@ -401,6 +454,7 @@ class EffectDriver:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.outboxes.run)
+                nursery.start_soon(self._commit_loop)
                 while True:
                     if self._paused is None:
                         with trio.move_on_after(DELIVERY_SAVE_INTERVAL):
@@ -416,66 +470,6 @@ class EffectDriver:
                         delay = min(2 * delay, RETRY_MAX)
         finally:
             self.save_deliveries()
-
-    # -- storage pauses ----------------------------------------------------------------
-
-    @property
-    def storage_paused(self) -> str | None:
-        """Why storage is paused ("disk full", ...), or None if it is not."""
-        return None if self._paused is None else self._paused.reason
-
-    def storage_refusal(self, *, kept: bool = False) -> StoragePausedError:
-        """The one line a command gets while storage is paused."""
-        reason = self.storage_paused or "storage unavailable"
-        line = (f"cannot write: {reason}; kith will resume when "
-                f"{_UNTIL.get(reason, 'it can write again')}")
-        if kept:
-            line += ", and send this then"
-        return StoragePausedError(line)
-
-    def storage_failed(self, exc: StorageUnavailableError) -> None:
-        """A write of ours outside the driver failed for a passing reason: pause too."""
-        self._pause(exc)
-
-    def _pause(self, exc: StorageUnavailableError) -> None:
-        if self._paused is None:
-            self._paused_since = time.monotonic()
-            self._storage_log.warning(
-                ("storage", "paused"), "storage paused: %s; not acknowledging or sending "
-                "anything new until it can write again", exc)
-            self._pause_changed.set()
-            self._pause_changed = trio.Event()
-        self._paused = exc
-        self.notify_all()
-
-    def retry_storage(self) -> bool:
-        """Try the held writes again, oldest first; True if storage works again."""
-        if self._paused is None:
-            return True
-        self._paused = None
-        held = len(self._backlog)
-        # A locked database fails the try at once instead of holding up the node.
-        with self.store.busy_timeout(0):
-            if not self.save_deliveries():
-                return False
-            while self._backlog:
-                item = self._backlog.popleft()
-                try:
-                    item()  # a write that fails again holds its batch at the head again
-                except KithError as exc:  # a refusal or a bad input: that input's own end
-                    log.warning("after the storage pause: %s", exc)
-                if self._paused is not None:
-                    return False
-        self._storage_log.info(
-            ("storage", "resumed"), "storage writable again after %.0f s: resumed "
-            "(%d held input(s) done)", time.monotonic() - self._paused_since, held)
-        for group in list(self.groups.values()):  # peers resend what we dropped
-            self._handle_now(group, Announce())
-        if self.files is not None:  # transfers that met the full disk try again
-            for peer in list(self.node.connections):
-                self.files.peer_connected(peer)
-        self.notify_all()
-        return True
 
     def offer_history(self, group: Member, peer: PeerId) -> None:
         """``peer`` may join ``group`` and asked for its events: send them (as the
