@@ -67,6 +67,7 @@ from node.group.member_io import (
 )
 from node.group.member_state import TYPING_INTERVAL, display_text
 from node.group.membership import MembershipEvent
+from node.group.pairwise_restore import owed_copies
 from node.group.state import Deleted, Delivered, Effect, MembershipChanged, Rejected
 from node.ids import PeerId, short_id
 
@@ -348,7 +349,11 @@ class Authoring(KeyCopies):
 
     def restore(self, peer: PeerId) -> None:
         """``peer`` is a member again without being added again: a removal we had seen
-        lost to a conflicting one. It is owed our keys of the epochs since it joined."""
+        lost to a conflicting one. It is owed our keys of the epochs since it joined
+        (pairwise: a fresh copy of each of our messages since then that it lacks)."""
+        if self.core.mode == "pairwise":
+            self.restore_copies(peer)
+            return
         if (self.keys.own is None or self.core.mode != "private"
                 or self.check_can_key() is not None):
             return
@@ -358,6 +363,26 @@ class Authoring(KeyCopies):
         self.warn(f"group {self.label}: {short_id(peer)} is a member after all: handing it "
                   f"our keys of {len(epochs)} earlier epoch(s)", level=logging.INFO)
         self.hand_keys(frozenset({peer}), history=bool(epochs), epochs=epochs)
+
+    def restore_copies(self, peer: PeerId) -> None:
+        """Re-encrypt for ``peer`` our messages it is owed and has no copy of (bounded:
+        ``node.group.pairwise_restore``); persisted, then pushed with the copies."""
+        admission = self.admission(peer)
+        if admission is None or self.me not in self.core.state.members:
+            return
+        owed = [e for e in self.core.ordered_view()
+                if e.author == self.me and e.kind is Kind.MESSAGE and e.id not in self.core.deleted
+                and self.core.saw(e.id, admission.id)
+                and not self.core.is_withdrawn(e.author, e.seq)]
+        fresh = owed_copies(self.identity, self.id, peer, owed, self.contents,
+                            self.own_copies, self.rng)
+        for event, blob in fresh:
+            self.own_copies.setdefault(event.id, {})[peer] = blob
+            self.out.append(SaveCopy(event.id, peer, blob))
+        self.warn(f"group {self.label}: {short_id(peer)} is a member after all: fresh copies "
+                  f"of {len(fresh)} of our message(s)", level=logging.INFO)
+        if fresh:
+            self.push(peer, [e for e, _ in fresh])
 
     def admission(self, peer: PeerId) -> MembershipEvent | None:
         """The event that last made ``peer`` a member (its latest ADD, JOIN or APPROVE,

@@ -1,5 +1,6 @@
-"""A stateful property test of the member protocol: 3 to 6 members, every command,
-partitions, loss, duplication, reordering, and crash-restart from what was persisted.
+"""A stateful property test of the member protocol: 3 to 6 members of a private or a
+pairwise group, every command, partitions, loss, duplication, reordering, and
+crash-restart from what was persisted.
 
 After every heal and quiescence: every member holds the same events in the same
 total order and the same membership; every current member can read every message it
@@ -20,6 +21,7 @@ from node.group.bodies import Role
 from node.group.events import Event, EventId, Kind
 from node.group.member import Member
 from node.group.member_io import Announce, Received
+from node.group.membership import MembershipEvent
 from node.group.state import GroupCore
 from node.ids import PeerId
 from tests.group.cluster import Cluster
@@ -30,12 +32,18 @@ ROLES = [Role.GUEST, Role.MEMBER, Role.ADMIN]
 class MemberProtocol(RuleBasedStateMachine):
     c: Cluster
 
-    @initialize(n=st.integers(3, 6), seed=st.integers(0, 2**16))
-    def found(self, n: int, seed: int) -> None:
-        self.c = Cluster(n, seed=seed)
+    @initialize(n=st.integers(3, 6), seed=st.integers(0, 2**16),
+                mode=st.sampled_from(["private", "pairwise"]))
+    def found(self, n: int, seed: int, mode: str) -> None:
+        self.c = Cluster(n, mode, seed=seed)
         owner = self.c.ids[0]
-        for peer in self.c.ids[1:]:
-            self.c.do(owner, C.AddMember(peer))
+        # Pairwise: two admins besides the owner from the start, so removals conflict
+        # often. (Not yet in private mode: there a member demoted to guest concurrently
+        # with its own ban of someone cannot hand that restored member its keys, a known
+        # gap.)
+        admins = 2 if mode == "pairwise" else 0
+        for k, peer in enumerate(self.c.ids[1:]):
+            self.c.do(owner, C.AddMember(peer, Role.ADMIN if k < admins else Role.MEMBER))
         self.c.connect_all()
         self.c.settle()
         self.counter = 0
@@ -89,6 +97,19 @@ class MemberProtocol(RuleBasedStateMachine):
     @rule(i=st.integers(0, 5), j=st.integers(1, 5), role=st.sampled_from(ROLES))
     def set_role(self, i: int, j: int, role: Role) -> None:
         self._try(self._member(i), C.SetMemberRole(self._member(j), role))
+
+    @rule(i=st.integers(1, 2), j=st.integers(1, 5), cut=st.integers(0, 2**6 - 1))
+    def remove_each_other(self, i: int, j: int, cut: int) -> None:
+        """A partition with ``a`` and ``b`` on either side, and each removes the other
+        (conflicting removals: one of them stays, restored to whoever saw it removed)."""
+        a, b = self._member(i), self._member(j)
+        if a == b:
+            return
+        side = [p for k, p in enumerate(self.c.ids) if (cut >> k & 1 or p == a) and p != b]
+        self.c.partition(side, [p for p in self.c.ids if p not in side])
+        self._try(a, C.RemoveMember(b))
+        self._try(b, C.RemoveMember(a))
+        self.c.settle()  # each side learns its removal (and may talk without the other)
 
     @rule(i=st.integers(1, 5))
     def leave(self, i: int) -> None:
@@ -183,25 +204,37 @@ class MemberProtocol(RuleBasedStateMachine):
         return admission is not None and core.saw(event.id, admission)
 
     def _reads_nothing_after_removal(self, ref: Member, gone: PeerId) -> None:
+        """``gone`` reads no message whose author had seen it depart and had not seen it
+        admitted again since (a message sent while its author had seen a re-admission,
+        voided later by a concurrent departure, was sent to a member as far as the
+        author could know: like any message concurrent with a departure)."""
         c = self.c
-        deps = [d.event for d in ref.core.state.departures if d.member == gone]
+        core = ref.core
+        deps = [d.event.id for d in core.state.departures if d.member == gone]
         if not deps:
             return
-        last = deps[-1]
+        admissions = [m.id for m in core.membership_events() if _admits(m, gone)]
         mine = c.members[gone]
-        for event in ref.core.ordered():
-            if (event.kind is Kind.MESSAGE and event.author != gone
-                    and ref.core.saw(event.id, last.id)):
+        for event in core.ordered():
+            if event.kind is not Kind.MESSAGE or event.author == gone:
+                continue
+            seen = [d for d in deps if core.saw(event.id, d)]
+            readmitted = [a for a in admissions if core.saw(event.id, a)]
+            if any(not any(core.saw(a, d) for a in readmitted) for d in seen):
                 assert mine.texts.get(event.id) is None, "a removed member read a later message"
+
+
+def _admits(m: MembershipEvent, peer: PeerId) -> bool:
+    by_itself = m.kind in (Kind.CREATE, Kind.JOIN) and m.author == peer
+    by_other = m.kind in (Kind.ADD, Kind.APPROVE) and getattr(m.body, "member", None) == peer
+    return by_itself or by_other
 
 
 def _admission(core: GroupCore, peer: PeerId) -> EventId | None:
     """The event that last made ``peer`` a member (its CREATE or JOIN, an ADD or APPROVE)."""
     since = None
     for m in core.membership_events():
-        by_itself = m.kind in (Kind.CREATE, Kind.JOIN) and m.author == peer
-        by_other = m.kind in (Kind.ADD, Kind.APPROVE) and getattr(m.body, "member", None) == peer
-        if by_itself or by_other:
+        if _admits(m, peer):
             since = m.id
     return since
 
