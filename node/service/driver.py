@@ -107,8 +107,10 @@ _T = TypeVar("_T")
 DELIVERY_SAVE_INTERVAL = 0.5
 #: An input waits at most this long for others to share its transaction (group commit).
 BATCH_WINDOW = 0.01
-#: ...and a batch holds at most this many inputs.
+#: ...and a batch holds at most this many inputs. It is stored once it did not grow while
+#: the other tasks ran this many steps (a receiver takes two to read a message off TCP).
 MAX_BATCH = 512
+QUIET_STEPS = 3
 
 _Held = tuple[Member, list[Effect], bool]  # an input's effects, and whether it was local
 
@@ -255,12 +257,13 @@ class EffectDriver(StoragePauses):
 
     def _commit(self, batch: list[_Held]) -> bool:
         erased = False
+        rows = [(group, row) for group, effects, _ in batch
+                for row in effects if isinstance(row, _PERSIST)]
         try:
-            with self.store.transaction():
-                for group, effects, _ in batch:
-                    for row in effects:
-                        if isinstance(row, _PERSIST):
-                            erased = self._persist(group, row) or erased
+            if rows:  # (acks, vectors and the like store nothing: no transaction)
+                with self.store.transaction():
+                    for group, row in rows:
+                        erased = self._persist(group, row) or erased
         except StorageUnavailableError as exc:
             self._backlog.appendleft(partial(self._commit, batch))
             self._pause(exc)
@@ -281,11 +284,11 @@ class EffectDriver(StoragePauses):
             while True:
                 await self._batch_ready.wait()
                 deadline = trio.current_time() + BATCH_WINDOW
-                size = 0
-                while self._batch and len(self._batch) != size \
-                        and trio.current_time() < deadline:
-                    size = len(self._batch)
+                size, still = 0, 0
+                while self._batch and still < QUIET_STEPS and trio.current_time() < deadline:
                     await trio.lowlevel.checkpoint()  # let whoever is ready add to it
+                    still = still + 1 if len(self._batch) == size else 0
+                    size = len(self._batch)
                 self.commit()
         finally:
             self._committer = False
