@@ -70,6 +70,7 @@ async def test_approving_and_taking_back_an_approval_decide_who_may_join(
         alice.service.open.approve(g, me(carol))
         withdrawn = alice.service.open.approve(g, me(carol), False)
         assert g.core.state.approved == {me(bob)}
+        await alice.service.committed()  # (events are stored in batches)
         assert {approval.id, withdrawn.id} <= {
             e.id for e in alice.service.store.events(g.id)}
 
@@ -122,11 +123,13 @@ async def test_a_ban_with_purge_removes_erases_and_is_still_there_after_a_restar
                         and me(carol) in ng.core.state.banned)
             assert me(carol) not in ng.core.state.members
             assert {d.author for d in ng.core.deleted.values()} == {me(alice)}
+            await n.service.committed()
             for e in spam:
                 row = n.service.store.event(e.id)
                 assert row is not None and row.text is None and row.content is None
             assert texts(n, group) == [None, None]  # tombstones
         await until(carol, lambda: me(carol) in cg.core.state.banned)
+        await carol.service.committed()
         carols = carol.service.store.group(cg.id)
         assert carols is not None and carols.left is True  # her node knows it is out
         with pytest.raises(GroupError, match="not a member"):
@@ -183,6 +186,7 @@ async def test_expire_bans_lifts_each_ended_ban_once_and_only_as_an_admin(
         assert isinstance(lifted, Event) and lifted.author == me(alice)
         assert decode_body(Kind.UNBAN, lifted.body) == Unban(timed)
         assert g.core.state.banned == {forever}
+        await alice.service.committed()
         assert alice.service.store.event(lifted.id) is not None
         assert alice.service.open.expire_bans(now + 3600) == []  # once
         await until(bob, lambda: bg.core.state.banned == {forever})
@@ -194,6 +198,7 @@ async def test_a_member_that_left_no_longer_hands_out_the_group(tmp_path: Path) 
         bg = await join(bob, group)
         bob.service.leave(bg)
         await until(alice, lambda: me(bob) not in g.core.state.members)
+        await bob.service.committed()
         row = bob.service.store.group(bg.id)
         assert row is not None and row.left is True
         # carol knows only bob, who still holds the group's events but is no member
