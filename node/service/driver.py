@@ -3,8 +3,9 @@
 One input's effects run in this order: every ``Persist`` in a store
 transaction; then the sends, through the per-peer queues (``send_nowait``: a
 slow member never holds up the others; a payload shared by many peers is
-encoded once; a local command's sends wait in ``node.service.outbox`` rather
-than fill a queue); then watchers, log lines (``Warn``) and timers (``Wake``:
+encoded once; consecutive live messages of a group to one peer go as one,
+``node.service.send_batch``; a local command's sends wait in
+``node.service.outbox`` rather than fill a queue); then watchers, log lines (``Warn``) and timers (``Wake``:
 the member is ticked at that time). ``Refused`` becomes a ``GroupError``.
 
 **Group commit.** Inputs are not committed one by one: while ``run`` serves
@@ -86,6 +87,7 @@ from node.ids import PeerId
 from node.logs import RateLimitedLog, line_key
 from node.service.files import FileService
 from node.service.outbox import Outboxes
+from node.service.send_batch import SendBatch
 from node.service.storage_pause import RETRY_FIRST, RETRY_MAX, StoragePauses
 from node.store.db import EventRow, Store
 from node.wire.messages import (
@@ -244,7 +246,10 @@ class EffectDriver(StoragePauses):
                 return None
         if erased:
             self._checkpoint()
-        return self._after(group, effects, local, {})
+        sends = SendBatch()
+        authored = self._after(group, effects, local, sends)
+        sends.flush(self._encode, self._deliver)
+        return authored
 
     def commit(self) -> bool:
         """Store the open batch now, then run its sends and the rest (in input order);
@@ -270,9 +275,10 @@ class EffectDriver(StoragePauses):
             return False
         if erased:
             self._checkpoint()
-        encoded: dict[int, bytes] = {}
+        sends = SendBatch()  # (merged per peer: node.service.send_batch)
         for group, effects, local in batch:
-            self._after(group, effects, local, encoded)
+            self._after(group, effects, local, sends)
+        sends.flush(self._encode, self._deliver)
         self._stored.set()
         self._stored = trio.Event()
         return True
@@ -320,7 +326,7 @@ class EffectDriver(StoragePauses):
             log.warning("%s", exc)
 
     def _after(self, group: Member, effects: list[Effect], local: bool,
-               encoded: dict[int, bytes]) -> list[Event]:
+               sends: SendBatch) -> list[Event]:
         """An input's effects once its rows are stored: sends, watchers, log lines, timers."""
         authored: list[Event] = []
         for effect in effects:
@@ -329,10 +335,10 @@ class EffectDriver(StoragePauses):
                 self._unsaved_deliveries.append((group.id, effect.event, effect.member,
                                                  effect.at))
             elif isinstance(effect, Send):
-                self._send(group, effect.peer, effect.payload, effect.kind, encoded, local)
+                sends.add(group, effect.peer, effect.payload, effect.kind, local)
             elif isinstance(effect, SendMany):
                 for peer in effect.peers:
-                    self._send(group, peer, effect.payload, effect.kind, encoded, local)
+                    sends.add(group, peer, effect.payload, effect.kind, local)
             elif isinstance(effect, Notify):
                 self._notify(group, effect.events)
             elif isinstance(effect, TypingSeen):
@@ -384,19 +390,20 @@ class EffectDriver(StoragePauses):
             self.store.set_read_marks(gid, dict(effect.marks))
         return False
 
-    def _send(self, group: Member, peer: PeerId, payload: Payload, kind: str,
-              encoded: dict[int, bytes], local: bool) -> None:
+    def _encode(self, group: Member, payload: Payload) -> bytes:
+        return encode_message(_wire(group.id, payload))
+
+    def _deliver(self, group: Member, peer: PeerId, data: bytes, local: bool,
+                 live: tuple[Event, ...]) -> None:
         conn = self.node.connections.get(peer)
         if conn is None:
             return
-        data = encoded.get(id(payload))
-        if data is None:
-            data = encoded[id(payload)] = encode_message(_wire(group.id, payload))
-        if self.outboxes.send(conn, data, local=local) and kind == "message":
-            assert isinstance(payload, Events)
-            counters = group.counters.get(payload.events[0].id)
-            if counters is not None:
-                counters.bytes_out += len(data)
+        if self.outboxes.send(conn, data, local=local) and live:
+            share, rest = divmod(len(data), len(live))  # (merged: an equal share each)
+            for i, event in enumerate(live):
+                counters = group.counters.get(event.id)
+                if counters is not None:
+                    counters.bytes_out += share + (rest if i == 0 else 0)
 
     def _schedule(self, group: GroupId, at: float) -> None:
         """Tick ``group`` at ``at``: every time asked for gets a tick at or after it (a

@@ -3,8 +3,9 @@
 Two real nodes in one process (loopback TCP, Noise, SQLite files). Alice authors a
 burst without yielding (as a script on the node's own loop does), bob receives it:
 each side stores the burst in a handful of transactions instead of one per message,
-every message arrives, and alice never queues an event for bob before her store holds
-it (checked on every message her channel to bob is handed).
+every message arrives in a few ``events`` messages (consecutive live sends to one peer
+are merged), and alice never queues an event for bob before her store holds it
+(checked on every message her channel to bob is handed).
 """
 
 from __future__ import annotations
@@ -62,11 +63,13 @@ async def test_a_burst_is_stored_in_a_few_transactions_and_sent_only_once_stored
         g_alice = await alice.group(group)
         conn = alice.node.connections[bob.node.peer_id]
         unstored: list[str] = []
+        carried: list[int] = []  # events per events message
         real_send = conn.send_nowait
 
         def checked(data: bytes) -> bool:  # what alice hands her channel to bob
             message = decode_message(data)
             if isinstance(message, EventsMessage):
+                carried.append(len(message.events))
                 for raw in message.events:
                     if not store.has_event(decode_event(raw).id):
                         unstored.append(decode_event(raw).id.hex())
@@ -85,5 +88,6 @@ async def test_a_burst_is_stored_in_a_few_transactions_and_sent_only_once_stored
                     lambda: all(g_alice.has(bob.node.peer_id, e)
                                 for e in g_alice.core.ordered()))
         assert unstored == []
+        assert sum(carried) >= BURST and len(carried) <= 3, carried  # merged per peer
         assert mine[0] <= 3, mine  # the burst, and delivery receipts
         assert theirs[0] < BURST // 4, theirs  # whatever arrived together, together
