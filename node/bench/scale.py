@@ -194,7 +194,8 @@ def _why(states: dict[int, dict[str, Any]], cast: Cast) -> str:
     for i, s in members.items():
         kinds.setdefault((s["events"], s["members"]), []).append(i)
     counts = sorted({s["count"] for s in members.values()})
-    missing = {i: s["missing"] for i, s in members.items() if s["missing"]}
+    missing = {i: (s["missing"], s.get("missing_sample", []))
+               for i, s in members.items() if s["missing"]}
     forbidden = {i: s["forbidden"] for i, s in states.items() if s["forbidden"]}
     groups = sorted(kinds.values(), key=len, reverse=True)
     return (f"{len(kinds)} distinct states among {len(members)} members (sizes "
@@ -245,6 +246,10 @@ async def run_scale(n: int, repeat: int, params: Params,
             await hosts.call("send", nodes=cast.first, label="r1", **send)
             await hosts.call("members", nodes=list(range(n)),
                              members=[peer_of[i] for i in range(n)])
+            # The remover reads round 1 before removing: the removed members' round-1
+            # messages are then in the removal's causal past, so every member is entitled
+            # to them (a member's messages concurrent with its removal are withdrawn).
+            await hosts.call("read", nodes=[0], texts=sorted(_texts("r1", cast.first, params)))
         _say(n, started, "joiners added everywhere")
         with hosts.within(PHASE_PER_NODE * n + SETUP, "the removal"):
             await hosts.call("remove", node=0, peers=[peer_of[i] for i in cast.removed], to=0)

@@ -148,7 +148,9 @@ class Host:
         members = hashlib.sha256(repr(sorted(
             (bytes(p), str(r)) for p, r in group.core.state.members.items())).encode())
         readable = set(group.texts.values())
-        return {"events": events.hexdigest()[:16], "count": len(group.core.ordered_view()),
+        missing = sorted(self.must_read.get(i, set()) - readable)
+        return {"missing_sample": [m.rstrip("x").strip() for m in missing[:3]],
+                "events": events.hexdigest()[:16], "count": len(group.core.ordered_view()),
                 "members": members.hexdigest()[:16],
                 "missing": len(self.must_read.get(i, set()) - readable),
                 "forbidden": len(self.must_not_read.get(i, set()) & readable)}
