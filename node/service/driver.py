@@ -5,14 +5,16 @@ transaction; then the sends, through the per-peer queues (``send_nowait``: a
 slow member never holds up the others; a payload shared by many peers is
 encoded once; consecutive live messages of a group to one peer go as one,
 ``node.service.send_batch``; a local command's sends wait in
-``node.service.outbox`` rather than fill a queue); then watchers, log lines (``Warn``) and timers (``Wake``:
-the member is ticked at that time). ``Refused`` becomes a ``GroupError``.
+``node.service.outbox`` rather than fill a queue); then watchers, log lines
+(``Warn``) and timers (``Wake``: the member is ticked at that time).
+``Refused`` becomes a ``GroupError``.
 
 **Group commit.** Inputs are not committed one by one: while ``run`` serves
 the node, an input's effects join the open *batch*, and the committer task
 stores the whole batch in one transaction once nothing more is ready to join
-(other tasks ran one step without adding to it) or ``BATCH_WINDOW`` after its
-first input, whichever comes first; only then do any of the batch's sends,
+(other tasks ran ``QUIET_STEPS`` steps without adding to it), once it stores
+``MAX_BATCH_EVENTS`` events (watchers hear of them all at once), or
+``BATCH_WINDOW`` after its first input; only then do any of the batch's sends,
 watchers and timers run, in input order. So a burst of incoming messages, or
 of our own messages, costs one commit (one fsync) and nothing is sent,
 acknowledged or relayed before it is stored. A command returns the event it
@@ -113,6 +115,9 @@ BATCH_WINDOW = 0.01
 #: the other tasks ran this many steps (a receiver takes two to read a message off TCP).
 MAX_BATCH = 512
 QUIET_STEPS = 3
+#: ...or once it stores this many events (its watchers are told of them all at once, and
+#: a watcher that falls 1,024 events behind is cut off).
+MAX_BATCH_EVENTS = 512
 
 _Held = tuple[Member, list[Effect], bool]  # an input's effects, and whether it was local
 
@@ -148,6 +153,7 @@ class EffectDriver(StoragePauses):
         self._wake_changed = trio.Event()
         # Group commit (module docstring): the open batch, and who waits on it.
         self._batch: list[_Held] = []
+        self._batch_rows = 0  # events it stores
         self._batch_ready = trio.Event()  # set when a batch opens
         self._stored = trio.Event()  # set (and replaced) whenever a batch was stored
         self._committer = False  # the committer task runs: inputs may wait in a batch
@@ -218,9 +224,10 @@ class EffectDriver(StoragePauses):
                     assert isinstance(effect, Refused)
                     raise GroupError(effect.reason)
             self._batch.append((group, effects, local))
+            self._batch_rows += sum(1 for e in effects if type(e) is SaveEvent)
             if len(self._batch) == 1:
                 self._batch_ready.set()
-            elif len(self._batch) >= MAX_BATCH:
+            elif len(self._batch) >= MAX_BATCH or self._batch_rows >= MAX_BATCH_EVENTS:
                 self.commit()
             return [e.event for e in effects if isinstance(e, Authored)]
         if not self.commit():  # what waits goes first; if it cannot be stored, this waits too
@@ -255,6 +262,7 @@ class EffectDriver(StoragePauses):
         """Store the open batch now, then run its sends and the rest (in input order);
         False if it could not be stored (then it is held and storage is paused)."""
         batch, self._batch = self._batch, []
+        self._batch_rows = 0
         if not batch:
             return self._paused is None
         self._batch_ready = trio.Event()
