@@ -115,9 +115,12 @@ BATCH_WINDOW = 0.01
 #: the other tasks ran this many steps (a receiver takes two to read a message off TCP).
 MAX_BATCH = 512
 QUIET_STEPS = 3
-#: ...or once it stores this many events (its watchers are told of them all at once, and
-#: a watcher that falls 1,024 events behind is cut off).
+#: ...or once it stores this many events (its watchers are told of them all at once).
 MAX_BATCH_EVENTS = 512
+#: A watcher (log --follow, chat) that falls this many events behind is cut off. Events a
+#: batch stores reach it at once and it takes one per scheduling round, so this is well
+#: above a batch (the buffer holds references to events the member core keeps anyway).
+WATCH_BUFFER = 16384
 
 _Held = tuple[Member, list[Effect], bool]  # an input's effects, and whether it was local
 
@@ -516,13 +519,13 @@ class EffectDriver(StoragePauses):
 
     def watch(self, group: Member) -> trio.MemoryReceiveChannel[Event]:
         """New events of ``group`` as they are delivered."""
-        send, receive = trio.open_memory_channel[Event](1024)
+        send, receive = trio.open_memory_channel[Event](WATCH_BUFFER)
         self._watchers.setdefault(group.id, []).append(send)
         return receive
 
     def watch_notices(self, group: Member) -> trio.MemoryReceiveChannel[Notice]:
         """New events of ``group`` and typing notices, as they happen."""
-        send, receive = trio.open_memory_channel[Notice](1024)
+        send, receive = trio.open_memory_channel[Notice](WATCH_BUFFER)
         self._notice_watchers.setdefault(group.id, []).append(send)
         return receive
 
