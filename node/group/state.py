@@ -236,6 +236,10 @@ class GroupCore:
         return self.state.is_muted(event.author, event.seq,
                                    self.clock_at(event.author, event.seq))
 
+    def latest_clock(self, author: PeerId) -> Clock:
+        """The author's full clock at its latest delivered event (own entry excluded)."""
+        return self._clock.get(author, {})
+
     def clock_at(self, author: PeerId, seq: int) -> Clock:
         """The author's full clock at its event ``seq`` (own entry excluded)."""
         clock: Clock = {}
