@@ -56,6 +56,7 @@ from node.wire.messages import (
     AckMessage,
     EventsMessage,
     GotMessage,
+    VectorMessage,
     decode_message,
     encode_message,
 )
@@ -64,13 +65,16 @@ from tests.integration import SOON, LogWatch, one_line
 
 GROUP_LOG = "node.service.groups"
 
-#: What a node says it stored: cumulative (``got``), or per id (a sync batch's ``ack``).
-Receipt = AckMessage | GotMessage
+#: What a node says it stored: cumulative (``got``, or a ``vv``, which replaces the ``got``
+#: owed), or per id (a sync batch's ``ack``).
+Receipt = AckMessage | GotMessage | VectorMessage
 
 
 def covers(receipt: Receipt, event: Event) -> bool:
     if isinstance(receipt, GotMessage):
         return dict(receipt.upto).get(event.author, 0) >= event.seq
+    if isinstance(receipt, VectorMessage):
+        return dict(receipt.vector).get(event.author, 0) >= event.seq
     return event.id in receipt.ids
 
 
@@ -112,9 +116,9 @@ class Mallory:
             except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             message = decode_message(data)
-            if isinstance(message, AckMessage | GotMessage) and (
+            if isinstance(message, AckMessage | GotMessage | VectorMessage) and (
                     not isinstance(message, AckMessage) or message.kind == "ack"):
-                acks.append(message)
+                acks.append(message)  # (a vector sent replaces the acknowledgement owed)
             elif isinstance(message, EventsMessage) and (
                 replica := self.replicas.get(message.group)
             ) is not None:
