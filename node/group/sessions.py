@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.group.authoring import admitted_by
-from node.group.events import Event, EventId
+from node.group.events import Event, EventId, Kind
 from node.group.member_io import Events, Vector, Wake
 from node.group.member_state import ACK_TIMEOUT, RESYNC_AFTER
 from node.group.membership import MembershipEvent
@@ -102,7 +102,6 @@ class Asking:
     peer: PeerId
     target: VectorMap
     deadline: float
-    woken: float = -1.0  # the deadline we last asked the driver to wake us for
 
 
 class Sessions(Receiving):
@@ -121,6 +120,11 @@ class Sessions(Receiving):
         self.up_since: dict[PeerId, int] = {}
         #: Authors of events we learnt by sync since the last nudge (they get a receipt).
         self.synced_authors: set[PeerId] = set()
+        #: Connected members a live event's author did not send it to (it had not seen
+        #: them admitted), and those we hold no vector of: told at the next nudge,
+        #: whatever the fan-out limit.
+        self.missed: set[PeerId] = set()
+        self._admissions: tuple[object, dict[PeerId, tuple[PeerId, int]]] | None = None
         self.nudges = 0
 
     def tick(self) -> None:
@@ -134,6 +138,14 @@ class Sessions(Receiving):
                 self.next_batch(peer, session)
         self.expire_sessions()
         self.check_asking()
+        # A driver keeps one timer per group, the earliest: ask again for what is due
+        # later (a Wake we gave while an earlier one was pending may have been dropped).
+        due = [self.nudge_at, self.ack_at, *(s.resume_at for s in self.sessions.values())]
+        if self.asking is not None:
+            due.append(self.asking.deadline)
+        later = [t for t in due if t is not None and t > self.now]
+        if later:
+            self.out.append(Wake(min(later)))
 
     def expire_sessions(self) -> None:
         """End sessions whose last batch went unacknowledged for ``ACK_TIMEOUT``.
@@ -176,11 +188,14 @@ class Sessions(Receiving):
         if known is None:
             return False
         for author, n in self.core.frontier.items():
-            if n > known.get(author, 0) and not (
-                    author == self.me and peer in self.acked.get(self.core.event_id(author, n),
-                                                                 {})):
+            if n > known.get(author, 0) and not (author == self.me and self.has_own(peer, n)):
                 return False
         return True
+
+    def has_own(self, peer: PeerId, seq: int) -> bool:
+        """Does ``peer`` hold our own event ``seq`` (and so every earlier one)?"""
+        event = self.core.get(self.core.event_id(self.me, seq))
+        return event is not None and self.has(peer, event)
 
     def offer(self, peer: PeerId) -> None:
         """Tell ``peer`` our vector if it may lack something we hold."""
@@ -200,9 +215,10 @@ class Sessions(Receiving):
         """After a catch-up: a receipt to the authors of what we learnt, and the news to
         a few members that may lack it (see the module docstring)."""
         authors, self.synced_authors = self.synced_authors, set()
-        for author in sorted(authors):
-            if author in self.connected and self.shared(author):
-                self.tell(author)
+        missed, self.missed = self.missed, set()
+        for peer in sorted(authors | missed):
+            if peer in self.connected and self.shared(peer):
+                self.tell(peer)
         mine = dict(self.vector())
         others = [p for p in sorted(self.connected)
                   if p not in authors and self.shared(p) and not self.knows_all(p)
@@ -268,10 +284,10 @@ class Sessions(Receiving):
         ``ACK_TIMEOUT`` ago, without an ack of it yet?"""
         if event.author != self.me:
             return False
+        if self.has(peer, event) or event.seq <= self.up_since.get(peer, 0):
+            return False
         at = self.joined_at.get(event.id)
-        return (at is not None and event.seq > self.up_since.get(peer, 0)
-                and self.now - at < ACK_TIMEOUT
-                and peer not in self.acked.get(event.id, {}))
+        return at is not None and self.now - at < ACK_TIMEOUT
 
     def voided(self, peer: PeerId, departure: MembershipEvent) -> list[MembershipEvent]:
         """Departures that void a later admission of ``peer``: a member that re-added it
@@ -323,18 +339,13 @@ class Sessions(Receiving):
             self.wake_for_asking()
 
     def wake_for_asking(self) -> None:
-        asking = self.asking
-        if asking is not None and asking.woken != asking.deadline:
-            asking.woken = asking.deadline
-            self.out.append(Wake(asking.deadline))
+        if self.asking is not None:
+            self.out.append(Wake(self.asking.deadline))
 
     def check_asking(self) -> None:
         """Give up on a request whose member delivered nothing for ``ASK_TIMEOUT``."""
         asking = self.asking
-        if asking is None:
-            return
-        if self.now < asking.deadline:
-            self.wake_for_asking()
+        if asking is None or self.now < asking.deadline:
             return
         _, failures = self.passed_over.get(asking.peer, (0.0, 0))
         backoff = min(ASK_BACKOFF_MAX, ASK_BACKOFF * 2 ** min(failures, 16))
@@ -353,12 +364,48 @@ class Sessions(Receiving):
             if message.sync:
                 self.synced_authors.update(e.author for e in message.events
                                            if e.author != self.me)
+            else:
+                self.note_missed(sender, message)
+            # members we hold no vector of (newcomers, adopted while connected) hear too
+            self.missed.update(p for p in self.connected
+                               if p != self.me and self.known(p) is None and self.shared(p))
+            if self.missed:
+                self.nudge()
             asking = self.asking
             if asking is not None:
                 if asking.peer == sender:
                     asking.deadline = self.now + ASK_TIMEOUT
                 self.pull()
         return stored
+
+    def note_missed(self, sender: PeerId, message: Events) -> None:
+        """Live events from their author reached only the members it knew of: note the
+        connected members whose admission it had not seen (we pass the news on)."""
+        admissions = self.admissions()
+        frontier = self.core.frontier
+        for event in message.events:
+            if event.author != sender or event.seq != frontier.get(event.author, 0):
+                continue  # (its latest: whose clock we hold; an earlier one saw less)
+            clock = self.core.latest_clock(event.author)
+            for member, (author, seq) in admissions.items():
+                if (member not in self.connected or member in (self.me, sender)
+                        or member in self.missed):
+                    continue
+                seen = seq < event.seq if author == event.author else clock.get(author, 0) >= seq
+                if not seen:
+                    self.missed.add(member)
+
+    def admissions(self) -> dict[PeerId, tuple[PeerId, int]]:
+        """Each current member's admission event (author, seq), cached per state."""
+        state = self.core.state
+        if self._admissions is None or self._admissions[0] is not state:
+            found: dict[PeerId, tuple[PeerId, int]] = {}
+            for event in self.core.membership_events():
+                member = admitted_by(event.author, event.kind, event.body)
+                if member is not None and member in state.members:
+                    found[member] = (event.author, event.seq)
+            self._admissions = (state, found)
+        return self._admissions[1]
 
     # -- channels --
 
@@ -371,7 +418,25 @@ class Sessions(Receiving):
         if self.known(peer) is None:
             self.flush(peer)
         self.offer(peer)
+        self.recall_unread(peer)
         self.report_unread(peer)
+
+    def recall_unread(self, author: PeerId) -> None:
+        """Note again which of ``author``'s messages we hold but cannot read (they are
+        reported to it: it sends the copy only it holds). What we told it before a
+        restart is forgotten, and the copy now comes only from its author."""
+        if author == self.me or self.core.mode == "open" or not self.shared(author):
+            return
+        admission = None
+        for seq in range(1, self.core.frontier.get(author, 0) + 1):
+            event = self.core.get(self.core.event_id(author, seq))
+            if (event is None or event.kind is not Kind.MESSAGE or event.id in self.contents
+                    or event.id in self.told_unread or event.id in self.core.deleted
+                    or self.core.is_withdrawn(author, seq)):
+                continue
+            admission = admission or self.admission(self.me)
+            if admission is not None and self.core.saw(event.id, admission.id):
+                self.unread_reports.setdefault(author, set()).add(event.id)
 
     def peer_down(self, peer: PeerId) -> None:
         self.connected.discard(peer)
