@@ -43,7 +43,14 @@ reaches it once, not once per member that holds it:
   may lack them (a different pseudo-random few each time): they pass the news
   on in turn, so a member that no holder reaches directly still hears of it
   without every member telling every other after a heal; the periodic beat
-  catches up whoever the gossip missed.
+  catches up whoever the gossip missed. Live events make us tell the
+  connected members their author had not seen admitted (its fanout did not
+  go to them) and those we hold no vector of (a newcomer, a group adopted
+  while connected).
+* **Unread copies**: when a member's channel comes up we note again which of
+  its messages we hold but cannot read, and report them (``unread``): it sends
+  the copy only it holds. (Before a restart we may have told it; that is
+  forgotten, and its outbox no longer pushes what we hold.)
 
 Any member relays any member's events: they are signed, and in private groups
 encrypted for the group. Copies only the author holds (pairwise copies, sealed
