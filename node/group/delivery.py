@@ -162,6 +162,18 @@ class Delivery(MemberState):
                 and upto.get(waiting.author, 0) >= waiting.seq:
             self.next_batch(sender, session)
 
+    def on_vector_receipt(self, sender: PeerId, vector: Vector) -> None:
+        """A member's vector says how many of our events it holds: the same as a ``Got``
+        (which is why a vector we send replaces the ``Got`` we owe)."""
+        if sender not in self.core.state.members and self.departure(sender) is None:
+            return
+        claimed = dict(vector.vector).get(self.me, 0)
+        top = min(claimed, self.core.frontier.get(self.me, 0))
+        if top > self.own_upto.get(sender, 0):
+            self.mark(sender, self.own_upto.get(sender, 0), top)
+            self.out.append(SaveDelivery(self.core.event_id(self.me, top), sender, self.now))
+            self.notify()  # delivery marks moved
+
     def restore_receipts(self) -> None:
         """After a restart: ``own_upto`` from the stored receipts (each one of our events
         a member acknowledged means it holds every earlier one of ours too)."""

@@ -136,6 +136,7 @@ class Member(Sessions):
         if isinstance(payload, Ack | Got):
             self.on_ack(sender, payload)
         elif isinstance(payload, Vector):
+            self.on_vector_receipt(sender, payload)
             self.on_vector(sender, payload)
         elif isinstance(payload, Typing):
             self.on_typing(sender)

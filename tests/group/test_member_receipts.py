@@ -216,7 +216,7 @@ def test_receipts_survive_a_restart() -> None:
 
 def test_a_vector_sent_covers_what_was_owed() -> None:
     c, alice, bob, _carol = scene()
-    c.do(alice, C.SendText("covered by a vector"))
+    said = c.do(alice, C.SendText("covered by a vector"))
     while c.transfer(alice, bob):
         pass
     assert c.members[bob].owed.get(alice)
@@ -226,3 +226,8 @@ def test_a_vector_sent_covers_what_was_owed() -> None:
     c.handle(bob, Tick())
     assert gots(c, bob, alice) == []
     assert any(isinstance(p, Vector) for p in c.flight[(bob, alice)])
+    while c.transfer(bob, alice):  # ...and the author takes it as the receipt it is
+        never_ahead(c, alice)
+    assert bob in c.members[alice].acked[said.id]  # (what the per-id acks said)
+    assert bob in c.disks[alice].acked[said.id]  # stored, as a Got's would be
+    assert state(c, alice, said) in ("sent", "delivered")
