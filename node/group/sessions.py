@@ -1,5 +1,8 @@
 """Anti-entropy: version vectors, pulls, sync sessions and nudges (pure).
 
+The lagging side (telling, pulling, nudges, unread copies) is ``node.group.pulling``;
+this module adds the streaming side, channels and the periodic beat.
+
 Theory of operation
 -------------------
 Because delivery is causal and per-author contiguous, the set of events a
@@ -77,63 +80,18 @@ a reconnecting peer is answered at once.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any
-
 from node.group.authoring import admitted_by
-from node.group.events import Event, EventId, Kind
-from node.group.member_io import Events, Vector, Wake
+from node.group.events import Event
+from node.group.member_io import Vector, Wake
 from node.group.member_state import ACK_TIMEOUT, RESYNC_AFTER
 from node.group.membership import MembershipEvent
-from node.group.receiving import Receiving
+from node.group.pulling import Pulling, VectorMap
 from node.ids import PeerId, short_id
-from node.sync.choose import choose, covers, nudge_order
+from node.sync.choose import covers
 from node.sync.plan import behind, missing
 
-#: A member we asked that delivers nothing new for this long is passed over.
-ASK_TIMEOUT = 10.0
-#: ...for this long after its first failure in a row, doubling up to ``ASK_BACKOFF_MAX``.
-ASK_BACKOFF = 60.0
-ASK_BACKOFF_MAX = 3600.0
-#: Besides the authors of what we learnt, a catch-up is told to at most this many members.
-NUDGE_FANOUT = 2
 
-VectorMap = dict[PeerId, int]
-
-
-@dataclass(slots=True)
-class Asking:
-    """Our one request under way: whom we asked, what it held then, when it fails."""
-
-    peer: PeerId
-    target: VectorMap
-    deadline: float
-
-
-class Sessions(Receiving):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.asking: Asking | None = None
-        #: Members that failed a request: (passed over until, failures in a row).
-        self.passed_over: dict[PeerId, tuple[float, int]] = {}
-        #: Members whose stream ended short of what they hold: (our vector, theirs)
-        #: then; not asked again until one of the two changes.
-        self.exhausted: dict[PeerId, tuple[VectorMap, VectorMap]] = {}
-        #: Per connected peer: the vector we last sent it on this channel, and when.
-        self.told: dict[PeerId, tuple[VectorMap, float]] = {}
-        #: Our own seq when each peer's channel came up (our later events were fanned
-        #: out to it on this channel; no entry: up since before we started watching).
-        self.up_since: dict[PeerId, int] = {}
-        #: Authors of events we learnt by sync since the last nudge (they get a receipt).
-        self.synced_authors: set[PeerId] = set()
-        #: Connected members a live event's author did not send it to (it had not seen
-        #: them admitted), and those we hold no vector of: told at the next nudge,
-        #: whatever the fan-out limit.
-        self.missed: set[PeerId] = set()
-        self._admissions: tuple[object, dict[PeerId, tuple[PeerId, int]]] | None = None
-        self.nudges = 0
-
+class Sessions(Pulling):
     def tick(self) -> None:
         """Time passed: send a due nudge, resume sessions that have budget again, end
         sessions whose batch went unacknowledged, give up on a silent request."""
@@ -174,65 +132,6 @@ class Sessions(Receiving):
         for peer in sorted(self.connected):
             self.offer(peer)
         self.pull()
-
-    def shared(self, peer: PeerId) -> bool:
-        # A member, or one who departed and is owed what led to its departure. (Whether
-        # we are members does not matter: if we left, the members may not know it yet.)
-        return peer in self.core.state.members or self.departure(peer) is not None
-
-    # -- telling --
-
-    def known(self, peer: PeerId) -> VectorMap | None:
-        """What we know ``peer`` holds (its last vector), if anything."""
-        vector = self.peer_vectors.get(peer)
-        if vector is None and peer in self.setup_members:
-            return self.setup_frontier
-        return vector
-
-    def knows_all(self, peer: PeerId) -> bool:
-        """Does ``peer`` hold everything we hold, as far as we know?"""
-        known = self.known(peer)
-        if known is None:
-            return False
-        for author, n in self.core.frontier.items():
-            if n > known.get(author, 0) and not (author == self.me and self.has_own(peer, n)):
-                return False
-        return True
-
-    def has_own(self, peer: PeerId, seq: int) -> bool:
-        """Does ``peer`` hold our own event ``seq`` (and so every earlier one)?"""
-        event = self.core.get(self.core.event_id(self.me, seq))
-        return event is not None and self.has(peer, event)
-
-    def offer(self, peer: PeerId) -> None:
-        """Tell ``peer`` our vector if it may lack something we hold."""
-        if self.shared(peer) and not self.knows_all(peer):
-            self.tell(peer)
-
-    def tell(self, peer: PeerId) -> None:
-        """Send ``peer`` our vector (``want`` false), unless it got this one lately."""
-        mine = dict(self.vector())
-        last = self.told.get(peer)
-        if last is not None and last[0] == mine and self.now - last[1] < RESYNC_AFTER:
-            return
-        if self.send(peer, Vector(tuple(sorted(mine.items())), False), "vector"):
-            self.told[peer] = (mine, self.now)
-
-    def nudge_now(self) -> None:
-        """After a catch-up: a receipt to the authors of what we learnt, and the news to
-        a few members that may lack it (see the module docstring)."""
-        authors, self.synced_authors = self.synced_authors, set()
-        missed, self.missed = self.missed, set()
-        for peer in sorted(authors | missed):
-            if peer in self.connected and self.shared(peer):
-                self.tell(peer)
-        mine = dict(self.vector())
-        others = [p for p in sorted(self.connected)
-                  if p not in authors and self.shared(p) and not self.knows_all(p)
-                  and self.told.get(p, ({}, 0.0))[0] != mine]
-        self.nudges += 1
-        for peer in nudge_order(self.me, others, self.nudges)[:NUDGE_FANOUT]:
-            self.tell(peer)
 
     # -- vectors --
 
@@ -321,99 +220,6 @@ class Sessions(Receiving):
         seen[peer] = (theirs, held, self.now)
         return True
 
-    # -- pulling --
-
-    def pull(self) -> None:
-        """Ask the best connected member for what we lack, if no request is under way."""
-        mine = self.core.frontier
-        asking = self.asking
-        if asking is not None:
-            if not covers(mine, asking.target):
-                return
-            self.asking = None  # done: that member delivered
-            self.passed_over.pop(asking.peer, None)
-        vector = dict(self.vector())
-        candidates = {p: v for p, v in self.peer_vectors.items()
-                      if p in self.connected and p != self.me and self.shared(p)
-                      and self.passed_over.get(p, (-math.inf, 0))[0] <= self.now
-                      and self.exhausted.get(p) != (vector, v)}
-        peer = choose(self.me, mine, candidates)
-        if peer is None:
-            return
-        if self.send(peer, Vector(tuple(sorted(vector.items())), True), "vector"):
-            self.told[peer] = (vector, self.now)
-            self.asking = Asking(peer, dict(candidates[peer]), self.now + ASK_TIMEOUT)
-            self.wake_for_asking()
-
-    def wake_for_asking(self) -> None:
-        if self.asking is not None:
-            self.out.append(Wake(self.asking.deadline))
-
-    def check_asking(self) -> None:
-        """Give up on a request whose member delivered nothing for ``ASK_TIMEOUT``."""
-        asking = self.asking
-        if asking is None or self.now < asking.deadline:
-            return
-        _, failures = self.passed_over.get(asking.peer, (0.0, 0))
-        backoff = min(ASK_BACKOFF_MAX, ASK_BACKOFF * 2 ** min(failures, 16))
-        self.passed_over[asking.peer] = (self.now + backoff, failures + 1)
-        self.asking = None
-        self.warn(f"sync: {short_id(asking.peer)} sent nothing of group {self.label} "
-                  f"for {ASK_TIMEOUT:g} s; asking another member", level=20)
-        self.pull()
-
-    def receive(self, sender: PeerId, message: Events) -> list[EventId]:
-        """Receive as ``Receiving`` does, noting progress of our request and what we
-        learnt by sync (for the nudge's receipts)."""
-        before = self.core.delivered_count()
-        stored = super().receive(sender, message)
-        if self.core.delivered_count() > before:
-            if message.sync:
-                self.synced_authors.update(e.author for e in message.events
-                                           if e.author != self.me)
-            else:
-                self.note_missed(sender, message)
-            # members we hold no vector of (newcomers, adopted while connected) hear too
-            self.missed.update(p for p in self.connected
-                               if p != self.me and self.known(p) is None and self.shared(p))
-            if self.missed:
-                self.nudge()
-            asking = self.asking
-            if asking is not None:
-                if asking.peer == sender:
-                    asking.deadline = self.now + ASK_TIMEOUT
-                self.pull()
-        return stored
-
-    def note_missed(self, sender: PeerId, message: Events) -> None:
-        """Live events from their author reached only the members it knew of: note the
-        connected members whose admission it had not seen (we pass the news on)."""
-        admissions = self.admissions()
-        frontier = self.core.frontier
-        for event in message.events:
-            if event.author != sender or event.seq != frontier.get(event.author, 0):
-                continue  # (its latest: whose clock we hold; an earlier one saw less)
-            clock = self.core.latest_clock(event.author)
-            for member, (author, seq) in admissions.items():
-                if (member not in self.connected or member in (self.me, sender)
-                        or member in self.missed):
-                    continue
-                seen = seq < event.seq if author == event.author else clock.get(author, 0) >= seq
-                if not seen:
-                    self.missed.add(member)
-
-    def admissions(self) -> dict[PeerId, tuple[PeerId, int]]:
-        """Each current member's admission event (author, seq), cached per state."""
-        state = self.core.state
-        if self._admissions is None or self._admissions[0] is not state:
-            found: dict[PeerId, tuple[PeerId, int]] = {}
-            for event in self.core.membership_events():
-                member = admitted_by(event.author, event.kind, event.body)
-                if member is not None and member in state.members:
-                    found[member] = (event.author, event.seq)
-            self._admissions = (state, found)
-        return self._admissions[1]
-
     # -- channels --
 
     def peer_up(self, peer: PeerId) -> None:
@@ -427,23 +233,6 @@ class Sessions(Receiving):
         self.offer(peer)
         self.recall_unread(peer)
         self.report_unread(peer)
-
-    def recall_unread(self, author: PeerId) -> None:
-        """Note again which of ``author``'s messages we hold but cannot read (they are
-        reported to it: it sends the copy only it holds). What we told it before a
-        restart is forgotten, and the copy now comes only from its author."""
-        if author == self.me or self.core.mode == "open" or not self.shared(author):
-            return
-        admission = None
-        for seq in range(1, self.core.frontier.get(author, 0) + 1):
-            event = self.core.get(self.core.event_id(author, seq))
-            if (event is None or event.kind is not Kind.MESSAGE or event.id in self.contents
-                    or event.id in self.told_unread or event.id in self.core.deleted
-                    or self.core.is_withdrawn(author, seq)):
-                continue
-            admission = admission or self.admission(self.me)
-            if admission is not None and self.core.saw(event.id, admission.id):
-                self.unread_reports.setdefault(author, set()).add(event.id)
 
     def peer_down(self, peer: PeerId) -> None:
         self.connected.discard(peer)

@@ -18,7 +18,7 @@ from node.group.member_io import (
     Vector,
 )
 from node.group.member_state import ACK_TIMEOUT, RESYNC_AFTER
-from node.group.sessions import ASK_TIMEOUT
+from node.group.pulling import ASK_TIMEOUT
 from node.ids import PeerId
 from tests.group.cluster import Cluster
 from tests.group.test_member_bad_input import scene
