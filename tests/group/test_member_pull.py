@@ -175,3 +175,52 @@ def test_live_pushes_in_flight_are_not_streamed_again() -> None:
     asked = c.members[alice].handle(Received(bob, Vector(before, True)), later)
     streamed = [e.id for _, p in sent(asked) if isinstance(p, Events) for e in p.events]
     assert live.id in streamed
+
+
+def test_a_restarted_member_asks_again_for_the_copy_only_the_author_holds() -> None:
+    """A pairwise message relayed without carol's copy; carol restarts (forgetting what
+    she could not read) before meeting bob: on meeting him she reports it again, and his
+    copy comes (his outbox no longer pushes it: she holds the event)."""
+    c = Cluster(3, mode="pairwise")
+    alice, bob, carol = c.ids
+    c.do(alice, C.AddMember(bob))
+    c.do(alice, C.AddMember(carol))
+    c.connect_all()
+    c.settle()
+    c.disconnect(bob, carol)
+    said = c.do(bob, C.SendText("for each of you"))
+    c.settle()
+    for p in (alice, carol):
+        c.handle(p, Announce())
+    c.settle()
+    assert c.members[carol].texts.get(said.id) is None  # relayed without her copy
+    c.restart(carol)
+    c.connect_all()
+    c.settle()
+    assert c.members[carol].texts[said.id] == "for each of you"
+
+
+def test_a_live_event_reaches_a_member_its_author_had_not_seen_added() -> None:
+    """carol writes before she learns that alice added dave (so her fanout leaves dave
+    out, and carol has no channel to him): alice, who delivers it live, tells dave, who
+    pulls it at once (not at the next periodic exchange)."""
+    c = Cluster(4)
+    alice, bob, carol, dave = c.ids
+    for peer in (bob, carol):
+        c.do(alice, C.AddMember(peer))
+    c.connect_all([alice, bob, carol])
+    c.settle()
+    c.connect(alice, dave)
+    c.do(alice, C.AddMember(dave))  # in flight to carol while she writes
+    # alice and dave settle between them (she learns his vector), carol hears nothing yet
+    for _ in range(3):
+        while c.transfer(alice, dave) or c.transfer(dave, alice):
+            pass
+        c.now += 1
+        c.handle(dave, Tick())
+        c.handle(alice, Tick())
+    assert c.members[alice].known(dave) is not None
+    said = c.do(carol, C.SendText("before I knew"))
+    c.settle()
+    assert said.id in {e.id for e in c.members[dave].core.ordered()}
+    assert c.now < 1000.0 + 30  # not by the periodic exchange (there is none here)
