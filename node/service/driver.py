@@ -518,13 +518,16 @@ class EffectDriver(StoragePauses):
         self.notify_all()
 
     def watch(self, group: Member) -> trio.MemoryReceiveChannel[Event]:
-        """New events of ``group`` as they are delivered."""
+        """New events of ``group`` as they are delivered (the open batch is stored first:
+        a snapshot taken after this holds nothing the watch will announce again)."""
+        self.commit()
         send, receive = trio.open_memory_channel[Event](WATCH_BUFFER)
         self._watchers.setdefault(group.id, []).append(send)
         return receive
 
     def watch_notices(self, group: Member) -> trio.MemoryReceiveChannel[Notice]:
-        """New events of ``group`` and typing notices, as they happen."""
+        """New events of ``group`` and typing notices, as they happen (as ``watch``)."""
+        self.commit()
         send, receive = trio.open_memory_channel[Notice](WATCH_BUFFER)
         self._notice_watchers.setdefault(group.id, []).append(send)
         return receive

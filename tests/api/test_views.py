@@ -64,6 +64,7 @@ class Lobby:
     def hand(self, *events: Event) -> None:
         """alice's node receives ``events`` from bob; each must be delivered."""
         self.alice.service.deliver(self.g, events, self.bob.peer_id)
+        self.alice.service.commit_now()  # stored now, not at the end of this step
         for e in events:
             assert self.g.core.get(e.id) is not None, f"{e.id.hex()[:12]} was not delivered"
 
