@@ -55,9 +55,10 @@ def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
     # Every member gets a signed event carrying at least the ciphertext of the text.
     assert cost("sender-keys", "bytes_per_message") > MEMBERS * SIZE
     assert cost("pairwise", "bytes_per_message") > cost("sender-keys", "bytes_per_message")
-    # On the wire each copy also pays the channel's framing and tag (23 bytes per record).
+    # On the wire each record also pays the channel's framing and tag (23 bytes); a burst
+    # authored together shares records (one events message per member), so less per message.
     for mode in ("sender-keys", "pairwise"):
-        assert cost(mode, "wire_bytes_per_message") >= cost(mode, "bytes_per_message") + 23
+        assert cost(mode, "wire_bytes_per_message") > cost(mode, "bytes_per_message")
     assert rows[(MEMBERS, "raw")]["of_raw_rate"]["median"] == 1
 
     assert len(document["runs"]) == len(fanout.DEFAULT_MODES)
