@@ -157,8 +157,9 @@ async def _dispatch(app: NodeApp, line: bytes) -> dict[str, Any]:
         result = handler(app, request)
         if inspect.isawaitable(result):  # long operations yield to the rest of the node
             result = await result
-        if app.groups is not None:  # answer once what the op wrote is stored (group commit)
-            await app.groups.committed()
+        groups = getattr(app, "groups", None)  # (a bare app in tests has none)
+        if groups is not None:  # answer once what the op wrote is stored (group commit)
+            await groups.committed()
         return protocol.ok(result)
     except KithError as exc:
         return protocol.error(str(exc))

@@ -19,9 +19,12 @@ watchers and timers run, in input order. So a burst of incoming messages, or
 of our own messages, costs one commit (one fsync) and nothing is sent,
 acknowledged or relayed before it is stored. A command returns the event it
 authored at once; ``committed()`` waits until it is stored (the control
-socket answers only then). Whatever must run alone (a group's creation with
-its row, startup, the replay after a storage pause) first commits the open
-batch, then runs in its own transaction as before.
+socket answers only then). Only texts (``SendText``) are group-committed that
+way, as they come in bursts; any other command is stored before it returns,
+as before (a file's transfer, a membership change: callers look at once).
+Whatever must run alone (a group's creation with its row, startup, the replay
+after a storage pause) first commits the open batch, then runs in its own
+transaction as before.
 
 Acknowledgement receipts of our events are the exception: they are written
 every ``DELIVERY_SAVE_INTERVAL`` in one transaction (losing the last moment of
@@ -190,6 +193,9 @@ class EffectDriver(StoragePauses):
         command = isinstance(input, C.Command)
         authored = self._run(group, group.handle(input, time.time() if now is None else now),
                              local=command)
+        if command and not isinstance(input, C.SendText) and authored is not None \
+                and not self.commit():
+            authored = None  # (only texts come in bursts: other commands are stored now)
         if authored is None:  # held: storage paused on this very input
             if command:
                 raise self.storage_refusal(kept=True)
