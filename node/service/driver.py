@@ -56,12 +56,9 @@ from node.group.content import encode_content
 from node.group.events import Event, EventId, GroupId
 from node.group.member import Member
 from node.group.member_io import (
-    Ack,
     Authored,
     Effect,
     EraseContent,
-    Events,
-    Got,
     HistoryWanted,
     Input,
     Notify,
@@ -82,7 +79,6 @@ from node.group.member_io import (
     SetName,
     Tick,
     TypingSeen,
-    Vector,
     Wake,
     Warn,
 )
@@ -92,15 +88,10 @@ from node.ids import PeerId
 from node.logs import RateLimitedLog, line_key
 from node.service.files import FileService
 from node.service.outbox import Outboxes
-from node.service.send_batch import SendBatch
+from node.service.send_batch import SendBatch, wire_message
 from node.service.storage_pause import RETRY_FIRST, RETRY_MAX, StoragePauses
 from node.store.db import EventRow, Store
 from node.wire.messages import (
-    AckMessage,
-    EventsMessage,
-    GotMessage,
-    TypingMessage,
-    VectorMessage,
     encode_message,
 )
 
@@ -279,8 +270,8 @@ class EffectDriver(StoragePauses):
 
     def _commit(self, batch: list[_Held]) -> bool:
         erased = False
-        rows = [(group, row) for group, effects, _ in batch
-                for row in effects if isinstance(row, _PERSIST)]
+        rows = _latest_keys([(group, row) for group, effects, _ in batch
+                             for row in effects if isinstance(row, _PERSIST)])
         try:
             if rows:  # (acks, vectors and the like store nothing: no transaction)
                 with self.store.transaction():
@@ -408,7 +399,7 @@ class EffectDriver(StoragePauses):
         return False
 
     def _encode(self, group: Member, payload: Payload) -> bytes:
-        return encode_message(_wire(group.id, payload))
+        return encode_message(wire_message(group.id, payload))
 
     def _deliver(self, group: Member, peer: PeerId, data: bytes, local: bool,
                  live: tuple[Event, ...]) -> None:
@@ -554,18 +545,21 @@ _PERSIST = (SaveEvent, SetContent, EraseContent, SaveOwnKey, SaveOwnHistory, Sav
             SaveCopy, SaveEquivocation, SetLeft, SetName, SaveReadMarks)
 
 
-def _wire(group: GroupId, payload: Payload) -> EventsMessage | AckMessage | GotMessage \
-        | VectorMessage | TypingMessage:
-    if isinstance(payload, Events):
-        return EventsMessage(group, tuple(e.raw for e in payload.events), payload.copies,
-                             sync=payload.sync, held=payload.held)
-    if isinstance(payload, Ack):
-        return AckMessage(group, payload.ids, payload.kind)
-    if isinstance(payload, Got):
-        return GotMessage(group, payload.upto)
-    if isinstance(payload, Vector):
-        return VectorMessage(group, payload.vector, payload.want)
-    return TypingMessage(group)
+def _latest_keys(rows: list[tuple[Member, Effect]]) -> list[tuple[Member, Effect]]:
+    """``rows`` less the key states a later row of the same batch replaces (each is an
+    upsert of the whole state: within one transaction only the last one counts, and a
+    burst would otherwise write a sender's chain state once per message)."""
+    last: dict[tuple[object, ...], int] = {}
+    for i, (group, row) in enumerate(rows):
+        if type(row) is SavePeerKey:
+            last[(group.id, row.author, row.epoch)] = i
+        elif type(row) is SaveOwnKey:
+            last[(group.id,)] = i
+    if len(last) == sum(1 for _, r in rows if type(r) in (SavePeerKey, SaveOwnKey)):
+        return rows  # nothing replaced
+    keep = set(last.values())
+    return [(g, r) for i, (g, r) in enumerate(rows)
+            if type(r) not in (SavePeerKey, SaveOwnKey) or i in keep]
 
 
 def _send_all(watchers: list[trio.MemorySendChannel[_T]], items: Sequence[_T]) -> None:

@@ -19,12 +19,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.group.events import Event
+from node.group.events import Event, GroupId
 from node.group.member import Member
-from node.group.member_io import Events, Payload
+from node.group.member_io import Ack, Events, Got, Payload, Vector
 from node.group.member_state import BATCH_BYTES
 from node.ids import PeerId
-from node.wire.messages import MAX_EVENTS
+from node.wire.messages import (
+    MAX_EVENTS,
+    AckMessage,
+    EventsMessage,
+    GotMessage,
+    TypingMessage,
+    VectorMessage,
+)
 
 
 @dataclass(slots=True)
@@ -98,3 +105,18 @@ def _send_run(peer: PeerId, run: list[_Send], encoded: dict[tuple[int, ...], byt
         data = encoded[key] = encode(run[0].group, payload)
     live = payload.events if run[0].kind == "message" and isinstance(payload, Events) else ()
     deliver(run[0].group, peer, data, any(s.local for s in run), live)
+
+
+def wire_message(group: GroupId, payload: Payload) -> EventsMessage | AckMessage | GotMessage \
+        | VectorMessage | TypingMessage:
+    """The peer message ``payload`` stands for (``node.wire.messages``)."""
+    if isinstance(payload, Events):
+        return EventsMessage(group, tuple(e.raw for e in payload.events), payload.copies,
+                             sync=payload.sync, held=payload.held)
+    if isinstance(payload, Ack):
+        return AckMessage(group, payload.ids, payload.kind)
+    if isinstance(payload, Got):
+        return GotMessage(group, payload.upto)
+    if isinstance(payload, Vector):
+        return VectorMessage(group, payload.vector, payload.want)
+    return TypingMessage(group)
