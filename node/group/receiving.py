@@ -14,6 +14,9 @@ causal past, which we might yet lose in a crash).
 A departed member's events past its cut-off (withdrawn, ``node.group.membership``)
 are stored without content: never decrypted, no copy kept, never shown; those
 we had read before we learnt of the departure are erased then (``Authoring``).
+A withdrawal can be undone (a concurrent departure comes first in the fold):
+the messages are then read again, and one whose key we had already used (read,
+erased, now back) from the start of its chain in our kept SENDER_KEY copy.
 
 Decryption never fails a delivery: a message we cannot read yet (no key, a
 pairwise copy that has not reached us) is stored unreadable and read later,
@@ -265,7 +268,7 @@ class Receiving(Authoring):
                     and event.id not in self.core.deleted and event.id not in self.contents
                     and not self.core.is_withdrawn(author, event.seq)):
                 message = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
-                if isinstance(message, PrivateMessage):
+                if isinstance(message, PrivateMessage) and message.index >= state.index:
                     unread.append((message.index, event, message))
         opened = []
         for _, event, message in sorted(unread, key=lambda x: x[0]):
@@ -311,7 +314,8 @@ class Receiving(Authoring):
     def read_unwithdrawn(self, member: PeerId, cut: int) -> None:
         """A departure no longer takes effect (a concurrent one came first in the total
         order): read ``member``'s messages past ``cut`` that we stored withdrawn."""
-        opened = []
+        opened: list[Event] = []
+        spent: set[tuple[PeerId, int]] = set()
         for event in self.core.ordered_view():
             if (event.author != member or event.seq <= cut
                     or self.core.is_withdrawn(member, event.seq)):
@@ -322,12 +326,48 @@ class Receiving(Authoring):
             if (event.kind is not Kind.MESSAGE or self.texts.get(event.id) is not None
                     or event.id in self.contents or event.id in self.core.deleted):
                 continue
-            content = self.read_again(event)
+            body = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
+            try:
+                content, update = self.open_message(event, body)
+            except DecryptError:  # read once, then erased: its key is used up
+                spent.add((event.author, event.epoch))
+                continue
+            if update is not None:
+                self.keep_key(update)
             if content is not None and not self.erased_edit(event, content):
                 self.readable(event, content)
                 opened.append(event)
+        for author, epoch in sorted(spent):
+            opened.extend(self.retake(author, epoch))
         if opened:
             self.notify(opened)
+
+    def retake(self, author: PeerId, epoch: int) -> list[Event]:
+        """Read ``author``'s messages of ``epoch`` that are unread although we hold the
+        chain (ones read, erased as withdrawn, then no longer withdrawn: our chain has
+        moved past their keys) from the earliest state a SENDER_KEY copy of ours for that
+        epoch holds; returns what became readable. Nothing new is kept: the copies are."""
+        start: SenderKeyState | None = None
+        for event in self.core.ordered_view():
+            if (event.author != author or event.epoch != epoch
+                    or event.kind is not Kind.SENDER_KEY or event.id not in self.copies
+                    or self.core.is_withdrawn(author, event.seq)):
+                continue
+            body = decode_body(Kind.SENDER_KEY, event.body, mode=self.core.mode)
+            if not isinstance(body, SenderKey) or body.epoch != epoch:
+                continue
+            try:
+                state = K.open_distribution(self.identity, body, self.copies[event.id])
+            except DecryptError:
+                continue
+            if state is not None and (start is None or state.index < start.index):
+                start = state
+        if start is None:
+            self.warn(f"group {self.label}: {short_id(author)}'s messages of epoch {epoch} "
+                      "are no longer withdrawn but stay unreadable (no copy of that key "
+                      "to read them again from)")
+            return []
+        return self.redecrypt(author, epoch, start)
 
     def take_key(self, event: Event) -> None:
         """Take our key from a SENDER_KEY event we stored withdrawn."""
@@ -340,18 +380,6 @@ class Receiving(Authoring):
             return
         if update is not None:
             self.keep_key(update)
-
-    def read_again(self, event: Event) -> Content | None:
-        """Decrypt a stored message now (its key state moves on as on arrival)."""
-        body = decode_body(Kind.MESSAGE, event.body, mode=self.core.mode)
-        try:
-            content, update = self.open_message(event, body)
-        except DecryptError as exc:
-            self.cannot_decrypt(event, exc)
-            return None
-        if update is not None:
-            self.keep_key(update)
-        return content
 
     def should_read(self, event: Event) -> bool:
         """Was ``event`` made after its author saw us become a member (so it was meant

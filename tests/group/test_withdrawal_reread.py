@@ -1,24 +1,21 @@
-"""A known bug (private groups): a message read, then withdrawn by a removal, then
-not withdrawn after all (the removed member's concurrent LEAVE came first) stays
-unreadable: erasing it on withdrawal forgot the content, and its message key was
-already used, so reading it again fails ("message key 0 already used or too old").
+"""A message read, then withdrawn by a removal, then not withdrawn after all (the
+removed member's concurrent LEAVE came first) is read again: erasing it on
+withdrawal forgot the content and its message key was already used ("message key
+0 already used or too old"), so the receiver re-derives that chain from its own
+kept SENDER_KEY copy (``Receiving.retake``).
 
 Found by tests/group/test_member_machine.py (with the rule where two members
 remove each other); reachable since pulled sync (e3b9361) changed the order in
-which a member receives a partition's events. Marked xfail (strict) until the
-receiving side keeps what it needs to read such a message again.
+which a member receives a partition's events.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from node.group import commands as C
 from node.group.member_io import Announce
 from tests.group.cluster import Cluster
 
 
-@pytest.mark.xfail(strict=True, reason="a withdrawn-then-restored message is not re-read")
 def test_a_message_withdrawn_then_restored_is_read_again() -> None:
     c = Cluster(4, seed=0)
     alice, bob, carol, dave = c.ids
