@@ -23,7 +23,8 @@ removals resolved so that a member stays, that member never received the keys
 we made while it looked removed to us. When it shows up as a member who lacks
 our current key without having been added again (``restore``), we hand it our
 current chain and a HISTORY with the starting keys of the epochs it missed, so
-content converges, not only event ids.
+content converges, not only event ids. A guest may author neither, so it hands
+a fresh sealed copy of each missed epoch's starting SENDER_KEY instead.
 
 **Membership reactions always look at the current state.** One incoming batch
 can hold a newcomer's ADD and, after it, our own removal or demotion; reacting
@@ -46,6 +47,8 @@ from node.group.bodies import (
     PrivateMessage,
     Receipt,
     Role,
+    SenderKey,
+    decode_body,
     encode_body,
     kind_of,
 )
@@ -354,15 +357,52 @@ class Authoring(KeyCopies):
         if self.core.mode == "pairwise":
             self.restore_copies(peer)
             return
-        if (self.keys.own is None or self.core.mode != "private"
-                or self.check_can_key() is not None):
+        if self.keys.own is None or self.core.mode != "private":
             return
         since = self.member_since(peer)
         epochs = [(e, k) for e, k in self.own_history
                   if since is not None and self.epoch_start(e) > since]
+        if self.core.state.role(self.me) is Role.GUEST:
+            self.restore_as_guest(peer, epochs)
+            return
+        if self.check_can_key() is not None:
+            return
         self.warn(f"group {self.label}: {short_id(peer)} is a member after all: handing it "
                   f"our keys of {len(epochs)} earlier epoch(s)", level=logging.INFO)
         self.hand_keys(frozenset({peer}), history=bool(epochs), epochs=epochs)
+
+    def restore_as_guest(self, peer: PeerId, epochs: list[tuple[int, OwnSenderKey]]) -> None:
+        """A guest authors no SENDER_KEY or HISTORY, yet ``peer`` is owed the keys of
+        the epochs we started while we could post: a fresh sealed copy of each such
+        epoch's starting SENDER_KEY (its commitment authenticates it, whoever seals it),
+        kept with our other copies and pushed with the event."""
+        starts = dict(epochs)
+        sent: list[Event] = []
+        for event in self.core.ordered_view():
+            if (event.author != self.me or event.kind is not Kind.SENDER_KEY
+                    or event.epoch not in starts
+                    or peer in self.own_copies.get(event.id, {})):
+                continue
+            body = decode_body(Kind.SENDER_KEY, event.body, mode=self.core.mode)
+            if not isinstance(body, SenderKey):
+                continue
+            blob = K.copy_of_start(peer, starts[event.epoch], body)
+            if blob is None:
+                continue
+            del starts[event.epoch]  # one copy per epoch: its first, starting, SENDER_KEY
+            self.own_copies.setdefault(event.id, {})[peer] = blob
+            self.out.append(SaveCopy(event.id, peer, blob))
+            sent.append(event)
+        own = self.keys.own
+        if own is not None and any(e.epoch == own.epoch for e in sent):
+            # it holds our current chain now: were it to leave, we would have to rotate
+            self.keys.own = K.OwnKey(own.epoch, own.key, own.recipients | {peer})
+            self.out.append(SaveOwnKey(own.epoch, own.key, self.keys.own.recipients))
+        self.warn(f"group {self.label}: {short_id(peer)} is a member after all: handing it "
+                  f"our keys of {len(sent)} earlier epoch(s) (as a guest: copies only)",
+                  level=logging.INFO)
+        if sent:
+            self.push(peer, sent)
 
     def restore_copies(self, peer: PeerId) -> None:
         """Re-encrypt for ``peer`` our messages it is owed and has no copy of (bounded:

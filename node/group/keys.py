@@ -125,6 +125,19 @@ def history_for(member: PeerId, epochs: list[tuple[int, OwnSenderKey]]) -> Histo
     return History(member, tuple(sealed)) if sealed else None
 
 
+def copy_of_start(member: PeerId, start: OwnSenderKey, body: SenderKey) -> bytes | None:
+    """A fresh sealed copy for ``member`` of a committed SENDER_KEY of ours that handed out
+    ``start`` (an epoch's starting state); None if ``body`` committed to another state."""
+    state = start.receiver_state()
+    if (not body.committed or body.salt is None or body.commitment is None
+            or not sender_keys.matches(state, body.salt, body.commitment)):
+        return None
+    try:
+        return sender_keys.seal_for(ed25519_to_x25519_public(member), state)
+    except RemoteProtocolError:
+        return None
+
+
 def open_distribution(
     identity: IdentityKey, body: SenderKey, copy: bytes | None
 ) -> SenderKeyState | None:
