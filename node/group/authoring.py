@@ -23,8 +23,9 @@ removals resolved so that a member stays, that member never received the keys
 we made while it looked removed to us. When it shows up as a member who lacks
 our current key without having been added again (``restore``), we hand it our
 current chain and a HISTORY with the starting keys of the epochs it missed, so
-content converges, not only event ids. A guest may author neither, so it hands
-a fresh sealed copy of each missed epoch's starting SENDER_KEY instead.
+content converges, not only event ids. A guest (or a member that left since)
+may author neither, so it hands a fresh sealed copy of each missed epoch's
+starting SENDER_KEY instead.
 
 **Membership reactions always look at the current state.** One incoming batch
 can hold a newcomer's ADD and, after it, our own removal or demotion; reacting
@@ -362,18 +363,17 @@ class Authoring(KeyCopies):
         since = self.member_since(peer)
         epochs = [(e, k) for e, k in self.own_history
                   if since is not None and self.epoch_start(e) > since]
-        if self.core.state.role(self.me) is Role.GUEST:
-            self.restore_as_guest(peer, epochs)
-            return
-        if self.check_can_key() is not None:
+        if self.check_can_key() is not None:  # a guest now, or departed since
+            self.restore_by_copies(peer, epochs)
             return
         self.warn(f"group {self.label}: {short_id(peer)} is a member after all: handing it "
                   f"our keys of {len(epochs)} earlier epoch(s)", level=logging.INFO)
         self.hand_keys(frozenset({peer}), history=bool(epochs), epochs=epochs)
 
-    def restore_as_guest(self, peer: PeerId, epochs: list[tuple[int, OwnSenderKey]]) -> None:
-        """A guest authors no SENDER_KEY or HISTORY, yet ``peer`` is owed the keys of
-        the epochs we started while we could post: a fresh sealed copy of each such
+    def restore_by_copies(self, peer: PeerId, epochs: list[tuple[int, OwnSenderKey]]) -> None:
+        """A guest (or a member that departed since) authors no SENDER_KEY or HISTORY,
+        yet ``peer`` is owed the keys of the epochs we started while we could post (our
+        messages from then are valid, and it was a member): a fresh sealed copy of each such
         epoch's starting SENDER_KEY (its commitment authenticates it, whoever seals it),
         kept with our other copies and pushed with the event."""
         starts = dict(epochs)
@@ -399,7 +399,7 @@ class Authoring(KeyCopies):
             self.keys.own = K.OwnKey(own.epoch, own.key, own.recipients | {peer})
             self.out.append(SaveOwnKey(own.epoch, own.key, self.keys.own.recipients))
         self.warn(f"group {self.label}: {short_id(peer)} is a member after all: handing it "
-                  f"our keys of {len(sent)} earlier epoch(s) (as a guest: copies only)",
+                  f"our keys of {len(sent)} earlier epoch(s) (copies only: we may not post)",
                   level=logging.INFO)
         if sent:
             self.push(peer, sent)

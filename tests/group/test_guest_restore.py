@@ -48,3 +48,28 @@ def test_a_guest_whose_ban_was_voided_gives_the_restored_member_its_keys(seed: i
     bobs = c.members[bob].keys.own
     assert bobs is not None and bobs.epoch == during.epoch and carol in bobs.recipients, (
         "carol holds bob's current chain now: bob must rotate if she leaves")
+
+
+def test_a_member_that_left_since_gives_the_restored_member_its_keys() -> None:
+    """Found by the state machine: alice, on carol's side, saw bob removed, rotated
+    without him, wrote, and left; bob's removal of carol comes first in the fold, so
+    bob is restored, and alice (no longer a member) still owes him that epoch."""
+    c = Cluster(3, seed=2)
+    alice, bob, carol = c.ids
+    c.do(alice, C.AddMember(bob, Role.ADMIN))
+    c.do(alice, C.AddMember(carol, Role.ADMIN))
+    c.connect_all()
+    c.settle()
+    c.partition([alice, carol], [bob])
+    bob_removes = c.do(bob, C.RemoveMember(carol))
+    carol_removes = c.do(carol, C.RemoveMember(bob))
+    assert bob_removes.order_key < carol_removes.order_key  # (seed 2: bob's wins)
+    c.settle()
+    during = c.do(alice, C.SendText("alice, without bob"))  # a new epoch, without bob
+    c.do(alice, C.LeaveGroup())
+    c.connect_all()
+    c.settle()
+    for p in c.ids:
+        assert set(c.members[p].core.state.members) == {bob}, p.hex()[:4]
+    assert not c.members[bob].core.is_withdrawn(alice, during.seq)
+    assert c.texts(bob)[during.id] == "alice, without bob"
