@@ -46,6 +46,7 @@ from node.sim.network import LinkSpec, Network
 from node.sim.scenario import CORE_MODE, MAX_MEMBERS, Scenario, message_text
 from node.sim.wire import FRAME_HEADER, Frame, Payload
 from node.testing.groups import Replica
+from node.wire.messages import GROUP_ELEMENT_LEN
 
 
 @dataclass(slots=True)
@@ -251,14 +252,15 @@ class Simulation:
     def _lacking(self) -> tuple[int, int]:
         """What the current members lack of what anyone holds: (bytes, members).
 
-        An event counts its signed bytes, plus the member's own copy (pairwise) when
+        An event counts its bytes on the wire (its signed encoding less the group, which an
+        ``events`` message carries once), plus the member's own copy (pairwise) when
         its author holds one for it: what a sync stream has to carry at the least.
         """
         union: dict[EventId, int] = {}
         copies: dict[tuple[EventId, PeerId], int] = {}
         for member in self.members.values():
             for event in member.core.ordered():
-                union.setdefault(event.id, len(event.raw))
+                union.setdefault(event.id, len(event.raw) - GROUP_ELEMENT_LEN)
             for event_id, per in member.m.own_copies.items():
                 for peer, blob in per.items():
                     copies[(event_id, peer)] = len(blob)

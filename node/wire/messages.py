@@ -2,9 +2,13 @@
 
 Each channel message is one msgpack map with a type ``t``:
 
-``events``  ``{"t": "events", "g": group, "ev": [event, ...], "cp": [[event id, copy], ...],
-             "sync": bool}``
-    Group events (encoded as in ``node.group.events``), oldest first. ``cp``
+``events``  ``{"t": "events", "g": group, "evc": [compact event, ...], "cp": [[event id, copy],
+             ...], "sync": true}``
+    Group events, oldest first: in ``evc``, each event's encoding (``node.group.events``)
+    without its group element (the message's ``g``, which the receiver puts back before
+    decoding, hashing or verifying; the event and its id are unchanged); or, in the full
+    form ``ev`` (still accepted), as encoded. ``cp`` is omitted when empty and ``sync``
+    when false. ``cp``
     carries the receiver's own copies (keyed by event id): the ciphertext of a
     pairwise-mode message, the sealed chain state of a SENDER_KEY; then
     ``[event id, copy, recipient]`` entries, sender-key copies for another
@@ -59,6 +63,16 @@ MAX_COPY = 128 * 1024
 MAX_VECTOR = 20_000
 #: Most chunk addresses in one ``want`` or ``nochunk``.
 MAX_WANT = 32
+
+# An event is the msgpack array [1, group, ...] of 10 elements (node.group.events): fixarray
+# 10, the format 1, then the group as bin8 of 32 bytes. The compact form drops the group:
+# fixarray 9, the format 1, then the event's remaining elements, byte for byte.
+_FULL_HEAD = b"\x9a\x01\xc4\x20"
+_HEAD_LEN = len(_FULL_HEAD)
+_GROUP_END = _HEAD_LEN + ID_LEN
+_COMPACT_HEAD = b"\x99\x01"
+#: Bytes an event takes less in ``evc`` than in ``ev`` (its group as a bin8 of 32).
+GROUP_ELEMENT_LEN = 2 + ID_LEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +147,7 @@ PeerMessage = (EventsMessage | AckMessage | GotMessage | VectorMessage | TypingM
 
 def encode_message(message: PeerMessage) -> bytes:
     if isinstance(message, EventsMessage):
-        return pack({"t": "events", "g": message.group, "ev": list(message.events),
-                     "cp": [[i, c] for i, c in message.copies]
-                     + [[i, c, r] for i, r, c in message.held], "sync": message.sync})
+        return pack(_events_map(message))
     if isinstance(message, VectorMessage):
         return pack({"t": "vv", "g": message.group, "vv": [[a, n] for a, n in message.vector],
                      "want": message.want})
@@ -161,13 +173,8 @@ def decode_message(data: bytes) -> PeerMessage:
     if not isinstance(group, bytes) or len(group) != 32:
         raise RemoteProtocolError("peer message: 'g' must be a 32-byte group id")
     if kind == "events":
-        _keys(obj, {"t", "g", "ev", "cp", "sync"})
-        events = obj["ev"]
-        if not isinstance(events, list) or len(events) > MAX_EVENTS or not all(
-            isinstance(e, bytes) for e in events
-        ):
-            raise RemoteProtocolError(f"'ev' must be a list of at most {MAX_EVENTS} events")
-        copies = obj["cp"]
+        events = _events(obj, group)
+        copies = obj.get("cp", [])
         if not isinstance(copies, list) or len(copies) > MAX_EVENTS:
             raise RemoteProtocolError("'cp' must be a list")
         out, held = [], []
@@ -180,8 +187,8 @@ def decode_message(data: bytes) -> PeerMessage:
                 held.append((EventId(item[0]), PeerId(item[2]), item[1]))
             else:
                 out.append((EventId(item[0]), item[1]))
-        return EventsMessage(GroupId(group), tuple(events), tuple(out), _bool(obj["sync"], "sync"),
-                             tuple(held))
+        return EventsMessage(GroupId(group), events, tuple(out),
+                             _bool(obj.get("sync", False), "sync"), tuple(held))
     if kind in ("ack", "unread", "readable"):
         _keys(obj, {"t", "g", "ids"})
         ids = obj["ids"]
@@ -213,6 +220,56 @@ def decode_message(data: bytes) -> PeerMessage:
             raise RemoteProtocolError(f"'d' must be at most {MAX_CHUNK} bytes")
         return ChunkMessage(GroupId(group), obj["h"], obj["d"])
     raise RemoteProtocolError(f"unknown peer message type {kind!r}")
+
+
+def compact_event(raw: bytes, group: bytes) -> bytes | None:
+    """``raw`` without its group element (``evc`` form), or None if it is not of ``group``."""
+    if raw[:_HEAD_LEN] != _FULL_HEAD or raw[_HEAD_LEN:_GROUP_END] != group:
+        return None
+    return _COMPACT_HEAD + raw[_GROUP_END:]
+
+
+def full_event(compact: bytes, group: bytes) -> bytes:
+    """The event ``compact`` (``evc`` form) stands for: ``group`` put back as its second element.
+
+    Only the two head bytes are checked here; the event decoder checks the rest (and that the
+    result is canonical), so a compact event has exactly one full form and one id.
+    """
+    if compact[:2] != _COMPACT_HEAD:
+        raise RemoteProtocolError("'evc' entries start with an array of 9 and the format 1")
+    return _FULL_HEAD + group + compact[2:]
+
+
+def _events_map(message: EventsMessage) -> dict[str, object]:
+    out: dict[str, object] = {"t": "events", "g": message.group}
+    compact = [compact_event(raw, message.group) for raw in message.events]
+    if all(c is not None for c in compact):
+        out["evc"] = compact
+    else:
+        out["ev"] = list(message.events)
+    copies = ([[i, c] for i, c in message.copies]
+              + [[i, c, r] for i, r, c in message.held])
+    if copies:
+        out["cp"] = copies
+    if message.sync:
+        out["sync"] = True
+    return out
+
+
+def _events(obj: dict[object, object], group: bytes) -> tuple[bytes, ...]:
+    keys = set(obj)
+    if not ({"t", "g"} <= keys <= {"t", "g", "ev", "evc", "cp", "sync"}) or (
+            ("ev" in keys) == ("evc" in keys)):
+        raise RemoteProtocolError("peer message keys must be t, g, ev or evc, [cp], [sync]")
+    compact = "evc" in obj
+    events = obj["evc" if compact else "ev"]
+    if not isinstance(events, list) or len(events) > MAX_EVENTS or not all(
+        isinstance(e, bytes) for e in events
+    ):
+        raise RemoteProtocolError(f"'ev' must be a list of at most {MAX_EVENTS} events")
+    if compact:
+        return tuple(full_event(e, group) for e in events)
+    return tuple(events)
 
 
 def _bool(value: object, key: str) -> bool:

@@ -371,7 +371,14 @@ MALFORMED: dict[str, tuple[Any, str]] = {
     ),
     "type missing": (lambda gid: pack({"g": gid, "ev": []}), "unknown peer message type None"),
     "missing key": (
-        lambda gid: pack({"t": "events", "g": gid, "ev": []}), "peer message keys must be",
+        lambda gid: pack({"t": "events", "g": gid}), "peer message keys must be",
+    ),
+    "full and compact events": (
+        lambda gid: pack({"t": "events", "g": gid, "ev": [], "evc": []}),
+        "peer message keys must be",
+    ),
+    "compact event not of 9 fields": (
+        lambda gid: pack({"t": "events", "g": gid, "evc": [b"\x9a\x01"]}), "'evc' entries",
     ),
     "extra key": (
         lambda gid: pack({"t": "ack", "g": gid, "ids": [], "x": 1}), "peer message keys must be",

@@ -22,9 +22,11 @@ PRIVATE_EVENT = 1 + 1 + 34 + 34 + 1 + 1 + 1 + 1 + 1 + 3 + PRIVATE_BODY + 66
 # Pairwise: body = map 1, "salt" 5, bin8 2+16, "commit" 7, bin8 2+32, in a bin8 (2).
 PAIRWISE_BODY = 1 + 5 + 18 + 7 + 34
 PAIRWISE_EVENT = 1 + 1 + 34 + 34 + 1 + 1 + 1 + 1 + 1 + 2 + PAIRWISE_BODY + 66
-# The events message around it: map 1, "t" 2, "events" 7, "g" 2+32, "ev" 3 + list,
-# "cp" 3 + list, "sync" 5 + false 1.
-WRAPPER = 1 + 2 + 7 + 2 + 34 + 3 + 3 + 5 + 1
+# The events message around it: map 1, "t" 2, "events" 7, "g" 2+32, "evc" 4 + list; "cp"
+# 3 + list only when there are copies, "sync" never (false is left out). Each event travels
+# in its compact form, without its group (2+32 bytes less).
+WRAPPER = 1 + 2 + 7 + 2 + 34 + 4
+COMPACT = 34
 
 
 def run(n: int, mode: str, **kw: object) -> dict[str, float]:
@@ -36,7 +38,7 @@ def run(n: int, mode: str, **kw: object) -> dict[str, float]:
 @pytest.mark.parametrize("n", [2, 3])
 def test_private_message_costs_one_encryption_one_signature_and_a_copy_each(n: int) -> None:
     assert PRIVATE_EVENT == SIZE + 203
-    per_copy = WRAPPER + (1 + 3 + PRIVATE_EVENT) + 1  # ev: [bin16 event], cp: []
+    per_copy = WRAPPER + (1 + 3 + PRIVATE_EVENT - COMPACT)  # evc: [bin16 compact event]
     r = run(n, "sender-keys")
     assert r["encryptions_per_message"] == 1
     assert r["signatures_per_message"] == 1
@@ -51,7 +53,7 @@ def test_private_message_costs_one_encryption_one_signature_and_a_copy_each(n: i
 def test_pairwise_message_costs_an_encryption_per_member(n: int) -> None:
     copy = PRIVATE_BLOB  # the same nonce || ciphertext || tag, per member
     entry = 1 + 34 + 3 + copy  # [event id, bin16 copy]
-    per_copy = WRAPPER + (1 + 2 + PAIRWISE_EVENT) + (1 + entry)
+    per_copy = WRAPPER + (1 + 2 + PAIRWISE_EVENT - COMPACT) + 3 + (1 + entry)
     r = run(n, "pairwise")
     assert r["encryptions_per_message"] == n
     assert r["signatures_per_message"] == 1

@@ -55,7 +55,9 @@ def test_vector_round_trip(entries: dict[bytes, int], want: bool) -> None:
         ([1, 2], "not a map"),
         ({"t": "events", "g": b"x", "ev": [], "cp": [], "sync": False}, "32-byte group"),
         ({"t": "nope", "g": bytes(32)}, "unknown peer message type"),
-        ({"t": "events", "g": bytes(32), "ev": []}, "keys must be"),
+        ({"t": "events", "g": bytes(32), "ev": [], "evc": []}, "keys must be"),
+        ({"t": "events", "g": bytes(32)}, "keys must be"),
+        ({"t": "events", "g": bytes(32), "evc": [b"\x9a\x01"]}, "'evc' entries"),
         ({"t": "events", "g": bytes(32), "ev": [], "cp": [], "sync": False, "x": 1},
          "keys must be"),
         ({"t": "events", "g": bytes(32), "ev": ["str"], "cp": [], "sync": False},
@@ -89,3 +91,32 @@ def test_typing_round_trip_and_strict_keys() -> None:
     assert decode_message(encode_message(message)) == message
     with pytest.raises(RemoteProtocolError, match="keys"):
         decode_message(msgpack.packb({"t": "typing", "g": b"\x03" * 32, "x": 1}, use_bin_type=True))
+
+
+def test_events_travel_without_their_group_and_come_back_whole() -> None:
+    from node.group.events import Kind, UnsignedEvent, decode_event
+
+    group = GroupId(b"\x07" * 32)
+    events = tuple(
+        UnsignedEvent(group, PeerId(b"\x01" * 32), seq, 0, (), seq, Kind.LEAVE, b"\x80")
+        .signed(b"\x02" * 64) for seq in (1, 2)
+    )
+    m = EventsMessage(group, tuple(e.raw for e in events))
+    data = encode_message(m)
+    wire = unpack_strict(data, max_len=len(data))
+    assert set(wire) == {"t", "g", "evc"}  # no empty cp, no false sync
+    assert all(bytes(group) not in c for c in wire["evc"])
+    # 34 bytes (a bin8 of 32) less per event; the key "evc" is one byte longer than "ev"
+    assert len(data) == len(encode_message(EventsMessage(G, m.events))) - 2 * 34 + 1
+    back = decode_message(data)
+    assert back == m
+    assert [decode_event(r).id for r in back.events] == [e.id for e in events]
+
+
+def test_events_of_another_group_travel_whole() -> None:
+    # An event whose group is not the message's cannot be compacted; the full form keeps it
+    # as it is (the receiver rejects it later, as it always did).
+    m = EventsMessage(G, (b"\x9a\x01\xc4\x20" + b"\x05" * 32 + b"rest",), sync=True)
+    data = encode_message(m)
+    assert "ev" in unpack_strict(data, max_len=len(data))
+    assert decode_message(data) == m
