@@ -36,13 +36,9 @@ class MemberProtocol(RuleBasedStateMachine):
                 mode=st.sampled_from(["private", "pairwise"]))
     def found(self, n: int, seed: int, mode: str) -> None:
         self.c = Cluster(n, mode, seed=seed)
-        self.mode = mode
         owner = self.c.ids[0]
-        # Pairwise: two admins besides the owner from the start, so removals conflict
-        # often. (Not yet in private mode: there a member demoted to guest concurrently
-        # with its own ban of someone cannot hand that restored member its keys, a known
-        # gap.)
-        admins = 2 if mode == "pairwise" else 0
+        # Two admins besides the owner from the start, so removals conflict often.
+        admins = 2
         for k, peer in enumerate(self.c.ids[1:]):
             self.c.do(owner, C.AddMember(peer, Role.ADMIN if k < admins else Role.MEMBER))
         self.c.connect_all()
@@ -104,9 +100,7 @@ class MemberProtocol(RuleBasedStateMachine):
         """A partition with ``a`` and ``b`` on either side, and each removes the other
         (conflicting removals: one of them stays, restored to whoever saw it removed)."""
         a, b = self._member(i), self._member(j)
-        if a == b or self.mode != "pairwise":
-            # (private mode: not yet; this rule reaches a known bug there, see
-            # tests/group/test_withdrawal_reread.py)
+        if a == b:
             return
         side = [p for k, p in enumerate(self.c.ids) if (cut >> k & 1 or p == a) and p != b]
         self.c.partition(side, [p for p in self.c.ids if p not in side])
