@@ -16,7 +16,8 @@ are stored without content: never decrypted, no copy kept, never shown; those
 we had read before we learnt of the departure are erased then (``Authoring``).
 A withdrawal can be undone (a concurrent departure comes first in the fold):
 the messages are then read again, and one whose key we had already used (read,
-erased, now back) from the start of its chain in our kept SENDER_KEY copy.
+erased, now back) from the start of its chain in our kept SENDER_KEY copy (or
+a HISTORY for us).
 
 Decryption never fails a delivery: a message we cannot read yet (no key, a
 pairwise copy that has not reached us) is stored unreadable and read later,
@@ -348,19 +349,8 @@ class Receiving(Authoring):
         moved past their keys) from the earliest state a SENDER_KEY copy of ours for that
         epoch holds; returns what became readable. Nothing new is kept: the copies are."""
         start: SenderKeyState | None = None
-        for event in self.core.ordered_view():
-            if (event.author != author or event.epoch != epoch
-                    or event.kind is not Kind.SENDER_KEY or event.id not in self.copies
-                    or self.core.is_withdrawn(author, event.seq)):
-                continue
-            body = decode_body(Kind.SENDER_KEY, event.body, mode=self.core.mode)
-            if not isinstance(body, SenderKey) or body.epoch != epoch:
-                continue
-            try:
-                state = K.open_distribution(self.identity, body, self.copies[event.id])
-            except DecryptError:
-                continue
-            if state is not None and (start is None or state.index < start.index):
+        for state in self.kept_starts(author, epoch):
+            if start is None or state.index < start.index:
                 start = state
         if start is None:
             self.warn(f"group {self.label}: {short_id(author)}'s messages of epoch {epoch} "
@@ -380,6 +370,30 @@ class Receiving(Authoring):
             return
         if update is not None:
             self.keep_key(update)
+
+    def kept_starts(self, author: PeerId, epoch: int) -> list[SenderKeyState]:
+        """The chain states of ``author``'s ``epoch`` we can open again: from our kept
+        copies of its SENDER_KEY events, and from HISTORY events addressed to us."""
+        found = []
+        for event in self.core.ordered_view():
+            if event.author != author or self.core.is_withdrawn(author, event.seq):
+                continue
+            try:
+                if (event.kind is Kind.SENDER_KEY and event.epoch == epoch
+                        and event.id in self.copies):
+                    body = decode_body(Kind.SENDER_KEY, event.body, mode=self.core.mode)
+                    if isinstance(body, SenderKey) and body.epoch == epoch:
+                        state = K.open_distribution(self.identity, body, self.copies[event.id])
+                        if state is not None:
+                            found.append(state)
+                elif event.kind is Kind.HISTORY:
+                    history = decode_body(Kind.HISTORY, event.body, mode=self.core.mode)
+                    if isinstance(history, History) and history.member == self.me:
+                        found.extend(sender_keys.open_sealed(self.identity, sealed, public)
+                                     for e, public, sealed in history.keys if e == epoch)
+            except DecryptError:
+                continue
+        return found
 
     def should_read(self, event: Event) -> bool:
         """Was ``event`` made after its author saw us become a member (so it was meant

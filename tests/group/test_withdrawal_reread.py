@@ -12,7 +12,7 @@ which a member receives a partition's events.
 from __future__ import annotations
 
 from node.group import commands as C
-from node.group.member_io import Announce
+from node.group.member_io import Announce, Warn
 from tests.group.cluster import Cluster
 
 
@@ -40,3 +40,35 @@ def test_a_message_withdrawn_then_restored_is_read_again() -> None:
     assert carol not in c.members[dave].core.state.members
     assert not c.members[dave].core.is_withdrawn(carol, said.seq)  # the LEAVE came first
     assert c.texts(dave)[said.id] == "carol's message"  # so dave reads it
+
+
+def test_the_chain_is_retaken_from_a_history_too() -> None:
+    """A member handed an author's history (a shared-history group) can re-derive that
+    chain from its start, not only from where its SENDER_KEY copy began."""
+    c = Cluster(3, seed=1, share_history=True)
+    alice, bob, carol = c.ids
+    c.do(alice, C.AddMember(bob))
+    c.connect_all()
+    c.settle()
+    said = c.do(bob, C.SendText("before carol"))
+    c.do(alice, C.AddMember(carol))
+    c.connect_all()
+    c.settle()
+    starts = c.members[carol].kept_starts(bob, said.epoch)
+    assert sorted(s.index for s in starts) == [0, 1]  # the HISTORY's, the SENDER_KEY's
+    assert c.texts(carol)[said.id] == "before carol"
+
+
+def test_without_a_kept_copy_it_stays_unreadable_and_says_so() -> None:
+    c = Cluster(3, seed=0)
+    alice, bob, carol = c.ids
+    for peer in (bob, carol):
+        c.do(alice, C.AddMember(peer))
+    c.connect_all()
+    c.settle()
+    said = c.do(bob, C.SendText("hi"))
+    c.settle()
+    reader = c.members[carol]
+    reader.copies.clear()  # (as if they were lost)
+    assert reader.retake(bob, said.epoch) == []
+    assert any(isinstance(e, Warn) and "stay unreadable" in e.text for e in reader.out)
