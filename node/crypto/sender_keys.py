@@ -18,8 +18,14 @@ halves:
 * an **Ed25519 signing key pair**: the author signs what it sends, so members (who all hold
   the chain key and could therefore forge ciphertexts) can tell who wrote a message.
 
-Each message is XChaCha20-Poly1305 (IETF) under ``mk_i`` with a fresh random 24-byte nonce;
-the wire form is ``nonce || ciphertext || tag``. The index travels beside the blob and the
+Each message is XChaCha20-Poly1305 (IETF) under ``mk_i``. A chain made in this process
+(``fresh``) uses the all-zero 24-byte nonce: each of its message keys encrypts exactly one
+message (the chain never yields an index twice, the author persists the advanced chain before
+a ciphertext leaves, and no other copy of the node can hold a chain that never left this
+process but for its store), and a key used once needs no nonce to vary. A chain read back
+from disk might also be running in a restored copy of the node, so it keeps a random nonce
+per message. The blob is ``nonce || ciphertext || tag``; a body whose nonce is all zero
+travels without it (``node.group.bodies``). The index travels beside the blob and the
 caller binds group, author, epoch and index into the associated data, so a ciphertext cannot
 be replayed under another index or in another context.
 
@@ -68,7 +74,9 @@ KEY_LEN = 32
 SEED_LEN = 32
 PUBLIC_KEY_LEN = 32
 SIGNATURE_LEN = 64
-NONCE_LEN = 24  # XChaCha20-Poly1305: long enough that random nonces never collide
+NONCE_LEN = 24  # XChaCha20-Poly1305
+#: The nonce of every message this version encrypts (each message key is used once).
+ZERO_NONCE = bytes(NONCE_LEN)
 TAG_LEN = 16
 MAX_SKIP = 2000
 MAX_JUMP = 5000
@@ -138,6 +146,11 @@ class OwnSenderKey:
     chain_key: bytes = field(repr=False)
     index: int
     signing_seed: bytes = field(repr=False)
+    #: Made by ``generate`` in this process (never read back from a store): only such a
+    #: chain can be in no other copy of this node, so only it encrypts under the zero nonce.
+    #: Not persisted: a key loaded from disk (perhaps a restored backup, which another
+    #: copy may also be using) is not fresh and draws a random nonce per message.
+    fresh: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_len(self.chain_key, KEY_LEN, "chain key")
@@ -149,7 +162,7 @@ class OwnSenderKey:
         """A fresh sender key at index 0 (64 bytes from ``rng``)."""
         chain_key = _check_len(rng(KEY_LEN), KEY_LEN, "rng output")
         seed = _check_len(rng(SEED_LEN), SEED_LEN, "rng output")
-        return cls(chain_key=chain_key, index=0, signing_seed=seed)
+        return cls(chain_key=chain_key, index=0, signing_seed=seed, fresh=True)
 
     @property
     def signing_public(self) -> bytes:
@@ -173,11 +186,14 @@ def encrypt(
     """Encrypt one message with the next message key.
 
     Returns ``(advanced_key, index_used, nonce || ciphertext)``. Persist ``advanced_key``
-    before sending: the old state must never encrypt again.
+    before sending: the old state must never encrypt again. The nonce is ``ZERO_NONCE`` for
+    a ``fresh`` key (its message keys exist in this process only, each used once), else 24
+    bytes from ``rng`` (a chain read from disk may also be in a restored copy of this node,
+    which would use the same message keys: random nonces keep that safe, as they always did).
     """
     if own.index + 1 >= MAX_INDEX:
         raise LocalProtocolError("sender key exhausted: rotate to a new epoch")
-    nonce = _check_len(rng(NONCE_LEN), NONCE_LEN, "rng output")
+    nonce = ZERO_NONCE if own.fresh else _check_len(rng(NONCE_LEN), NONCE_LEN, "rng output")
     ciphertext: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
         plaintext, ad, nonce, message_key(own.chain_key)
     )

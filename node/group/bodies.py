@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from node.crypto.sender_keys import NONCE_LEN as MESSAGE_NONCE_LEN
+from node.crypto.sender_keys import ZERO_NONCE
 from node.errors import RemoteProtocolError
 from node.group.events import ID_LEN, EventError, EventId, GroupId, Kind
 from node.ids import PUBLIC_KEY_LEN, PeerId
@@ -134,6 +136,10 @@ class SenderKey:
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage:
+    """A Sender Keys message: ``ciphertext`` is ``nonce || ciphertext || tag``; with the zero
+    nonce (every message since the nonce-free form) the body is ``[index, ciphertext || tag]``,
+    otherwise (earlier versions' random nonces) ``{"n": index, "ct": blob}``."""
+
     index: int
     ciphertext: bytes
 
@@ -225,6 +231,9 @@ Body = (
 
 
 def encode_body(body: Body) -> bytes:
+    if isinstance(body, PrivateMessage) and body.ciphertext[:MESSAGE_NONCE_LEN] == ZERO_NONCE:
+        # The nonce-free form (docs/protocol.md section 13): [index, ciphertext || tag].
+        return pack([body.index, body.ciphertext[MESSAGE_NONCE_LEN:]])
     return pack(_fields(body))
 
 
@@ -300,6 +309,8 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
         obj = unpack_strict(raw, max_len=len(raw) + 1)
     except RemoteProtocolError as exc:
         raise EventError(f"malformed {kind.name} body: {exc}") from exc
+    if isinstance(obj, list) and kind is Kind.MESSAGE and mode not in ("open", "pairwise"):
+        return _nonce_free_message(obj)
     if not isinstance(obj, dict):
         raise EventError(f"{kind.name} body must be a map")
     fields = _Fields(kind, obj)
@@ -355,8 +366,22 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
         body = PairwiseMessage(fields.raw("salt", NONCE_LEN), fields.raw("commit", 32))
     else:
         body = PrivateMessage(fields.count("n", 0, 2**40), fields.blob("ct", MAX_TEXT * 4))
+        if body.ciphertext[:MESSAGE_NONCE_LEN] == ZERO_NONCE:
+            raise EventError("a MESSAGE with the zero nonce must use the nonce-free form")
     fields.done()
     return body
+
+
+def _nonce_free_message(obj: list[Any]) -> PrivateMessage:
+    """``[index, ciphertext || tag]``: a private MESSAGE under the zero nonce."""
+    if len(obj) != 2:
+        raise EventError("a nonce-free MESSAGE body is [index, ciphertext]")
+    index, ciphertext = obj
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 2**40:
+        raise EventError("MESSAGE index must be an integer in 0..2^40")
+    if not isinstance(ciphertext, bytes) or len(ciphertext) > MAX_TEXT * 4 - MESSAGE_NONCE_LEN:
+        raise EventError(f"MESSAGE ciphertext must be at most {MAX_TEXT * 4} bytes")
+    return PrivateMessage(index, ZERO_NONCE + ciphertext)
 
 
 class _Fields:

@@ -108,7 +108,7 @@ def test_encryption_uses_the_documented_message_key_and_blob_layout() -> None:
     own = OwnSenderKey(chain_key=CK0, index=0, signing_seed=bytes(32))
     _, _, blob = encrypt(own, b"hello", b"ad", seeded_rng(b"x"))
     nonce, ciphertext = blob[:NONCE_LEN], blob[NONCE_LEN:]
-    assert nonce == seeded_rng(b"x")(NONCE_LEN)
+    assert nonce == seeded_rng(b"x")(NONCE_LEN)  # a key not made here: a random nonce
     assert len(ciphertext) == len(b"hello") + TAG_LEN
     plaintext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
         ciphertext, b"ad", nonce, message_key(CK0)
@@ -154,17 +154,34 @@ def test_encrypt_always_advances_the_key() -> None:
         own = advanced
 
 
-def test_encrypt_uses_a_fresh_nonce_per_message() -> None:
+def test_encrypt_uses_a_fresh_key_per_message_under_the_fixed_nonce() -> None:
     own = OwnSenderKey.generate(seeded_rng(b"a"))
     own, _, first = encrypt(own, b"same", b"ad")
     own, _, second = encrypt(own, b"same", b"ad")
-    assert first[:NONCE_LEN] != second[:NONCE_LEN]
+    assert first[:NONCE_LEN] == second[:NONCE_LEN] == bytes(NONCE_LEN)
+    assert first[NONCE_LEN:] != second[NONCE_LEN:]  # another message key, another keystream
 
 
-def test_encrypt_rejects_short_nonce_and_leaves_nothing_advanced() -> None:
+def test_a_key_read_back_from_a_store_draws_random_nonces() -> None:
+    fresh = OwnSenderKey.generate(seeded_rng(b"a"))
+    assert fresh.fresh
+    stored = OwnSenderKey(fresh.chain_key, fresh.index, fresh.signing_seed)  # as loaded
+    assert stored == fresh and not stored.fresh
+    _, _, a = encrypt(stored, b"same", b"ad")
+    _, _, b = encrypt(stored, b"same", b"ad")  # a restored copy at the same index
+    assert a[:NONCE_LEN] != b[:NONCE_LEN] and bytes(NONCE_LEN) not in (a[:NONCE_LEN], b[:NONCE_LEN])
+    advanced, _, _ = encrypt(fresh, b"m", b"ad")
+    assert advanced.fresh  # the chain stays this process's own as it advances
+
+
+def test_a_random_nonce_blob_of_an_earlier_version_still_decrypts() -> None:
     own = OwnSenderKey.generate(seeded_rng(b"a"))
-    with pytest.raises(LocalProtocolError):
-        encrypt(own, b"m", b"ad", lambda n: bytes(n - 1))
+    nonce = seeded_rng(b"n")(NONCE_LEN)
+    blob = nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        b"old", b"ad", nonce, message_key(own.chain_key)
+    )
+    _, plaintext = decrypt(own.receiver_state(), 0, blob, b"ad")
+    assert plaintext == b"old"
 
 
 def test_exhausted_key_refuses_to_encrypt() -> None:

@@ -14,10 +14,11 @@ SIZE = 256
 # (msgpack, shortest forms):
 #   array header 1, format 1, group 2+32, author 2+32, seq 1, epoch 1, clock [] 1,
 #   lamport 1, kind 1, body bin16 3 + body, signature 2+64
-# body = map 1, "n" 2, index 1, "ct" 3, bin16 3 + blob
-# blob = nonce 24 + plaintext + tag 16, plaintext = map 1, "text" 5, str16 3 + 256 = 265
+# body = array 1, index 1, bin16 3 + ciphertext (the nonce-free form: no nonce, no keys)
+# ciphertext = plaintext + tag 16, plaintext = map 1, "text" 5, str16 3 + 256 = 265
+# (a pairwise copy, below, is nonce 24 + the same)
 PRIVATE_BLOB = 24 + (1 + 5 + 3 + SIZE) + 16
-PRIVATE_BODY = 1 + 2 + 1 + 3 + 3 + PRIVATE_BLOB
+PRIVATE_BODY = 1 + 1 + 3 + PRIVATE_BLOB - 24
 PRIVATE_EVENT = 1 + 1 + 34 + 34 + 1 + 1 + 1 + 1 + 1 + 3 + PRIVATE_BODY + 66
 # Pairwise: body = map 1, "salt" 5, bin8 2+16, "commit" 7, bin8 2+32, in a bin8 (2).
 PAIRWISE_BODY = 1 + 5 + 18 + 7 + 34
@@ -37,7 +38,7 @@ def run(n: int, mode: str, **kw: object) -> dict[str, float]:
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_private_message_costs_one_encryption_one_signature_and_a_copy_each(n: int) -> None:
-    assert PRIVATE_EVENT == SIZE + 203
+    assert PRIVATE_EVENT == SIZE + 174  # 203 with the nonce and the map of keys
     per_copy = WRAPPER + (1 + 3 + PRIVATE_EVENT - COMPACT)  # evc: [bin16 compact event]
     r = run(n, "sender-keys")
     assert r["encryptions_per_message"] == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import struct
 import sys
@@ -140,9 +141,11 @@ def group_ids() -> dict[str, Any]:
 
 def event_vector(name: str, group: bytes, seed: bytes, seq: int, epoch: int,
                  clock: list[tuple[bytes, int]], lamport: int, kind: int,
-                 body: bytes) -> dict[str, Any]:
+                 body: bytes, author: bytes | None = None) -> dict[str, Any]:
+    """``seed`` signs; the author is its public key unless given (a private MESSAGE is
+    signed by the author's sender key for the epoch)."""
     key = SigningKey(seed)
-    author = bytes(key.verify_key)
+    author = bytes(key.verify_key) if author is None else author
     fields = [group, author, seq, epoch, [[a, s] for a, s in clock], lamport, kind, body]
     signing = b"kith-event/1" + mp(fields)
     signature = key.sign(signing).signature
@@ -213,6 +216,11 @@ def sender_keys() -> dict[str, Any]:
                               bytes(range(0x80, 0x90)), bytes([0x55]) * 32, b"\x07" * 32, 0)
     later = sender_key_vector("later", b"\x11" * 32, b"\xee" * 32, 300, b"\x00" * 16,
                               bytes(range(0xA0, 0xC0)), b"\x08" * 32, 70_000)
+    message = message_vector(group, RFC8032_PUBLIC, bytes.fromhex(first["chain_key"]), 0, 0,
+                             "hello")
+    message_event = event_vector("message", group, b"\x07" * 32, seq=4, epoch=0, clock=[],
+                                 lamport=4, kind=10, body=bytes.fromhex(message["body"]),
+                                 author=RFC8032_PUBLIC)
     return {
         "vectors": [first, later],
         # The first one as a whole event: RFC 8032 TEST 1's SENDER_KEY (kind 9), seq 3,
@@ -220,7 +228,34 @@ def sender_keys() -> dict[str, Any]:
         "event": event_vector("sender key", group, RFC8032_SEED, seq=3, epoch=0,
                               clock=[(b"\x02" * 32, 1)], lamport=3, kind=9,
                               body=bytes.fromhex(first["body"])),
+        # Its first message (index 0, the nonce-free form), as an event signed by the
+        # epoch's signing key (seed 0707...07), and as it travels (section 14, evc).
+        "message": message,
+        "message_event": message_event,
+        "events_message": events_message(group, bytes.fromhex(message_event["encoded"])),
     }
+
+
+def message_vector(group: bytes, author: bytes, chain_key: bytes, index: int, epoch: int,
+                   text: str) -> dict[str, Any]:
+    """A MESSAGE body: ``[i, XChaCha20-Poly1305(mk_i, 24 zero bytes, ad, plaintext)]``."""
+    mk = hmac.new(chain_key, b"\x01", hashlib.sha256).digest()
+    next_ck = hmac.new(chain_key, b"\x02", hashlib.sha256).digest()
+    ad = mp([group, author, epoch, index])
+    plaintext = mp({"text": text})
+    ciphertext = crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, bytes(24), mk)
+    return {"chain_key": chain_key.hex(), "index": index, "epoch": epoch,
+            "message_key": mk.hex(), "next_chain_key": next_ck.hex(), "ad": ad.hex(),
+            "plaintext": plaintext.hex(), "ciphertext": ciphertext.hex(),
+            "body": mp([index, ciphertext]).hex()}
+
+
+def events_message(group: bytes, encoded: bytes) -> dict[str, Any]:
+    """``{"t": "events", "g": group, "evc": [compact]}``: the event without its group."""
+    assert encoded[:4] == b"\x9a\x01\xc4\x20" and encoded[4:36] == group
+    compact = b"\x99\x01" + encoded[36:]
+    return {"compact": compact.hex(),
+            "encoded": mp({"t": "events", "g": group, "evc": [compact]}).hex()}
 
 
 # -- section 16: attachment chunks --
