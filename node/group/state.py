@@ -14,8 +14,9 @@ faults: a bad event is a ``Rejected`` effect and the core carries on.
   vector clock is: the author's previous event (its seq is contiguous) and,
   for every other author x, x's events up to ``clock[x]``. The full clock is
   the author's previous full clock updated with the event's delta. Early
-  events wait in a buffer, bounded per author and in total: what overflows
-  is dropped (``Dropped``), and sync fetches it again later.
+  events wait in a ``CausalBuffer`` (node.group.causal_buffer), bounded per
+  author and in total: what overflows is dropped (``Dropped``), and sync
+  fetches it again later.
 * **Checks at delivery** (all deterministic, so every node accepts the same
   events): the delta only raises entries; the Lamport number is exactly
   ``1 + max`` over the event's direct dependencies; the epoch never goes
@@ -38,6 +39,13 @@ import nacl.signing
 
 from node.errors import RemoteProtocolError
 from node.group.bodies import Create, Delete, Pin, Role, SenderKey, decode_body, group_id_for
+from node.group.causal_buffer import (
+    MAX_BUFFER,
+    MAX_BUFFER_BYTES,
+    MAX_BUFFER_BYTES_PER_AUTHOR,
+    MAX_BUFFER_PER_AUTHOR,
+    CausalBuffer,
+)
 from node.group.events import (
     MEMBERSHIP_KINDS,
     TARGETED_KINDS,
@@ -68,12 +76,6 @@ from node.group.membership import (
 )
 from node.ids import PeerId
 
-MAX_BUFFER_PER_AUTHOR = 256
-MAX_BUFFER = 4096
-#: The same bounds in bytes (an event may be up to the channel's message cap): what
-#: waits for its causal past never holds more than this, per author and in all.
-MAX_BUFFER_BYTES_PER_AUTHOR = 4 * 1024 * 1024
-MAX_BUFFER_BYTES = 16 * 1024 * 1024
 #: A departed member's events beyond its cut-off (withdrawn: never shown, never
 #: decrypted) are still taken into the log, so every node holds the same events; but
 #: at most this many past the cut-off, so a removed member cannot grow everyone's log.
@@ -88,8 +90,9 @@ def _order_key(event: Event) -> tuple[int, bytes, int]:
     return event.order_key
 
 
-__all__ = ["Deleted", "Delivered", "Dropped", "Duplicate", "Effect", "Equivocation",
-           "GroupCore", "MembershipChanged", "Rejected"]
+__all__ = ["MAX_BUFFER", "MAX_BUFFER_BYTES", "MAX_BUFFER_BYTES_PER_AUTHOR",
+           "MAX_BUFFER_PER_AUTHOR", "Deleted", "Delivered", "Dropped", "Duplicate", "Effect",
+           "Equivocation", "GroupCore", "MembershipChanged", "Rejected"]
 
 class GroupCore:
     def __init__(
@@ -100,8 +103,6 @@ class GroupCore:
         max_buffer: int = MAX_BUFFER,
     ) -> None:
         self.group_id = group_id
-        self.max_buffer_per_author = max_buffer_per_author
-        self.max_buffer = max_buffer
         #: author -> highest contiguous delivered seq (the version vector).
         self.frontier: Clock = {}
         self._clock: dict[PeerId, Clock] = {}  # author -> full clock at its latest event
@@ -124,13 +125,8 @@ class GroupCore:
         self._departures_of: dict[PeerId, list[MembershipEvent]] = {}
         self.signing_keys: dict[tuple[PeerId, int], bytes] = {}
         self._epochs: Clock = {}
-        self._buffer: dict[PeerId, dict[int, Event]] = {}
-        self._buffered = 0
-        self.buffered_bytes = 0
-        #: Waiting events whose signature verified when they arrived, with the key that
-        #: verified it, so that delivery does not check it again. Only waiting events are
-        #: listed (an entry leaves with its event), so this is bounded like the buffer.
-        self._verified: dict[EventId, bytes] = {}
+        #: The events waiting for their causal past.
+        self._buffer = CausalBuffer(max_buffer_per_author, max_buffer)
         #: author -> how many membership events (a prefix of ``_membership_events``) its
         #: latest delivered event had seen: where the next one's check starts.
         self._covered: Clock = {}
@@ -145,8 +141,7 @@ class GroupCore:
         membership states are shared: the core never changes one once made (a new
         membership state is a new object), so only the containers are copied.
         """
-        twin = GroupCore(self.group_id, max_buffer_per_author=self.max_buffer_per_author,
-                         max_buffer=self.max_buffer)
+        twin = GroupCore(self.group_id)
         twin.frontier = dict(self.frontier)
         twin._clock = dict(self._clock)  # the inner clocks are replaced whole, never changed
         twin._deltas = {a: list(v) for a, v in self._deltas.items()}
@@ -163,16 +158,26 @@ class GroupCore:
         twin._departures_of = {m: list(v) for m, v in self._departures_of.items()}
         twin.signing_keys = dict(self.signing_keys)
         twin._epochs = dict(self._epochs)
-        twin._buffer = {a: dict(v) for a, v in self._buffer.items()}
-        twin._buffered = self._buffered
-        twin.buffered_bytes = self.buffered_bytes
-        twin._verified = dict(self._verified)
+        twin._buffer = self._buffer.copy()
         twin._covered = dict(self._covered)
         twin._past_states = dict(self._past_states)
         twin.state = self.state
         return twin
 
     # -- queries --
+
+    @property
+    def max_buffer_per_author(self) -> int:
+        return self._buffer.max_per_author
+
+    @property
+    def max_buffer(self) -> int:
+        return self._buffer.max_total
+
+    @property
+    def buffered_bytes(self) -> int:
+        """The bytes of the events waiting for their causal past."""
+        return self._buffer.bytes
 
     @property
     def mode(self) -> str:
@@ -254,16 +259,15 @@ class GroupCore:
         return self.state.is_withdrawn(author, seq, self.clock_at(author, seq))
 
     def is_waiting(self, event: Event) -> bool:
-        waiting = self._buffer.get(event.author, {}).get(event.seq)
-        return waiting is not None and waiting.id == event.id
+        return self._buffer.is_waiting(event)
 
     def size(self) -> int:
         """Delivered plus waiting events."""
-        return len(self._delivered) + self._buffered
+        return len(self._delivered) + len(self._buffer)
 
     def waiting(self) -> list[Event]:
         """The events waiting in the buffer."""
-        return [e for seqs in self._buffer.values() for e in seqs.values()]
+        return self._buffer.events()
 
     def gaps(self) -> dict[PeerId, int]:
         """Per author, how many of its events we know exist but do not have yet.
@@ -271,22 +275,11 @@ class GroupCore:
         Known from the events waiting in the buffer: their own seq and the
         clocks they carry say how far each author had got.
         """
-        needed: Clock = {}
-        for author, waiting in self._buffer.items():
-            for event in waiting.values():
-                needed[author] = max(needed.get(author, 0), event.seq - 1)
-                for who, count in event.clock:
-                    needed[who] = max(needed.get(who, 0), count)
-        missing = {
-            a: n - self.frontier.get(a, 0)
-            - sum(1 for q in self._buffer.get(a, {}) if self.frontier.get(a, 0) < q <= n)
-            for a, n in needed.items()
-        }
-        return {a: m for a, m in missing.items() if m > 0}
+        return self._buffer.gaps(self.frontier)
 
     def buffered(self) -> dict[PeerId, list[int]]:
         """Events waiting for their causal past, by author (for "N not yet received")."""
-        return {a: sorted(seqs) for a, seqs in self._buffer.items() if seqs}
+        return self._buffer.by_author()
 
     def epoch_of(self, author: PeerId) -> int:
         """The epoch of ``author``'s latest delivered event (0 if none)."""
@@ -316,7 +309,7 @@ class GroupCore:
             if self._signature_ok(event) is not True:
                 return [Rejected(event, "bad signature")]
             return [Equivocation(author, seq, known, event)]
-        queued = self._buffer.get(author, {}).get(seq)
+        queued = self._buffer.get(author, seq)
         if queued is not None and queued.id == event.id:  # the id covers the signature
             return [Duplicate(event)]
         # Check what can be checked before buffering, so strangers cannot fill the
@@ -328,31 +321,19 @@ class GroupCore:
         if self._beyond_withdrawn_cap(author, seq):
             return [Rejected(event, f"its author departed: more than {MAX_WITHDRAWN} events "
                                     "past its cut-off")]
-        waiting = self._buffer.setdefault(author, {})
         if queued is not None:
             other = self._verified_now(queued)
             if verdict is True and other is True:
                 return [Equivocation(author, seq, queued.id, event)]
             if verdict is True:  # a verified event beats one nobody can check yet
-                self._verified.pop(queued.id, None)
-                self.buffered_bytes += len(event.raw) - len(queued.raw)
-                waiting[seq] = event
+                self._buffer.replace(event)
                 self._remember_verified(event)
                 return self._drain()
             return [Dropped(event, "another event with this seq is already waiting")]
         nxt = self.frontier.get(author, 0) + 1
         deliverable = seq == nxt and self._full_clock(event) is not None
-        size = len(event.raw)
-        if not deliverable and (
-            len(waiting) >= self.max_buffer_per_author
-            or sum(len(e.raw) for e in waiting.values()) + size > MAX_BUFFER_BYTES_PER_AUTHOR
-            or (self._buffered >= self.max_buffer and not self._evict_stranger(author))
-            or not self._room_for(size, author)
-        ):
+        if not self._buffer.admit(event, self.state.members, deliverable=deliverable):
             return [Dropped(event, "too many events waiting for their causal past")]
-        waiting[seq] = event
-        self._buffered += 1
-        self.buffered_bytes += size
         if verdict is True:
             self._remember_verified(event)
         return self._drain()
@@ -370,57 +351,29 @@ class GroupCore:
     def _remember_verified(self, event: Event) -> None:
         key = self._signing_key(event)
         if key is not None:
-            self._verified[event.id] = key
+            self._buffer.remember_verified(event.id, key)
 
     def _verified_now(self, event: Event) -> bool | None:
         """Like ``_signature_ok``, without checking again a waiting event that verified."""
-        key = self._verified.get(event.id)
+        key = self._buffer.verified_key(event.id)
         if key is not None and key == self._signing_key(event):
             return True
         return self._signature_ok(event)
-
-    def _room_for(self, size: int, author: PeerId) -> bool:
-        """Make the buffer's bytes hold ``size`` more (evicting strangers' events)."""
-        while self.buffered_bytes + size > MAX_BUFFER_BYTES:
-            if not self._evict_stranger(author):
-                return False
-        return True
-
-    def _evict_stranger(self, newcomer: PeerId) -> bool:
-        """Make room by dropping a waiting event of an author who is not a member.
-
-        A full buffer must not lock members out: strangers (anyone can make up a
-        key and sign junk with it) go first. False if there is no such event.
-        """
-        members = self.state.members
-        if newcomer not in members:
-            return False
-        for author, waiting in self._buffer.items():
-            if author not in members and waiting:
-                evicted = waiting.pop(max(waiting))
-                self._verified.pop(evicted.id, None)
-                self._buffered -= 1
-                self.buffered_bytes -= len(evicted.raw)
-                return True
-        return False
 
     def _drain(self) -> list[Effect]:
         effects: list[Effect] = []
         progress = True
         while progress:
             progress = False
-            for author in list(self._buffer):
-                waiting = self._buffer[author]
+            for author in self._buffer.authors():
                 nxt = self.frontier.get(author, 0) + 1
-                event = waiting.get(nxt)
+                event = self._buffer.get(author, nxt)
                 if event is None:
                     continue
                 clock = self._full_clock(event)
                 if clock is None:
                     continue
-                del waiting[nxt]
-                self._buffered -= 1
-                self.buffered_bytes -= len(event.raw)
+                self._buffer.take(author, nxt)
                 try:
                     effects += self._deliver(event, clock)
                 except (RemoteProtocolError, AuthorizationError) as exc:
@@ -431,10 +384,7 @@ class GroupCore:
 
     def _reject_later(self, author: PeerId, effects: list[Effect]) -> None:
         """An author's events after a rejected one can never be delivered: drop them."""
-        for later in self._buffer.pop(author, {}).values():
-            self._verified.pop(later.id, None)
-            self._buffered -= 1
-            self.buffered_bytes -= len(later.raw)
+        for later in self._buffer.take_author(author):
             effects.append(Rejected(later, "follows a rejected event of the same author"))
 
     def _full_clock(self, event: Event) -> Clock | None:
@@ -464,7 +414,7 @@ class GroupCore:
             raise RemoteProtocolError("epoch went backwards")
         mode = self.state.mode if self.state.created else "private"
         body = decode_body(event.kind, event.body, mode=mode)
-        self._check_signature(event, self._verified.pop(event.id, None))
+        self._check_signature(event, self._buffer.take_verified(event.id))
         if isinstance(body, Create) and (
             event.seq != 1 or clock or group_id_for(author, body.nonce) != self.group_id
         ):

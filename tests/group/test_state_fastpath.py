@@ -70,7 +70,7 @@ class CheckedCore(GroupCore):
     def receive(self, event: Event) -> list:  # type: ignore[type-arg]
         effects = super().receive(event)
         assert self.state == fold(self._membership_events)
-        assert len(self._verified) <= self._buffered
+        assert len(self._buffer._verified) <= len(self._buffer)
         return effects
 
 
@@ -150,7 +150,7 @@ def test_shortcuts_equal_the_full_fold_over_random_histories(seed: int, order: i
     _deliver_shuffled(core, events, random.Random(order))
     assert {e.id for e in core.ordered()} == {e.id for e in events}
     assert core.checked_pasts >= len(events)
-    assert not core._verified and core._buffered == 0
+    assert not core._buffer._verified and len(core._buffer) == 0
 
 
 @settings(max_examples=15, deadline=None)
@@ -199,7 +199,7 @@ def test_a_signature_is_checked_once_even_when_its_event_waited() -> None:
         core.receive(e)
     assert len(core.ordered()) == len(history)
     assert sorted(e.id for e in checked) == sorted(e.id for e in history)
-    assert not core._verified
+    assert not core._buffer._verified
 
 
 def test_a_copy_evolves_on_its_own() -> None:
@@ -220,6 +220,10 @@ def test_a_copy_evolves_on_its_own() -> None:
     for name, value in vars(twin).items():
         if isinstance(value, dict | list | set):
             assert value is not vars(core)[name], name
+    assert twin._buffer is not core._buffer  # and so are the waiting events'
+    for name, value in vars(twin._buffer).items():
+        if isinstance(value, dict | list | set):
+            assert value is not vars(core._buffer)[name], name
     core.receive(later[0])
     assert len(core.ordered()) == 6 and len(twin.ordered()) == 4
     assert KEYS[2].peer_id in core.state.members and KEYS[2].peer_id not in twin.state.members
