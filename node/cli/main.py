@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Only for `kith --help`: main() hands `kith bench ...` to node.cli.bench before parsing.
     sub.add_parser("bench", add_help=False, help="measure what client-side fanout costs "
-                   "(kith bench fanout|rekey|sim|hostile, see kith bench --help)")
+                   "(kith bench fanout|rekey|catchup|scale|hostile|sim, see kith bench --help)")
 
     p = sub.add_parser("network-key", parents=[data_again, json_flag],
                        help="create a LAN network key file",
