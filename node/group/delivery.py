@@ -203,16 +203,25 @@ class Delivery(MemberState):
             event = self.core.get(event_id)
             if event_id not in self.own_ids or event is None or event.kind is not Kind.MESSAGE:
                 continue
-            told = self.unreadable_by.setdefault(event_id, set())
-            if sender not in told and sender in self.own_copies.get(event_id, {}):
-                again.append(event)  # (once: a copy it cannot open is not sent forever)
-            told.add(sender)
+            self.unreadable_by.setdefault(event_id, set()).add(sender)
+            if ((event_id, sender) not in self.keys_resent
+                    and sender in self.own_copies.get(event_id, {})):
+                self.keys_resent.add((event_id, sender))
+                again.append(event)  # (once per channel: see ``forget_resent``)
         self.warn(f"group {self.label}: {short_id(sender)} cannot read {len(ids)} of our "
                   f"message(s){'; sending its copies again' if again else ''}",
                   level=logging.INFO)
         if again:
             self.push(sender, again)
         self.notify()
+
+    def forget_resent(self, peer: PeerId) -> None:
+        """The channel to ``peer`` went down: what we pushed it again on an ``unread``
+        may have been lost with it. It says ``unread`` again when a channel comes up
+        (``recall_unread``), and is then answered again: once per (event, member) per
+        channel, so a copy it cannot open is not sent in a loop, and a push lost with a
+        dropped channel (a slow member's queue filled) is not lost for good."""
+        self.keys_resent = {k for k in self.keys_resent if k[1] != peer}
 
     def report_unread(self, author: PeerId) -> None:
         """Tell ``author`` (if connected) which of its messages we cannot read."""

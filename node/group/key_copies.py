@@ -12,7 +12,9 @@ rotation costs O(N) bytes instead of O(N^2).
 sends a member its copy whenever it pushes the event to it (fanout, outbox,
 invitation, sync batches). A member that cannot read one of our messages (it
 says ``unread``), or whose copy failed, gets our SENDER_KEYs of that epoch with
-its copy pushed once more.
+its copy pushed once more: once per channel, since a member says ``unread`` again
+for what it still cannot read whenever its channel to us comes up (the push may
+have been lost with a dropped channel).
 
 **Copies held for others.** A member the author has no channel to when it
 makes the event must not depend on meeting the author again: the author hands
@@ -169,8 +171,9 @@ class KeyCopies(Delivery):
 
     def on_unreadable(self, sender: PeerId, ids: tuple[EventId, ...]) -> None:
         """``sender`` cannot read these events of ours: for a private message, or a
-        SENDER_KEY whose copy failed, push it (once) our SENDER_KEYs of that epoch with its
-        sealed copy (relayed to it by a member that held no copy for it)."""
+        SENDER_KEY whose copy failed, push it (once per channel: ``forget_resent``) our
+        SENDER_KEYs of that epoch with its sealed copy (relayed to it by a member that
+        held no copy for it)."""
         super().on_unreadable(sender, ids)
         epochs = set()
         for event_id in ids:
