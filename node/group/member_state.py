@@ -164,7 +164,8 @@ class MemberState:
         self.copies: dict[EventId, bytes] = {}
         # the copies of our own such events, per member
         self.own_copies: dict[EventId, dict[PeerId, bytes]] = {}
-        #: Our SENDER_KEYs pushed again to a member that could not read (once each).
+        #: Our SENDER_KEYs and pairwise copies pushed again to a member that could not
+        #: read (once each per channel: ``node.group.delivery``).
         self.keys_resent: set[tuple[EventId, PeerId]] = set()
         #: Committed SENDER_KEY copies we hold for other members (``node.group.key_copies``).
         self.held: dict[EventId, dict[PeerId, bytes]] = {}

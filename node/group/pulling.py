@@ -219,15 +219,16 @@ class Pulling(Receiving):
 
     def recall_unread(self, author: PeerId) -> None:
         """Note again which of ``author``'s messages we hold but cannot read (they are
-        reported to it: it sends the copy only it holds). What we told it before a
-        restart is forgotten, and the copy now comes only from its author."""
+        reported to it: it sends the copy only it holds). Called when a channel to
+        ``author`` comes up, so also what we told it before, on an earlier channel or
+        before a restart: its answer may have been lost with that channel."""
         if author == self.me or self.core.mode == "open" or not self.shared(author):
             return
         admission = None
         for seq in range(1, self.core.frontier.get(author, 0) + 1):
             event = self.core.get(self.core.event_id(author, seq))
             if (event is None or event.kind is not Kind.MESSAGE or event.id in self.contents
-                    or event.id in self.told_unread or event.id in self.core.deleted
+                    or event.id in self.core.deleted
                     or self.core.is_withdrawn(author, seq)):
                 continue
             admission = admission or self.admission(self.me)

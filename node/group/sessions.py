@@ -243,6 +243,7 @@ class Sessions(Pulling):
         self.told.pop(peer, None)
         self.up_since.pop(peer, None)
         self.exhausted.pop(peer, None)
+        self.forget_resent(peer)
         if self.asking is not None and self.asking.peer == peer:
             self.asking = None
             self.pull()
