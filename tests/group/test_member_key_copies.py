@@ -134,6 +134,45 @@ def test_a_message_read_without_its_key_brings_the_key_again() -> None:
     assert (key_event(c, alice).id, carol) in c.members[alice].keys_resent
 
 
+def test_a_key_pushed_again_and_lost_with_the_channel_is_pushed_once_more() -> None:
+    """kith bench scale at N = 64/100: a member that got a SENDER_KEY by sync without its
+    copy says ``unread``; the author's one push of the key is lost when the channel drops
+    (a slow member's full queue drops the peer). On the next channel the member says
+    ``unread`` again and the author answers again: before, both sides did it only once
+    (``told_unread``, ``keys_resent``) and the member never read that chain."""
+    c = talking(3)
+    alice, bob, carol = c.ids
+    c.disconnect(alice, carol)
+    c.disconnect(bob, carol)
+    c.do(alice, C.RotateKey())
+    said = c.do(alice, C.SendText("a push lost with its channel"))
+    c.settle()
+    for holder in (c.members[alice], c.members[bob]):  # (held copies forgotten: a restart)
+        holder.held.clear()
+        holder.held_bytes = 0
+    c.connect(bob, carol)
+    c.settle()
+    reader = c.members[carol]
+    assert reader.texts.get(said.id) is None  # bob relayed it without carol's copy
+    c.connect(alice, carol)
+    while c.transfer(carol, alice):  # carol says unread; alice pushes the key once more...
+        pass
+    sk = key_event(c, alice)
+    assert (sk.id, carol) in c.members[alice].keys_resent
+    assert any(isinstance(p, Events) and sk.id in dict(p.copies)
+               for p in c.flight.get((alice, carol), ()))
+    c.disconnect(alice, carol)  # ...and the channel drops with the push in it
+    c.settle()
+    assert reader.texts.get(said.id) is None
+    c.connect(alice, carol)  # a new channel: carol asks again, alice answers again
+    c.settle()
+    assert reader.texts[said.id] == "a push lost with its channel"
+    c.disconnect(alice, carol)
+    c.connect(alice, carol)
+    c.settle()  # read now: nothing is asked or pushed again
+    assert said.id not in reader.told_unread and not reader.unread_reports.get(alice)
+
+
 def test_copies_held_for_others_are_bounded() -> None:
     c = talking(3)
     alice, bob, carol = c.ids
