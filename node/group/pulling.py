@@ -63,6 +63,8 @@ class Pulling(Receiving):
         #: whatever the fan-out limit.
         self.missed: set[PeerId] = set()
         self._admissions: tuple[object, dict[PeerId, tuple[PeerId, int]]] | None = None
+        #: Of those admissions: author -> its latest one's seq (see note_missed).
+        self._latest_admission: dict[PeerId, int] = {}
         self.nudges = 0
 
     def shared(self, peer: PeerId) -> bool:
@@ -177,8 +179,7 @@ class Pulling(Receiving):
             else:
                 self.note_missed(sender, message)
             # members we hold no vector of (newcomers, adopted while connected) hear too
-            self.missed.update(p for p in self.connected
-                               if p != self.me and self.known(p) is None and self.shared(p))
+            self.missed.update(self.unknown_connected())
             if self.missed:
                 self.nudge()
             asking = self.asking
@@ -188,15 +189,32 @@ class Pulling(Receiving):
                 self.pull()
         return stored
 
+    def unknown_connected(self) -> list[PeerId]:
+        """Connected members (or departed ones owed news) whose vector we do not know.
+
+        Same as filtering every connected peer with ``known() is None and shared()``,
+        but starts from the members and departed without a vector (set operations):
+        this runs for each live event delivered, so it must not cost O(N) in Python."""
+        state = self.core.state
+        pool = state.members.keys() | {d.member for d in state.departures}
+        unknown = pool - self.peer_vectors.keys() - self.setup_members - {self.me}
+        return [p for p in unknown if p in self.connected and self.shared(p)]
+
     def note_missed(self, sender: PeerId, message: Events) -> None:
         """Live events from their author reached only the members it knew of: note the
         connected members whose admission it had not seen (we pass the news on)."""
         admissions = self.admissions()
+        latest = self._latest_admission
         frontier = self.core.frontier
         for event in message.events:
             if event.author != sender or event.seq != frontier.get(event.author, 0):
                 continue  # (its latest: whose clock we hold; an earlier one saw less)
             clock = self.core.latest_clock(event.author)
+            # Nearly always the author had seen every admission: one check per author of
+            # admissions (the latest of each), not one per member.
+            if all(seq < event.seq if author == event.author else clock.get(author, 0) >= seq
+                   for author, seq in latest.items()):
+                continue
             for member, (author, seq) in admissions.items():
                 if (member not in self.connected or member in (self.me, sender)
                         or member in self.missed):
@@ -215,6 +233,10 @@ class Pulling(Receiving):
                 if member is not None and member in state.members:
                     found[member] = (event.author, event.seq)
             self._admissions = (state, found)
+            latest: dict[PeerId, int] = {}
+            for author, seq in found.values():
+                latest[author] = max(seq, latest.get(author, 0))
+            self._latest_admission = latest
         return self._admissions[1]
 
     def recall_unread(self, author: PeerId) -> None:
