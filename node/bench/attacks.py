@@ -111,13 +111,13 @@ def own_groups(key: IdentityKey, groups: int, budget: int) -> Iterator[tuple[Gro
         replica, create = Replica.founding(key)
         gid = replica.core.group_id
         batch: list[Event] = [create, replica.new_sender_key()]
-        size = 0
+        size = 0  # bytes of the messages sent (events travel without their group id)
         while size < share:
-            event = replica.say(BIG_TEXT)
-            batch.append(event)
-            size += len(event.raw)
+            batch.append(replica.say(BIG_TEXT))
             if len(batch) >= PER_MESSAGE:
-                yield gid, encode_message(EventsMessage(gid, tuple(e.raw for e in batch)))
+                data = encode_message(EventsMessage(gid, tuple(e.raw for e in batch)))
+                size += len(data)
+                yield gid, data
                 batch = []
         if batch:
             yield gid, encode_message(EventsMessage(gid, tuple(e.raw for e in batch)))
