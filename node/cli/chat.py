@@ -47,6 +47,23 @@ def add_parser(sub: Any, data_again: argparse.ArgumentParser) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("group", metavar="GROUP", nargs="?",
                    help="group to open first (name or id prefix)")
+    add_node_options(p)
+    p.add_argument("--desktop-notify", action="store_true",
+                   help="also show desktop notifications (notify-send, when a display is set)")
+    p.set_defaults(func=cmd_chat, chat_defaults={
+        dest: p.get_default(dest) for dest, _ in NODE_OPTIONS})
+
+
+#: The options that only matter when the client starts the node: (dest, option).
+NODE_OPTIONS = (("listen", "--listen"), ("peer", "--peer"), ("network_key", "--network-key"),
+                ("name", "--name"), ("no_mdns", "--no-mdns"),
+                ("no_read_receipts", "--no-read-receipts"),
+                ("mdns_interface", "--mdns-interface"), ("max_file_size", "--max-file-size"))
+DEFAULTS = Config()
+
+
+def add_node_options(p: argparse.ArgumentParser) -> None:
+    """The options ``kith run`` takes, for when ``kith chat`` or ``kith web`` starts the node."""
     p.add_argument("--listen", metavar="HOST:PORT", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
                    help="when starting the node: address to accept peers on")
     p.add_argument("--peer", metavar="[PEERID@]HOST:PORT", action="append", default=[],
@@ -65,18 +82,22 @@ def add_parser(sub: Any, data_again: argparse.ArgumentParser) -> None:
                    metavar="MIB", help="when starting the node: largest attachment sent or "
                    f"fetched, in MiB (default {DEFAULTS.max_file_size >> 20}, at most "
                    f"{HARD_MAX_FILE >> 20})")
-    p.add_argument("--desktop-notify", action="store_true",
-                   help="also show desktop notifications (notify-send, when a display is set)")
-    p.set_defaults(func=cmd_chat, chat_defaults={
-        dest: p.get_default(dest) for dest, _ in NODE_OPTIONS})
 
 
-#: The options that only matter when the client starts the node: (dest, option).
-NODE_OPTIONS = (("listen", "--listen"), ("peer", "--peer"), ("network_key", "--network-key"),
-                ("name", "--name"), ("no_mdns", "--no-mdns"),
-                ("no_read_receipts", "--no-read-receipts"),
-                ("mdns_interface", "--mdns-interface"), ("max_file_size", "--max-file-size"))
-DEFAULTS = Config()
+def node_config(args: argparse.Namespace, datadir: DataDir) -> tuple[Any, Config, list[Any]]:
+    """(identity key, config, peers to dial) of the node ``kith chat`` or ``kith web``
+    starts in its own process, from the options ``add_node_options`` added."""
+    from node.net.address import DialTarget, parse_hostport
+
+    host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
+    targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
+    network_key = load_network_key(args.network_key) if args.network_key else None
+    key = datadir.load_or_create_identity()
+    name = check_name(args.name) if args.name else datadir.load_name()
+    config = Config(listen_host=host, listen_port=port, name=name, network_key=network_key,
+                    mdns=not args.no_mdns, mdns_interface=args.mdns_interface,
+                    max_file_size=args.max_file_size, read_receipts=not args.no_read_receipts)
+    return key, config, targets
 
 
 def ignored_options(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> list[str]:
@@ -114,8 +135,6 @@ def _log_to_file(datadir: DataDir) -> None:
 def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
     from node.chat.backend import NodeClient, serve_node
     from node.chat.view import desktop_available, run_chat
-    from node.net.address import DialTarget, parse_hostport
-
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         raise ConfigError("kith chat needs a terminal (for scripts: kith send / kith log)")
     datadir.ensure()
@@ -132,17 +151,9 @@ def cmd_chat(args: argparse.Namespace, datadir: DataDir) -> int:
     try:
         from node.app import App
 
-        host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
-        targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
-        network_key = load_network_key(args.network_key) if args.network_key else None
-        key = datadir.load_or_create_identity()
-        name = check_name(args.name) if args.name else datadir.load_name()
+        key, config, targets = node_config(args, datadir)
         _log_to_file(datadir)
-        app = App(key, Config(listen_host=host, listen_port=port, name=name,
-                              network_key=network_key, mdns=not args.no_mdns,
-                              mdns_interface=args.mdns_interface,
-                              max_file_size=args.max_file_size,
-                              read_receipts=not args.no_read_receipts), datadir)
+        app = App(key, config, datadir)
 
         async def start_node(task_status: trio.TaskStatus[None]) -> None:
             await serve_node(app, targets, task_status=task_status)

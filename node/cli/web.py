@@ -21,12 +21,10 @@ from typing import Any
 
 import trio
 
-from node.cli.chat import DEFAULTS, NODE_OPTIONS, ignored_options
-from node.cli.common import check_name, load_network_key, lock_data_dir, mebibytes, only_error
-from node.config import DEFAULT_HOST, DEFAULT_PORT, Config
+from node.cli.chat import NODE_OPTIONS, add_node_options, ignored_options, node_config
+from node.cli.common import lock_data_dir, only_error
 from node.datadir import DataDir
 from node.errors import ConfigError, KithError
-from node.files.attachment import HARD_MAX_FILE
 from node.net.address import parse_hostport
 from node.web.protocol import DEFAULT_WEB_HOST, DEFAULT_WEB_PORT
 
@@ -59,28 +57,6 @@ examples:
 """
 
 
-def add_node_options(p: argparse.ArgumentParser) -> None:
-    """The options ``kith run`` takes, for when ``kith web`` starts the node."""
-    p.add_argument("--listen", metavar="HOST:PORT", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
-                   help="when starting the node: address to accept peers on")
-    p.add_argument("--peer", metavar="[PEERID@]HOST:PORT", action="append", default=[],
-                   help="when starting the node: dial this peer (repeatable)")
-    p.add_argument("--network-key", metavar="FILE",
-                   help="when starting the node: only accept peers holding this key")
-    p.add_argument("--name", help="when starting the node: display name for this run")
-    p.add_argument("--no-mdns", action="store_true",
-                   help="when starting the node: no LAN discovery (use --peer)")
-    p.add_argument("--no-read-receipts", action="store_true",
-                   help="when starting the node: do not tell others what you have read")
-    p.add_argument("--mdns-interface", metavar="IFACE",
-                   help="when starting the node: announce and browse only on this interface "
-                   "(name or IPv4 address)")
-    p.add_argument("--max-file-size", type=mebibytes, default=DEFAULTS.max_file_size,
-                   metavar="MIB", help="when starting the node: largest attachment sent or "
-                   f"fetched, in MiB (default {DEFAULTS.max_file_size >> 20}, at most "
-                   f"{HARD_MAX_FILE >> 20})")
-
-
 def add_web_listen(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-listen", metavar="HOST:PORT", default=WEB_LISTEN,
                    help=f"address of the page (default {WEB_LISTEN}; a free port if taken; "
@@ -111,8 +87,6 @@ def web_address(text: str) -> tuple[str, int]:
 
 
 def cmd_web(args: argparse.Namespace, datadir: DataDir) -> int:
-    from node.net.address import DialTarget
-
     datadir.ensure()
     datadir.check_socket_path()
     listen = web_address(args.web_listen)
@@ -127,16 +101,8 @@ def cmd_web(args: argparse.Namespace, datadir: DataDir) -> int:
     try:
         from node.app import App
 
-        host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
-        targets = [DialTarget.parse(t, default_port=DEFAULT_PORT) for t in args.peer]
-        network_key = load_network_key(args.network_key) if args.network_key else None
-        key = datadir.load_or_create_identity()
-        name = check_name(args.name) if args.name else datadir.load_name()
-        app = App(key, Config(listen_host=host, listen_port=port, name=name,
-                              network_key=network_key, mdns=not args.no_mdns,
-                              mdns_interface=args.mdns_interface,
-                              max_file_size=args.max_file_size,
-                              read_receipts=not args.no_read_receipts), datadir)
+        key, config, targets = node_config(args, datadir)
+        app = App(key, config, datadir)
         _run(partial(_serve, datadir, app, targets, listen, "in this process",
                      not args.no_open, args.max_file_size))
     finally:
