@@ -49,7 +49,7 @@ import trio
 
 from node.api.python import Kith, open_node
 from node.bench import report
-from node.bench.harness import BenchError, bench_error, message_text, positive_ints
+from node.bench.harness import BenchError, message_text, positive_ints, run_bench
 from node.group.events import GroupId
 from node.ids import PeerId
 from node.service.groups import Group
@@ -235,13 +235,8 @@ def parse_args(argv: Sequence[str], prog: str) -> tuple[Params, bool]:
 def main(argv: Sequence[str] | None = None, prog: str = "kith bench catchup") -> int:
     params, plots = parse_args(list(sys.argv[1:] if argv is None else argv), prog)
     started, host = time.monotonic(), report.machine()
-    try:
-        runs = trio.run(run_all, params)
-    except (BenchError, BaseExceptionGroup) as exc:
-        error = bench_error(exc)
-        if error is None:
-            raise
-        print(f"{prog}: {error}", file=sys.stderr)
+    runs = run_bench(run_all, params, prog)
+    if runs is None:
         return 1
     rows = [asdict(r) for r in runs]
     summary = report.summarise(rows, ("events", "mode"), METRICS)

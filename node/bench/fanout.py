@@ -66,7 +66,6 @@ from node.bench.harness import (
     Receivers,
     RssSampler,
     Run,
-    bench_error,
     emit,
     message_index,
     message_text,
@@ -75,6 +74,7 @@ from node.bench.harness import (
     positive_ints,
     queue_size,
     receiver_processes,
+    run_bench,
     until_stdin_closed,
 )
 from node.group.bodies import MAX_TEXT
@@ -457,13 +457,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench fanout") -> 
         return 0
     params, plots = parse_args(argv, prog)
     started, host = time.monotonic(), report.machine()
-    try:
-        runs = trio.run(run_all, params)
-    except (BenchError, BaseExceptionGroup) as exc:
-        error = bench_error(exc)
-        if error is None:
-            raise
-        print(f"{prog}: {error}", file=sys.stderr)
+    runs = run_bench(run_all, params, prog)
+    if runs is None:
         return 1
     report.publish(params.out, summary=summarise(runs, params), runs=[asdict(r) for r in runs],
                    keys=("members", "mode"), columns=COLUMNS, header=header(params),

@@ -17,15 +17,18 @@ import os
 import resource
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from node.errors import KithError
+
+P = TypeVar("P")
+T = TypeVar("T")
 
 #: Seconds allowed for starting receivers, connecting and the warm-up.
 SETUP_TIMEOUT = 60.0
@@ -91,6 +94,19 @@ def bench_error(exc: BaseException) -> BenchError | None:
             if (found := bench_error(inner)) is not None:
                 return found
     return None
+
+
+def run_bench(run: Callable[[P], Awaitable[T]], params: P, prog: str) -> T | None:
+    """``trio.run(run, params)``; None (after one ``prog: reason`` line on stderr) when it
+    fails with a BenchError, however deep in nurseries' exception groups."""
+    try:
+        return trio.run(run, params)
+    except (BenchError, BaseExceptionGroup) as exc:
+        error = bench_error(exc)
+        if error is None:
+            raise
+        print(f"{prog}: {error}", file=sys.stderr)
+        return None
 
 
 def peak_rss_mb() -> float:

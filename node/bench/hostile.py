@@ -48,7 +48,7 @@ import trio
 
 from node.bench import report
 from node.bench.attacks import ATTACKS, Target
-from node.bench.harness import BenchError, bench_error
+from node.bench.harness import run_bench
 from node.bench.hostile_peer import hostile_peer
 from node.bench.victim import PeakMeter, Victim, victim
 from node.crypto.keys import IdentityKey
@@ -244,14 +244,10 @@ def parse_args(argv: Sequence[str], prog: str) -> tuple[Params, bool]:
 
 def main(argv: Sequence[str] | None = None, prog: str = "kith bench hostile") -> int:
     params, as_json = parse_args(list(sys.argv[1:] if argv is None else argv), prog)
-    try:
-        rows, baseline = trio.run(run, params)
-    except (BenchError, BaseExceptionGroup) as exc:
-        error = bench_error(exc)
-        if error is None:
-            raise
-        print(f"{prog}: {error}", file=sys.stderr)
+    measured = run_bench(run, params, prog)
+    if measured is None:
         return 1
+    rows, baseline = measured
     result = summary(rows, baseline, params)
     if as_json:
         json.dump(result, sys.stdout, indent=2)

@@ -62,7 +62,7 @@ from typing import Any
 import trio
 
 from node.bench import report
-from node.bench.harness import BenchError, bench_error, positive_ints
+from node.bench.harness import BenchError, positive_ints, run_bench
 from node.bench.scale_host import text
 from node.bench.scale_hosts import Hosts
 
@@ -387,14 +387,10 @@ def parse_args(argv: Sequence[str], prog: str) -> Params:
 def main(argv: Sequence[str] | None = None, prog: str = "kith bench scale") -> int:
     params = parse_args(list(sys.argv[1:] if argv is None else argv), prog)
     started, host = time.monotonic(), report.machine()
-    try:
-        runs, top, diverged = trio.run(run_all, params)
-    except (BenchError, BaseExceptionGroup) as exc:
-        error = bench_error(exc)
-        if error is None:
-            raise
-        print(f"{prog}: {error}", file=sys.stderr)
+    measured = run_bench(run_all, params, prog)
+    if measured is None:
         return 1
+    runs, top, diverged = measured
     rows = [asdict(r) for r in runs]
     summary = report.summarise(rows, ("members", "converged"), METRICS)
     text_table = report.table(summary, ("members", "converged"), COLUMNS,
