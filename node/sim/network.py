@@ -23,9 +23,20 @@ point-to-point links between nodes, each a reliable in-order byte stream:
   lost with the connection. When a link comes up again, ``on_link_up`` is
   called for it (the node reconnects: outbox flush and sync).
 
+* **CPU** (optional, ``cpu`` seconds per message, 0 by default): each node
+  has one CPU that spends ``cpu`` on every message it sends (before the copy
+  reaches its uplink: framing, channel encryption, the syscall) and on every
+  message it receives (before the node sees it: decryption, parsing), first
+  come, first served. CPU and uplink form a two-stage pipeline: copy k + 1 is
+  prepared while copy k is on the wire. With client-side fanout the author's
+  CPU then pays N per message, as on a real node (``kith bench fanout``
+  measures what one copy costs there).
+
 Bytes are counted per kind (live events, sync, acks, vectors...) when a message
 is handed to the uplink: the application bytes, as the real node's counters
 count them (no channel framing, TCP or IP headers, no retransmitted bytes).
+For the nodes in ``watched`` they are also counted per (source, kind), so a
+run can say what the author and a relay each put on the wire.
 
 All randomness (loss) comes from the ``random.Random`` given, so the same seed
 gives the same arrival times.
@@ -76,8 +87,10 @@ LinkUp = Callable[[Addr, Addr], None]
 class Network:
     def __init__(
         self, scheduler: Scheduler, rng: random.Random, *, link: LinkSpec = LinkSpec(),
-        bandwidth: float | None = None,
+        bandwidth: float | None = None, cpu: float = 0.0,
     ) -> None:
+        if cpu < 0:
+            raise ValueError("cpu must be at least 0")
         self.scheduler = scheduler
         self.rng = rng
         self.default = link
@@ -88,10 +101,16 @@ class Network:
         self.online: set[Addr] = set()
         self.side: dict[Addr, int] = {}
         self.tally: dict[str, Tally] = {}
+        self.cpu = cpu  # seconds of a node's CPU per message sent or received (0: free)
+        #: Nodes whose bytes are also counted per (source, kind) in ``sent_by``.
+        self.watched: set[Addr] = set()
+        self.sent_by: dict[tuple[Addr, str], Tally] = {}
+        self.cpu_busy: dict[Addr, float] = {}  # CPU seconds each node spent on messages
         self.lost = 0  # messages lost because their link went down in flight
         self._links: dict[tuple[Addr, Addr], LinkSpec] = {}
         self._uplinks: dict[Addr, float | None] = {}
         self._uplink_free: dict[Addr, float] = {}
+        self._cpu_free: dict[Addr, float] = {}
         self._last_arrival: dict[tuple[Addr, Addr], float] = {}
         self._down_count: dict[Addr, int] = {}  # times a node went offline
         self._partitions = 0  # times the partition changed
@@ -162,9 +181,14 @@ class Network:
         tally = self.tally.setdefault(kind, Tally())
         tally.messages += 1
         tally.bytes += size
+        if src in self.watched:
+            mine = self.sent_by.setdefault((src, kind), Tally())
+            mine.messages += 1
+            mine.bytes += size
         now = self.scheduler.now
+        ready = self._use_cpu(src, now) if self.cpu else now
         bandwidth = self._uplinks.get(src, self.bandwidth)
-        start = max(now, self._uplink_free.get(src, 0.0))
+        start = max(ready, self._uplink_free.get(src, 0.0))
         done = start + (8 * size / bandwidth if bandwidth else 0.0)
         self._uplink_free[src] = done
         spec = self.link(src, dst)
@@ -195,7 +219,22 @@ class Network:
                 or (partitions != self._partitions and not self.connected(src, dst))):
             self.lost += 1  # the connection broke while the message was in flight
             return
+        if self.cpu:  # the receiver's CPU reads it once it is free
+            self.scheduler.at(self._use_cpu(dst, self.scheduler.now), self.deliver, dst, src,
+                              payload)
+            return
         self.deliver(dst, src, payload)
+
+    def _use_cpu(self, node: Addr, now: float) -> float:
+        """Queue ``cpu`` seconds of work on ``node``'s CPU; when it is done."""
+        done = max(now, self._cpu_free.get(node, 0.0)) + self.cpu
+        self._cpu_free[node] = done
+        self.cpu_busy[node] = self.cpu_busy.get(node, 0.0) + self.cpu
+        return done
 
     def bytes_of(self, kinds: Iterable[str]) -> int:
         return sum(self.tally[k].bytes for k in kinds if k in self.tally)
+
+    def bytes_sent_by(self, node: Addr, kinds: Iterable[str]) -> int:
+        """Bytes ``node`` (one of ``watched``) put on the wire for these kinds."""
+        return sum(self.sent_by[(node, k)].bytes for k in kinds if (node, k) in self.sent_by)

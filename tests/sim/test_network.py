@@ -107,3 +107,32 @@ def test_a_message_in_flight_is_lost_when_its_receiver_goes_offline() -> None:
     assert ups == [(B, A), (B, C)]
     net.scheduler.run()
     assert got == [] and net.lost == 1
+
+
+def test_a_nodes_cpu_prepares_each_copy_before_its_uplink_and_reads_each_arrival() -> None:
+    # 8 Mbit/s (1,000 bytes: 1 ms), latency 2 ms, 0.5 ms of CPU per message sent or read.
+    scheduler = Scheduler()
+    net = Network(scheduler, random.Random(1), link=LinkSpec(0.002), bandwidth=8e6, cpu=0.0005)
+    got: list[tuple[float, bytes, str]] = []
+    net.deliver = lambda dst, src, payload: got.append((scheduler.now, dst, payload))
+    for node in (A, B, C):
+        net.add(node)
+    net.watched.add(A)
+    # Copy 1: CPU until 0.5 ms, wire until 1.5 ms; copy 2: CPU until 1 ms, then waits for the
+    # uplink (1.5 ms), on the wire until 2.5 ms. Arrival = wire end + 2 ms latency.
+    assert net.send(A, B, "one", 1000, "message") == pytest.approx(0.0035)
+    assert net.send(A, C, "two", 1000, "message") == pytest.approx(0.0045)
+    net.scheduler.run()
+    # ... and each receiver's CPU reads it for 0.5 ms before the node sees it.
+    assert [(round(t, 6), p) for t, _, p in got] == [(0.004, "one"), (0.005, "two")]
+    assert net.cpu_busy == {A: pytest.approx(0.001), B: 0.0005, C: 0.0005}
+    assert net.bytes_sent_by(A, ["message"]) == 2000
+    assert net.bytes_sent_by(B, ["message"]) == 0  # not watched
+
+
+def test_without_cpu_nothing_changes_and_negative_cpu_is_refused() -> None:
+    net, _ = network()
+    assert net.send(A, B, "x", 1000, "message") == pytest.approx(0.003)
+    assert net.cpu_busy == {}
+    with pytest.raises(ValueError):
+        Network(Scheduler(), random.Random(1), cpu=-1.0)
