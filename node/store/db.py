@@ -429,6 +429,13 @@ class Store(KeyRows):
         if not self._write("store text", "UPDATE events SET text = ? WHERE id = ?", (text, id)):
             raise StorageError(f"cannot store the text of event {id.hex()}: event not stored")
 
+    def set_received_at(self, id: EventId, at: float) -> None:
+        """Change when a stored event counts as stored (a message ``kith send`` queued
+        while the node was stopped: the time the user sent it, node.api.pending_sends)."""
+        if not self._write("store time", "UPDATE events SET received_at = ? WHERE id = ?",
+                           (at, id)):
+            raise StorageError(f"cannot store the time of event {id.hex()}: event not stored")
+
     def set_content(self, id: EventId, text: str | None, content: bytes | None) -> None:
         """Store the decrypted text and content of a stored event."""
         if not self._write("store content", "UPDATE events SET text = ?, content = ? WHERE id = ?",
