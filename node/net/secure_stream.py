@@ -18,6 +18,8 @@ goodbye (a CLOSE record) when it can do so without waiting on a busy sender.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from node.channel.core import (
@@ -26,6 +28,7 @@ from node.channel.core import (
     ChannelClosed,
     HandshakeCompleted,
     MessageReceived,
+    PingReceived,
     Role,
     State,
 )
@@ -60,6 +63,9 @@ class SecureStream(trio.abc.Stream):
         #: ``trio.current_time()`` when the last complete, authenticated record was read
         #: (for the idle watchdog): stray bytes of an unfinished record do not count.
         self.last_received = trio.current_time()
+        #: Called (synchronously, from the receiving task) for every PING record read:
+        #: the connection answers PINGs (docs/protocol.md section 6).
+        self.on_ping: Callable[[], None] | None = None
         self._send_guard = _Exclusive("sending")
         self._recv_guard = _Exclusive("receiving")
         self._handshake_lock = trio.Lock()
@@ -214,7 +220,10 @@ class SecureStream(trio.abc.Stream):
         finally:
             if self.channel.records_received != records:
                 self.last_received = trio.current_time()
-        if isinstance(event, ChannelClosed):
+        if isinstance(event, PingReceived):
+            if self.on_ping is not None:
+                self.on_ping()
+        elif isinstance(event, ChannelClosed):
             self._peer_closed = True
             self.close_reason = event.reason
         return event
