@@ -27,10 +27,12 @@ class Config:
     #: Most channels open at once; further inbound connections are refused. Both caps
     #: are lowered at start if the descriptor limit (``ulimit -n``) cannot hold them.
     max_channels: int = 256
-    #: Send a keepalive after this many idle seconds.
-    keepalive_interval: float = 8.0
-    #: A peer silent for this long is considered dead and its channel closed.
-    idle_timeout: float = 25.0
+    #: The dialler of a channel sends a keepalive PING once neither side has sent anything
+    #: for this many seconds (the other side answers it; docs/protocol.md section 6).
+    keepalive_interval: float = 60.0
+    #: A peer silent for this long is considered dead and its channel closed (more than
+    #: ``keepalive_interval`` plus the 8 s in which a peer answers data it received).
+    idle_timeout: float = 100.0
     #: A single send to a peer that takes longer than this drops the peer.
     send_timeout: float = 20.0
     #: Messages queued per peer by ``send_nowait``; a full queue drops the peer.

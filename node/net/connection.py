@@ -1,11 +1,26 @@
 """``PeerConnection``: one authenticated channel to one peer, kept alive (trio driver).
 
-It owns four loops in one nursery: the receiver (hands each message to the
-node), the sender (drains a bounded per-peer queue), the keepalive (a PING
-after ``keepalive_interval`` seconds without sending) and the watchdog (closes
-the channel when no complete, authenticated record has arrived for
-``idle_timeout`` seconds: the peer is gone even if TCP has not noticed, or it is
-only dripping bytes of a record it never finishes).
+It owns three loops in one nursery: the receiver (hands each message to the
+node), the sender (drains a bounded per-peer queue) and liveness, which sends
+PINGs by the rules of docs/protocol.md section 6 and closes the channel when no
+complete, authenticated record has arrived for ``idle_timeout`` seconds (the
+peer is gone even if TCP has not noticed, or it is only dripping bytes of a
+record it never finishes).
+
+Liveness, theory of operation. An idle group keeps N(N-1)/2 channels open, so
+an idle channel must cost next to nothing: only the side that dialled probes,
+with a PING once neither side has sent anything for ``keepalive_interval``
+seconds, and the other side answers a PING with a PING at once (unless it sent
+something within the answer window, which the prober has then heard). Two more
+rules keep every peer hearing from us in time, nodes of the previous version
+included (they PING after 8 s without sending and give up after 25 s of
+silence): a PING is answered whoever sent it, and application data we received
+is answered within ``REPLY_AFTER`` seconds (a PING if nothing else went out),
+so a peer that sends and never hears back does not drop us. A PING that arrives
+within the answer window after our own send is taken as an answer, never
+answered: two probes cannot start a ping-pong. The liveness task sleeps in one
+cancel scope whose deadline the receiving side moves earlier when an answer
+falls due: no task wakes for data that needs no answer yet.
 
 Sends are serialised by a lock and bounded by ``send_timeout``: a peer that
 stops reading is dropped instead of stalling whoever is sending to it.
@@ -19,6 +34,7 @@ takes everything queued (up to ``SEND_BATCH_BYTES``) and writes it with one
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +54,10 @@ GOODBYE_TIMEOUT = 1.0
 #: The sender task writes what is queued in one go, up to about this many bytes.
 SEND_BATCH_BYTES = 256 * 1024
 SHUTDOWN_REASON = "node shutting down"
+#: Application data received is answered (with a PING if nothing else) after at most this
+#: many seconds without sending: what a peer of the previous version, which gives up after
+#: 25 s of silence, needs to hear while it streams to us (docs/protocol.md section 6).
+REPLY_AFTER = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +85,21 @@ class PeerConnection:
         self._queue_in, self._queue_out = trio.open_memory_channel[bytes](config.send_queue)
         self._progress = trio.Event()  # set whenever the sender took a message off the queue
         self._last_sent = trio.current_time()
+        #: When we owe the peer a sign of life: the first message received since our
+        #: last send (answered REPLY_AFTER later), or a PING to answer (at once).
+        self._owed_since: float | None = None
+        self._answer_due = math.inf
+        self._nap = trio.CancelScope()  # the liveness task's sleep; its deadline moves
         self._cancel = trio.CancelScope()
         self.close_reason = ""
+        stream.on_ping = self._on_ping
 
     async def run(self) -> str:
         """Serve the channel until it ends; return why it ended, in words."""
         try:
             with self._cancel:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._keepalive)
-                    nursery.start_soon(self._watchdog)
+                    nursery.start_soon(self._liveness)
                     nursery.start_soon(self._sender)
                     await self._receive_loop()
                     nursery.cancel_scope.cancel()
@@ -89,6 +114,9 @@ class PeerConnection:
         try:
             while True:
                 data = await self.stream.receive_message()
+                if self._owed_since is None:
+                    now = self._owed_since = trio.current_time()
+                    self._wake_by(now + REPLY_AFTER)
                 await self._on_message(self, data)
         except trio.EndOfChannel:
             # The reason is the peer's text: make it safe to log or show, as one short line.
@@ -101,25 +129,50 @@ class PeerConnection:
         except OSError as exc:
             self.close(f"connection lost: {exc.strerror or exc}")
 
-    async def _keepalive(self) -> None:
-        interval = self._config.keepalive_interval
+    def _on_ping(self) -> None:
+        """A PING arrived: answer it at once, unless we sent something within the answer
+        window (then the peer has heard from us, or this PING answers ours)."""
+        now = trio.current_time()
+        if now - self._last_sent >= self._answer_window:
+            self._answer_due = now
+            self._wake_by(now)
+
+    @property
+    def _answer_window(self) -> float:
+        return min(self._config.keepalive_interval, REPLY_AFTER) / 2
+
+    def _wake_by(self, when: float) -> None:
+        if when < self._nap.deadline:
+            self._nap.deadline = when
+
+    def _ping_due(self) -> float:
+        """When the next PING is due if nothing else is sent (see the module docstring)."""
+        due = self._answer_due
+        if self._owed_since is not None:
+            due = min(due, self._owed_since + REPLY_AFTER)
+        if self.info.direction == "outbound":  # the dialler probes a quiet channel
+            quiet = max(self.stream.last_received, self._last_sent)
+            due = min(due, quiet + self._config.keepalive_interval)
+        return due
+
+    async def _liveness(self) -> None:
+        timeout = self._config.idle_timeout
         while True:
-            await trio.sleep_until(self._last_sent + interval)
-            if trio.current_time() >= self._last_sent + interval:
+            now = trio.current_time()
+            deadline = self.stream.last_received + timeout
+            if now >= deadline:
+                self.close(f"no data from peer for {timeout:g} s")
+                return
+            due = self._ping_due()
+            if now >= due:
                 try:
                     await self._send(None)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self.close(_lost(exc))
                     return
-
-    async def _watchdog(self) -> None:
-        timeout = self._config.idle_timeout
-        while True:
-            deadline = self.stream.last_received + timeout
-            if trio.current_time() >= deadline:
-                self.close(f"no data from peer for {timeout:g} s")
-                return
-            await trio.sleep_until(deadline)
+                continue
+            with trio.CancelScope(deadline=min(due, deadline)) as self._nap:
+                await trio.sleep_forever()
 
     async def send(self, data: bytes) -> bool:
         """Send one message; False (and the channel is closing) if the peer is unusable."""
@@ -178,6 +231,8 @@ class PeerConnection:
                 else:
                     await self.stream.send_message(data)
                 self._last_sent = trio.current_time()
+                self._owed_since = None  # whatever we sent answers what we owed
+                self._answer_due = math.inf
             if scope.cancelled_caught:
                 self.close(f"peer stopped reading (a send took over {timeout:g} s)")
 

@@ -28,8 +28,9 @@ async def _streams(lockstep: bool = False) -> tuple[SecureStream, SecureStream]:
 
 def _conn(stream: SecureStream, received: list[bytes] | None = None) -> PeerConnection:
     assert stream.handshake is not None
-    info = PeerInfo(stream.handshake.remote, stream.handshake.name, "mem", "outbound",
-                    KEY_A.peer_id, 0.0)
+    dialler = stream.channel.role is Role.INITIATOR
+    info = PeerInfo(stream.handshake.remote, stream.handshake.name, "mem",
+                    "outbound" if dialler else "inbound", KEY_A.peer_id, 0.0)
 
     async def on_message(conn: PeerConnection, data: bytes) -> None:
         if received is not None:
