@@ -54,6 +54,7 @@ then holds the same chain state, or knows it was given a wrong one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
@@ -166,18 +167,27 @@ class OwnSenderKey:
 
     @property
     def signing_public(self) -> bytes:
-        public: bytes = nacl.bindings.crypto_sign_seed_keypair(self.signing_seed)[0]
-        return public
+        return _keypair(self.signing_seed)[0]
 
     def sign(self, message: bytes) -> bytes:
         """A detached 64-byte Ed25519 signature of ``message``."""
-        return bytes(nacl.signing.SigningKey(self.signing_seed).sign(message).signature)
+        signed: bytes = nacl.bindings.crypto_sign(message, _keypair(self.signing_seed)[1])
+        return signed[:SIGNATURE_LEN]
 
     def receiver_state(self) -> SenderKeyState:
         """The state to give a member joining now: it reads from ``self.index`` on."""
         return SenderKeyState(
             chain_key=self.chain_key, index=self.index, signing_public=self.signing_public
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _keypair(seed: bytes) -> tuple[bytes, bytes]:
+    """(public key, 64-byte secret key) of a signing seed. Every message of an epoch signs
+    with the same seed, and deriving the pair costs about as much as the signature itself:
+    the author's few current seeds are kept (they are in memory anyway, in its key state)."""
+    public, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
+    return bytes(public), bytes(secret)
 
 
 def encrypt(
