@@ -111,6 +111,7 @@ class Network:
         self._uplinks: dict[Addr, float | None] = {}
         self._uplink_free: dict[Addr, float] = {}
         self._cpu_free: dict[Addr, float] = {}
+        self._cpus: dict[Addr, float] = {}  # nodes with a CPU of their own speed
         self._last_arrival: dict[tuple[Addr, Addr], float] = {}
         self._down_count: dict[Addr, int] = {}  # times a node went offline
         self._partitions = 0  # times the partition changed
@@ -130,6 +131,12 @@ class Network:
 
     def set_uplink(self, node: Addr, bandwidth: float | None) -> None:
         self._uplinks[node] = bandwidth
+
+    def set_cpu(self, node: Addr, cpu: float) -> None:
+        """Give ``node`` a CPU of its own speed: ``cpu`` seconds per message."""
+        if cpu < 0:
+            raise ValueError("cpu must be at least 0")
+        self._cpus[node] = cpu
 
     def link(self, a: Addr, b: Addr) -> LinkSpec:
         return self._links.get((a, b), self.default)
@@ -186,7 +193,7 @@ class Network:
             mine.messages += 1
             mine.bytes += size
         now = self.scheduler.now
-        ready = self._use_cpu(src, now) if self.cpu else now
+        ready = self._use_cpu(src, now) if self.cpu or self._cpus else now
         bandwidth = self._uplinks.get(src, self.bandwidth)
         start = max(ready, self._uplink_free.get(src, 0.0))
         done = start + (8 * size / bandwidth if bandwidth else 0.0)
@@ -219,7 +226,7 @@ class Network:
                 or (partitions != self._partitions and not self.connected(src, dst))):
             self.lost += 1  # the connection broke while the message was in flight
             return
-        if self.cpu:  # the receiver's CPU reads it once it is free
+        if self.cpu or self._cpus:  # the receiver's CPU reads it once it is free
             self.scheduler.at(self._use_cpu(dst, self.scheduler.now), self.deliver, dst, src,
                               payload)
             return
@@ -227,9 +234,10 @@ class Network:
 
     def _use_cpu(self, node: Addr, now: float) -> float:
         """Queue ``cpu`` seconds of work on ``node``'s CPU; when it is done."""
-        done = max(now, self._cpu_free.get(node, 0.0)) + self.cpu
+        cost = self._cpus.get(node, self.cpu)
+        done = max(now, self._cpu_free.get(node, 0.0)) + cost
         self._cpu_free[node] = done
-        self.cpu_busy[node] = self.cpu_busy.get(node, 0.0) + self.cpu
+        self.cpu_busy[node] = self.cpu_busy.get(node, 0.0) + cost
         return done
 
     def bytes_of(self, kinds: Iterable[str]) -> int:

@@ -136,3 +136,17 @@ def test_without_cpu_nothing_changes_and_negative_cpu_is_refused() -> None:
     assert net.cpu_busy == {}
     with pytest.raises(ValueError):
         Network(Scheduler(), random.Random(1), cpu=-1.0)
+
+
+def test_a_node_may_have_a_cpu_of_its_own_speed() -> None:
+    scheduler = Scheduler()
+    net = Network(scheduler, random.Random(1), link=LinkSpec(0.002), bandwidth=None)
+    net.add(A)
+    net.add(B)
+    net.set_cpu(A, 0.001)  # only A's CPU costs anything
+    assert net.send(A, B, "x", 100, "message") == pytest.approx(0.003)
+    assert net.send(B, A, "y", 100, "message") == pytest.approx(0.002)
+    scheduler.run()
+    assert net.cpu_busy == {A: pytest.approx(0.002)}  # sent x, read y
+    with pytest.raises(ValueError):
+        net.set_cpu(B, -0.1)
