@@ -147,6 +147,6 @@ def test_a_node_may_have_a_cpu_of_its_own_speed() -> None:
     assert net.send(A, B, "x", 100, "message") == pytest.approx(0.003)
     assert net.send(B, A, "y", 100, "message") == pytest.approx(0.002)
     scheduler.run()
-    assert net.cpu_busy == {A: pytest.approx(0.002)}  # sent x, read y
+    assert net.cpu_busy == {A: pytest.approx(0.002), B: 0.0}  # A sent x and read y
     with pytest.raises(ValueError):
         net.set_cpu(B, -0.1)
