@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from node.api.pending_sends import send_queued
+from node.api.pending_sends import send_queued, send_queued_files
 from node.api.server import serve_control
 from node.config import Config
 from node.crypto.keys import IdentityKey
@@ -81,6 +81,7 @@ class App:
             async with self.node.listening(), trio.open_nursery() as nursery:
                 await nursery.start(groups.run)
                 send_queued(self.data_dir, groups)  # what `kith send` queued while stopped
+                nursery.start_soon(send_queued_files, self.data_dir, groups)  # (--file)
                 await nursery.start(serve_control, self, self.data_dir.control_socket)
                 for target in peers:
                     self.node.dial(target)

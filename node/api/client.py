@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,10 @@ from node.errors import KithError, NotRunningError
 TIMEOUT = 120.0
 #: Answers come from our own node and may be long (a whole group log); requests stay small.
 MAX_ANSWER = 256 * 1024 * 1024
+
+
+class ConnectionClosed(KithError):
+    """The node closed the control connection (it is stopping, most likely)."""
 
 
 def _connect(path: Path) -> socket.socket:
@@ -41,8 +45,11 @@ def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
                 chunk = sock.recv(65536)
             except TimeoutError as exc:
                 raise KithError(f"the node did not answer within {TIMEOUT:g} s") from exc
+            except OSError as exc:
+                raise ConnectionClosed("the node closed the control connection "
+                                       f"({exc.strerror})") from None
             if not chunk:
-                raise KithError("the node closed the control connection")
+                raise ConnectionClosed("the node closed the control connection")
             buf += chunk
             if len(buf) > MAX_ANSWER:
                 raise KithError("the node's answer is too long")
@@ -58,7 +65,8 @@ def _send(sock: socket.socket, request: bytes) -> None:
     try:
         sock.sendall(request)
     except OSError as exc:  # not a BrokenPipeError: that means our stdout's reader left
-        raise KithError(f"the node closed the control connection ({exc.strerror})") from None
+        raise ConnectionClosed(f"the node closed the control connection ({exc.strerror})"
+                               ) from None
 
 
 def call(path: Path, op: str, **params: Any) -> Any:
@@ -71,7 +79,7 @@ def call(path: Path, op: str, **params: Any) -> Any:
         sock.close()
 
 
-def follow(path: Path, op: str, **params: Any) -> Iterator[Any]:
+def follow(path: Path, op: str, **params: Any) -> Generator[Any, None, None]:
     """Like ``call`` with ``follow``: yields the result, then each streamed event, forever."""
     sock = _connect(path)
     try:

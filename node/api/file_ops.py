@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from node.api.numbers import number_of
 from node.errors import KithError
 from node.service.files import FileService
 
@@ -42,8 +43,9 @@ def usage(app: NodeApp, req: dict[str, Any]) -> Any:
     if req.get("group") is not None:
         group = app.groups.find(str(req["group"]))
         result["files"] = [
-            {"id": t.event.hex(), "name": t.ref.name, "size": t.ref.size, "on_disk": on_disk,
-             "state": t.state, "time": when, "mine": t.author == app.groups.me}
+            {"id": t.event.hex(), "number": number_of(group, t.event), "name": t.ref.name,
+             "size": t.ref.size, "on_disk": on_disk, "state": t.state, "time": when,
+             "mine": t.author == app.groups.me}
             for t, on_disk, when in files.file_rows(group.id)]
     return result
 

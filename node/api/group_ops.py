@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from node.api import protocol
+from node.api.numbers import find_event as find_message
 from node.api.views import (
     event_view,
     group_view,
@@ -125,24 +126,8 @@ def _role(req: dict[str, Any], default: str | None = None) -> Role:
 
 
 def _event(group: Group, req: dict[str, Any], key: str = "event") -> EventId:
-    """An event of ``group`` by id: 64 hex digits or a unique prefix of 8 or more."""
-    text = _str(req, key).strip().lower()
-    label = group.core.state.name or group.id.hex()[:12]
-    if re.fullmatch(r"\[?#?\d{1,7}\]?", text):
-        raise KithError(f"{text} looks like a number from `kith chat`, which only chat "
-                        f"knows: give the message's id from `kith log {label}`")
-    if not 8 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
-        raise KithError(f"an event id is 8 to 64 hex digits, not {text!r}")
-    if len(text) == 64:
-        found = group.core.get(EventId(bytes.fromhex(text)))
-        matches = [found.id] if found is not None else []
-    else:
-        matches = [e.id for e in group.core.delivered_order() if e.id.hex().startswith(text)]
-    if not matches:
-        raise KithError(f"no such event {text} in {label}")
-    if len(matches) > 1:
-        raise KithError(f"{text} matches several events in {label}; give more of the id")
-    return matches[0]
+    """An event of ``group``: a message number (``3``, ``[3]``) or an id (``numbers``)."""
+    return find_message(group, _str(req, key))
 
 
 def is_emoji(text: str) -> bool:

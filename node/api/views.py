@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.api.numbers import number_of
 from node.group.bodies import (
     Add,
     Approve,
@@ -176,6 +177,7 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
         "mine": mine,
     }
     if event.kind is Kind.MESSAGE:
+        view["number"] = number_of(group, event.id)  # [N]: node.api.numbers
         view["decrypted"] = view["text"] is not None
         body = decode_body(Kind.MESSAGE, event.body, mode=group.core.mode)
         if isinstance(body, PrivateMessage):
@@ -185,6 +187,7 @@ def event_view(service: GroupService, group: Group, event: Event) -> dict[str, A
         target = decode_body(event.kind, event.body)
         assert isinstance(target, Delete | Pin)
         view["target"] = target.target.hex()
+        view["target_number"] = number_of(group, target.target)
     elif event.kind in (Kind.BAN, Kind.UNBAN, Kind.APPROVE):
         action = decode_body(event.kind, event.body)
         assert isinstance(action, Ban | Unban | Approve)
@@ -246,6 +249,7 @@ def _message_fields(service: GroupService, group: Group, event: Event, view: dic
     if isinstance(content, Edit | React):
         view["kind"] = "edit" if isinstance(content, Edit) else "reaction"
         view["target"] = content.target.hex()
+        view["target_number"] = number_of(group, content.target)
         view["applied"] = event.id in conv.targets
         if isinstance(content, React):
             view["emoji"], view["remove"] = content.emoji, content.remove
@@ -266,7 +270,8 @@ def _message_fields(service: GroupService, group: Group, event: Event, view: dic
         quoted = conv.threads.get(thread.reply_to)
         if quoted is not None:
             view["reply_preview"] = {"author_name": name_of(service, group, quoted.author),
-                                     "text": quoted.text, "deleted": quoted.deleted_by is not None}
+                                     "text": quoted.text, "deleted": quoted.deleted_by is not None,
+                                     "number": number_of(group, thread.reply_to)}
     view["edited"] = bool(thread.edits)
     view["edits"] = [{"text": text, "time": group.joined_at.get(version)}
                      for version, text in thread.edits]

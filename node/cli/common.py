@@ -25,8 +25,8 @@ from node.errors import ConfigError
 from node.wire.hello import MAX_NAME_CHARS
 
 #: What EVENT means wherever a command takes one.
-EVENT_HELP = ("a message: the 8 hex digits `kith log GROUP` shows after the time (more "
-              "digits if 8 match several); chat's [N] numbers are for chat only")
+EVENT_HELP = ("a message: its number, as `kith log GROUP` and `kith chat` show it ([3] or "
+              "3), or its id: the 8 hex digits after the number (more if 8 match several)")
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from node.api import client
-from node.cli.common import escape, out, table
+from node.cli.common import EVENT_HELP, escape, out, table
 from node.datadir import DataDir
-from node.errors import KithError
+from node.errors import KithError, NotRunningError
 
 #: Seconds between progress polls.
 POLL = 0.2
@@ -60,8 +60,15 @@ class Progress:
 def cmd_send_file(args: argparse.Namespace, datadir: DataDir) -> int:
     path = Path(args.file).expanduser().absolute()
     text = " ".join(args.text)
-    upload = client.call(datadir.control_socket, "file.send", group=args.group, file=str(path),
-                         text=text)
+    try:
+        upload = client.call(datadir.control_socket, "file.send", group=args.group,
+                             file=str(path), text=text)
+    except NotRunningError:
+        from node.cli import offline
+
+        queued = offline.send_file(datadir, args.group, path, text)
+        return out(args, queued, f"node not running: queued {name_text(path.name)} "
+                   f"({size_text(queued['size'])}); it goes out when the node starts")
     progress = Progress(f"sending {name_text(upload['name'])}")
     try:
         while upload["state"] == "encrypting":
@@ -131,8 +138,10 @@ def cmd_files(args: argparse.Namespace, datadir: DataDir) -> int:
         return out(args, usage, "")
     if args.group is not None:
         now = time.time()
-        rows: list[tuple[str, ...]] = [("EVENT", "AGE", "SIZE", "ON DISK", "STATE", "NAME")]
-        rows += [(f["id"][:12], age_text(now - f["time"]) if f["time"] else "?",
+        rows: list[tuple[str, ...]] = [("N", "EVENT", "AGE", "SIZE", "ON DISK", "STATE",
+                                        "NAME")]
+        rows += [(f"[{f['number']}]" if f.get("number") else "", f["id"][:12],
+                  age_text(now - f["time"]) if f["time"] else "?",
                   size_text(f["size"]), size_text(f["on_disk"]),
                   f["state"] + (" (yours)" if f["mine"] else ""), name_text(f["name"]))
                  for f in usage["files"]]
@@ -182,7 +191,7 @@ def add_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
                        "The name is made safe (no path separators or control characters) and "
                        "an existing file is never overwritten: 'name (1).ext' is used instead.")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("event", metavar="EVENT")
+    p.add_argument("event", metavar="EVENT", help=EVENT_HELP)
     p.add_argument("dir", metavar="DIR", nargs="?", default=".")
     p.add_argument("--no-wait", action="store_true",
                    help="fail at once if the file is not all here yet")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Generator
 from typing import Any
 
 from node.api import client
@@ -121,17 +122,67 @@ def cmd_log(args: argparse.Namespace, datadir: DataDir) -> int:
         for line in gap_lines(datadir, args.group, missing):
             print(line)
         return 0
-    stream = client.follow(datadir.control_socket, "log", **params)
+    return follow_log(args, datadir, params)
+
+
+#: Seconds between looks for the node while ``log --follow`` waits for it to start.
+WAIT_POLL = 0.25
+
+
+def follow_log(args: argparse.Namespace, datadir: DataDir, params: dict[str, Any]) -> int:
+    """``kith log --follow``: the log so far, then each new event, until Ctrl-C.
+
+    With the node stopped, what is stored is printed first; the command then says (on
+    stderr) that it waits for the node, and follows once it is up, printing only what it
+    has not printed yet. The same when the node stops while followed.
+    """
+    printed: set[str] = set()
+
+    def show(event: dict[str, Any]) -> None:
+        if event.get("id"):
+            printed.add(event["id"])
+        if args.json:
+            print(json.dumps(event), flush=True)
+        elif event.get("kind") != "typing":  # ephemeral: for interactive clients
+            print(format_event(event), flush=True)
+
     try:
-        for i, item in enumerate(stream):
-            for event in item if i == 0 else [item]:
-                if args.json:
-                    print(json.dumps(event), flush=True)
-                elif event.get("kind") != "typing":  # ephemeral: for interactive clients
-                    print(format_event(event), flush=True)
+        try:
+            stream = client.follow(datadir.control_socket, "log", **params)
+            first = next(stream)
+        except NotRunningError:
+            from node.cli import offline
+
+            events, _ = offline.log(datadir, args.group, include_keys=args.all,
+                                    limit=args.limit)
+            for event in events:
+                show(event)
+            stream, first = _wait_for_node(datadir, params, "not running")
+        while True:
+            for event in first:
+                if event.get("id") not in printed:
+                    show(event)
+            try:
+                for event in stream:
+                    show(event)
+            except client.ConnectionClosed:
+                stream.close()
+            stream, first = _wait_for_node(datadir, params, "stopped")
     except KeyboardInterrupt:
         return 0
-    return 0
+
+
+def _wait_for_node(datadir: DataDir, params: dict[str, Any], why: str
+                   ) -> tuple[Generator[Any, None, None], list[dict[str, Any]]]:
+    """Say so on stderr, then wait until the node answers; its stream and first answer."""
+    print(f"kith: node {why}; following as soon as it starts (Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
+    while True:
+        try:
+            stream = client.follow(datadir.control_socket, "log", **params)
+            return stream, next(stream)
+        except (NotRunningError, client.ConnectionClosed):  # (a node stopping, or starting)
+            time.sleep(WAIT_POLL)
 
 
 def gap_lines(datadir: DataDir, group: str, missing: dict[str, int] | None = None
@@ -157,10 +208,18 @@ def read_by_text(e: dict[str, Any]) -> str:
     return f"read by {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+#: Columns of the message number in ``kith log`` (``[123]``; longer ones push the line).
+NUMBER_WIDTH = 5
+#: Where a message's file and reactions lines start: under its id.
+DETAIL = " " * (10 + NUMBER_WIDTH)
+
+
 def format_event(e: dict[str, Any]) -> str:
+    """One event as ``kith log`` prints it: time, number (messages), id prefix, text."""
     when = time.strftime("%H:%M:%S", time.localtime(e["time"])) if e.get("time") else "--:--:--"
     who = escape(str(e.get("author_name", "")))
     short = e.get("id", "")[:8]
+    number = f"[{e['number']}]" if e.get("number") else ""
     if e["kind"] == "message":
         if e.get("deleted"):
             text = f"[deleted by {escape(e.get('deleted_by') or '?')}]"
@@ -178,7 +237,7 @@ def format_event(e: dict[str, Any]) -> str:
                 mark = f"  ({read_by_text(e)})"
         extra = ("  (edited)" if e.get("edited") else "") + ("  [pinned]" if e.get("pinned")
                                                             else "")
-        line = f"{when} {short} {who}: {text}{extra}{mark}"
+        line = f"{when} {number:>{NUMBER_WIDTH}} {short} {who}: {text}{extra}{mark}"
         preview = e.get("reply_preview")
         if e.get("reply_to"):
             if preview is None:
@@ -188,22 +247,25 @@ def format_event(e: dict[str, Any]) -> str:
             else:
                 quoted = (f"{escape(preview['author_name'])}: "
                           f"{escape((preview.get('text') or '')[:60])}")
-            line = f"{' ' * 18}> {quoted}\n{line}"
+            if preview is not None and preview.get("number"):
+                quoted = f"[{preview['number']}] {quoted}"
+            line = f"{' ' * (19 + NUMBER_WIDTH)}> {quoted}\n{line}"
         if e.get("file"):
             from node.cli.files import describe
 
-            line += "\n         " + describe(e["file"])
+            line += "\n" + DETAIL + describe(e["file"])
         if e.get("reactions"):
-            line += "\n         " + "  ".join(
+            line += "\n" + DETAIL + "  ".join(
                 f"{escape(emoji)} {len(names)} ({', '.join(escape(n) for n in names)})"
                 for emoji, names in e["reactions"].items())
         return line
     if e["kind"] in ("edit", "reaction"):
-        what = (f"edited {e['target'][:8]}: {escape(e['text'] or '')}" if e["kind"] == "edit"
+        target = f"[{e['target_number']}]" if e.get("target_number") else e["target"][:8]
+        what = (f"edited {target}: {escape(e['text'] or '')}" if e["kind"] == "edit"
                 else f"{'removed' if e.get('remove') else 'reacted'} {escape(e.get('emoji', ''))}"
-                f" on {e['target'][:8]}")
-        return f"{when} {short} * {who} {what}"
-    return f"{when} {short} * {escape(e['info'] or e['kind'])}"
+                f" on {target}")
+        return f"{when} {number:>{NUMBER_WIDTH}} {short} * {who} {what}"
+    return f"{when} {number:>{NUMBER_WIDTH}} {short} * {escape(e['info'] or e['kind'])}"
 
 
 def cmd_target_op(args: argparse.Namespace, datadir: DataDir) -> int:
@@ -234,7 +296,8 @@ def cmd_notify(args: argparse.Namespace, datadir: DataDir) -> int:
 def add_message_parsers(sub: Any, gsub: Any, common: list[argparse.ArgumentParser]) -> None:
     """``kith edit/delete/react/pin``, ``send --reply``, ``group mute/notify``."""
     sub.choices["send"].add_argument("--reply", metavar="EVENT",
-                                     help="reply to this message (its id or 8+ hex digits)")
+                                     help="reply to this message: its number as `kith log` "
+                                     "shows it, or its id")
     p = sub.add_parser("edit", parents=common, help="edit one of your messages",
                        description="Replace the text of one of your messages. Everyone sees "
                        "the new text, marked (edited); the earlier versions stay in --json.")
@@ -298,13 +361,13 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "demo": ("kith demo --nodes 5",),
     "network-key": ("kith network-key lan.key", "kith run --network-key lan.key"),
     "send": ("kith send lab hello everyone", "kith send lab --file slides.pdf \"the slides\"",
-             "fortune | kith send lab -", "kith send lab --reply 1a2b3c4d sure"),
+             "fortune | kith send lab -", "kith send lab --reply 3 sure"),
     "log": ("kith log lab --limit 20", "kith log lab --follow", "kith log lab --json | jq ."),
-    "edit": ("kith edit lab 1a2b3c4d see you at 10, not 9",),
-    "delete": ("kith delete lab 1a2b3c4d",),
-    "react": ("kith react lab 1a2b3c4d 👍", "kith react lab 1a2b3c4d 👍 --remove"),
-    "pin": ("kith pin lab 1a2b3c4d", "kith pin lab 1a2b3c4d --unpin"),
-    "save": ("kith save lab 1a2b3c4d ~/Downloads",),
+    "edit": ("kith edit lab 3 see you at 10, not 9",),
+    "delete": ("kith delete lab 3", "kith delete lab 1a2b3c4d"),
+    "react": ("kith react lab 3 👍", "kith react lab 3 👍 --remove"),
+    "pin": ("kith pin lab 3", "kith pin lab 3 --unpin"),
+    "save": ("kith save lab 4 ~/Downloads",),
     "group create": ("kith group create lab", "kith group create lobby --mode open "
                      "--policy blacklist"),
     "group list": ("kith group list",),

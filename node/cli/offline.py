@@ -1,11 +1,11 @@
-"""``kith log`` and ``kith send`` while no node runs on the data directory.
+"""``kith log`` and ``kith send`` (``--file`` too) while no node runs on the data directory.
 
 A running node holds the data directory's lock; a command that finds no node takes
 the lock itself (so no node starts meanwhile), opens the store and loads the groups
 as a starting node would, without listening or dialling. ``log`` shows the same
 views the node would (nothing is marked read); ``send`` checks the group and the
 message, then queues it for the node (``node.api.pending_sends``), which authors it
-when it starts.
+when it starts; ``send --file`` queues a copy of the file the same way.
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from node.api.group_ops import find_event
-from node.api.pending_sends import queue_send
+from node.api.pending_sends import queue_file, queue_send
 from node.api.views import group_view, log_view
 from node.cli.common import lock_data_dir
 from node.config import Config
 from node.datadir import DataDir
 from node.errors import KithError, NotRunningError
-from node.group.bodies import MAX_TEXT
+from node.files.attachment import HARD_MAX_FILE
+from node.group.bodies import MAX_TEXT, Role
 from node.service.groups import GroupService
 from node.store.db import Store
 
@@ -64,6 +66,32 @@ def log(datadir: DataDir, group: str, *, include_keys: bool, limit: int | None
         found = service.find(group)
         missing = group_view(service, found)["missing"]
         return log_view(service, found, include_keys=include_keys, limit=limit), missing
+
+
+def send_file(datadir: DataDir, group: str, path: Path, caption: str) -> dict[str, Any]:
+    """Queue a copy of the file at ``path`` for ``group`` (sent when the node starts)."""
+    if len(caption) > MAX_TEXT:
+        raise KithError(f"a caption is at most {MAX_TEXT} characters")
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise KithError(f"{path} is not a regular file")
+        if not os.access(path, os.R_OK):
+            raise KithError(f"cannot read {path}: permission denied")
+    except OSError as exc:
+        raise KithError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size > HARD_MAX_FILE:
+        raise KithError(f"{path.name} is over the {HARD_MAX_FILE >> 20} MiB a file may have")
+    with stored(datadir) as service:
+        found = service.find(group)
+        role = found.core.state.role(service.me)
+        if role is None:
+            raise KithError(f"you are not a member of {found.core.state.name!r}")
+        if role is Role.GUEST:
+            raise KithError("guests can read but not post")
+        copy = queue_file(datadir, found.id.hex(), path, caption)
+        return {"queued": True, "group": found.id.hex(), "file": path.name, "size": size,
+                "text": caption, "copy": str(copy)}
 
 
 def send(datadir: DataDir, group: str, text: str, count: int, reply: str | None

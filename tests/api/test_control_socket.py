@@ -192,7 +192,7 @@ BAD_REQUESTS: list[tuple[bytes, str]] = [
     (b'{"op": "group.notify", "group": "lab", "muted": "yes"}\n', "'muted' must be true or"),
     (b'{"op": "group.discover", "timeout": NaN}\n', "timeout must be 0..60 seconds"),
     (b'{"op": "react", "group": "lab", "event": "zzzzzzzz", "emoji": "x"}\n',
-     "an event id is 8 to 64 hex digits"),
+     "or 8 to 64 hex digits of its id"),
     (b'{"op": "file.send", "group": "lab", "file": "relative.txt"}\n',
      "the file path must be absolute"),
 ]

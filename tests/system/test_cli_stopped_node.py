@@ -1,5 +1,6 @@
 """``kith log`` and ``kith send`` while the node is stopped, and ``send GROUP -``
-(issue 15, item 10), through real ``kith`` processes on loopback.
+(issue 15, item 10), ``send --file`` and ``log --follow`` too, through real ``kith``
+processes on loopback.
 
 ``log`` reads the stored history; ``send`` queues the message in the data directory
 and the node sends it when it starts. A test learns that the node sent them from its
@@ -10,6 +11,7 @@ never by sleeping.
 from __future__ import annotations
 
 import json
+import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -106,3 +108,68 @@ async def test_the_name_given_to_run_is_the_name_when_stopped(tmp: Path) -> None
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert shown["name"] == "bob"
+
+
+async def test_send_file_queues_a_copy_while_stopped_and_the_node_sends_it_at_start(
+    tmp: Path
+) -> None:
+    notes = tmp / "notes.txt"
+    original = b"the notes as they were when sent\n" * 1000
+    notes.write_bytes(original)
+    async with AsyncExitStack() as stack:
+        alice, bob = await start_mesh(stack, tmp, ["alice", "bob"])
+        await ok(alice.data, "group", "create", "lab")
+        await ok(alice.data, "group", "add", "lab", "bob")
+        await bob.proc.wait_for_line(rf"added to group lab by {alice.short}")
+        assert await alice.proc.stop() == 0
+        said = await ok(alice.data, "send", "lab", "--file", str(notes), "the", "notes")
+        assert said == ("node not running: queued notes.txt (32.2 KiB); it goes out when "
+                        "the node starts\n")
+        notes.write_bytes(b"changed after sending")  # what was sent is the copy
+        for args, error in (
+            (("--file", str(tmp / "missing.txt")), "kith: cannot read "),
+            (("--file", str(tmp)), "is not a regular file"),
+        ):
+            assert error in one_error_line((await kith_cli(alice.data, "send", "lab",
+                                                           *args)).stderr)
+        assert "no group 'nosuch'" in one_error_line(
+            (await kith_cli(alice.data, "send", "nosuch", "--file", str(notes))).stderr)
+        async with running(alice.data, "alice", [bob]) as again:
+            await again.proc.wait_for_line(
+                r"sent the file notes\.txt queued for lab while the node was stopped")
+            async with kith_process(bob.data, "log", "lab", "--follow", "--json",
+                                    watch="stdout") as follow:
+                await follow.wait_until(
+                    lambda lines: any('"complete"' in line and "notes.txt" in line
+                                      for line in lines), "bob to have the whole file")
+            [message] = await messages(bob.data)
+            assert message["text"] == "the notes"
+            saved = json.loads(await ok(bob.data, "save", "lab", str(message["number"]),
+                                        str(tmp), "--json"))
+        assert await trio.Path(saved["path"]).read_bytes() == original
+        assert list((alice.data / "queued-files").iterdir()) == []
+
+
+async def test_log_follow_on_a_stopped_node_waits_for_it_and_ends_on_ctrl_c(
+    tmp: Path
+) -> None:
+    async with running(tmp / "a", "alice") as alice:
+        await ok(alice.data, "group", "create", "lab")
+        await ok(alice.data, "send", "lab", "before")
+    async with kith_process(alice.data, "log", "lab", "--follow", watch="both") as follow:
+        await follow.wait_for_line(r"\[1\] [0-9a-f]{8} alice: before")
+        await follow.wait_for_line(
+            r"^kith: node not running; following as soon as it starts \(Ctrl-C to stop\)$")
+        async with running(alice.data, "alice") as again:
+            await ok(again.data, "send", "lab", "after")
+            await follow.wait_for_line(r"\[2\] [0-9a-f]{8} alice: after")
+        await follow.wait_for_line(r"^kith: node stopped; following as soon as it starts")
+        async with running(alice.data, "alice") as again:
+            await ok(again.data, "send", "lab", "once more")
+            await follow.wait_for_line(r"\[3\] [0-9a-f]{8} alice: once more")
+        follow.send_signal(signal.SIGINT)
+        assert await follow.wait() == 0
+    printed = [line for line in follow.lines if "alice: " in line]
+    assert [line.split("alice: ")[1].split("  (")[0] for line in printed] == [
+        "before", "after", "once more"]  # each once
+    assert "Traceback" not in follow.log

@@ -103,7 +103,9 @@ async def test_group_add_takes_a_name_or_a_short_id(tmp: Path) -> None:
                      dave.peer_id: "member"}
 
 
-async def test_reactions_are_emoji_and_chat_numbers_are_explained(tmp: Path) -> None:
+async def test_reactions_are_emoji_and_a_number_that_does_not_exist_is_said(
+    tmp: Path
+) -> None:
     async with running(tmp / "a", "alice") as alice:
         await ok(alice.data, "group", "create", "lab")
         sent = json.loads(await ok(alice.data, "send", "lab", "hello", "--json"))
@@ -111,7 +113,8 @@ async def test_reactions_are_emoji_and_chat_numbers_are_explained(tmp: Path) -> 
         line = await fails(alice.data, "react", "lab", short, "notanemoji")
         assert line == "kith: a reaction is one emoji (like 👍), not 'notanemoji'"
         line = await fails(alice.data, "react", "lab", "[3]", "👍")
-        assert "looks like a number from `kith chat`" in line and "kith log lab" in line
+        assert line == ("kith: no message [3] in lab: its messages are [1] to [1] "
+                        "(see `kith log lab`)")
         await ok(alice.data, "react", "lab", short, "👍🏽")
         [message] = await messages(alice.data)
     assert message["reactions"] == {"👍🏽": ["alice"]}
@@ -133,7 +136,8 @@ async def test_every_command_has_a_description_an_example_and_option_help(tmp: P
     assert "--mute no notifications for this group" in await help_of("group", "notify")
     assert "guest: reads only" in await help_of("group", "add")
     assert "pairwise, one encryption per recipient" in await help_of("demo")
-    assert "EVENT a message: the 8 hex digits `kith log GROUP` shows" in await help_of("react")
+    assert ("EVENT a message: its number, as `kith log GROUP` and `kith chat` show it"
+            in await help_of("react"))
     assert "by this computer's clock and time zone" in await help_of("log")
 
 
