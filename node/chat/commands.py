@@ -154,7 +154,9 @@ def _message(model: ChatModel, ref: str) -> View:
         raise UsageError(f"{clean(ref)!r} is not a message number: use the [N] shown before it")
     view = model.event_for(int(number))
     if view is None:
-        raise UsageError(f"no message [{number}] in this group")
+        shown = list(model.handles.get(model.current or "", {}).values())
+        older = " among the messages loaded here" if shown and int(number) < min(shown) else ""
+        raise UsageError(f"no message [{int(number)}]{older} in this group")
     return view
 
 

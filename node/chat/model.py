@@ -9,10 +9,11 @@ Views from the node are plain dicts. Fields added by newer nodes (``unread``,
 ``muted``, ``reactions``, ``typing``, ...) are read with defaults, so the
 client works, with less to show, against a node that does not have them yet.
 
-Handles: messages get short numbers (``[7]``) so that ``/reply 7 ...`` never
-needs a hex id. A number is given to a message the first time the client sees
-it and stays with it for the session, even if a late message is ordered
-before it later.
+Handles: messages carry short numbers (``[7]``) so that ``/reply 7 ...`` never
+needs a hex id. The node numbers them (``number`` in its views: the order it stored
+them, node.api.numbers), so ``[7]`` is the same message in every chat session, in
+``kith log`` and in ``kith react GROUP 7 ...``. Against a node whose views have no
+numbers, the client numbers messages itself, in the order it first sees them.
 """
 
 from __future__ import annotations
@@ -187,8 +188,12 @@ class ChatModel:
         self.events = views
         handles = self.handles.setdefault(group_id, {})
         for view in views:
-            if view.get("kind") == "message" and view.get("id") and view["id"] not in handles:
-                handles[view["id"]] = len(handles) + 1
+            if view.get("kind") == "message" and view.get("id"):
+                number = view.get("number")
+                if isinstance(number, int) and not isinstance(number, bool):
+                    handles[view["id"]] = number  # the node's: the same everywhere
+                elif view["id"] not in handles:
+                    handles[view["id"]] = len(handles) + 1
 
     def handle_of(self, event_id: str) -> int | None:
         return self.handles.get(self.current or "", {}).get(event_id)

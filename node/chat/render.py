@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from node.chat.model import ChatModel, GroupInfo, MemberInfo, View
-from node.chat.text import clean, shorten
+from node.chat.text import clean, columns, fit, shorten
 
 Line = tuple[str, str]
 Clock = Callable[[float], str]
@@ -165,7 +165,17 @@ def conversation_lines(model: ChatModel, now: float, clock: Clock = local_time) 
     return lines
 
 
-def group_lines(model: ChatModel) -> list[Line]:
+#: Columns a group's name keeps at least in a narrow groups pane ("pic…").
+MIN_NAME = 4
+#: Marks of the groups pane, and their short forms for a pane too narrow for them.
+SHORT_BADGES = {"[muted]": "[m]", "[left]": "[l]"}
+
+
+def group_lines(model: ChatModel, width: int | None = None) -> list[Line]:
+    """The groups pane; with ``width``, each row fits in it (never wraps): a long name is
+    shortened (…) so that its marks (unread count, ``[muted]``, ``[left]``) stay on its
+    row; the marks take their short forms (``[m]``, ``[l]``) only when even a 4-column
+    name leaves them no room."""
     lines: list[Line] = [("title", "Groups")]
     for g in model.groups:
         marker = ">" if g.id == model.current else " "
@@ -176,12 +186,26 @@ def group_lines(model: ChatModel) -> list[Line]:
             badges.append("[muted]")
         if not g.member:
             badges.append("[left]")
-        text = f"{marker} {clean(g.name)} {' '.join(badges)}".rstrip()
+        text = group_row(marker, clean(g.name), badges, width)
         style = "current" if g.id == model.current else ("unread" if g.unread else "group")
         lines.append((style, text))
     if not model.groups:
         lines.append(("info", "  (none)"))
     return lines
+
+
+def group_row(marker: str, name: str, badges: list[str], width: int | None) -> str:
+    """One row of the groups pane, within ``width`` columns if given."""
+    def row(name: str, badges: list[str]) -> str:
+        return f"{marker} {name} {' '.join(badges)}".rstrip()
+
+    if width is None or columns(row(name, badges)) <= width:
+        return row(name, badges)
+    for marks, least in ((badges, MIN_NAME), ([SHORT_BADGES.get(b, b) for b in badges], 2)):
+        room = width - 2 - (columns(" " + " ".join(marks)) if marks else 0)
+        if room >= min(least, columns(name)):
+            return row(fit(name, room), marks)
+    return fit(row(name, badges), width)
 
 
 def presence_text(member: MemberInfo, model: ChatModel, now: float, clock: Clock) -> str:

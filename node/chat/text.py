@@ -46,6 +46,22 @@ def is_clean(text: str) -> bool:
     return clean(text) == text
 
 
+def columns(text: str) -> int:
+    """Terminal columns ``text`` takes, as urwid lays it out (wide characters take two)."""
+    import urwid
+
+    return int(urwid.calc_width(text, 0, len(text)))
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` columns, ending with an ellipsis when cut."""
+    if columns(text) <= width:
+        return text
+    while text and columns(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
 def shorten(text: str, width: int) -> str:
     """At most ``width`` characters, with an ellipsis when cut."""
     if len(text) <= width:

@@ -67,6 +67,9 @@ MEMBERS_WIDTH = 28
 #: Below this many columns the side panes narrow, so the conversation keeps room (80x24).
 NARROW = 110
 NARROW_WIDTHS = (14, 18)
+#: From this many columns up to NARROW the groups pane keeps room for "> name [muted]".
+MEDIUM = 100
+MEDIUM_WIDTHS = (18, 18)
 Walker = urwid.SimpleFocusListWalker[Any]
 #: Rows the input line takes at most (a long paste scrolls inside them).
 INPUT_ROWS = 5
@@ -192,16 +195,30 @@ class HelpBox(urwid.WidgetWrap[Any]):
         return None
 
 
+def pane_widths(columns: int) -> tuple[int, int]:
+    """The widths of the groups and members panes on a terminal ``columns`` wide."""
+    if columns >= NARROW:
+        return GROUPS_WIDTH, MEMBERS_WIDTH
+    return MEDIUM_WIDTHS if columns >= MEDIUM else NARROW_WIDTHS
+
+
 class Panes(urwid.Columns):
-    """Groups | conversation | members; the side panes narrow on a narrow terminal."""
+    """Groups | conversation | members; the side panes narrow on a narrow terminal.
+
+    ``on_groups_width`` is called when the groups pane changes width, so its rows are
+    laid out again to fit it (``render.group_lines``)."""
+
+    on_groups_width: Callable[[int], None] | None = None
 
     def render(self, size: Any, focus: bool = False) -> Any:
-        groups, members = (GROUPS_WIDTH, MEMBERS_WIDTH) if size[0] >= NARROW else NARROW_WIDTHS
+        groups, members = pane_widths(size[0])
         for index, width in ((0, groups), (2, members)):
             entry: Any = self.contents[index]
             widget, (_kind, current, _box) = entry
             if current != width:
                 self.contents[index] = (widget, self.options("given", width))
+                if index == 0 and self.on_groups_width is not None:
+                    self.on_groups_width(width)
         return super().render(size, focus)
 
 
@@ -222,6 +239,9 @@ class ChatView:
                                         brcorner="┴", lline="│", rline="│", tline="", bline="")),
             (MEMBERS_WIDTH, urwid.ListBox(self.members)),
         ], dividechars=1)
+        body.on_groups_width = self._groups_width
+        self.panes = body
+        self.groups_width = GROUPS_WIDTH
         footer = urwid.Pile([urwid.AttrMap(self.status, "status"), self.input])
         self.frame = urwid.Frame(body, header=urwid.AttrMap(self.header, "header"),
                                  footer=footer, focus_part="footer")
@@ -239,7 +259,7 @@ class ChatView:
         now = time.time()
         model = self.model
         self.header.set_text(header_text(model))
-        self._texts(self.groups, group_lines(model))
+        self._texts(self.groups, group_lines(model, self.groups_width))
         self._texts(self.members, member_lines(model, now))
         focus = self.conversation.focus
         self._texts(self.conversation, conversation_lines(model, now), hang=True)
@@ -249,6 +269,10 @@ class ChatView:
             else:
                 self.conversation.set_focus(min(focus, len(self.conversation) - 1))
         self.status.set_text(model.status)
+
+    def _groups_width(self, width: int) -> None:
+        self.groups_width = width
+        self._texts(self.groups, group_lines(self.model, width))
 
     @property
     def help_shown(self) -> bool:

@@ -248,6 +248,14 @@ async def test_a_whole_conversation_with_the_node_in_process(tmp: Path) -> None:
         await _reply_react_edit(t, tmp / "bob", handle(hi), handle(hello))
         await _delete_evil(t, handle(evil))
 
+        # The [N] chat shows is the node's number: the CLI takes it too, and it names the
+        # same message in `kith log` (which reaches the chat's node through its socket).
+        numbers = {e["text"]: e.get("number") for e in await log_json(tmp / "alice", "team")}
+        assert numbers["hello again"] == int(handle(hello))
+        reacted = await kith_cli(tmp / "alice", "react", "team", f"[{handle(hello)}]", "🎉")
+        assert reacted.returncode == 0, reacted.stderr.decode()
+        await t.wait_for_screen("alice", r"🎉 alice")
+
         await t.keys("alice", "C-c")
         await t.wait_for_screen("alice", r"\[exited 0\]")
 
