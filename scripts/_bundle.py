@@ -10,6 +10,15 @@ Python (``py3-none-any``), so that no target ever has to compile anything or fet
 backend. setuptools (Kith's build backend) is included too, so that ``./scripts/run`` can
 make its editable install from the wheelhouse. The new wheelhouse is assembled beside the
 old one and swapped in at the end, so ``kith share`` never serves a half-built one.
+
+Self-check (``check``, run before the swap, and alone with ``--check DIR``): for every
+target the manifest claims, pip resolves Kith and all its dependencies from the
+wheelhouse alone (``install --dry-run --no-index --find-links DIR --only-binary=:all:``
+with the target's ``--platform``/``--python-version``/``--abi``), exactly as a machine of
+that kind would with no internet. pip evaluates environment markers for the machine it
+runs on (only the Python version is the target's), so the check also walks the resolved
+set with each target's own markers (``sys_platform``, ``os_name``, ``platform_machine``,
+...) and resolves, the same way, any dependency that only that target needs.
 """
 
 from __future__ import annotations
@@ -41,6 +50,19 @@ TARGETS: dict[str, list[str]] = {
     "Windows x86_64": ["win_amd64"],
 }
 _MISSING = re.compile(r"No matching distribution found for (\S+)")
+#: Environment markers of each target (pip evaluates markers for the machine it runs on).
+MARKERS: dict[str, dict[str, str]] = {
+    "Linux x86_64": {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+                     "platform_machine": "x86_64"},
+    "Linux aarch64": {"sys_platform": "linux", "platform_system": "Linux",
+                      "os_name": "posix", "platform_machine": "aarch64"},
+    "macOS x86_64": {"sys_platform": "darwin", "platform_system": "Darwin",
+                     "os_name": "posix", "platform_machine": "x86_64"},
+    "macOS arm64": {"sys_platform": "darwin", "platform_system": "Darwin", "os_name": "posix",
+                    "platform_machine": "arm64"},
+    "Windows x86_64": {"sys_platform": "win32", "platform_system": "Windows", "os_name": "nt",
+                       "platform_machine": "AMD64"},
+}
 
 
 class BundleError(Exception):
@@ -140,6 +162,104 @@ def build(out: Path, *, here: bool, dev: bool) -> dict[str, Any]:
     }
 
 
+def resolve(house: Path, requirement: str, platform_args: list[str]
+            ) -> tuple[list[dict[str, Any]], str]:
+    """What pip would install for REQUIREMENT from HOUSE alone (``--report`` entries), or
+    ([], pip's error) if it cannot."""
+    with tempfile.TemporaryDirectory() as target:
+        done = pip("install", "--dry-run", "--ignore-installed", "--no-index",
+                   "--find-links", str(house), "--only-binary=:all:", "--target", target,
+                   "--report", "-", *platform_args, requirement)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+        return [], " ".join(lines) or done.stderr.strip()
+    return json.loads(done.stdout)["install"], ""
+
+
+def _markers() -> Any:
+    try:
+        from packaging import requirements  # (pytest brings it; else pip's copy)
+    except ImportError:
+        from pip._vendor.packaging import requirements  # type: ignore[no-redef]
+    return requirements
+
+
+def missing_for(label: str, python: str, installed: list[dict[str, Any]]) -> list[str]:
+    """Requirements of the resolved set that TARGET's own markers need but pip (running
+    here) left out."""
+    requirements = _markers()
+    env = {**MARKERS[label], "python_version": python, "python_full_version": f"{python}.0",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    names = {_canonical(item["metadata"]["name"]) for item in installed}
+    missing = []
+    for item in installed:
+        for text in item["metadata"].get("requires_dist") or []:
+            req = requirements.Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+                continue
+            if _canonical(req.name) not in names:
+                missing.append(f"{req.name}{req.specifier}")
+    return sorted(set(missing))
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check(house: Path, manifest: dict[str, Any]) -> list[str]:
+    """Resolve Kith for every target of MANIFEST from HOUSE alone; the problems found."""
+    problems = []
+    kith = f"kith=={manifest['kith']}"
+    checks: list[tuple[str, str, str, list[str]]] = []
+    for target in manifest["targets"]:
+        label, python = target["os"], target["python"]
+        args = target_args(TARGETS[label], python) if label in TARGETS else []
+        checks.append((f"{label}, Python {python}", kith, label, args))
+    if manifest.get("dev"):
+        checks.append(("the dev extras", f"kith[dev]=={manifest['kith']}", "", []))
+    checks.append(("the build backend", "setuptools>=77", "", []))
+    for name, requirement, label, args in checks:
+        installed, error = resolve(house, requirement, args)
+        python = args[args.index("--python-version") + 1] if args else ""
+        tried: set[str] = set()
+        while not error and label in MARKERS:  # what only that target needs, until none
+            extra = [r for r in missing_for(label, python, installed) if r not in tried]
+            if not extra:
+                break
+            tried.update(extra)
+            for only_there in extra:
+                more, error = resolve(house, only_there, args)
+                if error:
+                    error = f"it needs {only_there} there: {error}"
+                    break
+                installed += more
+        if error:
+            problems.append(f"{name}: {requirement} does not install from the wheelhouse "
+                            f"alone: {error}")
+        else:
+            print(f"kith: checked {name}: {requirement} and {len(installed) - 1} "
+                  "dependencies install from the wheelhouse alone", file=sys.stderr)
+    return problems
+
+
+def check_command(house: Path) -> int:
+    """``./scripts/bundle --check DIR``: check an existing wheelhouse; the exit status."""
+    try:
+        manifest = json.loads((house / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        print(f"kith: cannot read {house / 'manifest.json'}: {exc}", file=sys.stderr)
+        return 1
+    problems = check(house, manifest)
+    for problem in problems:
+        print(f"kith: {problem}", file=sys.stderr)
+    if problems:
+        print(f"kith: {house} is incomplete ({len(problems)} problem(s))", file=sys.stderr)
+        return 1
+    print(f"kith: {house} is complete for its {len(manifest['targets'])} target(s)",
+          file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/bundle",
@@ -154,12 +274,21 @@ def main() -> int:
                         help="only this machine's platform and Python (fast)")
     parser.add_argument("--out", metavar="DIR", type=Path, default=ROOT / "dist" / "wheelhouse",
                         help="where to put it (default dist/wheelhouse)")
+    parser.add_argument("--check", metavar="DIR", type=Path, nargs="?",
+                        const=ROOT / "dist" / "wheelhouse",
+                        help="only check that an existing wheelhouse (default dist/wheelhouse) "
+                        "installs Kith for each target in its manifest, with no index")
     args = parser.parse_args()
+    if args.check is not None:
+        return check_command(args.check.resolve())
     out: Path = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=out.parent))
     try:
         manifest = build(staging, here=args.here, dev=args.dev)
+        problems = check(staging, manifest)
+        if problems:
+            raise BundleError("the wheelhouse is incomplete:\n" + "\n".join(problems))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         staging.chmod(0o755)
         if out.exists():
