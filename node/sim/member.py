@@ -74,11 +74,12 @@ class Member:
     def __init__(
         self, identity: IdentityKey, core: GroupCore, scheduler: Scheduler, rng: random.Random,
         connected: Callable[[PeerId], bool], peers: Callable[[], list[PeerId]],
+        core_class: type[Core] = Core,  # a relay's core (node.sim.relay) is a Core too
     ) -> None:
         self.identity = identity
         self.me = identity.peer_id
         self.scheduler = scheduler
-        self.m = Core(identity, core, rng.randbytes, joined_at=scheduler.now)
+        self.m = core_class(identity, core, rng.randbytes, joined_at=scheduler.now)
         self.m.connected = _NetLinks(connected, peers)
         self.outbox: list[Outgoing] = []  # (to, payload, size, kind)
         self.stats = Stats()
