@@ -12,7 +12,13 @@ the same transaction as the event, so a crash can never reuse a message key.
 **Fanout.** The author pushes each new event straight to every other member
 that is connected, one payload shared by all (pairwise mode: each recipient's
 own ciphertext added). Who was a member before the event hears of it too, so
-a member being removed learns of its removal.
+a member being removed learns of its removal. The group's connected relays get
+it too, with every recipient's copy addressed by recipient (``held``), so they
+can hand it to members who are offline now. With ``Settings.fanout == "relay"``
+and a relay connected, the author sends one copy to one relay (the first in
+peer-id order), flagged ``fanout``, and nothing to the members: the relay
+pushes it on (``node.group.relaying``); members still sync with each other,
+so a relay that withholds it delays it, no more.
 
 **Sender keys.** A member rotates lazily, before its next message, whenever
 someone who holds its current key is no longer a member. It hands its current
@@ -69,7 +75,7 @@ from node.group.member_io import (
     SetName,
     Typing,
 )
-from node.group.member_state import TYPING_INTERVAL, display_text
+from node.group.member_state import ACK_TIMEOUT, TYPING_INTERVAL, display_text
 from node.group.membership import MembershipEvent
 from node.group.pairwise_restore import owed_copies
 from node.group.state import Deleted, Delivered, Effect, MembershipChanged, Rejected
@@ -101,14 +107,17 @@ class Authoring(KeyCopies):
                 "copied data directory?); getting them first: try again in a moment")
         epoch = new_own.epoch if new_own is not None else self.epoch()
         audience = set(self.core.state.members)  # before: a removed member hears of it
+        relays_before = frozenset(self.core.state.relays)  # (so does an undesignated relay)
         unsigned = self.core.next_event(self.me, epoch, kind_of(body), encode_body(body))
         if isinstance(body, PrivateMessage):
             assert new_own is not None
             signature = new_own.key.sign(unsigned.signing_bytes())
+            signer = new_own.key.signing_public
         else:
             signature = self.identity.sign(unsigned.signing_bytes())
+            signer = self.identity.public_key
         event = unsigned.signed(signature)
-        effects = self.core.receive(event)
+        effects = self.core.receive(event, signed_with=signer)  # (not verified again)
         rejected = [e for e in effects if isinstance(e, Rejected)]
         if rejected:
             raise NotAccepted(rejected[0].reason)
@@ -129,7 +138,7 @@ class Authoring(KeyCopies):
         self.joined_at[event.id] = self.now
         if counters is not None:
             self.counters[event.id] = counters
-        self.fanout(event, copies or {}, audience, kind)
+        self.fanout(event, copies or {}, audience, kind, relays_before)
         self.after_delivery(effects)  # may author more (keys for newcomers): after
         return event
 
@@ -144,7 +153,20 @@ class Authoring(KeyCopies):
             return None
 
     def fanout(self, event: Event, copies: dict[PeerId, bytes], audience: set[PeerId],
-               kind: str) -> None:
+               kind: str, relays_before: frozenset[PeerId] = frozenset()) -> None:
+        relays = self.connected_relays(relays_before)
+        for_relay = tuple((event.id, m, copies[m]) for m in sorted(copies))
+        if relays and self.settings.fanout == "relay" and self.send(
+                relays[0], Events((event,), held=for_relay, fanout=True), kind):
+            # server-side fanout: the relay pushes it to the members it reaches; it is
+            # not in flight to them from us (a member that asks gets it from us at once)
+            self.via_relay[event.seq] = self.now
+            if len(self.via_relay) > 1024:
+                self.via_relay = {s: t for s, t in self.via_relay.items()
+                                  if self.now - t < ACK_TIMEOUT}
+            return
+        for relay in relays:  # client-side: the relays hold it (and the copies) too
+            self.send(relay, Events((event,), held=for_relay), kind)
         everyone = []
         holding = self.holders_for(event, copies)  # copies for members we cannot reach
         for member in sorted(set(self.core.state.members) | audience):
@@ -155,6 +177,11 @@ class Authoring(KeyCopies):
                 everyone.append(member)
         if everyone:  # the same payload (and bytes) for everyone else: one effect
             self.out.append(SendMany(tuple(everyone), Events((event,)), kind))
+
+    def connected_relays(self, also: frozenset[PeerId] = frozenset()) -> list[PeerId]:
+        """The group's relays (and ``also``) we have a channel to, in peer-id order."""
+        relays = self.core.state.relays | also
+        return sorted(r for r in relays if r in self.connected) if relays else []
 
     # -- posting --
 

@@ -223,10 +223,20 @@ class Unban:
     member: PeerId
 
 
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """An admin designates (``on=True``) or undesignates ``peer`` as a relay of the
+    group: a node that stores and forwards its events, never a member (it neither reads
+    nor posts; docs/protocol.md, "Relays")."""
+
+    peer: PeerId
+    on: bool
+
+
 Body = (
     Create | Add | Remove | Leave | SetRole | Rename | Ban | SetPolicy | SenderKey
     | PrivateMessage | PairwiseMessage | Receipt | History | Delete | Pin | Mute
-    | OpenMessage | Join | Approve | Unban
+    | OpenMessage | Join | Approve | Unban | Relay
 )
 
 
@@ -286,6 +296,8 @@ def _fields(body: Body) -> dict[str, Any]:
             return {"name": body.name}
         case Approve():
             return {"member": body.member, "approve": body.approve}
+        case Relay():
+            return {"peer": body.peer, "on": body.on}
     raise AssertionError(body)
 
 
@@ -299,7 +311,7 @@ _KINDS: dict[type, Kind] = {
     SenderKey: Kind.SENDER_KEY, PrivateMessage: Kind.MESSAGE, PairwiseMessage: Kind.MESSAGE,
     Receipt: Kind.RECEIPT, History: Kind.HISTORY, Delete: Kind.DELETE, Pin: Kind.PIN,
     Mute: Kind.MUTE, OpenMessage: Kind.MESSAGE, Join: Kind.JOIN, Approve: Kind.APPROVE,
-    Unban: Kind.UNBAN,
+    Unban: Kind.UNBAN, Relay: Kind.RELAY,
 }
 
 
@@ -336,6 +348,8 @@ def decode_body(kind: Kind, raw: bytes, *, mode: str = "private") -> Body:
         body = Join(fields.text("name", MAX_GROUP_NAME, allow_empty=True))
     elif kind is Kind.APPROVE:
         body = Approve(fields.peer("member"), fields.flag("approve"))
+    elif kind is Kind.RELAY:
+        body = Relay(fields.peer("peer"), fields.flag("on"))
     elif kind is Kind.LEAVE:
         body = Leave()
     elif kind is Kind.SET_ROLE:

@@ -47,7 +47,7 @@ import logging
 
 from node.crypto.keys import IdentityKey
 from node.group import keys as K
-from node.group.bodies import Add, Receipt
+from node.group.bodies import Add, Receipt, Relay
 from node.group.events import Event, EventId, Kind
 from node.group.member_io import Ack, Events, Got, Payload, SaveDelivery, Vector, Wake
 from node.group.member_state import (
@@ -96,6 +96,10 @@ class Delivery(MemberState):
         #: Acknowledgements we owe, per peer: the authors whose events it sent us.
         self.owed: dict[PeerId, set[PeerId]] = {}
         self.ack_at: float | None = None  # when the owed live acknowledgements go
+        #: Our events (by seq) we sent through a relay (server-side fanout), and when:
+        #: not in flight to the members from us (``Sessions.in_flight``). Pruned past
+        #: ``ACK_TIMEOUT``, after which nothing counts as in flight anyway.
+        self.via_relay: dict[int, float] = {}
 
     def has(self, peer: PeerId, event: Event) -> bool:
         """Does ``peer`` have ``event`` (acknowledged it or a later one of its author's,
@@ -112,6 +116,9 @@ class Delivery(MemberState):
     # -- acknowledgements we receive --
 
     def on_ack(self, sender: PeerId, ack: Ack | Got) -> None:
+        if sender in self.core.state.relays:
+            self.relay_ack(sender, ack)
+            return
         if sender not in self.core.state.members and self.departure(sender) is None:
             return  # only a member's (or a departed member's) receipt counts
         if isinstance(ack, Got):
@@ -144,6 +151,19 @@ class Delivery(MemberState):
             self.next_batch(sender, session)
         if changed:
             self.notify()  # delivery marks moved
+
+    def relay_ack(self, sender: PeerId, ack: Ack | Got) -> None:
+        """A relay's receipt moves the sync session we stream it (it is no member:
+        nothing counts as delivered to it)."""
+        session = self.sessions.get(sender)
+        waiting = None if session is None or session.waiting is None \
+            else self.core.get(session.waiting)
+        if session is None or waiting is None:
+            return
+        if (waiting.id in ack.ids if isinstance(ack, Ack) and ack.kind == "ack"
+                else isinstance(ack, Got) and dict(ack.upto).get(waiting.author, 0)
+                >= waiting.seq):
+            self.next_batch(sender, session)
 
     def on_got(self, sender: PeerId, got: Got) -> None:
         """``sender`` holds every event of each author up to the seq given."""
@@ -288,6 +308,8 @@ class Delivery(MemberState):
         body, author = delivered.body, delivered.event.author
         if isinstance(body, Add) and author == self.me:
             self.invited.add(body.member)
+        elif isinstance(body, Relay) and body.on and author == self.me:
+            self.invited.add(body.peer)  # we designated it: we owe it the log
         elif isinstance(body, Receipt):
             positions = self.read.setdefault(author, {})
             for who, seq in body.read:
@@ -298,7 +320,8 @@ class Delivery(MemberState):
     def flush(self, peer: PeerId) -> None:
         """Push ``peer`` our own events it has not acked (and the history, if we added it)."""
         members = self.core.state.members
-        if peer not in members or peer not in self.connected:
+        if (peer not in members and peer not in self.core.state.relays) \
+                or peer not in self.connected:
             return  # (we may have left: then we still owe the members our departure)
         invited = peer in self.invited and self.me in members
         pending = [e for e in self.core.ordered()

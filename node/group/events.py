@@ -70,11 +70,12 @@ class Kind(enum.IntEnum):
     JOIN = 16
     APPROVE = 17
     UNBAN = 18
+    RELAY = 19
 
 
 MEMBERSHIP_KINDS = frozenset(
     {Kind.CREATE, Kind.ADD, Kind.REMOVE, Kind.LEAVE, Kind.SET_ROLE, Kind.RENAME, Kind.BAN,
-     Kind.SET_POLICY, Kind.MUTE, Kind.JOIN, Kind.APPROVE, Kind.UNBAN}
+     Kind.SET_POLICY, Kind.MUTE, Kind.JOIN, Kind.APPROVE, Kind.UNBAN, Kind.RELAY}
 )
 #: Kinds that act on an earlier event (named by id in the body's ``target``).
 TARGETED_KINDS = frozenset({Kind.DELETE, Kind.PIN})

@@ -32,6 +32,10 @@ ever held for a member the author could not reach, so this costs nothing in
 a connected group; where it does, each transfer of the event carries at most
 one entry per unreachable recipient, as the older form carried one sealed key
 per recipient inside every copy of the event.
+
+**Relays** (``node.group.relaying``) are the exception: whatever we send a
+relay of the group carries every recipient's copy we have (``copies_for_relay``),
+since it holds them for members who are offline.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from node.group.delivery import Delivery
 from node.group.events import Event, EventId, Kind
 from node.group.member_io import Events
 from node.ids import PeerId, short_id
-from node.wire.messages import MAX_EVENTS
+from node.wire.messages import MAX_COPIES, MAX_EVENTS
 
 #: How many reachable members the author hands an unreachable recipient's copy to.
 HOLDERS = 2
@@ -138,6 +142,8 @@ class KeyCopies(Delivery):
             tuple[tuple[EventId, bytes], ...], tuple[HeldCopy, ...]]:
         """Our pairwise and sender-key copies for ``peer``, the copies we hold for it, and
         those we hold for others (they travel on with the event, within ``MAX_EVENTS``)."""
+        if peer in self.core.state.relays:
+            return (), self.copies_for_relay(batch)
         copies: list[tuple[EventId, bytes]] = []
         others: list[HeldCopy] = []
         for event in batch:
@@ -150,6 +156,17 @@ class KeyCopies(Delivery):
                 copies.append((event.id, blob))
             others.extend((event.id, r, b) for r, b in held.items() if r != peer)
         return tuple(copies), tuple(others[:max(0, MAX_EVENTS - len(copies))])
+
+    def copies_for_relay(self, batch: list[Event]) -> tuple[HeldCopy, ...]:
+        """A relay holds copies for every member: ours (every recipient's) and those we
+        hold for others, addressed by recipient (at most ``MAX_COPIES`` per message)."""
+        out: list[HeldCopy] = []
+        for event in batch:
+            if event.kind is not Kind.MESSAGE and event.kind is not Kind.SENDER_KEY:
+                continue
+            for source in (self.own_copies.get(event.id, {}), self.held.get(event.id, {})):
+                out.extend((event.id, r, b) for r, b in sorted(source.items()))
+        return tuple(out[:MAX_COPIES])
 
     def flush(self, peer: PeerId) -> None:
         super().flush(peer)

@@ -45,6 +45,7 @@ from node.group.bodies import (
     Leave,
     Mute,
     Pin,
+    Relay,
     Remove,
     Role,
     SetRole,
@@ -205,6 +206,11 @@ class Member(Sessions):
         if isinstance(cmd, C.LeaveGroup):
             event = self.author(Leave())
             self.out.append(SetLeft(True))
+            return event
+        if isinstance(cmd, C.AuthorBody) and isinstance(cmd.body, Relay) and cmd.body.on:
+            event = self.author(cmd.body)
+            self.invited.add(cmd.body.peer)  # a relay, like a newcomer, is owed the log
+            self.invite(cmd.body.peer)
             return event
         if isinstance(cmd, C.AuthorBody):
             return self.author(cmd.body)

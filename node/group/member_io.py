@@ -41,6 +41,9 @@ class Events:
     #: (event id, recipient, sealed copy): a SENDER_KEY copy for another member, who was
     #: not reachable when its author made it, for the receiver to hold and pass on.
     held: tuple[tuple[EventId, PeerId, bytes], ...] = ()
+    #: To a relay: store, then push to every member it is connected to (server-side
+    #: fanout, node.group.relaying); ``held`` then carries every recipient's copy.
+    fanout: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,10 @@ class Settings:
     """Per-node choices that change what a member does."""
 
     read_receipts: bool = True
+    #: "client": the author pushes each event to every connected member (and relay);
+    #: "relay": one copy to one connected relay, flagged for it to fan out (falling back
+    #: to "client" when no relay is connected; node.group.authoring).
+    fanout: str = "client"
 
 
 class MemberState:

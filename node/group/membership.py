@@ -44,6 +44,13 @@ loses to a concurrent departure of its author, and it lifts the cut-off of
 that author's earlier departure for the events it makes from the JOIN on.
 UNBAN lifts a ban (a timed ban's end is an UNBAN an admin's node authors: no
 validity here ever depends on a clock).
+
+RELAY (admins and the owner) designates or undesignates a relay: a peer that
+stores and forwards the group's events but is never a member (``relays``). A
+member, a banned peer or a current relay cannot be designated; a current relay
+cannot be added or join (undesignate it first). Concurrent designation and
+admission of the same peer: the first in the total order wins, the other is
+skipped by the fold like any change overtaken by an earlier one.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from node.group.bodies import (
     Create,
     Join,
     Mute,
+    Relay,
     Remove,
     Rename,
     Role,
@@ -152,6 +160,8 @@ class Membership:
     approved: set[PeerId] = field(default_factory=set)
     #: Banned peers with a timed ban's informational end (unix seconds); see Ban.
     ban_until: dict[PeerId, int] = field(default_factory=dict)
+    #: Peers designated as relays (RELAY on): they store and forward, never members.
+    relays: set[PeerId] = field(default_factory=set)
 
     def muted(self) -> dict[PeerId, int]:
         """Members muted now, with each mute's informational end (0 = none)."""
@@ -224,6 +234,8 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
             raise AuthorizationError("already a member")
         if body.member in state.banned:
             raise AuthorizationError("that peer is banned from this group")
+        if body.member in state.relays:
+            raise AuthorizationError("that peer is a relay of this group (undesignate it first)")
         if (state.policy == "whitelist" and role < Role.ADMIN
                 and body.member not in state.approved):
             raise AuthorizationError("only admins may add a peer that is not approved")
@@ -259,6 +271,22 @@ def authorize(state: Membership, author: PeerId, kind: Kind, body: Body | None) 
         raise AuthorizationError("only open groups with a whitelist approve peers")
     if isinstance(body, Unban) and body.member not in state.banned:
         raise AuthorizationError("that peer is not banned")
+    if isinstance(body, Relay):
+        _authorize_relay(state, body)
+
+
+def _authorize_relay(state: Membership, body: Relay) -> None:
+    """May an admin (checked by the caller) designate or undesignate this relay?"""
+    if not body.on:
+        if body.peer not in state.relays:
+            raise AuthorizationError("that peer is not a relay of this group")
+        return
+    if body.peer in state.members:
+        raise AuthorizationError("a member cannot be a relay (remove it first)")
+    if body.peer in state.banned:
+        raise AuthorizationError("that peer is banned from this group")
+    if body.peer in state.relays:
+        raise AuthorizationError("already a relay of this group")
 
 
 def _authorize_join(state: Membership, author: PeerId) -> None:
@@ -269,6 +297,8 @@ def _authorize_join(state: Membership, author: PeerId) -> None:
         raise AuthorizationError("already a member")
     if author in state.banned:
         raise AuthorizationError("that peer is banned from this group")
+    if author in state.relays:
+        raise AuthorizationError("that peer is a relay of this group (undesignate it first)")
     if state.policy == "whitelist" and author not in state.approved:
         raise AuthorizationError("this group admits only peers an admin approved")
     if len(state.members) >= state.max_members:
@@ -396,6 +426,11 @@ def _apply(state: Membership, e: MembershipEvent, departures_of: dict[PeerId, li
         state.ban_until.pop(body.member, None)
     elif isinstance(body, SetPolicy):
         state.add_policy = body.add_policy
+    elif isinstance(body, Relay):
+        if body.on:
+            state.relays.add(body.peer)
+        else:
+            state.relays.discard(body.peer)
     elif isinstance(body, Mute):
         current = [m for m in state.mutes if m.member == body.member and m.ended_by is None]
         if body.mute and current:

@@ -68,9 +68,12 @@ class Pulling(Receiving):
         self.nudges = 0
 
     def shared(self, peer: PeerId) -> bool:
-        # A member, or one who departed and is owed what led to its departure. (Whether
-        # we are members does not matter: if we left, the members may not know it yet.)
-        return peer in self.core.state.members or self.departure(peer) is not None
+        # A member, or one who departed and is owed what led to its departure, or a relay
+        # of the group (it holds the log for others). (Whether we are members does not
+        # matter: if we left, the members may not know it yet.)
+        state = self.core.state
+        return (peer in state.members or peer in state.relays
+                or self.departure(peer) is not None)
 
     # -- telling --
 

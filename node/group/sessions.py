@@ -190,7 +190,8 @@ class Sessions(Pulling):
         ``ACK_TIMEOUT`` ago, without an ack of it yet?"""
         if event.author != self.me:
             return False
-        if self.has(peer, event) or event.seq <= self.up_since.get(peer, 0):
+        if (self.has(peer, event) or event.seq <= self.up_since.get(peer, 0)
+                or event.seq in self.via_relay):
             return False
         at = self.joined_at.get(event.id)
         return at is not None and self.now - at < ACK_TIMEOUT

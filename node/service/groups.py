@@ -201,7 +201,8 @@ class GroupService(GroupCommands):
             if group is None:
                 self._maybe_adopt(sender, message.group, events, message.copies)
                 return
-            payload = Events(tuple(events), message.copies, message.sync, message.held)
+            payload = Events(tuple(events), message.copies, message.sync, message.held,
+                             message.fanout)
         group = self.groups.get(message.group)
         if group is not None:
             self.handle(group, Received(sender, payload))

@@ -76,7 +76,7 @@ class SendBatch:
 
 def _live(send: _Send) -> bool:
     return (send.kind == "message" and isinstance(send.payload, Events)
-            and not send.payload.sync)
+            and not send.payload.sync and not send.payload.fanout)
 
 
 def _joins(run: list[_Send], send: _Send) -> bool:
@@ -112,7 +112,7 @@ def wire_message(group: GroupId, payload: Payload) -> EventsMessage | AckMessage
     """The peer message ``payload`` stands for (``node.wire.messages``)."""
     if isinstance(payload, Events):
         return EventsMessage(group, tuple(e.raw for e in payload.events), payload.copies,
-                             sync=payload.sync, held=payload.held)
+                             sync=payload.sync, held=payload.held, fanout=payload.fanout)
     if isinstance(payload, Ack):
         return AckMessage(group, payload.ids, payload.kind)
     if isinstance(payload, Got):

@@ -15,6 +15,9 @@ Each channel message is one msgpack map with a type ``t``:
     member, to hold and pass on (docs/protocol.md section 13); it is empty
     otherwise. ``sync`` is true for
     catch-up batches (answering a version vector), false for live fanout.
+    ``fo`` (omitted when false) asks a relay of the group to store the events and
+    push them to every member it is connected to (server-side fanout); the ``cp``
+    entries are then every recipient's copy, ``[event id, copy, recipient]``.
 ``got``     ``{"t": "got", "g": group, "upto": [[author, seq], ...]}``
     A cumulative acknowledgement: for each author listed (sorted, distinct),
     the sender has stored (committed) every event of that author with a seq up
@@ -59,6 +62,8 @@ from node.wire.strict import pack, unpack_strict
 MAX_EVENTS = 256
 MAX_MESSAGE = 1024 * 1024
 MAX_COPY = 128 * 1024
+#: Most ``cp`` entries in one message (a relay gets every recipient's copy of an event).
+MAX_COPIES = 8192
 #: Authors in a version vector: a group's members over its whole life.
 MAX_VECTOR = 20_000
 #: Most chunk addresses in one ``want`` or ``nochunk``.
@@ -84,6 +89,8 @@ class EventsMessage:
     #: (event id, recipient, copy): copies to hold for other members, sent in ``cp`` as
     #: three-element entries ``[event id, copy, recipient]`` after the receiver's own.
     held: tuple[tuple[EventId, PeerId, bytes], ...] = ()
+    #: Sent to a relay: fan these events out (``fo``).
+    fanout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +182,7 @@ def decode_message(data: bytes) -> PeerMessage:
     if kind == "events":
         events = _events(obj, group)
         copies = obj.get("cp", [])
-        if not isinstance(copies, list) or len(copies) > MAX_EVENTS:
+        if not isinstance(copies, list) or len(copies) > MAX_COPIES:
             raise RemoteProtocolError("'cp' must be a list")
         out, held = [], []
         for item in copies:
@@ -188,7 +195,8 @@ def decode_message(data: bytes) -> PeerMessage:
             else:
                 out.append((EventId(item[0]), item[1]))
         return EventsMessage(GroupId(group), events, tuple(out),
-                             _bool(obj.get("sync", False), "sync"), tuple(held))
+                             _bool(obj.get("sync", False), "sync"), tuple(held),
+                             _bool(obj.get("fo", False), "fo"))
     if kind in ("ack", "unread", "readable"):
         _keys(obj, {"t", "g", "ids"})
         ids = obj["ids"]
@@ -253,14 +261,16 @@ def _events_map(message: EventsMessage) -> dict[str, object]:
         out["cp"] = copies
     if message.sync:
         out["sync"] = True
+    if message.fanout:
+        out["fo"] = True
     return out
 
 
 def _events(obj: dict[object, object], group: bytes) -> tuple[bytes, ...]:
     keys = set(obj)
-    if not ({"t", "g"} <= keys <= {"t", "g", "ev", "evc", "cp", "sync"}) or (
+    if not ({"t", "g"} <= keys <= {"t", "g", "ev", "evc", "cp", "sync", "fo"}) or (
             ("ev" in keys) == ("evc" in keys)):
-        raise RemoteProtocolError("peer message keys must be t, g, ev or evc, [cp], [sync]")
+        raise RemoteProtocolError("peer message keys must be t, g, ev or evc, [cp], [sync], [fo]")
     compact = "evc" in obj
     events = obj["evc" if compact else "ev"]
     if not isinstance(events, list) or len(events) > MAX_EVENTS or not all(

@@ -1,0 +1,299 @@
+"""The relay's core: one group as an untrusted relay runs it (pure).
+
+Theory of operation
+-------------------
+A relay is a peer an admin designated with a RELAY event (``Membership.relays``):
+it stores and forwards the group's events and can neither read nor post. It is
+never a member, so no member ever seals it a sender key, makes it a pairwise
+copy or a HISTORY, and every member rejects an event it authors ("author is not
+a member"). ``Relay`` is the member core (``node.group.member.Member``) with
+everything that reads or writes content taken out:
+
+* **Log.** Its own ``GroupCore`` checks every event as a member's does
+  (signature, causal order, membership): it never stores or forwards a forgery.
+  Each delivered event is persisted (``SaveEvent`` without text or content)
+  before anything is acknowledged or relayed (a driver runs ``Persist`` first).
+* **Sync.** It answers vectors, streams sessions and pulls exactly like a
+  member (``node.group.sessions``): a member that reconnects only to the relay
+  gets everything it lacks (the Mailbox case). Members treat a relay as a sync
+  peer (``Pulling.shared``) but never count its receipts as delivery.
+* **Copies.** Whatever a member sends the relay carries every recipient's copy
+  (pairwise ciphertexts, sealed SENDER_KEY copies) as ``held`` entries
+  addressed by recipient; the relay keeps those for current members
+  (persisted with ``SaveCopy``) and sends a member only its own, with the
+  events it streams or fans out to it. A copy goes once the member
+  acknowledges the event to the relay, when it departs, or after ``expiry``.
+* **Fanout.** An ``Events`` with ``fanout`` set (server-side fanout: an author
+  whose node uses ``Settings.fanout == "relay"`` sent it one copy) is stored,
+  then pushed to every member the relay is connected to except its sender and
+  author, each with its own copy. Without the flag the relay only stores.
+* **Budget and expiry.** At most ``budget`` bytes per group (events plus held
+  copies): events that would go over it are refused (not stored, not
+  acknowledged, not relayed; the members go on syncing with each other), copies
+  that would go over it are not kept. Held copies older than ``expiry`` seconds
+  are dropped (on ``Tick`` and ``Announce``). The signed log itself is kept
+  whole while the group is relayed: causal delivery makes a log with a hole
+  useless to a member (it can deliver nothing after the hole), so events are
+  not expired one by one.
+* **Commands** are refused (``Refused(RELAY_REFUSAL)``); an undesignated relay
+  (a RELAY off, or never designated) says so once with ``SetLeft(True)`` and
+  stops announcing; members stop sending it anything new.
+
+How a driver creates and drives it
+----------------------------------
+Exactly like a ``Member`` (same inputs, same effects, run the same way)::
+
+    relay = Relay(identity, GroupCore(group_id), rng, joined_at=now,
+                  budget=DEFAULT_BUDGET, expiry=DEFAULT_EXPIRY)
+    relay.connected = set(...)            # or a Links view, as for a member
+    effects = relay.handle(Received(sender, Events(events, copies, sync, held,
+                                                    fanout)), now)
+    effects = relay.handle(PeerUp(peer), now)   # PeerDown, Tick, Announce as usual
+
+It learns the group from the log an admin pushes it after designating it (a
+node adopts the group when ``relay.designated`` after the first input, as
+``node.group.invitations`` does for a member). A restart: ``restore_from`` (as a
+member, with no keys) then ``restore_held`` with the stored copies by event.
+
+The member side: an author's node with ``Settings(fanout="relay")`` sends each
+new event of its own as ``Events((event,), held=<every recipient's copy>,
+fanout=True)`` to the first connected relay in peer-id order, and nothing to
+the members; with no relay connected, or with ``fanout="client"``, it pushes to
+every connected member as before and also sends connected relays the event
+with every copy (unflagged: they only store). ``relay.fanned`` counts the
+events it pushed on, ``relay.fanout_sends`` the messages it sent doing so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from node.group import commands as C
+from node.group.events import Event, EventId, Kind
+from node.group.key_copies import HELD_ENTRY, HeldCopy
+from node.group.member import Member
+from node.group.member_io import (
+    Announce,
+    Effect,
+    Events,
+    HistoryWanted,
+    Input,
+    PeerDown,
+    PeerUp,
+    Received,
+    Refused,
+    SaveCopy,
+    SaveEvent,
+    SendMany,
+    SetLeft,
+    Tick,
+)
+from node.group.state import Delivered, MembershipChanged
+from node.ids import PeerId, short_id
+from node.wire.messages import MAX_COPIES
+
+#: Default bytes a relay keeps per group (events plus held copies), and how long it
+#: holds a copy for an offline member (seconds).
+DEFAULT_BUDGET = 64 * 1024 * 1024
+DEFAULT_EXPIRY = 7 * 24 * 3600.0
+RELAY_REFUSAL = ("this node is a relay: it stores and forwards the group's events but "
+                 "cannot post or change the group")
+
+_INPUTS = (Received, PeerUp, PeerDown, Tick, Announce, HistoryWanted)
+
+
+class Relay(Member):
+    """One group as its relay runs it (see the module docstring)."""
+
+    def __init__(self, *args: Any, budget: int = DEFAULT_BUDGET,
+                 expiry: float = DEFAULT_EXPIRY, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+        self.expiry = expiry
+        self.log_bytes = 0  # bytes of the events stored
+        self.held_at: dict[EventId, float] = {}  # when we took each event's copies
+        self.refused_events = 0  # events refused for want of budget
+        self.fanned = 0  # events pushed on (server-side fanout)
+        self.fanout_sends = 0  # messages sent doing so
+        self.was_designated = False
+
+    @property
+    def designated(self) -> bool:
+        return self.me in self.core.state.relays
+
+    def stored_bytes(self) -> int:
+        return self.log_bytes + self.held_bytes
+
+    # -- the one entry point --
+
+    def handle(self, input: Input | C.Command, now: float) -> list[Effect]:
+        if not isinstance(input, _INPUTS):
+            self.now = now
+            return [Refused(RELAY_REFUSAL)]
+        return super().handle(input, now)
+
+    def _dispatch(self, input: Input | C.Command) -> None:
+        if isinstance(input, Tick | Announce):
+            self.expire_held()
+            if isinstance(input, Announce) and not self.designated:
+                return  # undesignated: quiet (members ignore us anyway)
+        super()._dispatch(input)
+
+    # -- receiving: store, hold, fan out; never read --
+
+    def receive(self, sender: PeerId, message: Events) -> list[EventId]:
+        new = [e for e in message.events if not self.core.has(e.author, e.seq)]
+        size = sum(len(e.raw) for e in new)
+        if new and self.stored_bytes() + size > self.budget:
+            self.refused_events += len(new)
+            self.warn(f"relay: group {self.label} is at its budget of {self.budget} bytes: "
+                      f"refusing {len(new)} event(s) from {short_id(sender)}")
+            return []
+        before = self.core.delivered_count()
+        audience = set(self.core.state.members)  # (a member leaving hears of it too)
+        designated = self.designated
+        stored = super().receive(sender, message)
+        delivered = self.core.delivered_since(before)
+        self.log_bytes += sum(len(e.raw) for e in delivered)
+        if message.fanout and designated and sender in audience:
+            ours = {e.id for e in message.events}
+            self.fan_out(sender, [e for e in delivered if e.id in ours],
+                         audience | set(self.core.state.members))
+        return stored
+
+    def store_delivered(self, delivered: Delivered) -> list[Event]:
+        event = delivered.event
+        self.out.append(SaveEvent(event, self.now, None, None))
+        self.texts[event.id] = None
+        self.joined_at[event.id] = self.now
+        return []
+
+    def fan_out(self, sender: PeerId, events: list[Event], audience: set[PeerId]) -> None:
+        """Push ``events`` (just stored) to every connected member of ``audience`` but
+        their sender and author, each with its own copies (server-side fanout)."""
+        if not events:
+            return
+        plain: list[PeerId] = []
+        authors = {e.author for e in events}
+        for member in sorted(audience):
+            if member in (sender, self.me) or member not in self.connected \
+                    or (len(authors) == 1 and member in authors):
+                continue
+            copies = tuple((e.id, self.held[e.id][member]) for e in events
+                           if member in self.held.get(e.id, {}))
+            if copies:
+                self.send(member, Events(tuple(events), copies), "message")
+                self.fanout_sends += 1
+            else:
+                plain.append(member)
+        if plain:
+            self.out.append(SendMany(tuple(plain), Events(tuple(events)), "message"))
+            self.fanout_sends += len(plain)
+        self.fanned += len(events)
+
+    def hold(self, sender: PeerId, held: tuple[HeldCopy, ...]) -> None:
+        """Keep every recipient's copy a member sent us, within the budget."""
+        members = self.core.state.members
+        full = 0
+        for event_id, recipient, blob in held:
+            event = self.core.get(event_id)
+            if (event is None or event.kind not in (Kind.MESSAGE, Kind.SENDER_KEY)
+                    or recipient not in members or recipient in self.held.get(event_id, {})):
+                continue
+            cost = len(blob) + HELD_ENTRY
+            if self.stored_bytes() + cost > self.budget:
+                full += 1
+                continue
+            self.held.setdefault(event_id, {})[recipient] = blob
+            self.held_bytes += cost
+            self.held_at.setdefault(event_id, self.now)
+            self.out.append(SaveCopy(event_id, recipient, blob))
+        if full:
+            self.warn(f"relay: group {self.label} is at its budget of {self.budget} bytes: "
+                      f"not holding {full} copies from {short_id(sender)}", level=logging.INFO)
+
+    def copies_for(self, peer: PeerId, batch: list[Event]) -> tuple[
+            tuple[tuple[EventId, bytes], ...], tuple[HeldCopy, ...]]:
+        """A member gets only its own copies; another relay every copy we hold."""
+        if peer in self.core.state.relays:
+            return super().copies_for(peer, batch)
+        copies = [(e.id, self.held[e.id][peer]) for e in batch
+                  if peer in self.held.get(e.id, {})]
+        return tuple(copies[:MAX_COPIES]), ()
+
+    def drop_held(self, peer: PeerId, ids: list[EventId] | tuple[EventId, ...]) -> None:
+        super().drop_held(peer, ids)
+        for event_id in ids:
+            if event_id not in self.held:
+                self.held_at.pop(event_id, None)
+
+    def expire_held(self) -> None:
+        """Forget the copies held longer than ``expiry``."""
+        old = [i for i, at in self.held_at.items() if self.now - at > self.expiry]
+        for event_id in old:
+            for recipient in list(self.held.get(event_id, {})):
+                self.drop_held(recipient, [event_id])
+            self.held_at.pop(event_id, None)
+        if old:
+            self.warn(f"relay: group {self.label}: copies of {len(old)} event(s) expired",
+                      level=logging.INFO)
+
+    def restore_held(self, held: dict[EventId, dict[PeerId, bytes]]) -> None:
+        """After a restart: the copies we stored for members (``restore_from`` first),
+        as taken when their event was received (for expiry), within the budget."""
+        self.log_bytes = sum(len(e.raw) for e in self.core.ordered_view())
+        self.was_designated = self.designated
+        for event_id, copies in held.items():
+            event = self.core.get(event_id)
+            at = self.joined_at.get(event_id, self.now)
+            for recipient, blob in copies.items():
+                cost = len(blob) + HELD_ENTRY
+                if (event is None or recipient not in self.core.state.members
+                        or self.stored_bytes() + cost > self.budget):
+                    continue
+                self.held.setdefault(event_id, {})[recipient] = blob
+                self.held_bytes += cost
+                self.held_at.setdefault(event_id, at)
+
+    # -- membership: designation, departures --
+
+    def membership_changed(self, change: MembershipChanged, cause: Delivered | None) -> None:
+        super().membership_changed(change, cause)
+        gone = set(change.before.members) - set(self.core.state.members)
+        for member in sorted(gone):  # a departed member gets no copy any more
+            self.drop_held(member, [i for i, h in self.held.items() if member in h])
+        if self.designated != self.was_designated:
+            self.was_designated = self.designated
+            self.out.append(SetLeft(not self.designated))
+            what = "designated as a relay of" if self.designated else "no longer a relay of"
+            self.warn(f"relay: {what} group {self.label}", level=logging.INFO)
+
+    # -- nothing to read, nothing to report --
+
+    def pass_on(self, peer: PeerId) -> None:
+        return  # a member gets its copies with the events we stream it
+
+    def recall_unread(self, author: PeerId) -> None:
+        return
+
+    def report_unread(self, author: PeerId) -> None:
+        return
+
+    def late_copy(self, event: Event) -> None:
+        return
+
+    def read_unwithdrawn(self, member: PeerId, cut: int) -> None:
+        return
+
+    def on_typing(self, sender: PeerId) -> None:
+        return
+
+    def stats(self) -> dict[str, int]:
+        """What the relay holds and did for this group (status views, benchmarks)."""
+        return {"events": self.core.delivered_count(), "bytes": self.stored_bytes(),
+                "held_copies": sum(len(h) for h in self.held.values()),
+                "members": len(self.core.state.members),
+                "connected_members": sum(1 for m in self.core.state.members
+                                         if m in self.connected),
+                "refused_events": self.refused_events, "fanned": self.fanned}
