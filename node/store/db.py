@@ -38,7 +38,7 @@ import contextlib
 import os
 import sqlite3
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -385,6 +385,30 @@ class Store(KeyRows):
                     row.group, row.author, row.seq, EventId(r[0]),
                 ) from exc
             return cursor.rowcount == 1
+
+    def add_events(self, rows: Sequence[EventRow]) -> None:
+        """``add_event`` for each of ``rows`` in order, as one statement (a batch of
+        received or authored events costs one call into SQLite, not one per row). An
+        id already stored is skipped; a seq conflict raises as ``add_event`` does."""
+        if len(rows) == 1:
+            self.add_event(rows[0])
+            return
+        for row in rows:
+            for value, what in ((row.seq, "seq"), (row.lamport, "lamport"), (row.kind, "kind")):
+                _check_integer(value, what)
+        with self._errors("store events"):
+            try:
+                self._db().executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    [(r.group, r.id, r.author, int(r.seq), int(r.lamport), int(r.kind), r.raw,
+                      r.received_at, r.text, r.content) for r in rows],
+                )
+                return
+            except sqlite3.IntegrityError:
+                pass  # one of them conflicts: find which, row by row, with add_event's error
+        for row in rows:  # (those already written are skipped by their ids)
+            self.add_event(row)
 
     def events(self, group: GroupId) -> list[EventRow]:
         """The group's events in insertion order."""

@@ -292,6 +292,24 @@ def test_same_author_and_seq_with_another_id_raises(store: Store) -> None:
     assert store.add_event(event(4, seq=5, group=G2))
 
 
+def test_add_events_writes_a_batch_in_order_and_skips_known_ids(store: Store) -> None:
+    store.add_event(event(2))
+    with store.transaction():
+        store.add_events([event(1), event(2), event(3, author=BOB), event(4)])
+    assert store.events(G1) == [event(2), event(1), event(3, author=BOB), event(4)]
+    assert store.position(G1, BOB, 3) == 3  # insertion order: after the one stored before
+
+
+def test_add_events_with_a_seq_conflict_raises_as_add_event_does(store: Store) -> None:
+    store.add_event(event(1, seq=5))
+    with store.transaction():
+        with pytest.raises(SeqConflictError) as info:
+            store.add_events([event(2, seq=1), event(3, seq=5), event(4, seq=6)])
+        assert info.value.existing == eid(1)
+    # what came before the conflicting row is written, as row by row; the stored one is kept
+    assert store.events(G1) == [event(1, seq=5), event(2, seq=1)]
+
+
 def test_seq_conflict_inside_a_transaction_leaves_it_usable(store: Store) -> None:
     with store.transaction():
         store.add_event(event(1, seq=5))
