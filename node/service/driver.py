@@ -83,6 +83,7 @@ from node.group.member_io import (
     Warn,
 )
 from node.group.member_state import Settings
+from node.group.relaying import Relay
 from node.group.state import GroupCore
 from node.ids import PeerId
 from node.logs import RateLimitedLog, line_key
@@ -137,7 +138,8 @@ class EffectDriver(StoragePauses):
         self.store = store
         self.identity: IdentityKey = node.identity
         self.me = node.peer_id
-        self.settings = Settings(read_receipts=node.config.read_receipts)
+        self.settings = Settings(read_receipts=node.config.read_receipts,
+                                 fanout=node.config.fanout)
         self.groups: dict[GroupId, Member] = {}
         self.files: FileService | None = None  # attachments, set by GroupService
         self.outboxes = Outboxes(node)  # local sends wait here, not in a full queue
@@ -157,8 +159,12 @@ class EffectDriver(StoragePauses):
         self._warn_log = RateLimitedLog(log)
 
     def _new_member(self, core: GroupCore, joined_at: float) -> Member:
-        member = Member(self.identity, core, nacl.utils.random, joined_at=joined_at,
-                        settings=self.settings)
+        config = self.node.config
+        member = (Relay(self.identity, core, nacl.utils.random, joined_at=joined_at,
+                        settings=self.settings, budget=config.relay_budget,
+                        expiry=config.relay_expiry) if config.relay
+                  else Member(self.identity, core, nacl.utils.random, joined_at=joined_at,
+                              settings=self.settings))
         member.connected = set(self.node.connections)
         return member
 
@@ -243,8 +249,7 @@ class EffectDriver(StoragePauses):
                 with self.store.transaction():
                     if first is not None:
                         first()
-                    for row in persist:
-                        erased = self._persist(group, row) or erased
+                    erased = self._persist_all([(group, row) for row in persist])
             except StorageUnavailableError as exc:
                 if first is not None or self.store.in_transaction:
                     raise  # the caller's write: its call
@@ -275,8 +280,7 @@ class EffectDriver(StoragePauses):
         try:
             if rows:  # (acks, vectors and the like store nothing: no transaction)
                 with self.store.transaction():
-                    for group, row in rows:
-                        erased = self._persist(group, row) or erased
+                    erased = self._persist_all(rows)
         except StorageUnavailableError as exc:
             self._backlog.appendleft(partial(self._commit, batch))
             self._pause(exc)
@@ -363,14 +367,27 @@ class EffectDriver(StoragePauses):
                 raise GroupError(effect.reason)
         return authored
 
+    def _persist_all(self, rows: list[tuple[Member, Effect]]) -> bool:
+        """Write ``rows`` in order, each run of events as one statement (``_persist``)."""
+        erased = False
+        events: list[EventRow] = []
+        for group, row in rows:
+            if isinstance(row, SaveEvent):
+                events.append(_event_row(group, row))
+                continue
+            if events:
+                self.store.add_events(events)
+                events = []
+            erased = self._persist(group, row) or erased
+        if events:
+            self.store.add_events(events)
+        return erased
+
     def _persist(self, group: Member, effect: Effect) -> bool:
         """Write one row (inside the input's transaction); True if content was erased."""
         gid = group.id
         if isinstance(effect, SaveEvent):
-            e = effect.event
-            packed = encode_content(effect.content) if effect.content is not None else None
-            self.store.add_event(EventRow(gid, e.id, e.author, e.seq, e.lamport, int(e.kind),
-                                          e.raw, effect.received_at, effect.text, packed))
+            self.store.add_event(_event_row(group, effect))
         elif isinstance(effect, SetContent):
             packed = encode_content(effect.content) if effect.content is not None else None
             self.store.set_content(effect.event, effect.text, packed)
@@ -543,6 +560,13 @@ class EffectDriver(StoragePauses):
 #: Rows written in the input's transaction (SaveDelivery is set aside and batched).
 _PERSIST = (SaveEvent, SetContent, EraseContent, SaveOwnKey, SaveOwnHistory, SavePeerKey,
             SaveCopy, SaveEquivocation, SetLeft, SetName, SaveReadMarks)
+
+
+def _event_row(group: Member, effect: SaveEvent) -> EventRow:
+    e = effect.event
+    packed = encode_content(effect.content) if effect.content is not None else None
+    return EventRow(group.id, e.id, e.author, e.seq, e.lamport, int(e.kind), e.raw,
+                    effect.received_at, effect.text, packed)
 
 
 def _latest_keys(rows: list[tuple[Member, Effect]]) -> list[tuple[Member, Effect]]:
