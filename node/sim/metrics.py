@@ -7,12 +7,13 @@ Deterministic (a function of the parameters and the seed): everything except
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from node.sim.runner import Simulation, percentile
 
 #: Metrics that are measured time on this machine, not a function of the seed.
-MEASURED = ("cpu_ms_per_message", "wall_s")
+MEASURED = ("cpu_ms_per_message", "wall_s", "relay_cpu_ms_per_message")
 
 #: What counts as sync traffic: catch-up streams and version vectors (``lacked_bytes`` is
 #: the least a stream could carry: what the members lacked at the heal).
@@ -23,17 +24,23 @@ def measure(sim: Simulation) -> dict[str, Any]:
     s = sim.s
     m = s.messages
     latencies: list[float] = []
+    last_member: list[float] = []  # per message: until the last of its audience had it
     last = 0.0
     undelivered = 0
     copies = 0
     for sent in sim.sent:
+        mine = math.nan if not sent.audience else 0.0
         for member in sent.audience:
             at = sim.received_at(member, sent)
             if at is None:
                 undelivered += 1
+                mine = math.nan
                 continue
             latencies.append(at - sent.at)
             last = max(last, at)
+            mine = max(mine, at - sent.at)
+        if not math.isnan(mine):
+            last_member.append(mine)
         copies += len(sent.audience)
     tally = sim.net.tally
     message_bytes = tally["message"].bytes if "message" in tally else 0
@@ -50,6 +57,8 @@ def measure(sim: Simulation) -> dict[str, Any]:
                        default=sim.heal_at)
         convergence = max(0.0, progress - sim.heal_at)
     raw = s.mode == "raw"
+    relay = sim.relay_id
+    author_bytes = sum(sim.net.bytes_sent_by(a, ["message"]) for a in sim.authors)
     return {
         "messages_per_s": m / last if last > 0 else math.nan,
         "bytes_per_message": message_bytes / m,
@@ -79,4 +88,14 @@ def measure(sim: Simulation) -> dict[str, Any]:
         "lost_in_flight": sim.net.lost,
         "sim_seconds": sim.scheduler.now,
         "cpu_ms_per_message": math.nan if raw else 1000 * sim.cpu / m,
+        # Who pays for fanout: the authors' own live bytes, a relay's (server-side fanout).
+        "author_bytes_per_message": author_bytes / m,
+        "relay_bytes_per_message": (math.nan if relay is None
+                                    else sim.net.bytes_sent_by(relay, ["message"]) / m),
+        "relay_cpu_ms_per_message": math.nan if relay is None else 1000 * sim.relay_cpu / m,
+        # The median over messages of the time until the last member of its audience had it.
+        "last_member_ms": 1000 * statistics.median(last_member) if last_member else math.nan,
+        # With a CPU cost per message (``Scenario.cpu``): the busiest author's CPU per message.
+        "author_cpu_busy_ms_per_message": math.nan if not s.cpu else 1000 * max(
+            (sim.net.cpu_busy.get(a, 0.0) for a in sim.authors), default=0.0) / m,
     }

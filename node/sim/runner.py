@@ -43,6 +43,8 @@ from node.ids import PeerId
 from node.sim.clock import Scheduler
 from node.sim.member import Member
 from node.sim.network import LinkSpec, Network
+from node.sim.relay import attach, designation, relay_key, use_relay
+from node.sim.relay import audience as audience_of_relay
 from node.sim.scenario import CORE_MODE, MAX_MEMBERS, Scenario, message_text
 from node.sim.wire import FRAME_HEADER, Frame, Payload
 from node.testing.groups import Replica
@@ -81,7 +83,7 @@ class Simulation:
         self.scheduler = Scheduler()
         self.net = Network(self.scheduler, random.Random(f"kith-sim/{seed}/loss"),
                            link=LinkSpec(scenario.latency, scenario.loss),
-                           bandwidth=scenario.bandwidth)
+                           bandwidth=scenario.bandwidth, cpu=scenario.cpu)
         self.net.deliver = self._deliver
         self.net.on_link_up = self._link_up
         self.members: dict[PeerId, Member] = {}
@@ -93,6 +95,9 @@ class Simulation:
         self.removed: dict[PeerId, float] = {}  # member -> when its removal was authored
         self.joined: dict[PeerId, float] = {}
         self.cpu = 0.0
+        #: Server-side fanout (``node.sim.relay``): the relay node, and its CPU time.
+        self.relay: Member | None = None
+        self.relay_cpu = 0.0
         self.traffic_end = 0.0
         self.heal_at: float | None = None
         #: At the heal: bytes of the events (and pairwise copies) the current members
@@ -111,12 +116,16 @@ class Simulation:
         keys = [IdentityKey(self.key_rng.randbytes(32)) for _ in range(s.members + 1)]
         ids = [k.peer_id for k in keys]
         self.authors = ids[:s.authors]
+        self.net.watched.update(self.authors)
         offline_pool = ids[s.authors:]
         count = math.floor(s.offline * len(offline_pool))
         self.offline = sorted(self.world_rng.sample(offline_pool, count))
         for pid in ids:
             self.net.add(pid, online=pid not in self.offline)
         self.order = list(ids)
+        relay = relay_key(s.seed) if s.relayed else None
+        if relay is not None:
+            self.net.add(relay.peer_id)
         if s.mode == "raw":
             return
         founder, _ = Replica.founding(keys[0], "sim", CORE_MODE[s.mode],
@@ -124,10 +133,14 @@ class Simulation:
                                            nonce=self.key_rng.randbytes(16))
         for pid in ids[1:]:
             founder.author(Add(pid, Role.MEMBER, ""))
+        if relay is not None:
+            founder.author(designation(relay.peer_id))
         reference = founder.core
         for i, key in enumerate(keys[:s.authors]):
             self._member(key, founder.core if i == 0 else reference.copy())
-        if s.mode == "sender-keys":
+            if relay is not None:
+                use_relay(self.members[key.peer_id])
+        if CORE_MODE[s.mode] == "private":
             for pid in self.authors:
                 event = self.members[pid].rotate()
                 self.setup_events.append(event)
@@ -149,6 +162,9 @@ class Simulation:
                 if state is not None:
                     member.keys.peers[(author, body.epoch)] = state
         frontier = dict(reference.frontier)
+        if relay is not None:
+            self.relay = attach(self, relay, reference.copy())
+            self.relay.set_up(frozenset(ids), frontier)
         for member in self.members.values():
             member.set_up(frozenset(ids), frontier)
 
@@ -207,6 +223,8 @@ class Simulation:
         audience = [dst for dst, payload, _, kind in member.outbox
                     if kind == "message" and isinstance(payload, Events)
                     and payload.events[0].id == event.id]
+        if self.relay is not None and audience == [self.relay.me]:  # the relay pushes it on
+            audience = audience_of_relay(self, author, self.relay.me)
         self.sent.append(Sent(index, author, self.scheduler.now, event, audience, counters))
         self._flush(member)
 
@@ -237,7 +255,7 @@ class Simulation:
         if isinstance(payload, Frame):
             self.arrivals[(dst, payload.index)] = self.scheduler.now
             return
-        member = self.members[dst]
+        member = self._node(dst)
         member.on_message(src, payload)
         self._flush(member)
 
@@ -245,9 +263,15 @@ class Simulation:
         if self.s.mode == "raw":
             return
         for x, y in ((a, b), (b, a)):
-            self.members[x].link_up(y)
-        self._flush(self.members[a])
-        self._flush(self.members[b])
+            self._node(x).link_up(y)
+        self._flush(self._node(a))
+        self._flush(self._node(b))
+
+    def _node(self, pid: PeerId) -> Member:
+        """The member, or the relay (relay modes), called ``pid``."""
+        if self.relay is not None and pid == self.relay.me:
+            return self.relay
+        return self.members[pid]
 
     def _lacking(self) -> tuple[int, int]:
         """What the current members lack of what anyone holds: (bytes, members).
@@ -274,6 +298,10 @@ class Simulation:
         return total, laggards
 
     # -- what happened --
+
+    @property
+    def relay_id(self) -> PeerId | None:
+        return None if self.relay is None else self.relay.me
 
     def received_at(self, member: PeerId, sent: Sent) -> float | None:
         if sent.event is None:

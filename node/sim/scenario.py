@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from node.group.bodies import HARD_MAX_MEMBERS, MAX_TEXT
 
-#: Simulator modes and the group mode each runs (raw has no group).
-MODES = ("raw", "pairwise", "sender-keys")
-CORE_MODE = {"sender-keys": "private", "pairwise": "pairwise"}
+#: Simulator modes and the group mode each runs (raw has no group). The relay modes are
+#: server-side fanout: the author sends one copy to a relay node (not a member) that
+#: pushes it to every member; ``relay`` in a private group, ``relay-pairwise`` in a
+#: pairwise one (the author's copy carries every member's ciphertext).
+MODES = ("raw", "pairwise", "sender-keys", "relay", "relay-pairwise")
+#: What ``kith bench sim`` runs without ``--mode`` (the published tables' modes).
+DEFAULT_MODES = ("raw", "pairwise", "sender-keys")
+RELAY_MODES = ("relay", "relay-pairwise")
+CORE_MODE = {"sender-keys": "private", "pairwise": "pairwise", "relay": "private",
+             "relay-pairwise": "pairwise"}
 #: Room left in the group (CREATE's max_members is the hard cap) for members who join.
 MAX_MEMBERS = HARD_MAX_MEMBERS // 2
 
@@ -31,6 +39,12 @@ class Scenario:
     duration: float = 0.0  # the messages are spread evenly over this many seconds
     partition: bool = False  # split in two halves until the traffic is over
     seed: int = 1
+    #: Seconds of a node's CPU per message it sends or receives (0: free; ``node.sim.network``).
+    cpu: float = 0.0
+    #: The relay's uplink in bits per second (None: unlimited), "members": as every member's.
+    relay_bandwidth: float | Literal["members"] | None = "members"
+    #: Seconds of the relay's CPU per message (None: ``cpu``, as every member's).
+    relay_cpu: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,6 +70,10 @@ class Scenario:
             problems.append("churn needs a duration (the window the messages are spread over)")
         if self.churn > 0 and self.members - self.authors < 1:
             problems.append("churn needs members who are not authors")
+        if self.cpu < 0 or (self.relay_cpu or 0) < 0:
+            problems.append("cpu must be >= 0")
+        if isinstance(self.relay_bandwidth, float | int) and self.relay_bandwidth <= 0:
+            problems.append("the relay's bandwidth must be > 0 (None: unlimited)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -63,6 +81,16 @@ class Scenario:
     def interval(self) -> float:
         """Seconds between one message and the next (0: a burst at time 0)."""
         return self.duration / self.messages
+
+    @property
+    def relayed(self) -> bool:
+        """Server-side fanout through a relay node."""
+        return self.mode in RELAY_MODES
+
+    @property
+    def relay_uplink(self) -> float | None:
+        """The relay's uplink in bits per second (None: unlimited)."""
+        return self.bandwidth if self.relay_bandwidth == "members" else self.relay_bandwidth
 
 
 def message_text(index: int, size: int) -> str:

@@ -41,7 +41,7 @@ def size_of(group: GroupId, payload: Payload, frame_size: int = 0) -> int:
     """Bytes of the real message ``payload`` stands for."""
     if isinstance(payload, Events):
         message = EventsMessage(group, tuple(e.raw for e in payload.events), payload.copies,
-                                payload.sync, payload.held)
+                                payload.sync, payload.held, payload.fanout)
         return len(encode_message(message))
     if isinstance(payload, Ack):
         return len(encode_message(AckMessage(group, payload.ids, payload.kind)))

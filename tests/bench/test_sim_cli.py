@@ -23,7 +23,8 @@ def test_tiny_run_writes_table_results_and_plots(
     assert status == 0, printed.err
     document = json.loads((out / "results.json").read_text())
     assert document["params"]["messages"] == 3
-    assert document["params"]["measured"] == ["cpu_ms_per_message", "wall_s"]
+    assert document["params"]["measured"] == ["cpu_ms_per_message", "wall_s",
+                                              "relay_cpu_ms_per_message"]
     rows = {(row["members"], row["mode"]): row for row in document["summary"]}
     assert set(rows) == {(n, m) for n in (2, 5) for m in ("raw", "sender-keys", "pairwise")}
     assert [row["mode"] for row in document["summary"][:3]] == ["raw", "sender-keys", "pairwise"]
