@@ -62,3 +62,13 @@ class Config:
     #: Largest attachment sent or fetched (bytes; at most 256 MiB). Files up to this size
     #: are fetched automatically when their message arrives; larger ones are not fetched.
     max_file_size: int = 100 * MiB
+    #: Run as a relay only (``kith run --relay``): take the groups whose admins designate
+    #: this node a relay, store and forward their events; never author (docs/usage.md).
+    relay: bool = False
+    #: A relay keeps at most this many bytes per group (events and held copies) ...
+    relay_budget: int = 64 * MiB
+    #: ... and holds a copy for an offline member at most this long (seconds).
+    relay_expiry: float = 7 * 24 * 3600.0
+    #: "client": push our events to every member; "relay": one copy to a connected relay
+    #: of the group, which pushes it on (client-side when none is connected).
+    fanout: str = "client"

@@ -100,7 +100,7 @@ def _peer(service: GroupService, group: Group, req: dict[str, Any]) -> PeerId:
     names: dict[PeerId, set[str]] = {}
     for peer, known in service.node.mesh.known.items():
         names.setdefault(peer, set()).add(known.name)
-    for peer in group.core.state.members:
+    for peer in group.core.state.members.keys() | group.core.state.relays:
         names.setdefault(peer, set()).add(name_of(service, group, peer))
     for peer, label in group.core.state.labels.items():
         names.setdefault(peer, set()).add(label)
@@ -445,6 +445,7 @@ DIRECT: dict[str, Callable[[NodeApp, dict[str, Any]], Any]] = {
     "group.add": _event_op(lambda s, g, r: s.add(g, _peer(s, g, r), _role(r, "member"),
                                                  str(r.get("label", ""))[:MAX_GROUP_NAME])),
     "group.remove": _event_op(lambda s, g, r: s.remove(g, _peer(s, g, r))),
+    "group.relay": _event_op(lambda s, g, r: s.relay(g, _peer(s, g, r), bool(r.get("on")))),
     "group.ban": ban,
     "group.unban": _event_op(lambda s, g, r: s.open.unban(g, _peer(s, g, r))),
     "group.approve": approve,

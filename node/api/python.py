@@ -95,6 +95,10 @@ class Kith:
     def remove(self, group: str, peer_id: str) -> dict[str, Any]:
         return dict(self._call("group.remove", group=group, peer=peer_id))
 
+    def relay(self, group: str, peer_id: str, on: bool = True) -> dict[str, Any]:
+        """Designate (``on``) or undesignate ``peer_id`` as a relay of ``group``."""
+        return dict(self._call("group.relay", group=group, peer=peer_id, on=on))
+
     def send(self, group: str, text: str, reply_to: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"group": group, "text": text}
         if reply_to is not None:

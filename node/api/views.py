@@ -20,6 +20,7 @@ from node.group.bodies import (
     Mute,
     Pin,
     PrivateMessage,
+    Relay,
     Remove,
     Rename,
     SetPolicy,
@@ -29,6 +30,7 @@ from node.group.bodies import (
 )
 from node.group.content import Edit, React
 from node.group.events import Event, Kind
+from node.group.relaying import Relay as RelayCore
 from node.ids import PeerId, format_peer_id, short_id
 from node.service.groups import Group, GroupService, TypingNotice
 
@@ -82,6 +84,10 @@ def group_view(service: GroupService, group: Group) -> dict[str, Any]:
         "policy": state.policy or None,  # open groups: whitelist or blacklist
         "banned": sorted(format_peer_id(p) for p in state.banned),
         "approved": sorted(format_peer_id(p) for p in state.approved),
+        "relays": sorted(format_peer_id(p) for p in state.relays),
+        "relaying": service.me in state.relays,  # this node is one of them
+        # a relay node: what it holds and did for the group (node.group.relaying)
+        "relay": group.stats() if isinstance(group, RelayCore) else None,
     }
 
 
@@ -156,6 +162,10 @@ def describe_event(service: GroupService, group: Group, event: Event) -> str | N
             return f"{who} muted {name_of(service, group, body.member)}{end}"
         case Mute():
             return f"{who} unmuted {name_of(service, group, body.member)}"
+        case Relay() if body.on:
+            return f"{who} made {name_of(service, group, body.peer)} a relay of the group"
+        case Relay():
+            return f"{who} stopped {name_of(service, group, body.peer)} relaying the group"
     if event.kind is Kind.LEAVE:
         return f"{who} left"
     return None

@@ -26,8 +26,10 @@ def cmd_list(args: argparse.Namespace, datadir: DataDir) -> int:
     groups = client.call(datadir.control_socket, "group.list")
     if args.json or not groups:
         return out(args, groups, "no groups yet (kith group create NAME)")
-    rows = [("ID", "NAME", "MODE", "ROLE", "MEMBERS")]
-    rows += [(g["id"][:12], g["name"], g["mode"], g["role"] or "(left)", str(g["members"]))
+    rows = [("ID", "NAME", "MODE", "ROLE", "MEMBERS", "RELAYS")]
+    rows += [(g["id"][:12], g["name"], g["mode"],
+              g["role"] or ("relay" if g.get("relaying") else "(left)"), str(g["members"]),
+              str(len(g.get("relays", []))))
              for g in groups]
     table(rows)
     return 0
@@ -53,6 +55,29 @@ def cmd_member_op(args: argparse.Namespace, datadir: DataDir) -> int:
             params[key] = getattr(args, key)
     event = client.call(datadir.control_socket, args.op, **params)
     return out(args, event, event["info"] or "done")
+
+
+def cmd_relay(args: argparse.Namespace, datadir: DataDir) -> int:
+    """kith group relay add|remove GROUP PEER."""
+    event = client.call(datadir.control_socket, "group.relay", group=args.group,
+                        peer=args.peer, on=args.on)
+    return out(args, event, event["info"] or "done")
+
+
+def cmd_relay_status(args: argparse.Namespace, datadir: DataDir) -> int:
+    """kith relay status: the groups this node relays (a relay node)."""
+    relayed = [g for g in client.call(datadir.control_socket, "group.list")
+               if g.get("relay") is not None]
+    if args.json or not relayed:
+        return out(args, relayed, "this node relays no group (run it with kith run --relay, "
+                   "then have an admin run kith group relay add GROUP PEER)")
+    rows = [("ID", "NAME", "RELAYING", "EVENTS", "BYTES", "COPIES", "MEMBERS", "ONLINE")]
+    rows += [(g["id"][:12], g["name"], "yes" if g["relaying"] else "no",
+              str(g["relay"]["events"]), str(g["relay"]["bytes"]),
+              str(g["relay"]["held_copies"]), str(g["relay"]["members"]),
+              str(g["relay"]["connected_members"])) for g in relayed]
+    table(rows)
+    return 0
 
 
 def cmd_send(args: argparse.Namespace, datadir: DataDir) -> int:

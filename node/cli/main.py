@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="display name for this run (default: from `kith init`)")
     p.add_argument("--no-read-receipts", action="store_true",
                    help="do not tell others what you have read")
+    p.add_argument("--relay", action="store_true",
+                   help="run as a relay only: store and forward the events of the groups "
+                   "whose admins designate this node (kith group relay add); it cannot read "
+                   "or post")
+    p.add_argument("--relay-budget", type=mebibytes, default=DEFAULTS.relay_budget,
+                   metavar="MIB", help="with --relay: most bytes kept per group (default "
+                   f"{DEFAULTS.relay_budget >> 20}); events over it are refused")
+    p.add_argument("--relay-expiry", type=float, default=DEFAULTS.relay_expiry,
+                   metavar="SECONDS", help="with --relay: how long a copy is held for an "
+                   f"offline member (default {DEFAULTS.relay_expiry:g}, 7 days)")
+    p.add_argument("--fanout", choices=["client", "relay"], default=DEFAULTS.fanout,
+                   help="client: push each message to every member (default); relay: send "
+                   "one copy to a connected relay of the group, which pushes it on")
     p.add_argument("--no-mdns", action="store_true",
                    help="do not announce or browse on mDNS (LAN discovery); use --peer instead")
     p.add_argument("--mdns-interface", metavar="IFACE",
@@ -129,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "inbound). A peer's name or short ID is what `kith group add` takes. "
                        "Times are this computer's local time.")
     p.set_defaults(func=cmd_peers)
+    p = sub.add_parser("relay", help="what a relay node holds (kith run --relay)")
+    rsub = p.add_subparsers(dest="relay_command", metavar="ACTION", required=True)
+    p = rsub.add_parser("status", parents=[data_again, json_flag],
+                        help="the groups this node relays: events, bytes, copies held, "
+                        "members and how many are connected")
+    from node.cli.groups import cmd_relay_status
+
+    p.set_defaults(func=cmd_relay_status)
 
     _add_group_commands(sub, data_again, json_flag)
 
@@ -220,6 +241,19 @@ def _add_group_commands(
             p.add_argument("--name", dest="label", default="",
                            help="how to call the new member until it connects")
         p.set_defaults(func=groups.cmd_member_op, op=f"group.{name}")
+    p = gsub.add_parser("relay", help="designate or undesignate a relay of a group",
+                        description="A relay (a node run with `kith run --relay`) stores and "
+                        "forwards a group's events for members who are offline, and can fan "
+                        "messages out; it can neither read nor post (docs/threat-model.md). "
+                        "Owners and admins only.")
+    rsub = p.add_subparsers(dest="relay_command", metavar="ACTION", required=True)
+    for name, on in (("add", True), ("remove", False)):
+        p = rsub.add_parser(name, parents=common,
+                            help=("make PEER a relay of GROUP" if on
+                                  else "stop PEER relaying GROUP"))
+        p.add_argument("group", metavar="GROUP")
+        p.add_argument("peer", metavar="PEER", help=PEER_HELP)
+        p.set_defaults(func=groups.cmd_relay, on=on)
     p = gsub.add_parser("role", parents=common, help="change a member's role")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("peer", metavar="PEER", help=PEER_HELP)
@@ -321,7 +355,7 @@ def _reader_went_away() -> int:
 
 
 COMMANDS = {"init", "id", "run", "peers", "network-key", "group", "send", "log", "demo", "bench",
-            "chat", "edit", "delete", "react", "pin", "save", "share", "files", "web"}
+            "chat", "edit", "delete", "react", "pin", "save", "share", "files", "web", "relay"}
 
 
 def _command_index(argv: list[str]) -> int:
@@ -491,6 +525,10 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             mdns_interface=args.mdns_interface,
             read_receipts=not args.no_read_receipts,
             max_file_size=args.max_file_size,
+            relay=args.relay,
+            relay_budget=args.relay_budget,
+            relay_expiry=args.relay_expiry,
+            fanout=args.fanout,
         )
         if network_key is not None:
             log.info("network key %s: only peers holding it can connect", key_id(network_key))

@@ -50,8 +50,9 @@ class Adopt:
 class Invitations:
     """The side cores of unknown groups (see the module docstring)."""
 
-    def __init__(self, me: PeerId) -> None:
+    def __init__(self, me: PeerId, *, relay: bool = False) -> None:
         self.me = me
+        self.relay = relay  # a relay node: adopt a group that designates us its relay
         self.pending: dict[GroupId, GroupCore] = {}
         #: Per pending group: the bytes each peer sent for it.
         self.senders: dict[GroupId, dict[PeerId, int]] = {}
@@ -105,7 +106,7 @@ class Invitations:
         by[sender] = by.get(sender, 0) + size
         for event in events:
             core.receive(event)
-        if self.me in core.state.members:
+        if self.me in (core.state.relays if self.relay else core.state.members):
             self._drop(group)
             return Adopt(core, (*core.ordered(), *core.waiting()), copies)
         if core.size() > MAX_EVENTS:

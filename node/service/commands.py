@@ -18,6 +18,7 @@ import nacl.utils
 from node.errors import GroupError, StoragePausedError, StorageUnavailableError
 from node.group import commands as C
 from node.group.bodies import Body, Role
+from node.group.bodies import Relay as RelayBody
 from node.group.content import Content, Thread
 from node.group.events import Event, EventId
 from node.group.member import Member
@@ -27,6 +28,10 @@ from node.store.db import GroupRow
 
 log = logging.getLogger("node.service.groups")  # one logger for the group service
 
+
+#: What a relay-only node says to anything that would author.
+RELAY_NODE_REFUSAL = ("this node is a relay (kith run --relay): it stores and forwards "
+                      "groups' events but cannot create, post to or change a group")
 
 class GroupCommands(EffectDriver):
     def expire_mutes(self, now: float) -> list[Event]:
@@ -44,6 +49,8 @@ class GroupCommands(EffectDriver):
     ) -> Member:
         if self.storage_paused is not None:
             raise self.storage_refusal()
+        if self.node.config.relay:
+            raise GroupError(RELAY_NODE_REFUSAL)
         now = time.time()
         group, effects = Member.found(self.identity, nacl.utils.random, now, name, mode,
                                       max_members, share_history, policy, self.settings)
@@ -96,6 +103,10 @@ class GroupCommands(EffectDriver):
 
     def remove(self, group: Member, peer: PeerId) -> Event:
         return self.command(group, C.RemoveMember(peer))
+
+    def relay(self, group: Member, peer: PeerId, on: bool = True) -> Event:
+        """Designate (``on``) or undesignate ``peer`` as a relay of ``group`` (admins)."""
+        return self.command(group, C.AuthorBody(RelayBody(peer, on)))
 
     def ban(self, group: Member, peer: PeerId, until: int = 0) -> Event:
         """Ban ``peer`` (``until``: unix seconds when an admin's node lifts it, 0 = never)."""

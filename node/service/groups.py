@@ -46,6 +46,7 @@ from node.group.member_io import (
     Vector,
     Warn,
 )
+from node.group.relaying import Relay
 from node.group.state import GroupCore
 from node.ids import PeerId, short_id
 from node.logs import RateLimitedLog, clip, reason_key
@@ -65,6 +66,7 @@ from node.wire.messages import (
     VectorMessage,
     WantMessage,
     decode_message,
+    encode_message,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +74,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 peer_log = RateLimitedLog(log)  # lines a peer can repeat: limited per peer and reason
+
+#: (peer, group) pairs we asked for a group we do not run (``_ask_unknown``), at most.
+ASKED_UNKNOWN = 256
 
 #: A group as this node runs it (the member core; kept under this name for the API).
 Group = Member
@@ -82,9 +87,11 @@ __all__ = ["Group", "GroupError", "GroupService", "Notice", "TypingNotice"]
 class GroupService(GroupCommands):
     def __init__(self, node: PeerLinks, store: Store) -> None:
         super().__init__(node, store)
-        self.invitations = Invitations(self.me)  # events of groups we are not in (yet)
+        # events of groups we are not in (yet); a relay node adopts those it relays
+        self.invitations = Invitations(self.me, relay=node.config.relay)
         self.open: OpenGroups = OpenGroups(self)  # open groups: announcing, joining, bans
         self.names = PeerNames(store)  # what peers called themselves, across restarts
+        self._asked_unknown: dict[tuple[PeerId, GroupId], None] = {}  # (a bounded FIFO)
         self._load()
         self.files = FileService(self)
 
@@ -128,11 +135,23 @@ class GroupService(GroupCommands):
                 rows, self.store.own_key(row.id), self.store.own_history(row.id),
                 self.store.peer_keys(row.id), self.store.deliveries(row.id), copies,
                 own_copies, self.store.read_marks(row.id))
+            if isinstance(member, Relay):
+                member.restore_held(self._held_copies(row.id))
             member.notify_muted = self.store.notify_muted(row.id)
             self.groups[row.id] = member
             self.run_effects(member, effects)  # a delete is final, also after a crash
         if self.groups:
             log.info("loaded %d group(s) from %s", len(self.groups), self.store.path)
+
+    def _held_copies(self, group: GroupId) -> dict[EventId, dict[PeerId, bytes]]:
+        """A relay's stored copies for members, by event."""
+        held: dict[EventId, dict[PeerId, bytes]] = {}
+        for ev in self.store.events(group):
+            if ev.kind in (int(Kind.MESSAGE), int(Kind.SENDER_KEY)):
+                copies = self.store.copies(ev.id)
+                if copies:
+                    held[ev.id] = copies
+        return held
 
     async def _announce(self) -> None:
         """Every ``sync_interval``, exchange version vectors with connected members."""
@@ -192,6 +211,9 @@ class GroupService(GroupCommands):
         elif isinstance(message, GotMessage):
             payload = Got(message.upto)
         elif isinstance(message, VectorMessage):
+            if message.group not in self.groups:
+                self._ask_unknown(conn, message)
+                return
             payload = Vector(message.vector, message.want)
         elif isinstance(message, TypingMessage):
             payload = Typing()
@@ -207,6 +229,20 @@ class GroupService(GroupCommands):
         if group is not None:
             self.handle(group, Received(sender, payload))
 
+    def _ask_unknown(self, conn: PeerLink, message: VectorMessage) -> None:
+        """A peer holds events of a group we do not run: ask it (once per peer and group,
+        ``ASKED_UNKNOWN`` remembered) for all of them, with an empty vector. If they make
+        us a member (we were added while away) or, on a relay node, its relay, the group
+        is adopted from them (``node.group.invitations``); a member that meets only a relay
+        thus learns of a group it was added to while offline (the Mailbox case)."""
+        key = (conn.info.peer_id, message.group)
+        if not message.vector or message.want or key in self._asked_unknown:
+            return
+        self._asked_unknown[key] = None
+        while len(self._asked_unknown) > ASKED_UNKNOWN:
+            del self._asked_unknown[next(iter(self._asked_unknown))]
+        conn.send_nowait(encode_message(VectorMessage(message.group, (), want=True)))
+
     def deliver(self, group: Member, events: Sequence[Event], sender: PeerId) -> None:
         """Deliver events we got some other way (an open group's history) as if received."""
         self.handle(group, Received(sender, Events(tuple(events))))
@@ -220,7 +256,8 @@ class GroupService(GroupCommands):
             peer_log.log((sender, "not in"), outcome.level, "%s", outcome.text)
             return
         self.adopt(outcome.core, sender, outcome.events, dict(outcome.copies))
-        log.info("added to group %s by %s", outcome.core.state.name, short_id(sender))
+        log.info("%s group %s by %s", "relaying" if self.node.config.relay else "added to",
+                 outcome.core.state.name, short_id(sender))
 
     def peer_connected(self, peer: PeerId) -> None:
         """A channel to ``peer`` came up: push what it has not acknowledged, then sync."""
