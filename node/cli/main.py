@@ -265,8 +265,9 @@ def _add_group_commands(
 
     p = sub.add_parser("send", parents=common, help="send a message to a group",
                        description="Send a message to everyone in GROUP. Options may come "
-                       "anywhere. While the node is stopped the message is queued in the data "
-                       "directory and goes out when the node starts.")
+                       "anywhere. While the node is stopped the message (with --file, a copy "
+                       "of the file) is queued in the data directory and goes out when the "
+                       "node starts; it keeps the time you sent it.")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("text", nargs="*", metavar="TEXT",
                    help="the message (words are joined with spaces); - reads it from stdin")
@@ -278,10 +279,13 @@ def _add_group_commands(
                        "(lamport, author, seq). Your messages show their delivery state. "
                        "The time before each line is when this node got the event (yours: "
                        "when you sent it) by this computer's clock and time zone, so it may "
-                       "differ by a second or more between nodes. Works "
-                       "while the node is stopped too (reads the stored history).")
+                       "differ by a second or more between nodes. [N] is a message's number "
+                       "on this node, which EVENT arguments take (`kith react lab 3 👍`). "
+                       "Works while the node is stopped too (reads the stored history; "
+                       "--follow then waits for the node).")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new events until Ctrl-C (waits for a stopped node)")
     p.add_argument("--all", action="store_true", help="include sender-key events")
     p.add_argument("--limit", type=int, metavar="N", help="only the last N events")
     p.add_argument("--mark-read", action="store_true",
