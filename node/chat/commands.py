@@ -96,7 +96,8 @@ POLICIES = ("whitelist", "blacklist")
 
 def help_lines() -> list[str]:
     lines = ["Type a message and press Enter to send it; @name mentions a member.",
-             "Messages carry a number, [N]: use it in /reply, /edit, /delete, /react, /pin.",
+             "Messages carry a number, [N]: use it in /reply, /edit, /delete, /react, /pin",
+             "(and in kith commands: `kith react GROUP N 👍`; it is your node's number).",
              "Tab completes commands, peer and group names. PgUp/PgDn scroll. "
              "//text sends a line starting with /."]
     lines += [f"  {s.usage}  -  {s.help}" for s in COMMANDS.values()]
