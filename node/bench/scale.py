@@ -37,7 +37,10 @@ messages of rounds 1-4.
 Then nothing is sent for ``--idle-seconds``: ``idle_cpu_percent`` is the CPU
 the host processes used meanwhile, in percent of one core (keepalives and the
 periodic vector exchange of the whole group), ``rss_mb_per_node`` the hosts'
-resident memory over N (each process's interpreter shared by its nodes).
+resident memory over N (each process's interpreter shared by its nodes). The
+window starts ``--idle-after`` seconds after convergence (default 0: the tail of
+the traffic, receipts and syncs, is in it); keepalives come once a minute on a
+quiet channel, so a window of 60 s or more, after the tail, is the steady state.
 With ``--profile-idle`` every host then runs cProfile (CPU time) through a
 second quiet of up to ``PROFILE_SECONDS`` and the heaviest functions go into
 ``results.json`` (``idle_profile``).
@@ -90,6 +93,7 @@ class Params:
     partition_seconds: float
     idle_seconds: float
     timeout: float
+    idle_after: float
     profile_idle: bool
     out: Path
     tmp: Path
@@ -279,6 +283,10 @@ async def run_scale(n: int, repeat: int, params: Params,
         stats1 = _totals(await hosts.call("stats"))
         messages = params.per_round * (len(cast.first) + 3 * len(cast.remaining))
         events = float(max(s["count"] for s in states.values()))
+        idle0 = stats1
+        if params.idle_after > 0:
+            await trio.sleep(params.idle_after)
+            idle0 = _totals(await hosts.call("stats"))
         await trio.sleep(params.idle_seconds)
         stats2 = _totals(await hosts.call("stats"))
         profile_dir = tmp / "profiles"
@@ -291,8 +299,8 @@ async def run_scale(n: int, repeat: int, params: Params,
     run = Run(
         n, converged, repeat, convergence_s, messages, events,
         (stats1[1] - stats0[1]) / messages, 1000 * (stats1[0] - stats0[0]) / messages,
-        100 * (stats2[0] - stats1[0]) / params.idle_seconds,
-        (stats2[1] - stats1[1]) / params.idle_seconds, stats2[2] / n, setup_s)
+        100 * (stats2[0] - idle0[0]) / params.idle_seconds,
+        (stats2[1] - idle0[1]) / params.idle_seconds, stats2[2] / n, setup_s)
     return run, top, why
 
 
@@ -364,6 +372,8 @@ def parse_args(argv: Sequence[str], prog: str) -> Params:
                         help="how long the partition lasts (default 2)")
     parser.add_argument("--idle-seconds", type=float, default=30.0, metavar="S",
                         help="the quiet over which idle CPU is measured (default 30)")
+    parser.add_argument("--idle-after", type=float, default=0.0, metavar="S",
+                        help="start the idle window this long after convergence (default 0)")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="S",
                         help="longest wait for convergence after the heal (default 120)")
     parser.add_argument("--profile-idle", action="store_true",
@@ -377,11 +387,13 @@ def parse_args(argv: Sequence[str], prog: str) -> Params:
         parser.error("--members: at least 4 (a joiner, a removed member and two others)")
     if args.procs < 1 or args.per_round < 1 or args.size < 24:
         parser.error("--procs and --per-round must be at least 1, --size at least 24")
-    if args.idle_seconds <= 0 or args.partition_seconds < 0 or args.timeout <= 0:
+    if (args.idle_seconds <= 0 or args.partition_seconds < 0 or args.timeout <= 0
+            or args.idle_after < 0):
         parser.error("--idle-seconds and --timeout must be positive")
     out = args.out or Path("bench-results") / f"scale-{datetime.now():%Y%m%d-%H%M%S}"
     return Params(args.members, args.procs, args.per_round, args.size, args.partition_seconds,
-                  args.idle_seconds, args.timeout, args.profile_idle, out, args.tmp)
+                  args.idle_seconds, args.timeout, args.idle_after, args.profile_idle, out,
+                  args.tmp)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "kith bench scale") -> int:

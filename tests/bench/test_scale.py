@@ -20,7 +20,8 @@ def test_a_small_group_converges_through_churn_and_a_partition(
 ) -> None:
     out = tmp_path / "out"
     status = main(["bench", "scale", "--members", str(N), "--procs", "2",
-                   "--partition-seconds", "0.5", "--idle-seconds", "1", "--timeout", "20",
+                   "--partition-seconds", "0.5", "--idle-seconds", "1", "--idle-after", "0.5",
+                   "--timeout", "20",
                    "--out", str(out), "--tmp", str(tmp_path)])
     printed = capsys.readouterr()
     assert status == 0, printed.err
