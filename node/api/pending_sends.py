@@ -113,11 +113,11 @@ def send_queued(datadir: DataDir, service: GroupService) -> int:
             text, count = str(entry["text"]), int(entry.get("count", 1))
             reply = entry.get("reply_to")
             reply_to = EventId(bytes.fromhex(reply)) if reply else None
+            at = float(entry.get("queued_at", 0))
         except (KeyError, ValueError, TypeError):
             log.warning("dropping a queued message for a group this node is not in")
             continue
         try:
-            at = float(entry.get("queued_at", 0))
             for i in range(1, count + 1):
                 body = text if count == 1 else f"{text} #{i}"
                 event = service.send(group, body, reply_to=reply_to,
@@ -128,24 +128,27 @@ def send_queued(datadir: DataDir, service: GroupService) -> int:
             log.warning("could not send a queued message to %s: %s",
                         group.core.state.name, exc)
     if timed and service.commit():  # stored now, so their time can be set
-        for group, event, at in timed:
-            backdate(service, group, event, at)
+        backdate(service, timed)
     if sent:
         log.info("sent %d message(s) queued while the node was stopped", sent)
     (datadir.path / QUEUE_FILE).unlink(missing_ok=True)
     return sent
 
 
-def backdate(service: GroupService, group: Group, event: Event, at: float) -> None:
-    """Give our stored ``event`` the time ``at`` (when the user queued it), if earlier."""
-    if not 0 < at < group.joined_at.get(event.id, time.time()):
-        return
+def backdate(service: GroupService, sent: list[tuple[Group, Event, float]]) -> None:
+    """Give each of our stored events the time the user queued it (``at``), if earlier
+    than the time it was authored; one transaction for all."""
+    earlier = [(group, event, at) for group, event, at in sent
+               if 0 < at < group.joined_at.get(event.id, time.time())]
     try:
-        service.store.set_received_at(event.id, at)
-    except KithError as exc:  # (storage paused: it keeps the time it was authored at)
-        log.warning("could not keep the queued time of a message: %s", exc)
+        with service.store.transaction():
+            for _, event, at in earlier:
+                service.store.set_received_at(event.id, at)
+    except KithError as exc:  # (storage paused: they keep the time they were authored at)
+        log.warning("could not keep the time queued messages were sent: %s", exc)
         return
-    group.joined_at[event.id] = at  # (an existing key: the storage order stays)
+    for group, event, at in earlier:
+        group.joined_at[event.id] = at  # (an existing key: the storage order stays)
 
 
 def queue_file(datadir: DataDir, group: str, path: Path, caption: str) -> Path:
@@ -220,7 +223,7 @@ async def send_queued_files(datadir: DataDir, service: GroupService) -> int:
         else:
             assert upload.event is not None
             if service.commit():
-                backdate(service, group, upload.event, at)
+                backdate(service, [(group, upload.event, at)])
             log.info("sent the file %s queued for %s while the node was stopped", name, label)
             sent += 1
         shutil.rmtree(folder, ignore_errors=True)
