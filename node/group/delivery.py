@@ -211,9 +211,13 @@ class Delivery(MemberState):
         """``member`` holds our events ``old + 1 .. top`` (and the earlier ones): what
         ``acked`` says per event (its readers keep working), at the time we learnt it."""
         self.own_upto[member] = top
-        for seq in range(old + 1, top + 1):
-            self.acked.setdefault(self.core.event_id(self.me, seq), {}).setdefault(
-                member, self.now)
+        acked, now = self.acked, self.now
+        for event_id in self.core.event_ids(self.me, old + 1, top):
+            seen = acked.get(event_id)
+            if seen is None:
+                acked[event_id] = {member: now}
+            elif member not in seen:
+                seen[member] = now
 
     def on_unreadable(self, sender: PeerId, ids: tuple[EventId, ...]) -> None:
         """``sender`` stored these messages of ours but cannot read them: not delivered

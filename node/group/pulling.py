@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from node.group.authoring import admitted_by
 from node.group.events import EventId, Kind
@@ -65,6 +65,8 @@ class Pulling(Receiving):
         self._admissions: tuple[object, dict[PeerId, tuple[PeerId, int]]] | None = None
         #: Of those admissions: author -> its latest one's seq (see note_missed).
         self._latest_admission: dict[PeerId, int] = {}
+        #: (state, setup members, the members and departed outside the setup but us).
+        self._unknown_base: tuple[object, frozenset[PeerId], frozenset[PeerId]] | None = None
         self.nudges = 0
 
     def shared(self, peer: PeerId) -> bool:
@@ -199,8 +201,12 @@ class Pulling(Receiving):
         but starts from the members and departed without a vector (set operations):
         this runs for each live event delivered, so it must not cost O(N) in Python."""
         state = self.core.state
-        pool = state.members.keys() | {d.member for d in state.departures}
-        unknown = pool - self.peer_vectors.keys() - self.setup_members - {self.me}
+        base = self._unknown_base
+        if base is None or base[0] is not state or base[1] is not self.setup_members:
+            pool = state.members.keys() | {d.member for d in state.departures}
+            base = self._unknown_base = (state, self.setup_members,
+                                         frozenset(pool - self.setup_members - {self.me}))
+        unknown = base[2] - self.peer_vectors.keys()  # (nearly always empty: no O(N) here)
         return [p for p in unknown if p in self.connected and self.shared(p)]
 
     def note_missed(self, sender: PeerId, message: Events) -> None:
@@ -227,18 +233,29 @@ class Pulling(Receiving):
                     self.missed.add(member)
 
     def admissions(self) -> dict[PeerId, tuple[PeerId, int]]:
-        """Each current member's admission event (author, seq), cached per state."""
+        """Each current member's admission event (author, seq), cached per state (in the
+        core's memo, which copies of a core share: tagged with the state and the last
+        membership event it was derived from)."""
         state = self.core.state
         if self._admissions is None or self._admissions[0] is not state:
-            found: dict[PeerId, tuple[PeerId, int]] = {}
-            for event in self.core.membership_events():
-                member = admitted_by(event.author, event.kind, event.body)
-                if member is not None and member in state.members:
-                    found[member] = (event.author, event.seq)
-            self._admissions = (state, found)
-            latest: dict[PeerId, int] = {}
-            for author, seq in found.values():
-                latest[author] = max(seq, latest.get(author, 0))
+            events = self.core.membership_events()
+            tag = (state, len(events), events[-1].id if events else None)
+            memo = self.core.memo.get("admissions")
+            found: dict[PeerId, tuple[PeerId, int]]
+            latest: dict[PeerId, int]
+            if memo is not None and memo[0] is state and memo[1:3] == tag[1:]:
+                found, latest = cast(Any, memo[3]), cast(Any, memo[4])
+            else:
+                found = {}
+                for event in events:
+                    member = admitted_by(event.author, event.kind, event.body)
+                    if member is not None and member in state.members:
+                        found[member] = (event.author, event.seq)
+                latest = {}
+                for author, seq in found.values():
+                    latest[author] = max(seq, latest.get(author, 0))
+                self.core.memo["admissions"] = (*tag, found, latest)
+            self._admissions = (state, found)  # (both only ever read)
             self._latest_admission = latest
         return self._admissions[1]
 

@@ -133,6 +133,10 @@ class GroupCore:
         #: (seen prefix, seen indices after it) -> membership of such a causal past.
         self._past_states: dict[tuple[int, tuple[int, ...]], Membership] = {}
         self.state = Membership()
+        #: What the member core derives from the membership alone (its admissions), one
+        #: entry per kind, tagged with what it was derived from: ``copy`` shares it, so
+        #: copies in one state (the simulator's members) derive it once between them.
+        self.memo: dict[str, tuple[object, ...]] = {}
 
     def copy(self) -> GroupCore:
         """An independent copy: same delivered and waiting events, keys and membership.
@@ -162,6 +166,7 @@ class GroupCore:
         twin._covered = dict(self._covered)
         twin._past_states = dict(self._past_states)
         twin.state = self.state
+        twin.memo = self.memo
         return twin
 
     # -- queries --
@@ -188,6 +193,10 @@ class GroupCore:
 
     def event_id(self, author: PeerId, seq: int) -> EventId:
         return self._ids[author][seq - 1]
+
+    def event_ids(self, author: PeerId, first: int, last: int) -> list[EventId]:
+        """The ids of ``author``'s delivered events ``first`` to ``last`` (seqs)."""
+        return self._ids[author][first - 1:last] if first <= last else []
 
     def delivered_order(self) -> list[Event]:
         """Delivered events in the order they were delivered here (a causal order)."""
