@@ -37,8 +37,8 @@ class GroupCommands(EffectDriver):
     def expire_mutes(self, now: float) -> list[Event]:
         """As owner or admin, UNMUTE the members whose timed mute ended by our clock."""
         unmuted: list[Event] = []
-        if self.storage_paused is not None:
-            return unmuted  # the next beat after resuming does it
+        if self.storage_paused is not None or self.node.config.relay:
+            return unmuted  # the next beat after resuming does it; a relay never authors
         for group in list(self.groups.values()):
             unmuted += self.run_effects(group, group.handle(C.ExpireMutes(), now))
         return unmuted
