@@ -1,6 +1,7 @@
 """Fanout on real nodes: how fast one author pushes messages to N members, and at what cost.
 
-    kith bench fanout [--members 2,8,32] [--mode raw,pairwise,sender-keys[,libp2p]]
+    kith bench fanout [--members 2,8,32]
+                      [--mode raw,pairwise,sender-keys[,relay,relay-pairwise,libp2p]]
                       [--messages 200] [--size 256] [--repeat 3] [--out DIR]
     (scripts/bench-fanout is the same, creating .venv first)
 
@@ -28,6 +29,19 @@ until the last message has been acknowledged by every receiver: it includes
 the author's networking (channel encryption, syscalls, reading the acks and
 storing them) because with client-side fanout that is the sender's cost too.
 
+``relay`` and ``relay-pairwise`` are server-side fanout on the same nodes: a
+relay node (not a member: it cannot read or post) runs in a process of its
+own (``node.bench.relay_fanout``), every receiver dials it too, the author
+designates it and runs with ``fanout = "relay"``: it sends each message once,
+flagged, to the relay, which pushes it to every member (in a pairwise group
+the author's copy carries every member's ciphertext). The relay's own CPU time
+and bytes over the same window are measured separately (``relay CPU``,
+``relay B``), and the sender's CPU window ends when the relay has
+acknowledged the last message and every receiver has it.
+
+``last ms`` is, per message, the time until the last member had it (median
+over the messages): the time until the whole group has a message.
+
 ``raw`` is the ceiling: the same trio fanout shape (a queue and a sender task
 per receiver, one ``send_all`` per message per receiver) carrying M
 length-prefixed SIZE-byte messages over plain TCP, with no crypto, no group
@@ -48,7 +62,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,16 +91,35 @@ from node.bench.harness import (
     run_bench,
     until_stdin_closed,
 )
+from node.bench.relay_fanout import RELAY_GROUP_MODE, RelayProcess, relay_costs, relay_process
 from node.group.bodies import MAX_TEXT
 from node.group.events import Event, Kind
 from node.ids import parse_peer_id
 
-#: Modes in table order. ``sender-keys`` is a ``private`` group; ``libp2p`` is py-libp2p
-#: floodsub (node/bench/floodsub.py, the ``compare`` extra).
-MODES = ("raw", "pairwise", "sender-keys", "libp2p")
+#: Modes in table order. ``sender-keys`` is a ``private`` group; ``relay`` and
+#: ``relay-pairwise`` the same two through a relay (server-side fanout,
+#: node/bench/relay_fanout.py); ``libp2p`` is py-libp2p floodsub (node/bench/floodsub.py,
+#: the ``compare`` extra).
+MODES = ("raw", "pairwise", "sender-keys", "relay", "relay-pairwise", "libp2p")
 DEFAULT_MODES = ("raw", "pairwise", "sender-keys")
-ALIASES = {"private": "sender-keys", "sender_keys": "sender-keys", "floodsub": "libp2p"}
+ALIASES = {"private": "sender-keys", "sender_keys": "sender-keys", "floodsub": "libp2p",
+           "relay-private": "relay", "relay_pairwise": "relay-pairwise"}
 GROUP_MODE = {"pairwise": "pairwise", "sender-keys": "private"}
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutRun(Run):
+    """A run of this benchmark: ``Run`` and what server-side fanout adds."""
+
+    #: Per message, until the last receiver had it; the median over the messages.
+    last_member_ms: float = math.nan
+    #: The relay process's CPU time and channel bytes sent over the same window, per message.
+    relay_cpu_ms_per_message: float = math.nan
+    relay_wire_bytes_per_message: float = math.nan
+
+
+#: What a run measured (``METRICS`` and the fields ``FanoutRun`` adds).
+FANOUT_METRICS = METRICS + tuple(f.name for f in fields(FanoutRun)[len(fields(Run)):])
 WARMUP = "warmup"
 
 
@@ -98,7 +131,8 @@ def frame(payload: bytes) -> bytes:
 
 
 async def _kith_receiver(k: int, data: Path, author: str, messages: int) -> None:
-    async with open_node(data, name=f"r{k}", peers=[author],
+    # ``author``: the author's address, and the relay's after a comma in the relay modes
+    async with open_node(data, name=f"r{k}", peers=author.split(","),
                          send_queue=queue_size(messages)) as kith:
         emit(up=k, peer=kith.peer_id)
         service = kith.service
@@ -201,41 +235,63 @@ def receivers(
 def _result(
     n: int, mode: str, repeat: int, messages: int, t0: float, cpu: float,
     sent: list[float], done: list[dict[str, Any]], costs: tuple[float, float, float],
-    *, wire_bytes: float, peak_rss: float,
-) -> Run:
+    *, wire_bytes: float, peak_rss: float, relay: dict[str, float] | None = None,
+) -> FanoutRun:
     arrivals = [line["arrivals"] for line in done]
     end = max(max(times) for times in arrivals)
     latencies = [t - sent[i] for times in arrivals for i, t in enumerate(times)]
+    last_member = [max(times[i] for times in arrivals) - sent[i] for i in range(messages)]
     seconds = end - t0
     receiver_rss = max((line.get("rss_mb", math.nan) for line in done), default=math.nan)
-    return Run(n, mode, repeat, seconds, messages / seconds, 1000 * cpu / messages,
-               *costs, 1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.95),
-               1000 * percentile(latencies, 0.99), wire_bytes / messages,
-               n * messages / seconds, peak_rss, receiver_rss)
+    return FanoutRun(n, mode, repeat, seconds, messages / seconds, 1000 * cpu / messages,
+                     *costs, 1000 * percentile(latencies, 0.5),
+                     1000 * percentile(latencies, 0.95), 1000 * percentile(latencies, 0.99),
+                     wire_bytes / messages, n * messages / seconds, peak_rss, receiver_rss,
+                     1000 * percentile(last_member, 0.5), **(relay or {}))
 
 
-async def run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path) -> Run:
+async def run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path) -> FanoutRun:
+    if mode in RELAY_GROUP_MODE:
+        async with relay_process(tmp, params.messages) as relay:
+            return await _run_kith(mode, n, repeat, params, tmp, relay)
+    return await _run_kith(mode, n, repeat, params, tmp, None)
+
+
+async def _run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path,
+                    relay: RelayProcess | None) -> FanoutRun:
     m = params.messages
-    async with open_node(tmp / "author", name="author", send_queue=queue_size(m)) as author, \
-            receivers("kith", n, params.receiver_procs, tmp, author.listen, m) as rx:
+    via = [] if relay is None else [relay.listen]
+    fanout: dict[str, Any] = {} if relay is None else {"fanout": "relay"}
+    async with open_node(tmp / "author", name="author", send_queue=queue_size(m), peers=via,
+                         **fanout) as author, \
+            receivers("kith", n, params.receiver_procs, tmp, ",".join([author.listen, *via]),
+                      m) as rx:
         node, service = author.node, author.service
         with rx.within(SETUP_TIMEOUT):
             peers = [parse_peer_id(line["peer"]) for line in await rx.expect("up", n)]
-            await node.wait_until(lambda: all(p in node.connections for p in peers))
-            group = service.create("bench", GROUP_MODE[mode])
+            relay_peer = None if relay is None else parse_peer_id(relay.peer)
+            linked = peers if relay_peer is None else [*peers, relay_peer]
+            await node.wait_until(lambda: all(p in node.connections for p in linked))
+            group = service.create("bench", GROUP_MODE.get(mode) or RELAY_GROUP_MODE[mode])
             for peer in peers:
                 service.add(group, peer)
+            if relay is not None and relay_peer is not None:
+                service.relay(group, relay_peer, True)
+                await relay.hold(len(group.core.ordered()))  # it took the group
             service.send(group, WARMUP)
             await rx.expect("ready", n)
 
         texts = [message_text(i, params.size) for i in range(m)]
         sent = [0.0] * m
         ids = []
-        streams = [node.connections[p].stream for p in peers]
+        streams = [node.connections[p].stream for p in linked]
         sampler = RssSampler()
+        relay_marks = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sampler.run)
             with rx.within(SETUP_TIMEOUT + PER_DELIVERY * n * m):
+                if relay is not None:
+                    relay_marks.append(await relay.ask("mark", "mark"))
                 wire0 = sum(stream.bytes_sent for stream in streams)
                 cpu0, t0 = time.process_time(), time.monotonic()
                 for i in range(m):
@@ -244,16 +300,19 @@ async def run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path) ->
                     await trio.lowlevel.checkpoint()
                 done = await rx.expect("done", n)
                 last = ids[-1]
-                await service.wait_until(
+                await service.wait_until(  # (through a relay too: members ack the author)
                     lambda: all(p in group.acked.get(last, {}) for p in peers))
                 cpu = time.process_time() - cpu0
                 wire = sum(stream.bytes_sent for stream in streams) - wire0
+                if relay is not None:
+                    relay_marks.append(await relay.ask("mark", "mark"))
             nursery.cancel_scope.cancel()
     counters = [group.counters[event_id] for event_id in ids]
     costs = (sum(c.encryptions for c in counters) / m, sum(c.signatures for c in counters) / m,
              sum(c.bytes_out for c in counters) / m)
     return _result(n, mode, repeat, m, t0, cpu, sent, done, costs,
-                   wire_bytes=wire, peak_rss=sampler.peak)
+                   wire_bytes=wire, peak_rss=sampler.peak,
+                   relay=relay_costs(relay_marks[0], relay_marks[-1], m) if relay_marks else None)
 
 
 async def _drain(stream: trio.SocketStream, queue: trio.MemoryReceiveChannel[bytes]) -> None:
@@ -262,7 +321,7 @@ async def _drain(stream: trio.SocketStream, queue: trio.MemoryReceiveChannel[byt
             await stream.send_all(data)
 
 
-async def run_raw(n: int, repeat: int, params: Params, tmp: Path) -> Run:
+async def run_raw(n: int, repeat: int, params: Params, tmp: Path) -> FanoutRun:
     m = params.messages
     payloads = [message_text(i, params.size).encode() for i in range(m)]
     sent = [0.0] * m
@@ -329,7 +388,9 @@ async def run_all(params: Params) -> list[Run]:
         runs.append(run)
         progress.step(f"N={n:<3} {mode:<11} run {r + 1}/{params.repeat}: "
                       f"{run.messages_per_s:7.0f} msg/s {run.cpu_ms_per_message:7.3f} ms CPU/msg "
-                      f"p95 {run.latency_p95_ms:6.0f} ms ({run.seconds:.2f} s)")
+                      f"p95 {run.latency_p95_ms:6.0f} ms ({run.seconds:.2f} s)"
+                      + (f"; relay {run.relay_cpu_ms_per_message:.3f} ms CPU/msg"
+                         if isinstance(run, FanoutRun) and mode in RELAY_GROUP_MODE else ""))
     return runs
 
 
@@ -337,7 +398,7 @@ def summarise(runs: Sequence[Run], params: Params) -> list[report.Row]:
     """Per (N, mode): the median, min and max of every metric over the repeats, and the
     sender CPU relative to raw at the same N (``x_raw_cpu``) and the delivered rate
     relative to raw (``of_raw_rate``, the goal is at least 0.5 for sender-keys)."""
-    rows = report.summarise([asdict(r) for r in runs], ("members", "mode"), METRICS,
+    rows = report.summarise([asdict(r) for r in runs], ("members", "mode"), FANOUT_METRICS,
                             order={"mode": MODES})
     raw = {row["members"]: row for row in rows if row["mode"] == "raw"}
     for row in rows:
@@ -363,7 +424,13 @@ COLUMNS = (
     report.Column("latency_p50_ms", "p50 ms", ".0f"),
     report.Column("latency_p95_ms", "p95 ms", ".0f"),
     report.Column("latency_p99_ms", "p99 ms", ".0f"),
+    report.Column("last_member_ms", "last ms", ".0f"),
     report.Column("peak_rss_mb", "RSS MB", ".0f"),
+)
+#: The relay's own costs: columns shown when a relay mode ran.
+RELAY_COLUMNS = (
+    report.Column("relay_cpu_ms_per_message", "relay CPU ms/msg", ".3f", span=True),
+    report.Column("relay_wire_bytes_per_message", "relay B/msg", ".0f"),
 )
 
 #: What the plots show, one PNG each.
@@ -377,8 +444,29 @@ PLOTS = {
     "latency_p50_ms": "p50 delivery latency (ms)",
     "latency_p95_ms": "p95 delivery latency (ms)",
     "latency_p99_ms": "p99 delivery latency (ms)",
+    "last_member_ms": "until the last member has it (ms, median over messages)",
     "peak_rss_mb": "author peak RSS (MB)",
 }
+
+
+#: ... and when a relay mode ran, the relay's own costs.
+RELAY_PLOTS = {
+    "relay_cpu_ms_per_message": "relay CPU ms per message",
+    "relay_wire_bytes_per_message": "relay bytes on the wire per message",
+}
+
+
+def relayed(params: Params) -> bool:
+    return any(mode in RELAY_GROUP_MODE for mode in params.modes)
+
+
+def columns(params: Params) -> tuple[report.Column, ...]:
+    """The table's columns: the relay's own costs too when a relay mode ran."""
+    return COLUMNS + RELAY_COLUMNS if relayed(params) else COLUMNS
+
+
+def plots(params: Params) -> dict[str, str]:
+    return PLOTS | RELAY_PLOTS if relayed(params) else PLOTS
 
 
 def header(params: Params) -> str:
@@ -407,7 +495,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                     "latency, per mode, against plain TCP fanout of the same bytes (raw). "
                     "Method: docs/research.md.",
         epilog="Modes: raw (plain TCP, the ceiling), pairwise (one encryption per member), "
-               "sender-keys (alias private: one encryption per message), libp2p (py-libp2p "
+               "sender-keys (alias private: one encryption per message), relay and "
+               "relay-pairwise (the same two through a relay node in its own process: "
+               "server-side fanout; its CPU and bytes are measured too), libp2p (py-libp2p "
                "floodsub, needs: pip install -e '.[compare]'). Writes results.json, "
                "summary.csv, runs.csv, table.txt and PNG plots (with matplotlib) to --out.")
     parser.add_argument("--members", type=positive_ints, default=(2, 8, 32), metavar="N,N,...",
@@ -455,14 +545,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "kith bench fanout") -> 
         kind, first, count, data, author, messages = argv[1:]
         trio.run(receiver_main, kind, int(first), int(count), Path(data), author, int(messages))
         return 0
-    params, plots = parse_args(argv, prog)
+    params, draw = parse_args(argv, prog)
     started, host = time.monotonic(), report.machine()
     runs = run_bench(run_all, params, prog)
     if runs is None:
         return 1
     report.publish(params.out, summary=summarise(runs, params), runs=[asdict(r) for r in runs],
-                   keys=("members", "mode"), columns=COLUMNS, header=header(params),
-                   params=asdict(params), host=host, plots=PLOTS if plots else None,
+                   keys=("members", "mode"), columns=columns(params), header=header(params),
+                   params=asdict(params), host=host, plots=plots(params) if draw else None,
                    title=f"fanout, {params.size} B messages",
                    seconds=time.monotonic() - started)
     return 0

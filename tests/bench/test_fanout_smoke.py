@@ -1,4 +1,5 @@
-"""The fanout benchmark end to end at a tiny size: real receiver processes, every mode."""
+"""The fanout benchmark end to end at a tiny size: real receiver processes, every mode
+(the relay modes with a real relay node in a process of its own)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from node.bench import fanout, harness
 MEMBERS = 2
 MESSAGES = 5
 SIZE = 64
+MODES = (*fanout.DEFAULT_MODES, "relay", "relay-pairwise")
 
 
 def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     status = fanout.main([
-        "--members", str(MEMBERS), "--mode", "raw,pairwise,private",
+        "--members", str(MEMBERS), "--mode", "raw,pairwise,private,relay,relay-pairwise",
         "--messages", str(MESSAGES), "--size", str(SIZE), "--repeat", "1",
         "--out", str(out), "--tmp", str(tmp_path),
     ])
@@ -29,7 +31,7 @@ def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert document["machine"]["cpu_count"] >= 1
     assert document["params"]["messages"] == MESSAGES
     rows = {(row["members"], row["mode"]): row for row in document["summary"]}
-    assert set(rows) == {(MEMBERS, mode) for mode in fanout.DEFAULT_MODES}
+    assert set(rows) == {(MEMBERS, mode) for mode in MODES}
     for row in rows.values():
         assert row["runs"] == 1
         assert row["messages_per_s"]["median"] > 0
@@ -40,6 +42,11 @@ def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert row["receiver_rss_mb"]["median"] > 1
         assert row["deliveries_per_s"]["median"] == pytest.approx(
             MEMBERS * row["messages_per_s"]["median"])
+        assert row["last_member_ms"]["median"] >= row["latency_p50_ms"]["median"]
+        relayed = row["mode"].startswith("relay")
+        for metric in ("relay_cpu_ms_per_message", "relay_wire_bytes_per_message"):
+            # the relay's own process: measured in the relay modes, absent in the others
+            assert (row[metric]["median"] is not None and row[metric]["median"] > 0) == relayed
 
     def cost(mode: str, metric: str) -> float:
         return float(rows[(MEMBERS, mode)][metric]["median"])
@@ -60,19 +67,27 @@ def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
     for mode in ("sender-keys", "pairwise"):
         assert cost(mode, "wire_bytes_per_message") > cost(mode, "bytes_per_message")
     assert rows[(MEMBERS, "raw")]["of_raw_rate"]["median"] == 1
+    # Through the relay the author sends one copy: encrypted and signed as before (pairwise:
+    # still one encryption per member), but its own application bytes are one copy's.
+    assert cost("relay", "encryptions_per_message") == 1
+    assert cost("relay-pairwise", "encryptions_per_message") == MEMBERS
+    assert cost("relay", "signatures_per_message") == 1
+    assert SIZE < cost("relay", "bytes_per_message") < cost("sender-keys", "bytes_per_message")
+    assert cost("relay-pairwise", "bytes_per_message") > MEMBERS * SIZE
 
-    assert len(document["runs"]) == len(fanout.DEFAULT_MODES)
+    assert len(document["runs"]) == len(MODES)
     with (out / "summary.csv").open() as f:
-        assert {row["mode"] for row in csv.DictReader(f)} == set(fanout.DEFAULT_MODES)
+        assert {row["mode"] for row in csv.DictReader(f)} == set(MODES)
     assert (out / "runs.csv").exists()
 
     table = printed.out.splitlines()
-    for mode in fanout.DEFAULT_MODES:
+    for mode in MODES:
         assert any(line.split()[:2] == [str(MEMBERS), mode] for line in table), printed.out
-    assert any("CPU ms/msg" in line for line in table)
-    assert printed.err.count(f"N={MEMBERS} ") == len(fanout.DEFAULT_MODES)  # progress per run
+    assert any("CPU ms/msg" in line and "relay B/msg" in line for line in table)
+    assert printed.err.count(f"N={MEMBERS} ") == len(MODES)  # progress per run
     # matplotlib is in the dev install: one PNG per plotted metric.
-    assert {p.name for p in out.glob("*.png")} == {f"{m}.png" for m in fanout.PLOTS}
+    assert {p.name for p in out.glob("*.png")} == {
+        f"{m}.png" for m in fanout.PLOTS | fanout.RELAY_PLOTS}
 
 
 def test_receivers_are_spread_evenly_over_processes() -> None:
@@ -95,7 +110,7 @@ def test_modes_accept_aliases_and_reject_unknown(capsys: pytest.CaptureFixture[s
     assert plots is False
     with pytest.raises(SystemExit):
         fanout.parse_args(["--mode", "carrier-pigeon"])
-    assert "raw, pairwise, sender-keys, libp2p" in capsys.readouterr().err
+    assert "raw, pairwise, sender-keys, relay, relay-pairwise, libp2p" in capsys.readouterr().err
 
 
 def test_a_bench_error_is_found_inside_trios_exception_groups() -> None:

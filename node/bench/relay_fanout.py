@@ -1,0 +1,197 @@
+"""The relay node of ``kith bench fanout --mode relay,relay-pairwise``, in its own process.
+
+Theory of operation
+-------------------
+Server-side fanout puts a third party in the picture: the author sends one
+copy of each message to a relay (a node that is not a member: it cannot read
+and cannot post, docs/protocol.md) and the relay pushes it to every member.
+What the author saves the relay pays, so the benchmark measures the relay on
+its own: it runs in a process of its own (``python -m node.bench.relay_fanout
+relay DATA MESSAGES``), so its CPU time is its own, on the same machine as
+the author and the receivers.
+
+The parent talks to it over pipes, as to the receivers (``node.bench.harness``):
+the relay process writes JSON lines to stdout (``up`` with its peer id and
+address first) and reads commands from stdin, one per line:
+
+* ``mark``: answer ``{"mark": K, "cpu": s, "sent": B, "received": B}``: the
+  process's CPU time (``time.process_time()``) and the bytes its channels
+  have sent and received so far (closed channels as last seen). The parent
+  marks just before the first timed send and once the run is over; the
+  difference is what the relay paid for the M messages.
+* ``hold K``: answer ``{"holds": [[group id hex, events held], ...]}`` once
+  the relay holds a group with at least K events (the parent waits for it to
+  take the group before anything is timed).
+
+Closing stdin stops it. ``RelayProcess`` is the parent's side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.api.python import Kith, open_node
+from node.bench.harness import STOP_TIMEOUT, BenchError, emit, queue_size
+
+#: The fanout benchmark's relay modes and the group mode each runs.
+RELAY_GROUP_MODE = {"relay": "private", "relay-pairwise": "pairwise"}
+
+
+# -- in the relay's process ---------------------------------------------------------------
+
+
+class _Counter:
+    """Bytes sent and received by every channel a node has had (closed ones as last seen)."""
+
+    def __init__(self, kith: Kith) -> None:
+        self.kith = kith
+        self._seen: dict[int, tuple[Any, int, int]] = {}
+
+    def totals(self) -> tuple[int, int]:
+        for conn in self.kith.node.connections.values():
+            stream = conn.stream
+            self._seen[id(conn)] = (conn, stream.bytes_sent, stream.bytes_received)
+        return (sum(sent for _, sent, _ in self._seen.values()),
+                sum(got for _, _, got in self._seen.values()))
+
+
+def _held(kith: Kith) -> list[tuple[str, int]]:
+    return [(gid.hex(), len(group.core.ordered()))
+            for gid, group in sorted(kith.service.groups.items())]
+
+
+async def _hold(kith: Kith, events: int) -> None:
+    await kith.service.wait_until(lambda: any(held >= events for _, held in _held(kith)))
+
+
+async def relay_main(data: Path, messages: int) -> None:
+    """Run one relay node until stdin closes, answering ``mark`` and ``groups``."""
+    async with open_node(data, name="relay", relay=True,
+                         send_queue=queue_size(messages)) as kith:
+        counter = _Counter(kith)
+        emit(up="relay", peer=kith.peer_id, listen=kith.listen)
+        marks = 0
+        async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+            pending = b""
+            while data_in := await stdin.receive_some():
+                *lines, pending = (pending + data_in).split(b"\n")
+                for line in lines:
+                    command, _, arg = line.strip().decode(errors="replace").partition(" ")
+                    if command == "mark":
+                        sent, received = counter.totals()
+                        emit(mark=marks, cpu=time.process_time(), sent=sent, received=received)
+                        marks += 1
+                    elif command == "hold" and arg.isdigit():
+                        await _hold(kith, int(arg))
+                        emit(holds=_held(kith))
+                    elif command:
+                        emit(error=f"unknown command {command!r}")
+
+
+# -- the parent's side --------------------------------------------------------------------
+
+
+class RelayProcess:
+    """A running relay process: its peer id and address, and ``ask`` for a command."""
+
+    def __init__(self, proc: trio.Process, log: Path) -> None:
+        self.proc = proc
+        self.log = log
+        self.peer = ""
+        self.listen = ""
+        self._pending = b""
+
+    async def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while b"\n" not in self._pending:
+            data = await self.proc.stdout.receive_some()
+            if not data:
+                raise BenchError(f"the relay process exited{self._tail()}")
+            self._pending += data
+        line, self._pending = self._pending.split(b"\n", 1)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            raise BenchError(f"the relay said {line!r}{self._tail()}") from None
+        if not isinstance(answer, dict):
+            raise BenchError(f"the relay said {answer!r}")
+        return answer
+
+    async def ask(self, command: str, key: str) -> dict[str, Any]:
+        """Send ``command``; the answer, which must carry ``key``."""
+        assert self.proc.stdin is not None
+        await self.proc.stdin.send_all(command.encode() + b"\n")
+        answer = await self._line()
+        if key not in answer:
+            raise BenchError(f"asked the relay {command!r}, it said {answer}{self._tail()}")
+        return answer
+
+    async def hold(self, events: int) -> None:
+        """Until the relay holds a group with at least ``events`` events."""
+        await self.ask(f"hold {events}", "holds")
+
+    def _tail(self) -> str:
+        text = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        return f"; relay stderr:\n{text}" if text.strip() else ""
+
+
+@asynccontextmanager
+async def relay_process(tmp: Path, messages: int) -> AsyncIterator[RelayProcess]:
+    """Start a relay node in its own process (data in ``tmp/relay``, stderr in
+    ``tmp/relay.log``); stop it on exit (stdin closed, then killed after STOP_TIMEOUT)."""
+    log = tmp / "relay.log"
+    with log.open("wb") as err:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "node.bench.relay_fanout", "relay", str(tmp / "relay"),
+             str(messages)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    relay = RelayProcess(proc, log)
+    try:
+        with trio.fail_after(60):
+            up = await relay._line()
+        if "up" not in up:
+            raise BenchError(f"the relay said {up}{relay._tail()}")
+        relay.peer, relay.listen = up["peer"], up["listen"]
+        yield relay
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.stdin is not None:
+                await proc.stdin.aclose()
+            with trio.move_on_after(STOP_TIMEOUT):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def relay_costs(before: dict[str, Any], after: dict[str, Any], messages: int) -> dict[str, float]:
+    """What the relay paid per message between two ``mark`` answers."""
+    if not messages:
+        return {"relay_cpu_ms_per_message": math.nan, "relay_wire_bytes_per_message": math.nan}
+    return {"relay_cpu_ms_per_message": 1000 * (after["cpu"] - before["cpu"]) / messages,
+            "relay_wire_bytes_per_message": (after["sent"] - before["sent"]) / messages}
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["relay"] or len(argv) != 3:
+        sys.stderr.write("usage: python -m node.bench.relay_fanout relay DATA MESSAGES\n")
+        return 2
+    trio.run(relay_main, Path(argv[1]), int(argv[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    sys.exit(main(sys.argv[1:]))
