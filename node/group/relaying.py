@@ -35,7 +35,8 @@ everything that reads or writes content taken out:
   whole while the group is relayed: causal delivery makes a log with a hole
   useless to a member (it can deliver nothing after the hole), so events are
   not expired one by one.
-* **Commands** are refused (``Refused(RELAY_REFUSAL)``); an undesignated relay
+* **Commands** are refused (``Refused(RELAY_REFUSAL)``), but for a node's
+  periodic chores (``ExpireMutes``, ``MarkRead``: no effects); an undesignated relay
   (a RELAY off, or never designated) says so once with ``SetLeft(True)`` and
   stops announcing; members stop sending it anything new.
 
@@ -101,6 +102,8 @@ RELAY_REFUSAL = ("this node is a relay: it stores and forwards the group's event
                  "cannot post or change the group")
 
 _INPUTS = (Received, PeerUp, PeerDown, Tick, Announce, HistoryWanted)
+#: Commands a node's beats send every group (not a user's): a relay has none to do.
+_HOUSEKEEPING = (C.ExpireMutes, C.MarkRead)
 
 
 class Relay(Member):
@@ -128,6 +131,8 @@ class Relay(Member):
     # -- the one entry point --
 
     def handle(self, input: Input | C.Command, now: float) -> list[Effect]:
+        if isinstance(input, _HOUSEKEEPING):
+            return []  # a node's periodic chores: nothing for a relay to do
         if not isinstance(input, _INPUTS):
             self.now = now
             return [Refused(RELAY_REFUSAL)]

@@ -102,6 +102,9 @@ def test_relay_cannot_post_and_members_reject_its_events() -> None:
     c.settle()
     effects = c.relay.handle(C.SendText("hi"), c.now)
     assert effects == [Refused(RELAY_REFUSAL)]
+    # a node's periodic chores are no command of the user's: nothing, not a refusal
+    assert c.relay.handle(C.ExpireMutes(), c.now) == []
+    assert c.relay.handle(C.MarkRead(), c.now) == []
     assert isinstance(c.relay.handle(C.AuthorBody(Rename("x")), c.now)[0], Refused)
     # a forged attempt: the relay signs an event with its own identity key
     core = c.relay.core

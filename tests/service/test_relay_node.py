@@ -59,7 +59,9 @@ async def node(stack: AsyncExitStack, tmp: Path, name: str, *peers: Kith,
 @pytest.mark.parametrize("mode", ["private", "pairwise"])
 async def test_relay_fanout_and_refusals(tmp_path: Path, mode: str) -> None:
     async with AsyncExitStack() as stack:
-        relay = await stack.enter_async_context(node(stack, tmp_path, "relay", relay=True))
+        # (fast beats: a relay must come through every periodic chore of a node)
+        relay = await stack.enter_async_context(node(
+            stack, tmp_path, "relay", relay=True, receipt_interval=0.01, sync_interval=0.05))
         alice = await stack.enter_async_context(
             node(stack, tmp_path, "alice", relay, fanout="relay"))
         bob = await stack.enter_async_context(node(stack, tmp_path, "bob", relay, alice))
