@@ -17,10 +17,12 @@ import trio
 from node.api.python import Kith, open_node
 from node.datadir import DataDir
 from node.errors import KithError
-from node.group.events import Kind
+from node.group.events import Event, Kind
 from node.group.relaying import Relay
-from node.ids import format_peer_id
+from node.ids import GroupId, PeerId, format_peer_id
 from node.service.commands import RELAY_NODE_REFUSAL
+from node.service.groups import ASKED_UNKNOWN
+from node.wire.messages import EventsMessage, VectorMessage, encode_message
 
 SOON = 10.0
 
@@ -98,12 +100,17 @@ async def test_relay_fanout_and_refusals(tmp_path: Path, mode: str) -> None:
     assert RELAY_NODE_REFUSAL.startswith("this node is a relay")
 
 
-async def test_member_added_while_offline_meets_only_the_relay(tmp_path: Path) -> None:
-    """Bob is added while offline; alice sends, designates the relay, goes away; bob
-    comes up connected only to the relay and reads everything, in order."""
+@pytest.mark.parametrize("restart", [False, True])
+async def test_member_added_while_offline_meets_only_the_relay(tmp_path: Path,
+                                                               restart: bool) -> None:
+    """Bob is added while offline; alice sends, designates the relay, goes away (and the
+    relay restarts, from its store); bob comes up connected only to the relay and reads
+    everything, in order."""
     bob_id = identity(tmp_path, "bob")
     async with AsyncExitStack() as outer:
-        relay = await outer.enter_async_context(node(outer, tmp_path, "relay", relay=True))
+        relay_ctx = AsyncExitStack()
+        relay = await relay_ctx.enter_async_context(
+            node(relay_ctx, tmp_path, "relay", relay=True))
         async with AsyncExitStack() as stack:
             alice = await stack.enter_async_context(node(stack, tmp_path, "alice", relay))
             await connected([relay, alice])
@@ -116,10 +123,78 @@ async def test_member_added_while_offline_meets_only_the_relay(tmp_path: Path) -
                 r = await relay.group(group)
                 g = await alice.group(group)
                 await relay.service.wait_until(
-                    lambda: r.core.delivered_count() == g.core.delivered_count())
+                    lambda: r.core.delivered_count() == g.core.delivered_count()
+                    and sum(bob_id == format_peer_id(p)
+                            for h in r.held.values() for p in h) == 3)
             order = [e.id for e in g.core.ordered()]
+        if restart:
+            await relay_ctx.aclose()
+            relay_ctx = AsyncExitStack()
+            relay = await relay_ctx.enter_async_context(
+                node(relay_ctx, tmp_path, "relay", relay=True))
+            r = await relay.group(group)
+            assert isinstance(r, Relay) and r.designated and len(r.held) == 3
+        outer.push_async_callback(relay_ctx.aclose)
         bob = await outer.enter_async_context(node(outer, tmp_path, "bob", relay))
         await connected([relay, bob])
         assert await texts(bob, group, 3) == [f"while you were away {k}" for k in range(3)]
         b = await bob.group(group)
         assert [e.id for e in b.core.ordered()] == order
+
+
+class FakeLink:
+    """A peer link that records what the node sends back."""
+
+    def __init__(self, peer: PeerId) -> None:
+        self.peer = peer
+        self.sent: list[bytes] = []
+
+    @property
+    def info(self) -> FakeLink:
+        return self
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self.peer
+
+    def send_nowait(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return True
+
+
+async def test_relay_survives_garbage_forgeries_and_floods(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        relay = await stack.enter_async_context(node(stack, tmp_path, "relay", relay=True))
+        alice = await stack.enter_async_context(
+            node(stack, tmp_path, "alice", relay, fanout="relay"))
+        bob = await stack.enter_async_context(node(stack, tmp_path, "bob", relay))
+        await connected([relay, alice])  # bob meets alice only through the relay
+        await connected([relay, bob])
+        group = alice.create_group("lab", mode="private")
+        alice.add(group, bob.peer_id)
+        alice.relay(group, relay.peer_id)
+        with trio.fail_after(SOON):
+            r = await relay.group(group)
+            await relay.service.wait_until(lambda: r.designated)
+        service = relay.service
+        stranger = FakeLink(PeerId(b"\x07" * 32))
+        link = service.on_message
+        await link(stranger, b"\xc1 not msgpack")  # type: ignore[arg-type]
+        await link(stranger, encode_message(  # type: ignore[arg-type]
+            EventsMessage(GroupId(b"\x01" * 32), (b"junk",))))
+        for k in range(2 * ASKED_UNKNOWN):  # a flood of offers of unknown groups
+            vv = VectorMessage(GroupId(k.to_bytes(32, "big")), ((PeerId(b"\x02" * 32), 1),))
+            await link(stranger, encode_message(vv))  # type: ignore[arg-type]
+        assert len(stranger.sent) == 2 * ASKED_UNKNOWN  # each answered once...
+        await link(stranger, encode_message(vv))  # type: ignore[arg-type]
+        assert len(stranger.sent) == 2 * ASKED_UNKNOWN  # ...not again
+        assert len(service._asked_unknown) <= ASKED_UNKNOWN  # and remembered, bounded
+        # a forged event for the group it relays (alice's CREATE with a changed signature)
+        first = r.core.ordered()[0]
+        forged = Event(first.unsigned, bytes(64))
+        before = r.core.delivered_count()
+        await link(stranger, encode_message(  # type: ignore[arg-type]
+            EventsMessage(r.id, (forged.raw,), fanout=True)))
+        assert r.core.delivered_count() == before
+        alice.send(group, "still relaying")
+        assert (await texts(bob, group, 1))[-1] == "still relaying"
