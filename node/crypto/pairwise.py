@@ -36,6 +36,7 @@ that anyone could test guesses of a short message against.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -70,9 +71,18 @@ def _x25519_public(identity_public: bytes) -> bytes:
 
 def _shared_key(own: IdentityKey, peer_identity_public: bytes) -> bytes:
     """``crypto_box_beforenm`` between our identity and the peer's; ``ValueError`` if unusable."""
+    return _pair_key(own.x25519_private, bytes(peer_identity_public))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pair_key(own_x25519_private: bytes, peer_identity_public: bytes) -> bytes:
+    """``_shared_key``, remembered: the same pair meets once per message (a fanout of N
+    pairwise copies, or every message a member reads from one author), and the two
+    conversions and the X25519 agreement cost more than the encryption itself. Only
+    successes are kept (an exception is raised again each time)."""
     peer_x = _x25519_public(peer_identity_public)
     try:
-        return bytes(nacl.bindings.crypto_box_beforenm(peer_x, own.x25519_private))
+        return bytes(nacl.bindings.crypto_box_beforenm(peer_x, own_x25519_private))
     except nacl.exceptions.CryptoError as exc:
         # libsodium refuses an all-zero shared secret (a low-order peer key).
         raise ValueError("identity key is a low-order point") from exc
