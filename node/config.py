@@ -69,6 +69,9 @@ class Config:
     relay_budget: int = 64 * MiB
     #: ... and holds a copy for an offline member at most this long (seconds).
     relay_expiry: float = 7 * 24 * 3600.0
+    #: ... and relays at most this many groups (further designations are ignored, with a
+    #: log line: anyone who can connect can make a group and designate this node).
+    relay_max_groups: int = 64
     #: "client": push our events to every member; "relay": one copy to a connected relay
     #: of the group, which pushes it on (client-side when none is connected).
     fanout: str = "client"

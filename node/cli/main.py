@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relay-expiry", type=float, default=DEFAULTS.relay_expiry,
                    metavar="SECONDS", help="with --relay: how long a copy is held for an "
                    f"offline member (default {DEFAULTS.relay_expiry:g}, 7 days)")
+    p.add_argument("--relay-max-groups", type=int, default=DEFAULTS.relay_max_groups,
+                   metavar="N", help="with --relay: most groups relayed (default "
+                   f"{DEFAULTS.relay_max_groups}); further designations are ignored")
     p.add_argument("--fanout", choices=["client", "relay"], default=DEFAULTS.fanout,
                    help="client: push each message to every member (default); relay: send "
                    "one copy to a connected relay of the group, which pushes it on")
@@ -532,6 +535,7 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
             relay=args.relay,
             relay_budget=args.relay_budget,
             relay_expiry=args.relay_expiry,
+            relay_max_groups=args.relay_max_groups,
             fanout=args.fanout,
         )
         if network_key is not None:

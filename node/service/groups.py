@@ -255,6 +255,12 @@ class GroupService(GroupCommands):
         if isinstance(outcome, Warn):
             peer_log.log((sender, "not in"), outcome.level, "%s", outcome.text)
             return
+        config = self.node.config
+        if config.relay and len(self.groups) >= config.relay_max_groups:
+            peer_log.warning((sender, "relay full"), "not relaying group %s for %s: this "
+                             "relay already relays %d groups (--relay-max-groups)",
+                             outcome.core.state.name, short_id(sender), len(self.groups))
+            return
         self.adopt(outcome.core, sender, outcome.events, dict(outcome.copies))
         log.info("%s group %s by %s", "relaying" if self.node.config.relay else "added to",
                  outcome.core.state.name, short_id(sender))

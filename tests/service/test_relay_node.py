@@ -198,3 +198,27 @@ async def test_relay_survives_garbage_forgeries_and_floods(tmp_path: Path) -> No
         assert r.core.delivered_count() == before
         alice.send(group, "still relaying")
         assert (await texts(bob, group, 1))[-1] == "still relaying"
+
+
+async def test_relay_takes_at_most_its_number_of_groups(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        relay = await stack.enter_async_context(
+            node(stack, tmp_path, "relay", relay=True, relay_max_groups=1))
+        alice = await stack.enter_async_context(
+            node(stack, tmp_path, "alice", relay, fanout="relay"))
+        bob = await stack.enter_async_context(node(stack, tmp_path, "bob", relay, alice))
+        await connected([relay, alice, bob])
+        first, second = (alice.create_group(name) for name in ("one", "two"))
+        for group in (first, second):
+            alice.add(group, bob.peer_id)
+        alice.relay(first, relay.peer_id)
+        with trio.fail_after(SOON):
+            r = await relay.group(first)
+        alice.relay(second, relay.peer_id)  # pushed to the relay before the message below
+        alice.send(first, "one")
+        with trio.fail_after(SOON):
+            await relay.service.wait_until(lambda: r.fanned >= 1)
+        assert [g["name"] for g in relay.groups()] == ["one"]
+        assert (await texts(bob, second, 0)) == []  # (the group goes on without it)
+        alice.send(second, "two")
+        assert (await texts(bob, second, 1)) == ["two"]
