@@ -34,7 +34,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,25 @@ from typing import Any
 import trio
 
 from node.api.python import Kith, open_node
+from node.bench import report
 from node.bench.harness import STOP_TIMEOUT, BenchError, emit, queue_size
 
 #: The fanout benchmark's relay modes and the group mode each runs.
 RELAY_GROUP_MODE = {"relay": "private", "relay-pairwise": "pairwise"}
+#: The relay's own costs: the table's columns and the plots when a relay mode ran.
+RELAY_COLUMNS = (
+    report.Column("relay_cpu_ms_per_message", "relay CPU ms/msg", ".3f", span=True),
+    report.Column("relay_wire_bytes_per_message", "relay B/msg", ".0f"),
+)
+RELAY_PLOTS = {
+    "relay_cpu_ms_per_message": "relay CPU ms per message",
+    "relay_wire_bytes_per_message": "relay bytes on the wire per message",
+}
+
+
+def relayed(modes: Sequence[str]) -> bool:
+    """Whether a relay mode is among ``modes``."""
+    return any(mode in RELAY_GROUP_MODE for mode in modes)
 
 
 # -- in the relay's process ---------------------------------------------------------------

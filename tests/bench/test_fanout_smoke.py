@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.bench import fanout, harness
+from node.bench import fanout, harness, relay_fanout
 
 MEMBERS = 2
 MESSAGES = 5
@@ -87,7 +87,7 @@ def test_tiny_run_reports_every_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert printed.err.count(f"N={MEMBERS} ") == len(MODES)  # progress per run
     # matplotlib is in the dev install: one PNG per plotted metric.
     assert {p.name for p in out.glob("*.png")} == {
-        f"{m}.png" for m in fanout.PLOTS | fanout.RELAY_PLOTS}
+        f"{m}.png" for m in fanout.PLOTS | relay_fanout.RELAY_PLOTS}
 
 
 def test_receivers_are_spread_evenly_over_processes() -> None:

@@ -31,7 +31,17 @@ def test_relay_modes_are_modes_of_their_own_with_the_relays_columns() -> None:
     assert relay_fanout.RELAY_GROUP_MODE == {"relay": "private", "relay-pairwise": "pairwise"}
     titles = [c.title for c in fanout.columns(params)]
     assert "relay CPU ms/msg" in titles and "relay B/msg" in titles and "last ms" in titles
-    assert set(fanout.plots(params)) == set(fanout.PLOTS) | set(fanout.RELAY_PLOTS)
+    assert set(fanout.plots(params)) == set(fanout.PLOTS) | set(relay_fanout.RELAY_PLOTS)
     plain, _ = fanout.parse_args(["--mode", "raw,sender-keys"])
     assert "relay B/msg" not in [c.title for c in fanout.columns(plain)]
     assert set(fanout.plots(plain)) == set(fanout.PLOTS)
+
+
+def test_interval_spreads_the_sends_and_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    params, _ = fanout.parse_args(["--interval-ms", "50"])
+    assert isinstance(params, fanout.FanoutParams) and params.interval == 0.05
+    assert "50 ms apart" in fanout.header(params)
+    assert fanout.parse_args([])[0].interval == 0.0  # type: ignore[attr-defined]
+    with pytest.raises(SystemExit):
+        fanout.parse_args(["--interval-ms", "-1"])
+    assert "--interval-ms must be at least 0" in capsys.readouterr().err
