@@ -180,7 +180,9 @@ class Authoring(KeyCopies):
 
     def connected_relays(self, also: frozenset[PeerId] = frozenset()) -> list[PeerId]:
         """The group's relays (and ``also``) we have a channel to, in peer-id order."""
-        relays = self.core.state.relays | also
+        relays = self.core.state.relays
+        if also:
+            relays = relays | also
         return sorted(r for r in relays if r in self.connected) if relays else []
 
     # -- posting --
