@@ -275,10 +275,15 @@ class Delivery(MemberState):
         if not stored or peer == self.me:
             return
         authors = self.owed.setdefault(peer, set())
+        via_relay = not sync and peer in self.core.state.relays
         for event_id in stored:
             event = self.core.get(event_id)
             if event is not None:
                 authors.add(event.author)
+                if via_relay and event.author != self.me and event.author in self.connected:
+                    # a relay fanned it out: its author hears from us as if it had
+                    # pushed it (delivery marks), the relay too (its held copies go)
+                    self.owed.setdefault(event.author, set()).add(event.author)
         if sync:
             self.send_got(peer)
             self.send(peer, Ack((stored[-1],)), "ack")

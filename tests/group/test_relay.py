@@ -166,6 +166,12 @@ def test_server_side_fanout_one_copy_to_the_relay(mode: str) -> None:
     for peer in c.member_ids:
         assert messages(c, peer)[-1] == "via relay"
     assert c.relay.fanned >= 1
+    # the members acknowledge it to its author too: it shows delivered to each
+    sent = c.members[author].core.ordered()[-1]
+    assert messages(c, author)[-1] == "via relay"
+    for peer in c.member_ids:
+        if peer != author:
+            assert c.members[author].has(peer, sent), "not delivered to a member"
 
 
 def test_relay_fanout_falls_back_to_client_side() -> None:
