@@ -51,18 +51,23 @@ Exactly like a ``Member`` (same inputs, same effects, run the same way)::
                                                     fanout)), now)
     effects = relay.handle(PeerUp(peer), now)   # PeerDown, Tick, Announce as usual
 
-It learns the group from the log an admin pushes it after designating it (a
-node adopts the group when ``relay.designated`` after the first input, as
-``node.group.invitations`` does for a member). A restart: ``restore_from`` (as a
-member, with no keys) then ``restore_held`` with the stored copies by event.
+It learns the group from the log an admin pushes it after designating it: a
+node keeps events of groups it does not run in ``Invitations(me, relay=True)``,
+which answers ``Adopt`` once they make it a relay (as it does for a member once
+they make it a member); the driver then creates the ``Relay`` and hands it those
+events as one ``Received``. A restart: ``restore_from`` (as a member, with no
+keys) then ``restore_held`` with the stored copies by event.
 
 The member side: an author's node with ``Settings(fanout="relay")`` sends each
 new event of its own as ``Events((event,), held=<every recipient's copy>,
 fanout=True)`` to the first connected relay in peer-id order, and nothing to
 the members; with no relay connected, or with ``fanout="client"``, it pushes to
 every connected member as before and also sends connected relays the event
-with every copy (unflagged: they only store). ``relay.fanned`` counts the
-events it pushed on, ``relay.fanout_sends`` the messages it sent doing so.
+with every copy (unflagged: they only store). A member that gets live events
+from a relay acknowledges them to the relay and to their author
+(``Delivery.ack``), so delivery marks are the same with either fanout.
+``relay.fanned`` counts the events it pushed on, ``relay.fanout_sends`` the
+messages it sent doing so, ``relay.stats()`` sums up what it holds.
 """
 
 from __future__ import annotations
