@@ -28,9 +28,10 @@ everything that reads or writes content taken out:
   then pushed to every member the relay is connected to except its sender and
   author, each with its own copy. Without the flag the relay only stores.
 * **Budget and expiry.** At most ``budget`` bytes per group (events plus held
-  copies): events that would go over it are refused (not stored, not
-  acknowledged, not relayed; the members go on syncing with each other), copies
-  that would go over it are not kept. Held copies older than ``expiry`` seconds
+  copies): to take events that would go over it, held copies are forgotten,
+  oldest first; events that still would go over it are refused (not stored, not
+  acknowledged, not relayed; the members go on syncing with each other), and
+  copies that would go over it are not kept. Held copies older than ``expiry`` seconds
   are dropped (on ``Tick`` and ``Announce``). The signed log itself is kept
   whole while the group is relayed: causal delivery makes a log with a hole
   useless to a member (it can deliver nothing after the hole), so events are
@@ -156,6 +157,8 @@ class Relay(Member):
         new = [e for e in message.events if not self.core.has(e.author, e.seq)]
         size = sum(len(e.raw) for e in new)
         if new and self.stored_bytes() + size > self.budget:
+            self.make_room(self.stored_bytes() + size - self.budget)
+        if new and self.stored_bytes() + size > self.budget:
             self.refused_events += len(new)
             self.warn(f"relay: group {self.label} is at its budget of {self.budget} bytes: "
                       f"refusing {len(new)} event(s) from {short_id(sender)}")
@@ -165,7 +168,6 @@ class Relay(Member):
         designated = self.designated
         stored = super().receive(sender, message)
         delivered = self.core.delivered_since(before)
-        self.log_bytes += sum(len(e.raw) for e in delivered)
         if message.fanout and designated and sender in audience:
             ours = {e.id for e in message.events}
             self.fan_out(sender, [e for e in delivered if e.id in ours],
@@ -174,6 +176,7 @@ class Relay(Member):
 
     def store_delivered(self, delivered: Delivered) -> list[Event]:
         event = delivered.event
+        self.log_bytes += len(event.raw)  # (counted before the copies that come with it)
         self.out.append(SaveEvent(event, self.now, None, None))
         self.texts[event.id] = None
         self.joined_at[event.id] = self.now
@@ -238,13 +241,28 @@ class Relay(Member):
             if event_id not in self.held:
                 self.held_at.pop(event_id, None)
 
+    def forget_copies(self, event_id: EventId) -> None:
+        for recipient in list(self.held.get(event_id, {})):
+            self.drop_held(recipient, [event_id])
+        self.held_at.pop(event_id, None)
+
+    def make_room(self, need: int) -> None:
+        """Free ``need`` bytes for events by forgetting held copies, oldest first (an
+        event without its copy can still be read once its author sends the copy; a
+        copy without its event is of no use)."""
+        freed = 0
+        for event_id, _ in sorted(self.held_at.items(), key=lambda kv: kv[1]):
+            if freed >= need:
+                break
+            before = self.held_bytes
+            self.forget_copies(event_id)
+            freed += before - self.held_bytes
+
     def expire_held(self) -> None:
         """Forget the copies held longer than ``expiry``."""
         old = [i for i, at in self.held_at.items() if self.now - at > self.expiry]
         for event_id in old:
-            for recipient in list(self.held.get(event_id, {})):
-                self.drop_held(recipient, [event_id])
-            self.held_at.pop(event_id, None)
+            self.forget_copies(event_id)
         if old:
             self.warn(f"relay: group {self.label}: copies of {len(old)} event(s) expired",
                       level=logging.INFO)

@@ -221,6 +221,26 @@ def test_budget_refuses_events_and_keeps_serving() -> None:
     assert messages(c, c.ids[0])[-1] == "m19" * 20  # the members did not need it
 
 
+def test_budget_forgets_copies_before_refusing_events() -> None:
+    c = RelayCluster(3, "pairwise", seed=11, budget=4000)
+    a, b, r = c.ids
+    c.connect_all()
+    c.settle()
+    c.partition([a, r], [b])  # b away: the relay holds b's copy of each message
+    c.do(a, C.SendText("first, held for b"))
+    c.settle()
+    first = c.members[a].core.ordered()[-1].id
+    assert b in c.relay.held.get(first, {})
+    for k in range(15):
+        c.do(a, C.SendText(f"more {k}" * 20))
+        c.settle()
+    relay = c.relay
+    assert relay.refused_events == 0 or relay.held_bytes == 0  # copies went first
+    assert first not in relay.held  # forgotten for room...
+    assert relay.core.get(first) is not None  # ...while the event stays
+    assert relay.stored_bytes() <= 4000
+
+
 def test_held_copies_expire() -> None:
     c = RelayCluster(3, "pairwise", seed=9)
     a, b, r = c.ids
