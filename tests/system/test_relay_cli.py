@@ -47,13 +47,14 @@ async def running(data: Path, name: str, dial: Sequence[Member] = (),
         assert "Traceback" not in proc.log, proc.log
 
 
-async def test_offline_member_gets_messages_through_the_relay_only(tmp: Path) -> None:
+@pytest.mark.parametrize("mode", ["private", "pairwise"])
+async def test_offline_member_gets_messages_through_the_relay_only(tmp: Path, mode: str) -> None:
     async with AsyncExitStack() as stack:
         relay = await stack.enter_async_context(
             running(tmp / "relay", "relay", extra=["--relay"]))
         async with running(tmp / "alice", "alice", [relay]) as alice:
             async with running(tmp / "bob", "bob", [relay, alice]) as bob:
-                group = await create_group(alice, "lab", "private", [bob])
+                group = await create_group(alice, "lab", mode, [bob])
 
                 # The command line's round trip: a non-admin is refused in one line...
                 refused = await kith_cli(bob.data, "group", "relay", "add", group,
