@@ -338,10 +338,15 @@ class Receiving(Authoring):
             if content is not None and not self.erased_edit(event, content):
                 self.readable(event, content)
                 opened.append(event)
+            elif (content is None and event.author != self.me and self.core.mode != "open"
+                    and self.should_read(event)):
+                # stored withdrawn, so never reported: its author sends the copy we lack
+                self.unread_reports.setdefault(event.author, set()).add(event.id)
         for author, epoch in sorted(spent):
             opened.extend(self.retake(author, epoch))
         if opened:
             self.notify(opened)
+        self.report_unread(member)
 
     def retake(self, author: PeerId, epoch: int) -> list[Event]:
         """Read ``author``'s messages of ``epoch`` that are unread although we hold the
