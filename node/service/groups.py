@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from node.errors import GroupError, RemoteProtocolError
+from node.errors import ConfigError, GroupError, RemoteProtocolError
 from node.group.content import Content, decode_content
 from node.group.events import Event, EventError, EventId, GroupId, Kind, decode_event
 from node.group.invitations import Invitations
@@ -136,6 +136,11 @@ class GroupService(GroupCommands):
                 self.store.peer_keys(row.id), self.store.deliveries(row.id), copies,
                 own_copies, self.store.read_marks(row.id))
             if isinstance(member, Relay):
+                if self.me in member.core.state.members:
+                    raise ConfigError(
+                        f"this data directory holds group {member.label}, of which this node "
+                        "is a member: a relay (--relay) needs a data directory of its own "
+                        "(--data DIR)")
                 member.restore_held(self._held_copies(row.id))
             member.notify_muted = self.store.notify_muted(row.id)
             self.groups[row.id] = member

@@ -15,8 +15,9 @@ import pytest
 import trio
 
 from node.api.python import Kith, open_node
+from node.cli.common import only_error
 from node.datadir import DataDir
-from node.errors import KithError
+from node.errors import ConfigError, KithError
 from node.group.events import Event, Kind
 from node.group.relaying import Relay
 from node.ids import GroupId, PeerId, format_peer_id
@@ -222,3 +223,14 @@ async def test_relay_takes_at_most_its_number_of_groups(tmp_path: Path) -> None:
         assert (await texts(bob, second, 0)) == []  # (the group goes on without it)
         alice.send(second, "two")
         assert (await texts(bob, second, 1)) == ["two"]
+
+
+async def test_a_members_data_directory_cannot_run_as_a_relay(tmp_path: Path) -> None:
+    async with open_node(tmp_path / "alice", name="alice") as alice:
+        alice.create_group("lab")
+    with pytest.raises(BaseExceptionGroup) as caught:  # (as trio's nurseries wrap it)
+        async with open_node(tmp_path / "alice", name="alice", relay=True):
+            pass
+    error = only_error(caught.value)
+    assert isinstance(error, ConfigError)
+    assert "a relay (--relay) needs a data directory of its own" in str(error)
