@@ -33,6 +33,10 @@ class Config:
     #: A peer silent for this long is considered dead and its channel closed (more than
     #: ``keepalive_interval`` plus the 8 s in which a peer answers data it received).
     idle_timeout: float = 100.0
+    #: The kernel fails a TCP channel whose peer machine has not answered for this long
+    #: (TCP keepalive and TCP_USER_TIMEOUT): a dead link or host, noticed with no work
+    #: of ours while idle.
+    dead_link_timeout: float = 25.0
     #: A single send to a peer that takes longer than this drops the peer.
     send_timeout: float = 20.0
     #: Messages queued per peer by ``send_nowait``; a full queue drops the peer.

@@ -22,6 +22,12 @@ answered: two probes cannot start a ping-pong. The liveness task sleeps in one
 cancel scope whose deadline the receiving side moves earlier when an answer
 falls due: no task wakes for data that needs no answer yet.
 
+A dead link or host is the kernel's to notice, at no cost to us while idle: a
+TCP channel gets TCP keepalive and ``TCP_USER_TIMEOUT`` so that the socket
+fails ``dead_link_timeout`` (25 s) after the peer's machine last answered,
+idle or not (docs/protocol.md section 6). ``idle_timeout`` is then only for a
+peer whose machine answers but whose node does not (stopped, hung, dripping).
+
 Sends are serialised by a lock and bounded by ``send_timeout``: a peer that
 stops reading is dropped instead of stalling whoever is sending to it.
 ``send_nowait`` never blocks at all: it queues (at most ``send_queue``
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -93,6 +100,8 @@ class PeerConnection:
         self._cancel = trio.CancelScope()
         self.close_reason = ""
         stream.on_ping = self._on_ping
+        if isinstance(stream.transport, trio.SocketStream):
+            _watch_link(stream.transport, config.dead_link_timeout)
 
     async def run(self) -> str:
         """Serve the channel until it ends; return why it ended, in words."""
@@ -248,6 +257,25 @@ class PeerConnection:
             await self.stream.aclose(reason)
         if scope.cancelled_caught:
             await trio.aclose_forcefully(self.stream.transport)
+
+
+def _watch_link(tcp: trio.SocketStream, dead_after: float) -> None:
+    """Let the kernel find a dead link: keepalive probes after 40 % of ``dead_after``
+    idle, every 20 %, three unanswered fail the socket, and unacknowledged data fails
+    it after ``dead_after`` too. Best effort: an option this system lacks is skipped."""
+    options = ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+               (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), 0.4 * dead_after),
+               (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), 0.2 * dead_after),
+               (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+               (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None),
+                1000 * dead_after))
+    for level, option, value in options:
+        if option is None:
+            continue
+        try:
+            tcp.setsockopt(level, option, max(1, round(value)))
+        except OSError as exc:
+            log.debug("cannot set TCP option %s: %s", option, exc)
 
 
 def now_wall() -> float:

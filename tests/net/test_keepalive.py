@@ -5,6 +5,7 @@ the previous version (PING after 8 s without sending, gone after 25 s of silence
 from __future__ import annotations
 
 import itertools
+import socket
 
 import trio
 import trio.testing
@@ -72,7 +73,7 @@ def _heard(stream: SecureStream) -> list[float]:
             times.append(trio.current_time())
         return event
 
-    stream.channel.next_event = next_event  # type: ignore[method-assign]
+    stream.channel.next_event = next_event  # type: ignore[method-assign,assignment]
     return times
 
 
@@ -243,3 +244,27 @@ async def test_an_old_peer_streaming_to_a_silent_new_node_keeps_hearing_it(
         nursery.cancel_scope.cancel()
     assert len(got) == int(QUIET / 5)
     assert _longest_gap(heard_by_old, start, start + QUIET) <= REPLY_AFTER + 5 + 1
+
+
+async def _ignore(conn: PeerConnection, data: bytes) -> None:
+    await trio.lowlevel.checkpoint()
+
+
+async def test_a_tcp_channel_leaves_dead_links_to_the_kernel() -> None:
+    # Real TCP on loopback: the options that make the kernel fail the socket once the
+    # peer's machine has not answered for dead_link_timeout (a pulled cable, a dead host).
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with listener, await trio.open_tcp_stream("127.0.0.1", port) as tcp:
+        stream = SecureStream(tcp, Channel(Role.INITIATOR, KEY_A, name="alice"))
+        info = PeerInfo(KEY_B.peer_id, "bob", "tcp", "outbound", KEY_A.peer_id, 0.0)
+        PeerConnection(stream, info, CONFIG, _ignore)
+        dead = CONFIG.dead_link_timeout
+        assert tcp.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        idle = tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+        interval = tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+        count = tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+        assert idle + count * interval <= dead
+        assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1000 * dead
+        # dead-link detection stays within the 30 s the mesh promises
+        assert dead <= 30

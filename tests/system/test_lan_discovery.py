@@ -12,9 +12,10 @@ are read once, right after the line that marks the change. ``kith peers`` and
 ``kith id`` talk to a node over the Unix socket in its data directory, which any
 network namespace reaches, so they run in the root namespace.
 
-Timing (defaults): keepalive every 8 s, a peer silent for 25 s is dead, redial backoff
-0.5 s doubling to 30 s. The cable test therefore takes 17-25 s to see a host go and a
-few seconds to see it return.
+Timing (defaults, docs/protocol.md section 6): the kernel fails a channel whose peer's
+machine has not answered for 25 s (TCP keepalive, TCP_USER_TIMEOUT), redial backoff 0.5 s
+doubling to 30 s. The cable test therefore takes about 25 s to see a host go and a few
+seconds to see it return.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ ANNOUNCING = (
     r"announcing on mDNS as (?P<instance>kith-[0-9a-f]{16}) at (?P<address>\S+) "
     r"port (?P<port>\d+)$"
 )
-SILENT_PEER = "no data from peer for 25 s"
+#: Its channel fails in the kernel (ETIMEDOUT, usually) before any watchdog of ours.
+SILENT_PEER = r"connection lost: \[Errno \d+\] .*"
 
 
 # --- helpers -----------------------------------------------------------------------------
