@@ -47,6 +47,7 @@ from typing import Any
 from node.group.delivery import Delivery
 from node.group.events import Event, EventId, Kind
 from node.group.member_io import Events
+from node.group.member_state import BATCH_BYTES
 from node.ids import PeerId, short_id
 from node.wire.messages import MAX_COPIES, MAX_EVENTS
 
@@ -159,14 +160,21 @@ class KeyCopies(Delivery):
 
     def copies_for_relay(self, batch: list[Event]) -> tuple[HeldCopy, ...]:
         """A relay holds copies for every member: ours (every recipient's) and those we
-        hold for others, addressed by recipient (at most ``MAX_COPIES`` per message)."""
+        hold for others, addressed by recipient (at most ``MAX_COPIES`` per message, and
+        with the events within ``BATCH_BYTES``: the rest reach their recipients from the
+        author, who sends a copy again on ``unread``)."""
         out: list[HeldCopy] = []
+        room = BATCH_BYTES - sum(len(e.raw) for e in batch)
         for event in batch:
             if event.kind is not Kind.MESSAGE and event.kind is not Kind.SENDER_KEY:
                 continue
             for source in (self.own_copies.get(event.id, {}), self.held.get(event.id, {})):
-                out.extend((event.id, r, b) for r, b in sorted(source.items()))
-        return tuple(out[:MAX_COPIES])
+                for recipient, blob in sorted(source.items()):
+                    room -= len(blob) + 40  # (the entry's ids and framing)
+                    if room < 0 or len(out) >= MAX_COPIES:
+                        return tuple(out)
+                    out.append((event.id, recipient, blob))
+        return tuple(out)
 
     def flush(self, peer: PeerId) -> None:
         super().flush(peer)

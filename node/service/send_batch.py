@@ -25,6 +25,7 @@ from node.group.member_io import Ack, Events, Got, Payload, Vector
 from node.group.member_state import BATCH_BYTES
 from node.ids import PeerId
 from node.wire.messages import (
+    MAX_COPIES,
     MAX_EVENTS,
     AckMessage,
     EventsMessage,
@@ -83,7 +84,12 @@ def _joins(run: list[_Send], send: _Send) -> bool:
     if not (_live(send) and _live(run[0]) and send.group is run[0].group):
         return False
     events = [e for s in run for e in _events(s)] + list(_events(send))
-    return len(events) <= MAX_EVENTS and sum(len(e.raw) for e in events) <= BATCH_BYTES
+    parts = [s.payload for s in [*run, send] if isinstance(s.payload, Events)]
+    copies = sum(len(p.copies) + len(p.held) for p in parts)
+    size = sum(len(e.raw) for e in events) + sum(
+        len(c) for p in parts for c in [b for _, b in p.copies] + [b for _, _, b in p.held])
+    # (a relay's messages carry every recipient's copy: count them too)
+    return len(events) <= MAX_EVENTS and copies <= MAX_COPIES and size <= BATCH_BYTES
 
 
 def _events(send: _Send) -> tuple[Event, ...]:

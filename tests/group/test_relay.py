@@ -268,3 +268,22 @@ def test_relay_keeps_serving_after_garbage_inputs() -> None:
     c.do(c.ids[1], C.SendText("still here"))
     c.settle()
     assert len(c.order(c.relay_id)) == len(c.order(c.ids[0]))
+
+
+def test_copies_too_big_for_one_relay_message_fan_out_client_side() -> None:
+    """A pairwise message whose copies do not fit one message to the relay goes out
+    client-side (and the relay gets what fits, to hold)."""
+    c = RelayCluster(42, "pairwise", seed=12, fanout="relay")
+    c.connect_all()
+    c.settle()
+    author = c.ids[1]
+    effects = c.members[author].handle(C.SendText("x" * 16000), c.now)
+    to_relay = [e for e in effects if isinstance(e, Send) and e.peer == c.relay_id]
+    assert len(to_relay) == 1 and isinstance(to_relay[0].payload, Events)
+    assert not to_relay[0].payload.fanout
+    assert 0 < len(to_relay[0].payload.held) < 40
+    direct = {e.peer for e in effects if isinstance(e, Send)} - {c.relay_id}
+    assert direct == set(c.member_ids) - {author}
+    c.run(author, effects)
+    c.settle()
+    assert messages(c, c.ids[-2])[-1] == "x" * 16000
