@@ -164,7 +164,8 @@ class Relay(Member):
                       f"refusing {len(new)} event(s) from {short_id(sender)}")
             return []
         before = self.core.delivered_count()
-        audience = set(self.core.state.members)  # (a member leaving hears of it too)
+        # (a member leaving hears of it too: the members before count)
+        audience = set(self.core.state.members) if message.fanout else set()
         designated = self.designated
         stored = super().receive(sender, message)
         delivered = self.core.delivered_since(before)
