@@ -25,6 +25,10 @@ def test_relay_body_round_trip() -> None:
     for on in (True, False):
         body = Relay(peer, on)
         assert decode_body(Kind.RELAY, encode_body(body)) == body
+    # the worked example of docs/protocol.md section 18
+    example = Relay(PeerId(bytes(range(32))), True)
+    assert encode_body(example).hex() == (
+        "82a470656572c420" + bytes(range(32)).hex() + "a26f6ec3")
     with pytest.raises(Exception, match="unknown keys"):
         decode_body(Kind.RELAY, b"\x83\xa4peer\xc4\x20" + bytes(32) + b"\xa2on\xc3\xa1x\x01")
 
