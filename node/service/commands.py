@@ -40,7 +40,8 @@ class GroupCommands(EffectDriver):
         if self.storage_paused is not None or self.node.config.relay:
             return unmuted  # the next beat after resuming does it; a relay never authors
         for group in list(self.groups.values()):
-            unmuted += self.run_effects(group, group.handle(C.ExpireMutes(), now))
+            if group.core.state.muted():  # (nothing to end: no input, no idle work)
+                unmuted += self.run_effects(group, group.handle(C.ExpireMutes(), now))
         return unmuted
 
     def create(

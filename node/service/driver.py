@@ -92,9 +92,7 @@ from node.service.outbox import Outboxes
 from node.service.send_batch import SendBatch, wire_message
 from node.service.storage_pause import RETRY_FIRST, RETRY_MAX, StoragePauses
 from node.store.db import EventRow, Store
-from node.wire.messages import (
-    encode_message,
-)
+from node.wire.messages import encode_message
 
 if TYPE_CHECKING:
     from node.service.links import PeerLinks
@@ -342,8 +340,10 @@ class EffectDriver(StoragePauses):
         """An input's effects once its rows are stored: sends, watchers, log lines, timers."""
         authored: list[Event] = []
         for effect in effects:
-            if type(effect) is SaveDelivery:  # batched (the commonest: one per ack)
-                assert isinstance(effect, SaveDelivery)
+            if isinstance(effect, SaveDelivery):  # batched (the commonest: one per ack)
+                if not self._unsaved_deliveries:  # wake the writer (see _save_deliveries)
+                    self._pause_changed, woken = trio.Event(), self._pause_changed
+                    woken.set()
                 self._unsaved_deliveries.append((group.id, effect.event, effect.member,
                                                  effect.at))
             elif isinstance(effect, Send):
@@ -483,18 +483,18 @@ class EffectDriver(StoragePauses):
     async def _save_deliveries(self) -> None:
         """The writer beat, and the outboxes' tasks (started by ``GroupService.run``).
 
-        Saves delivery receipts every ``DELIVERY_SAVE_INTERVAL``; while storage is
-        paused, tries the held writes again with backoff instead.
-        """
+        Saves receipts ``DELIVERY_SAVE_INTERVAL`` after the first unsaved one (none: it
+        sleeps); while storage is paused, retries the held writes with backoff."""
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.outboxes.run)
                 nursery.start_soon(self._commit_loop)
                 while True:
                     if self._paused is None:
-                        with trio.move_on_after(DELIVERY_SAVE_INTERVAL):
+                        idle = not self._unsaved_deliveries  # woken by the first one
+                        with trio.move_on_after(float("inf") if idle else DELIVERY_SAVE_INTERVAL):
                             await self._pause_changed.wait()
-                        if self._paused is None:
+                        if self._paused is None and not idle:
                             self.save_deliveries()
                         continue
                     delay = RETRY_FIRST
