@@ -108,6 +108,11 @@ RELAY_REFUSAL = ("this node is a relay: it stores and forwards the group's event
                  "cannot post or change the group")
 
 _INPUTS = (Received, PeerUp, PeerDown, Tick, Announce, HistoryWanted)
+#: Flagged events the causal buffer may hold for a later fanout, and the bytes of copies
+#: kept with them (beyond either, such an event is stored when it comes out but reaches
+#: the members only by their sync).
+MAX_FAN_PENDING = 1024
+MAX_FAN_PENDING_BYTES = 4 * 1024 * 1024
 #: Commands a node's beats send every group (not a user's): a relay has none to do.
 _HOUSEKEEPING = (C.ExpireMutes, C.MarkRead)
 
@@ -126,6 +131,10 @@ class Relay(Member):
         self.fanned = 0  # events pushed on (server-side fanout)
         self.fanout_sends = 0  # messages sent doing so
         self.was_designated = False
+        #: Flagged events the causal buffer holds (their clock names an event we lack):
+        #: who sent them and their copies, to fan out when they are delivered.
+        self.fan_pending: dict[EventId, tuple[PeerId, tuple[HeldCopy, ...]]] = {}
+        self.fan_pending_bytes = 0
 
     @property
     def designated(self) -> bool:
@@ -173,7 +182,31 @@ class Relay(Member):
             ours = {e.id for e in message.events}
             self.fan_out(sender, [e for e in delivered if e.id in ours],
                          audience | set(self.core.state.members))
+            self.keep_pending(sender, message, ours - {e.id for e in delivered})
+        if self.fan_pending:  # buffered flagged events this input let out
+            for event in delivered:
+                pending = self.fan_pending.pop(event.id, None)
+                if pending is not None:
+                    self.fan_pending_bytes -= sum(len(blob) for _, _, blob in pending[1])
+                    if self.designated:
+                        self.hold(pending[0], pending[1])
+                        self.fan_out(pending[0], [event], set(self.core.state.members))
         return stored
+
+    def keep_pending(self, sender: PeerId, message: Events, waiting: set[EventId]) -> None:
+        """Remember the flagged events of ``message`` the causal buffer kept (it delivers
+        them with a later input, which carries no flag), within bounds."""
+        for event in message.events:
+            if event.id not in waiting or event.id in self.fan_pending \
+                    or self.core.get(event.id) is not None \
+                    or len(self.fan_pending) >= MAX_FAN_PENDING:
+                continue
+            held = tuple(h for h in message.held if h[0] == event.id)
+            size = sum(len(blob) for _, _, blob in held)
+            if self.fan_pending_bytes + size > MAX_FAN_PENDING_BYTES:
+                held, size = (), 0
+            self.fan_pending[event.id] = (sender, held)
+            self.fan_pending_bytes += size
 
     def store_delivered(self, delivered: Delivered) -> list[Event]:
         event = delivered.event
