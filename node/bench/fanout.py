@@ -298,6 +298,7 @@ async def _run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path,
             for peer in peers:
                 service.add(group, peer)
             if relay is not None and relay_peer is not None:
+                await relay.link(n + 1)  # every receiver and the author
                 service.relay(group, relay_peer, True)
                 await relay.hold(len(group.core.ordered()))  # it took the group
             service.send(group, WARMUP)

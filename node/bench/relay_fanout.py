@@ -22,6 +22,10 @@ address first) and reads commands from stdin, one per line:
 * ``hold K``: answer ``{"holds": [[group id hex, events held], ...]}`` once
   the relay holds a group with at least K events (the parent waits for it to
   take the group before anything is timed).
+* ``link K``: answer ``{"links": K'}`` once the relay has channels to at
+  least K peers (the parent waits for every receiver and the author: a
+  member without a channel to the relay gets nothing from it, and would
+  catch up by sync from the others instead, seconds later).
 
 Closing stdin stops it. ``RelayProcess`` is the parent's side.
 """
@@ -90,6 +94,15 @@ async def _hold(kith: Kith, events: int) -> None:
     await kith.service.wait_until(lambda: any(held >= events for _, held in _held(kith)))
 
 
+def _fanned(kith: Kith) -> int:
+    """Events the relay pushed on to the members (server-side fanout), all groups."""
+    return sum(getattr(group, "fanned", 0) for group in kith.service.groups.values())
+
+
+async def _link(kith: Kith, peers: int) -> None:
+    await kith.node.wait_until(lambda: len(kith.node.connections) >= peers)
+
+
 async def relay_main(data: Path, messages: int) -> None:
     """Run one relay node until stdin closes, answering ``mark`` and ``groups``."""
     async with open_node(data, name="relay", relay=True,
@@ -105,11 +118,15 @@ async def relay_main(data: Path, messages: int) -> None:
                     command, _, arg = line.strip().decode(errors="replace").partition(" ")
                     if command == "mark":
                         sent, received = counter.totals()
-                        emit(mark=marks, cpu=time.process_time(), sent=sent, received=received)
+                        emit(mark=marks, cpu=time.process_time(), sent=sent, received=received,
+                             links=len(kith.node.connections), fanned=_fanned(kith))
                         marks += 1
                     elif command == "hold" and arg.isdigit():
                         await _hold(kith, int(arg))
                         emit(holds=_held(kith))
+                    elif command == "link" and arg.isdigit():
+                        await _link(kith, int(arg))
+                        emit(links=len(kith.node.connections))
                     elif command:
                         emit(error=f"unknown command {command!r}")
 
@@ -156,6 +173,10 @@ class RelayProcess:
         """Until the relay holds a group with at least ``events`` events."""
         await self.ask(f"hold {events}", "holds")
 
+    async def link(self, peers: int) -> None:
+        """Until the relay has channels to at least ``peers`` peers."""
+        await self.ask(f"link {peers}", "links")
+
     def _tail(self) -> str:
         text = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
         return f"; relay stderr:\n{text}" if text.strip() else ""
@@ -190,7 +211,11 @@ async def relay_process(tmp: Path, messages: int) -> AsyncIterator[RelayProcess]
 
 
 def relay_costs(before: dict[str, Any], after: dict[str, Any], messages: int) -> dict[str, float]:
-    """What the relay paid per message between two ``mark`` answers."""
+    """What the relay paid per message between two ``mark`` answers (which must find it
+    linked to as many peers: a run where a member lost its channel is not comparable)."""
+    if after.get("links") != before.get("links"):
+        raise BenchError(f"the relay had {before.get('links')} channels at the start and "
+                         f"{after.get('links')} at the end of the run")
     if not messages:
         return {"relay_cpu_ms_per_message": math.nan, "relay_wire_bytes_per_message": math.nan}
     return {"relay_cpu_ms_per_message": 1000 * (after["cpu"] - before["cpu"]) / messages,

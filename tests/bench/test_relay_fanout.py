@@ -11,8 +11,8 @@ from node.bench import fanout, relay_fanout
 
 
 def test_the_relay_pays_the_difference_between_two_marks() -> None:
-    before = {"mark": 0, "cpu": 1.5, "sent": 1000, "received": 10}
-    after = {"mark": 1, "cpu": 2.0, "sent": 51000, "received": 99}
+    before = {"mark": 0, "cpu": 1.5, "sent": 1000, "received": 10, "links": 3}
+    after = {"mark": 1, "cpu": 2.0, "sent": 51000, "received": 99, "links": 3}
     costs = relay_fanout.relay_costs(before, after, 100)
     assert costs == {"relay_cpu_ms_per_message": pytest.approx(5.0),
                      "relay_wire_bytes_per_message": 500.0}
