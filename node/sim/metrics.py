@@ -48,7 +48,11 @@ def measure(sim: Simulation) -> dict[str, Any]:
     stats = [member.stats for member in sim.members.values()]
     events = [sent.event for sent in sim.sent if sent.event is not None]
     verifications = sum(st.verifications for st in stats)
-    envelope = (message_bytes / copies - s.size) if copies else math.nan
+    # a member's copy: through a relay, what the relay pushed (the author's one copy to
+    # the relay is not a member's)
+    member_bytes = (message_bytes if sim.relay is None
+                    else sim.net.bytes_sent_by(sim.relay.me, ["message"]))
+    envelope = (member_bytes / copies - s.size) if copies else math.nan
     event_overhead = (sum(len(e.raw) for e in events) / len(events) - s.size
                       if events else math.nan)
     convergence = math.nan

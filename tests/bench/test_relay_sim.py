@@ -154,3 +154,9 @@ def _ran(scenario: Scenario) -> Simulation:
     sim = Simulation(scenario)
     sim.run()
     return sim
+
+
+def test_the_envelope_through_the_relay_is_a_members_copy() -> None:
+    _, client = run(5, "sender-keys")
+    _, relay = run(5, "relay")
+    assert relay["envelope_bytes_per_event"] == client["envelope_bytes_per_event"]
