@@ -6,6 +6,18 @@ knows of its peers' vectors, when it tells them its own (``offer``, ``tell``,
 the catch-up nudge), whom it asks for what it lacks (``pull``, with
 ``node.sync.choose``) and when it gives up on them, and the unread copies it
 reports to their authors when they connect.
+
+**Events in flight through a relay.** With server-side fanout an author sends one
+copy to a relay, which pushes it to every member; meanwhile the author's vector
+(its beat, a receipt) tells a member it holds more, and pulling that from the
+author would make it send every event again. So an author whose events a connected
+relay pushed us live (not ``sync``) and which advanced our frontier less than
+``RELAY_WAIT`` ago is **relay-fed**: what others hold of it beyond our frontier is
+taken as in flight through that relay (as our own live pushes in flight are left
+out of a stream, ``Sessions.in_flight``), and ``pull`` leaves it out, for at most
+``RELAY_WAIT`` after we first learnt it exists. Then, if our frontier has not reached
+it (the relay withholds, drops or trickles), we pull it as usual: a relay delays
+an event by ``RELAY_WAIT``, no more. The relay's channel going down ends this at once.
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ ASK_BACKOFF = 60.0
 ASK_BACKOFF_MAX = 3600.0
 #: Besides the authors of what we learnt, a catch-up is told to at most this many members.
 NUDGE_FANOUT = 2
+#: What a relay pushing us an author's events has to deliver before we pull it elsewhere.
+RELAY_WAIT = 5.0
 
 VectorMap = dict[PeerId, int]
 
@@ -68,6 +82,11 @@ class Pulling(Receiving):
         #: (state, setup members, the members and departed outside the setup but us).
         self._unknown_base: tuple[object, frozenset[PeerId], frozenset[PeerId]] | None = None
         self.nudges = 0
+        #: Relay-fed authors: author -> (the relay, when its live push last advanced us).
+        self.relay_fed: dict[PeerId, tuple[PeerId, float]] = {}
+        #: Per relay-fed author: (the seq others hold that we lack, until when we wait
+        #: for it through the relay).
+        self.relay_due: dict[PeerId, tuple[int, float]] = {}
 
     def shared(self, peer: PeerId) -> bool:
         # A member, or one who departed and is owed what led to its departure, or a relay
@@ -147,6 +166,10 @@ class Pulling(Receiving):
                       if p in self.connected and p != self.me and self.shared(p)
                       and self.passed_over.get(p, (-math.inf, 0))[0] <= self.now
                       and self.exhausted.get(p) != (vector, v)}
+        waiting = self.relay_waiting(mine, candidates)
+        if waiting:
+            candidates = {p: {a: n for a, n in v.items() if a not in waiting}
+                          for p, v in candidates.items()}
         peer = choose(self.me, mine, candidates)
         if peer is None:
             return
@@ -154,6 +177,38 @@ class Pulling(Receiving):
             self.told[peer] = (vector, self.now)
             self.asking = Asking(peer, dict(candidates[peer]), self.now + ASK_TIMEOUT)
             self.wake_for_asking()
+
+    def relay_waiting(self, mine: VectorMap, candidates: dict[PeerId, VectorMap]
+                      ) -> set[PeerId]:
+        """The relay-fed authors whose events ``candidates`` hold beyond ``mine`` we
+        still wait for through the relay (see the module docstring); a ``Wake`` for the
+        end of each wait."""
+        if not self.relay_fed:
+            return set()
+        waiting = set()
+        for author, (relay, at) in list(self.relay_fed.items()):
+            if relay not in self.connected or self.now - at >= RELAY_WAIT:
+                del self.relay_fed[author]
+                self.relay_due.pop(author, None)
+                continue
+            have = mine.get(author, 0)
+            claim = max((v.get(author, 0) for v in candidates.values()), default=0)
+            due = self.relay_due.get(author)
+            if due is not None and have >= due[0]:
+                due = None  # the relay delivered what we waited for
+            if claim <= have:
+                self.relay_due.pop(author, None)
+                continue
+            if due is None:
+                due = self.relay_due[author] = (claim, self.now + RELAY_WAIT)
+            if self.now < due[1]:
+                waiting.add(author)
+                self.out.append(Wake(due[1]))
+        return waiting
+
+    def relay_overdue(self) -> bool:
+        """Did a wait for events through a relay end (pull them elsewhere now)?"""
+        return any(self.now >= until for _, until in self.relay_due.values())
 
     def wake_for_asking(self) -> None:
         if self.asking is not None:
@@ -176,8 +231,17 @@ class Pulling(Receiving):
         """Receive as ``Receiving`` does, noting progress of our request and what we
         learnt by sync (for the nudge's receipts)."""
         before = self.core.delivered_count()
+        relay_push = not message.sync and sender in self.core.state.relays
+        if relay_push:
+            frontier = self.core.frontier
+            had = {e.author: frontier.get(e.author, 0) for e in message.events}
         stored = super().receive(sender, message)
         if self.core.delivered_count() > before:
+            if relay_push:  # server-side fanout: the rest of these authors' is coming
+                frontier = self.core.frontier
+                for author, seq in had.items():
+                    if frontier.get(author, 0) > seq:
+                        self.relay_fed[author] = (sender, self.now)
             if message.sync:
                 self.synced_authors.update(e.author for e in message.events
                                            if e.author != self.me)

@@ -31,7 +31,9 @@ reaches it once, not once per member that holds it:
   ``ASK_TIMEOUT`` (that member is then passed over for ``ASK_BACKOFF``,
   doubling with each failure in a row, so a member that claims to hold
   everything and sends nothing costs one timeout per back-off), and is
-  dropped when its channel closes; then we ask the next best.
+  dropped when its channel closes; then we ask the next best. What a relay is
+  pushing us (server-side fanout) is left out of the pull for up to
+  ``RELAY_WAIT`` (``node.group.pulling``): it is in flight.
 * **Streaming** (``want`` true): the receiver streams back every event the
   sender lacks, in delivery order (causal, so each can be delivered on
   arrival), in bounded batches, one batch per acknowledgement of the previous
@@ -103,9 +105,12 @@ class Sessions(Pulling):
                 self.next_batch(peer, session)
         self.expire_sessions()
         self.check_asking()
+        if self.asking is None and self.relay_overdue():
+            self.pull()  # a relay did not deliver in time what it was pushing us
         # A driver keeps one timer per group, the earliest: ask again for what is due
         # later (a Wake we gave while an earlier one was pending may have been dropped).
-        due = [self.nudge_at, self.ack_at, *(s.resume_at for s in self.sessions.values())]
+        due = [self.nudge_at, self.ack_at, *(s.resume_at for s in self.sessions.values()),
+               *(until for _, until in self.relay_due.values())]
         if self.asking is not None:
             due.append(self.asking.deadline)
         later = [t for t in due if t is not None and t > self.now]
@@ -245,6 +250,10 @@ class Sessions(Pulling):
         self.up_since.pop(peer, None)
         self.exhausted.pop(peer, None)
         self.forget_resent(peer)
+        if any(relay == peer for relay, _ in self.relay_fed.values()):
+            self.relay_fed = {a: f for a, f in self.relay_fed.items() if f[0] != peer}
+            self.relay_due = {a: d for a, d in self.relay_due.items() if a in self.relay_fed}
+            self.pull()  # what it was pushing us we now pull from the others
         if self.asking is not None and self.asking.peer == peer:
             self.asking = None
             self.pull()
