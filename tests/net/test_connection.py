@@ -5,43 +5,20 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from node.channel.core import Channel, Role
 from node.config import Config
-from node.crypto.keys import IdentityKey
-from node.net.connection import PeerConnection, PeerInfo
-from node.net.secure_stream import SecureStream
+from node.net.connection import PeerConnection
+from tests.net.pairs import connection, streams
 
-KEY_A = IdentityKey(bytes(range(32)))
-KEY_B = IdentityKey(bytes(range(32, 64)))
 CONFIG = Config(keepalive_interval=10.0, idle_timeout=30.0, send_timeout=20.0)
 
 
-async def _streams(lockstep: bool = False) -> tuple[SecureStream, SecureStream]:
-    pair = trio.testing.lockstep_stream_pair() if lockstep else trio.testing.memory_stream_pair()
-    a = SecureStream(pair[0], Channel(Role.INITIATOR, KEY_A, name="alice"))
-    b = SecureStream(pair[1], Channel(Role.RESPONDER, KEY_B, name="bob"))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(a.do_handshake)
-        nursery.start_soon(b.do_handshake)
-    return a, b
 
 
-def _conn(stream: SecureStream, received: list[bytes] | None = None) -> PeerConnection:
-    assert stream.handshake is not None
-    dialler = stream.channel.role is Role.INITIATOR
-    info = PeerInfo(stream.handshake.remote, stream.handshake.name, "mem",
-                    "outbound" if dialler else "inbound", KEY_A.peer_id, 0.0)
-
-    async def on_message(conn: PeerConnection, data: bytes) -> None:
-        if received is not None:
-            received.append(data)
-
-    return PeerConnection(stream, info, CONFIG, on_message)
 
 
 async def test_idle_but_alive_peers_stay_connected(autojump_clock: trio.testing.MockClock) -> None:
-    a, b = await _streams()
-    ca, cb = _conn(a), _conn(b)
+    a, b = await streams()
+    ca, cb = connection(a, CONFIG), connection(b, CONFIG)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ca.run)
         nursery.start_soon(cb.run)
@@ -54,8 +31,8 @@ async def test_idle_but_alive_peers_stay_connected(autojump_clock: trio.testing.
 async def test_silent_peer_is_dropped_after_the_idle_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, _b = await _streams()  # b completes the handshake, then never sends again
-    ca = _conn(a)
+    a, _b = await streams()  # b completes the handshake, then never sends again
+    ca = connection(a, CONFIG)
     start = trio.current_time()
     reason = await ca.run()
     assert reason == "no data from peer for 30 s"
@@ -65,8 +42,8 @@ async def test_silent_peer_is_dropped_after_the_idle_timeout(
 async def test_peer_that_stops_reading_is_dropped_after_send_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, _b = await _streams(lockstep=True)  # lockstep: a send blocks until b reads; b never does
-    ca = _conn(a)
+    a, _b = await streams(lockstep=True)  # lockstep: a send blocks until b reads; b never does
+    ca = connection(a, CONFIG)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ca.run)
         start = trio.current_time()
@@ -78,9 +55,9 @@ async def test_peer_that_stops_reading_is_dropped_after_send_timeout(
 async def test_messages_reach_the_handler_and_goodbye_has_a_reason(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()
+    a, b = await streams()
     got: list[bytes] = []
-    ca, cb = _conn(a), _conn(b, got)
+    ca, cb = connection(a, CONFIG), connection(b, CONFIG, got)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cb.run)
         nursery.start_soon(ca.run)
@@ -93,7 +70,7 @@ async def test_messages_reach_the_handler_and_goodbye_has_a_reason(
 async def test_what_is_queued_goes_out_in_one_write_in_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()
+    a, b = await streams()
     writes: list[int] = []
     real = a.transport.send_all
 
@@ -111,7 +88,7 @@ async def test_what_is_queued_goes_out_in_one_write_in_order(
         if len(received) == len(burst):
             done.set()
 
-    ca, cb = _conn(a), _conn(b)
+    ca, cb = connection(a, CONFIG), connection(b, CONFIG)
     cb._on_message = on_message
     async with trio.open_nursery() as nursery:
         for data in burst:  # queued before the sender task first runs

@@ -12,40 +12,18 @@ import trio.testing
 
 from node.channel.core import Channel, Role
 from node.config import Config
-from node.crypto.keys import IdentityKey
 from node.net.connection import REPLY_AFTER, PeerConnection, PeerInfo
 from node.net.secure_stream import SecureStream
+from tests.net.pairs import KEY_A, KEY_B, connection, streams
 
-KEY_A = IdentityKey(bytes(range(32)))
-KEY_B = IdentityKey(bytes(range(32, 64)))
 CONFIG = Config()  # the defaults are what is under test
 QUIET = 1200.0  # virtual seconds of quiet: twenty keepalive intervals
 #: What the previous version did (node/config.py before the change).
 OLD_INTERVAL, OLD_TIMEOUT = 8.0, 25.0
 
 
-async def _streams() -> tuple[SecureStream, SecureStream]:
-    """A dialler's stream and the acceptor's, after the handshake."""
-    pair = trio.testing.memory_stream_pair()
-    a = SecureStream(pair[0], Channel(Role.INITIATOR, KEY_A, name="alice"))
-    b = SecureStream(pair[1], Channel(Role.RESPONDER, KEY_B, name="bob"))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(a.do_handshake)
-        nursery.start_soon(b.do_handshake)
-    return a, b
 
 
-def _conn(stream: SecureStream, received: list[bytes] | None = None) -> PeerConnection:
-    assert stream.handshake is not None
-    dialler = stream.channel.role is Role.INITIATOR
-    info = PeerInfo(stream.handshake.remote, stream.handshake.name, "mem",
-                    "outbound" if dialler else "inbound", KEY_A.peer_id, 0.0)
-
-    async def on_message(conn: PeerConnection, data: bytes) -> None:
-        if received is not None:
-            received.append(data)
-
-    return PeerConnection(stream, info, CONFIG, on_message)
 
 
 def _count_pings(stream: SecureStream) -> list[float]:
@@ -115,9 +93,9 @@ async def _old_node(stream: SecureStream, received: list[bytes] | None = None) -
 async def test_a_quiet_channel_costs_one_probe_and_one_answer_per_interval(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()
+    a, b = await streams()
     a_pings, b_pings = _count_pings(a), _count_pings(b)
-    ca, cb = _conn(a), _conn(b)
+    ca, cb = connection(a, CONFIG), connection(b, CONFIG)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ca.run)
         nursery.start_soon(cb.run)
@@ -136,10 +114,10 @@ async def test_a_quiet_channel_costs_one_probe_and_one_answer_per_interval(
 async def test_a_busy_dialler_hears_from_a_silent_acceptor(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()
+    a, b = await streams()
     heard_by_a = _heard(a)
     got: list[bytes] = []
-    ca, cb = _conn(a), _conn(b, got)
+    ca, cb = connection(a, CONFIG), connection(b, CONFIG, got)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ca.run)
         nursery.start_soon(cb.run)
@@ -157,10 +135,10 @@ async def test_a_busy_dialler_hears_from_a_silent_acceptor(
 async def test_a_dead_peer_is_still_dropped_by_the_dialler(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()  # b completes the handshake, then never reads or sends again
+    a, b = await streams()  # b completes the handshake, then never reads or sends again
     a_pings = _count_pings(a)
     start = trio.current_time()
-    reason = await _conn(a).run()
+    reason = await connection(a, CONFIG).run()
     assert reason == f"no data from peer for {CONFIG.idle_timeout:g} s"
     assert CONFIG.idle_timeout <= trio.current_time() - start <= CONFIG.idle_timeout + 1
     assert len(a_pings) == 1  # it probed once, at the interval, and got no answer
@@ -170,10 +148,10 @@ async def test_a_dead_peer_is_still_dropped_by_the_dialler(
 async def test_a_dead_peer_is_still_dropped_by_the_acceptor(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    _a, b = await _streams()
+    _a, b = await streams()
     b_pings = _count_pings(b)
     start = trio.current_time()
-    reason = await _conn(b).run()
+    reason = await connection(b, CONFIG).run()
     assert reason == f"no data from peer for {CONFIG.idle_timeout:g} s"
     assert CONFIG.idle_timeout <= trio.current_time() - start <= CONFIG.idle_timeout + 1
     assert b_pings == []  # the acceptor never probes
@@ -189,7 +167,7 @@ async def _with_old_peer(new: SecureStream, old: SecureStream) -> tuple[str, flo
     ``QUIET`` seconds: (new side's close reason, the longest the old side went without
     hearing the new one, whether the old side is still up)."""
     heard_by_old = _heard(old)
-    conn = _conn(new)
+    conn = connection(new, CONFIG)
     old_done = False
 
     async def run_old() -> None:
@@ -209,7 +187,7 @@ async def _with_old_peer(new: SecureStream, old: SecureStream) -> tuple[str, flo
 async def test_a_new_dialler_keeps_an_old_acceptor(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()
+    a, b = await streams()
     reason, gap, old_up = await _with_old_peer(a, b)
     assert old_up and reason == "node shutting down"
     assert gap <= OLD_INTERVAL + 1  # every PING of the old node is answered
@@ -218,7 +196,7 @@ async def test_a_new_dialler_keeps_an_old_acceptor(
 async def test_a_new_acceptor_keeps_an_old_dialler(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()
+    a, b = await streams()
     reason, gap, old_up = await _with_old_peer(b, a)
     assert old_up and reason == "node shutting down"
     assert gap <= OLD_INTERVAL + 1
@@ -229,10 +207,10 @@ async def test_an_old_peer_streaming_to_a_silent_new_node_keeps_hearing_it(
 ) -> None:
     # The old node sends data every 5 s, so it never PINGs and nothing asks us to
     # answer but the data itself: we must speak within its 25 s anyway.
-    a, b = await _streams()
+    a, b = await streams()
     heard_by_old = _heard(a)
     got: list[bytes] = []
-    conn = _conn(b, got)
+    conn = connection(b, CONFIG, got)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.run)
         start = trio.current_time()

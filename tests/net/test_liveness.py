@@ -6,7 +6,8 @@ import trio
 import trio.testing
 
 from node.net.secure_stream import SecureStream
-from tests.net.test_connection import CONFIG, _conn, _streams
+from tests.net.pairs import connection, streams
+from tests.net.test_connection import CONFIG
 
 DRIP_INTERVAL = 2.0
 
@@ -22,8 +23,8 @@ async def drip(peer: SecureStream, record: bytes) -> None:
 async def test_a_peer_dripping_an_unfinished_record_is_dropped_at_the_idle_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()
-    ca = _conn(a)
+    a, b = await streams()
+    ca = connection(a, CONFIG)
     record = b.channel.send_message(bytes(1000))  # ~1,000 bytes: a drip of half an hour
     assert len(record) * DRIP_INTERVAL > 10 * CONFIG.idle_timeout
     async with trio.open_nursery() as nursery:
@@ -39,8 +40,8 @@ async def test_a_peer_dripping_an_unfinished_record_is_dropped_at_the_idle_timeo
 async def test_complete_records_do_keep_it_alive(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await _streams()
-    ca = _conn(a)
+    a, b = await streams()
+    ca = connection(a, CONFIG)
 
     async def ping_now_and_then() -> None:
         while True:
