@@ -228,16 +228,7 @@ class Node:
     # -- listening --
 
     async def _open_listeners(self) -> list[trio.SocketListener]:
-        host, port = self.config.listen_host, self.config.listen_port
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as exc:
-            hint = ""
-            if exc.errno == errno.EADDRINUSE:
-                hint = " (another node running? use --listen HOST:0 for any free port)"
-            raise ConfigError(
-                f"cannot listen on {format_hostport(host, port)}: {exc.strerror}{hint}"
-            ) from exc
+        listeners = await open_listeners(self.config.listen_host, self.config.listen_port)
         self.listen_addresses = [lst.socket.getsockname()[:2] for lst in listeners]
         return listeners
 
@@ -461,3 +452,15 @@ class Node:
         else:
             self.peer_log.log((conn.info.peer_id, "ignored"), logging.DEBUG,
                               "ignoring %d-byte message from %s", len(data), describe(conn.info))
+
+
+async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """TCP listeners on ``host:port``, or the node's one-line "cannot listen" error."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " (another node running? use --listen HOST:0 for any free port)"
+        raise ConfigError(
+            f"cannot listen on {format_hostport(host, port)}: {exc.strerror}{hint}") from exc

@@ -10,7 +10,6 @@ directory, builds the ``Config`` from the options and runs the ``App`` (and, wit
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from node.crypto.netkey import key_id
 from node.datadir import DataDir
 from node.errors import ConfigError, KithError, NotRunningError
 from node.ids import fingerprint, format_peer_id, short_id
-from node.net.address import DialTarget, format_hostport, parse_hostport
+from node.net.address import DialTarget, parse_hostport
 from node.version import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
@@ -209,15 +208,9 @@ def cmd_run(args: argparse.Namespace, datadir: DataDir) -> int:
 
 async def _check_can_listen(host: str, port: int) -> None:
     """Raise the node's own "cannot listen" error now if ``host:port`` is taken."""
-    try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        hint = ""
-        if exc.errno == errno.EADDRINUSE:
-            hint = " (another node running? use --listen HOST:0 for any free port)"
-        raise ConfigError(
-            f"cannot listen on {format_hostport(host, port)}: {exc.strerror}{hint}") from exc
-    for listener in listeners:
+    from node.node import open_listeners
+
+    for listener in await open_listeners(host, port):
         await listener.aclose()
 
 
