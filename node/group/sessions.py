@@ -19,10 +19,14 @@ reaches it once, not once per member that holds it:
   ``RESYNC_AFTER`` ago on this channel. A member whose vector is known never
   to shrink (it only does on a restart, and a restarted node knows nobody's
   vector, so it tells everyone) is thus told exactly when it may lack something.
+  A member that departed is told only while it may lack what it is owed (see
+  *Streaming*), never for what came after: that would be every beat, for good.
 * **Answering a plain vector**: if the sender lacks something we hold, or
   holds exactly what we do (it told us because it believes we lack
   something: our vector is its receipt), we tell it ours, under the same rule.
-  A plain vector never starts a stream.
+  A plain vector never starts a stream. A member that departed answers every
+  plain vector (under the same rule): it is told only what led to its departure,
+  and so never holds what the others do.
 * **Pulling** (``pull``): when the vectors of our connected members show one
   holds something we lack, we send the best of them (``node.sync.choose``)
   our vector with ``want`` true, and wait for its stream, one request at a
@@ -160,11 +164,30 @@ class Sessions(Pulling):
                     self.passed_over.pop(sender, None)
                 else:  # it holds more than it sends us: not again for this pair
                     self.exhausted[sender] = (dict(self.vector()), theirs)
-            if they_lack or theirs == dict(self.vector()):
+            # A departed member answers too: the sender tells it because it believes it
+            # lacks what it is owed (``knows_all``), and stops once it knows it does not.
+            if they_lack or theirs == dict(self.vector()) or self.departure(self.me):
                 self.tell(sender)
         if behind(theirs, mine):  # it holds something we lack
             self.pull()
         self.notify()
+
+    def knows_all(self, peer: PeerId) -> bool:
+        """Does ``peer`` hold all we would send it, as far as we know? A member: all we
+        hold. A departed member: all it is owed (what led to its departure; see
+        ``stream``), not what came after, which we would never send it."""
+        departure = self.departure(peer)
+        if departure is None:
+            return super().knows_all(peer)
+        known = self.known(peer)
+        if known is None:
+            return False
+        for owed in (departure, *self.voided(peer, departure)):
+            for author, n in (*owed.clock.items(), (owed.author, owed.seq)):
+                if n > known.get(author, 0) and not (author == self.me
+                                                     and self.has_own(peer, n)):
+                    return False
+        return True
 
     def stream(self, peer: PeerId, theirs: VectorMap) -> None:
         """Start a session sending ``peer`` what it lacks (less what is in flight)."""
