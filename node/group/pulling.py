@@ -18,6 +18,9 @@ out of a stream, ``Sessions.in_flight``), and ``pull`` leaves it out, for at mos
 ``RELAY_WAIT`` after we first learnt it exists. Then, if our frontier has not reached
 it (the relay withholds, drops or trickles), we pull it as usual: a relay delays
 an event by ``RELAY_WAIT``, no more. The relay's channel going down ends this at once.
+A relay itself waits the same way for an author's events the author is sending it
+flagged (``fanout``): learnt first by sync from a member that pulled them, they would
+arrive flagged as duplicates and never be fanned out.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ class Pulling(Receiving):
         #: (state, setup members, the members and departed outside the setup but us).
         self._unknown_base: tuple[object, frozenset[PeerId], frozenset[PeerId]] | None = None
         self.nudges = 0
-        #: Relay-fed authors: author -> (the relay, when its live push last advanced us).
+        #: Relay-fed authors: author -> (the relay, or at a relay the author, whose live
+        #: push last advanced us, and when).
         self.relay_fed: dict[PeerId, tuple[PeerId, float]] = {}
         #: Per relay-fed author: (the seq others hold that we lack, until when we wait
         #: for it through the relay).
@@ -204,6 +208,11 @@ class Pulling(Receiving):
             if self.now < due[1]:
                 waiting.add(author)
                 self.out.append(Wake(due[1]))
+            elif due[1] > 0:
+                self.relay_due[author] = (due[0], 0.0)  # (said once)
+                self.warn(f"sync: relay {short_id(relay)} did not bring us {short_id(author)}'s "
+                          f"events up to {due[0]} (we hold {have}) in group {self.label} "
+                          f"within {RELAY_WAIT:g} s; pulling them", level=20)
         return waiting
 
     def relay_overdue(self) -> bool:
@@ -231,7 +240,8 @@ class Pulling(Receiving):
         """Receive as ``Receiving`` does, noting progress of our request and what we
         learnt by sync (for the nudge's receipts)."""
         before = self.core.delivered_count()
-        relay_push = not message.sync and sender in self.core.state.relays
+        # (a relay's push to us, or at a relay an author's flagged copy: fanout)
+        relay_push = not message.sync and (message.fanout or sender in self.core.state.relays)
         if relay_push:
             frontier = self.core.frontier
             had = {e.author: frontier.get(e.author, 0) for e in message.events}

@@ -215,12 +215,14 @@ class Sessions(Pulling):
 
     def in_flight(self, peer: PeerId, event: Event) -> bool:
         """Did we fan ``event`` (ours) out live to ``peer`` on this channel less than
-        ``ACK_TIMEOUT`` ago, without an ack of it yet?"""
+        ``ACK_TIMEOUT`` ago, without an ack of it yet? (With server-side fanout we sent
+        it to the relay we fan out through, not to the members.)"""
         if event.author != self.me:
             return False
-        if (self.has(peer, event) or event.seq <= self.up_since.get(peer, 0)
-                or event.seq in self.via_relay):
+        if self.has(peer, event) or event.seq <= self.up_since.get(peer, 0):
             return False
+        if event.seq in self.via_relay and peer not in self.connected_relays()[:1]:
+            return False  # server-side fanout: in flight to the relay, not to the members
         at = self.joined_at.get(event.id)
         return at is not None and self.now - at < ACK_TIMEOUT
 

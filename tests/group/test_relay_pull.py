@@ -5,7 +5,7 @@ author when the relay withholds them (``node.group.pulling``, relay-fed authors)
 from __future__ import annotations
 
 from node.group import commands as C
-from node.group.member_io import Announce, Effect, Events, Send, SendMany
+from node.group.member_io import Announce, Effect, Events, Received, Send, SendMany, Vector
 from node.group.pulling import RELAY_WAIT
 from node.ids import PeerId
 from tests.group.relay_cluster import RelayCluster, messages
@@ -78,3 +78,28 @@ def test_a_withholding_relay_only_delays() -> None:
     last = c.members[author].core.ordered()[-1].id
     for peer in c.member_ids:  # ...once the relay was silent for RELAY_WAIT
         assert c.disks[peer].received[last] <= start + RELAY_WAIT + 1
+
+
+def test_the_author_does_not_stream_the_relay_what_it_fans_out_through_it() -> None:
+    """A relay that asks the author for what it lacks while the author's flagged copies
+    are on their way to it must not get them by sync first: it fans out only what
+    arrives flagged, so the members would wait for them (the author's live pushes in
+    flight, ``Sessions.in_flight``, extended to the relay it fans out through)."""
+    c = RelayCluster(5, seed=23, fanout="relay")
+    c.connect_all()
+    c.settle()
+    author = c.member_ids[1]
+    c.do(author, C.SendText("warm up"))
+    c.settle()
+    relay = c.relay
+    asked = Vector(tuple(sorted(relay.vector())), True)  # what it holds before the burst
+    for k in range(5):
+        c.do(author, C.SendText(f"m{k}"))  # flagged copies in flight to the relay
+    effects = c.members[author].handle(Received(c.relay_id, asked), c.now)
+    streamed = [e for e in effects if isinstance(e, Send) and e.peer == c.relay_id
+                and isinstance(e.payload, Events) and e.payload.sync]
+    assert streamed == [], "the author streamed the relay what it fans out through it"
+    c.run(author, effects)
+    c.settle()
+    for peer in c.member_ids:
+        assert messages(c, peer)[-5:] == [f"m{k}" for k in range(5)]
