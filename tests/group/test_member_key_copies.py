@@ -34,6 +34,25 @@ def key_event(c: Cluster, author: PeerId) -> Event:
             if e.author == author and e.kind is Kind.SENDER_KEY][-1]
 
 
+def carol_away(text: str) -> tuple[Cluster, PeerId, PeerId, PeerId, Event]:
+    """alice, bob and carol; carol cut off from both while alice rotates and says ``text``."""
+    c = talking(3)
+    alice, bob, carol = c.ids
+    c.disconnect(alice, carol)
+    c.disconnect(bob, carol)
+    c.do(alice, C.RotateKey())
+    said = c.do(alice, C.SendText(text))
+    c.settle()
+    return c, alice, bob, carol, said
+
+
+def forget_held(c: Cluster, *holders: PeerId) -> None:
+    """The copies ``holders`` held for others are gone (as after a restart: not stored)."""
+    for holder in holders:
+        c.members[holder].held.clear()
+        c.members[holder].held_bytes = 0
+
+
 def test_each_member_gets_only_its_own_copy() -> None:
     c = talking(3)
     alice, bob, carol = c.ids
@@ -54,13 +73,7 @@ def test_each_member_gets_only_its_own_copy() -> None:
 
 
 def test_a_member_away_gets_its_copy_from_a_member_who_held_it() -> None:
-    c = talking(3)
-    alice, bob, carol = c.ids
-    c.disconnect(alice, carol)
-    c.disconnect(bob, carol)
-    c.do(alice, C.RotateKey())
-    said = c.do(alice, C.SendText("while carol was away"))
-    c.settle()
+    c, alice, bob, carol, said = carol_away("while carol was away")
     sk = key_event(c, alice)
     assert set(c.members[bob].held[sk.id]) == {carol}  # alice could not reach her
     assert set(c.members[alice].held[sk.id]) == {carol}  # and holds it herself too
@@ -112,17 +125,8 @@ def test_a_copy_that_does_not_match_is_refused_then_sent_again() -> None:
 
 
 def test_a_message_read_without_its_key_brings_the_key_again() -> None:
-    c = talking(3)
-    alice, bob, carol = c.ids
-    c.disconnect(alice, carol)
-    c.disconnect(bob, carol)
-    c.do(alice, C.RotateKey())
-    said = c.do(alice, C.SendText("relayed without a key"))
-    c.settle()
-    c.members[bob].held.clear()  # (as if bob had restarted: held copies are not stored)
-    c.members[bob].held_bytes = 0
-    c.members[alice].held.clear()
-    c.members[alice].held_bytes = 0
+    c, alice, bob, carol, said = carol_away("relayed without a key")
+    forget_held(c, bob, alice)
     c.connect(bob, carol)
     c.settle()
     reader = c.members[carol]
@@ -140,16 +144,8 @@ def test_a_key_pushed_again_and_lost_with_the_channel_is_pushed_once_more() -> N
     (a slow member's full queue drops the peer). On the next channel the member says
     ``unread`` again and the author answers again: before, both sides did it only once
     (``told_unread``, ``keys_resent``) and the member never read that chain."""
-    c = talking(3)
-    alice, bob, carol = c.ids
-    c.disconnect(alice, carol)
-    c.disconnect(bob, carol)
-    c.do(alice, C.RotateKey())
-    said = c.do(alice, C.SendText("a push lost with its channel"))
-    c.settle()
-    for holder in (c.members[alice], c.members[bob]):  # (held copies forgotten: a restart)
-        holder.held.clear()
-        holder.held_bytes = 0
+    c, alice, bob, carol, said = carol_away("a push lost with its channel")
+    forget_held(c, alice, bob)
     c.connect(bob, carol)
     c.settle()
     reader = c.members[carol]
