@@ -103,12 +103,16 @@ class KeyCopies(Delivery):
                       f"from {short_id(sender)}: {HELD_BYTES} bytes held already",
                       level=logging.INFO)
 
+    def room_for(self, cost: int) -> bool:
+        """May we hold ``cost`` more bytes of copies for others (``HELD_BYTES``)?"""
+        return self.held_bytes + cost <= HELD_BYTES
+
     def keep_held(self, event: Event, copies: list[tuple[PeerId, bytes]]) -> bool:
-        """Hold ``copies`` of ``event`` for their recipients, within ``HELD_BYTES``
+        """Hold ``copies`` of ``event`` for their recipients, while ``room_for`` them
         (False if they did not all fit)."""
         for recipient, blob in copies:
             cost = len(blob) + HELD_ENTRY
-            if self.held_bytes + cost > HELD_BYTES:
+            if not self.room_for(cost):
                 return False
             self.held.setdefault(event.id, {})[recipient] = blob
             self.held_bytes += cost

@@ -78,7 +78,7 @@ from typing import Any
 
 from node.group import commands as C
 from node.group.events import Event, EventId, Kind
-from node.group.key_copies import HELD_ENTRY, HeldCopy
+from node.group.key_copies import HeldCopy
 from node.group.member import Member
 from node.group.member_io import (
     Announce,
@@ -142,6 +142,10 @@ class Relay(Member):
 
     def stored_bytes(self) -> int:
         return self.log_bytes + self.held_bytes
+
+    def room_for(self, cost: int) -> bool:
+        """Copies for members count against the group's budget, with the events."""
+        return self.stored_bytes() + cost <= self.budget
 
     # -- the one entry point --
 
@@ -248,12 +252,9 @@ class Relay(Member):
             if (event is None or event.kind not in (Kind.MESSAGE, Kind.SENDER_KEY)
                     or recipient not in members or recipient in self.held.get(event_id, {})):
                 continue
-            cost = len(blob) + HELD_ENTRY
-            if self.stored_bytes() + cost > self.budget:
+            if not self.keep_held(event, [(recipient, blob)]):
                 full += 1
                 continue
-            self.held.setdefault(event_id, {})[recipient] = blob
-            self.held_bytes += cost
             self.held_at.setdefault(event_id, self.now)
             self.out.append(SaveCopy(event_id, recipient, blob))
         if full:
@@ -310,13 +311,9 @@ class Relay(Member):
             event = self.core.get(event_id)
             at = self.joined_at.get(event_id, self.now)
             for recipient, blob in copies.items():
-                cost = len(blob) + HELD_ENTRY
-                if (event is None or recipient not in self.core.state.members
-                        or self.stored_bytes() + cost > self.budget):
-                    continue
-                self.held.setdefault(event_id, {})[recipient] = blob
-                self.held_bytes += cost
-                self.held_at.setdefault(event_id, at)
+                if (event is not None and recipient in self.core.state.members
+                        and self.keep_held(event, [(recipient, blob)])):
+                    self.held_at.setdefault(event_id, at)
 
     # -- membership: designation, departures --
 
