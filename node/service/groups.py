@@ -110,6 +110,11 @@ class GroupService(GroupCommands):
         for row in self.store.groups():
             member = self._new_member(GroupCore(row.id), row.joined_at)
             rows = []
+            own_copies: dict[EventId, dict[PeerId, bytes]] = {}
+            copies: dict[EventId, bytes] = {}
+            held: dict[EventId, dict[PeerId, bytes]] = {}  # a relay's, for members
+            # pairwise messages and committed sender keys have copies
+            copied = {"pairwise": int(Kind.MESSAGE), "private": int(Kind.SENDER_KEY)}
             for ev in self.store.events(row.id):
                 content: Content | None = None
                 if ev.content is not None:
@@ -119,18 +124,15 @@ class GroupService(GroupCommands):
                         log.warning("stored content of %s is unreadable: %s",
                                     ev.id.hex()[:12], exc)
                 rows.append((decode_event(ev.raw), ev.received_at, ev.text, content))
-            own_copies: dict[EventId, dict[PeerId, bytes]] = {}
-            copies: dict[EventId, bytes] = {}
-            copied = {"pairwise": int(Kind.MESSAGE), "private": int(Kind.SENDER_KEY)}
-            if row.mode in copied:  # pairwise messages, committed sender keys
-                for ev in self.store.events(row.id):
-                    if ev.kind != copied[row.mode]:
-                        continue
-                    for recipient, blob in self.store.copies(ev.id).items():
-                        if ev.author == self.me:
-                            own_copies.setdefault(ev.id, {})[recipient] = blob
-                        elif recipient == self.me:
-                            copies[ev.id] = blob
+                if ev.kind != copied.get(row.mode):
+                    continue
+                for recipient, blob in self.store.copies(ev.id).items():
+                    if ev.author == self.me:
+                        own_copies.setdefault(ev.id, {})[recipient] = blob
+                    elif recipient == self.me:
+                        copies[ev.id] = blob
+                    else:
+                        held.setdefault(ev.id, {})[recipient] = blob
             effects = member.restore_from(
                 rows, self.store.own_key(row.id), self.store.own_history(row.id),
                 self.store.peer_keys(row.id), self.store.deliveries(row.id), copies,
@@ -141,22 +143,12 @@ class GroupService(GroupCommands):
                         f"this data directory holds group {member.label}, of which this node "
                         "is a member: a relay (--relay) needs a data directory of its own "
                         "(--data DIR)")
-                member.restore_held(self._held_copies(row.id))
+                member.restore_held(held)
             member.notify_muted = self.store.notify_muted(row.id)
             self.groups[row.id] = member
             self.run_effects(member, effects)  # a delete is final, also after a crash
         if self.groups:
             log.info("loaded %d group(s) from %s", len(self.groups), self.store.path)
-
-    def _held_copies(self, group: GroupId) -> dict[EventId, dict[PeerId, bytes]]:
-        """A relay's stored copies for members, by event."""
-        held: dict[EventId, dict[PeerId, bytes]] = {}
-        for ev in self.store.events(group):
-            if ev.kind in (int(Kind.MESSAGE), int(Kind.SENDER_KEY)):
-                copies = self.store.copies(ev.id)
-                if copies:
-                    held[ev.id] = copies
-        return held
 
     async def _announce(self) -> None:
         """Every ``sync_interval``, exchange version vectors with connected members."""
