@@ -87,6 +87,7 @@ from node.bench.harness import (
     percentile,
     positive_ints,
     queue_size,
+    quiet,
     receiver_processes,
     run_bench,
     until_stdin_closed,
@@ -303,18 +304,19 @@ async def _run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path,
                 await relay.hold(len(group.core.ordered()))  # it took the group
             service.send(group, WARMUP)
             await rx.expect("ready", n)
+            streams = [node.connections[p].stream for p in linked]
+            await quiet(streams)
 
         texts = [message_text(i, params.size) for i in range(m)]
         sent = [0.0] * m
         ids = []
-        streams = [node.connections[p].stream for p in linked]
         sampler = RssSampler()
         relay_marks = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sampler.run)
             with rx.within(SETUP_TIMEOUT + PER_DELIVERY * n * m + m * _interval(params)):
                 if relay is not None:
-                    relay_marks.append(await relay.ask("mark", "mark"))
+                    relay_marks.append(await relay.mark())
                 wire0 = sum(stream.bytes_sent for stream in streams)
                 cpu0, t0 = time.process_time(), time.monotonic()
                 for i in range(m):
@@ -328,7 +330,7 @@ async def _run_kith(mode: str, n: int, repeat: int, params: Params, tmp: Path,
                 cpu = time.process_time() - cpu0
                 wire = sum(stream.bytes_sent for stream in streams) - wire0
                 if relay is not None:
-                    relay_marks.append(await relay.ask("mark", "mark"))
+                    relay_marks.append(await relay.mark(m))
             nursery.cancel_scope.cancel()
     counters = [group.counters[event_id] for event_id in ids]
     costs = (sum(c.encryptions for c in counters) / m, sum(c.signatures for c in counters) / m,

@@ -36,6 +36,8 @@ SETUP_TIMEOUT = 60.0
 PER_DELIVERY = 0.02
 #: Seconds receiver processes get to exit once their stdin is closed.
 STOP_TIMEOUT = 5.0
+#: The set-up is over once the author's channels have carried nothing for this long.
+QUIET = 0.2
 
 
 class BenchError(KithError):
@@ -165,6 +167,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile, ``q`` in (0, 1]."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+async def quiet(streams: Sequence[Any], seconds: float = QUIET) -> None:
+    """Until ``streams`` (anything with ``bytes_sent`` and ``bytes_received``) have carried
+    nothing for ``seconds``. The set-up's last vector exchanges (members answering what
+    the warm-up told them) must be over before a run is timed: a member whose vector
+    crosses the first timed messages is streamed them at once, which is neither fanout
+    mode's cost."""
+    def total() -> int:
+        return sum(s.bytes_sent + s.bytes_received for s in streams)
+
+    while True:
+        before = total()
+        await trio.sleep(seconds)
+        if total() == before:
+            return
 
 
 # -- in a receiver process ------------------------------------------------------------------

@@ -14,11 +14,18 @@ The parent talks to it over pipes, as to the receivers (``node.bench.harness``):
 the relay process writes JSON lines to stdout (``up`` with its peer id and
 address first) and reads commands from stdin, one per line:
 
-* ``mark``: answer ``{"mark": K, "cpu": s, "sent": B, "received": B}``: the
-  process's CPU time (``time.process_time()``) and the bytes its channels
-  have sent and received so far (closed channels as last seen). The parent
-  marks just before the first timed send and once the run is over; the
-  difference is what the relay paid for the M messages.
+* ``mark [F]``: answer ``{"mark": K, "cpu": s, "sent": B, "received": B,
+  "fanned": F'}``: the process's CPU time (``time.process_time()``), the
+  bytes its channels have sent and received so far (closed channels as last
+  seen) and the events it has pushed on to members. The parent marks just
+  before the first timed send and once the run is over; the difference is
+  what the relay paid for the M messages. With ``F`` the relay first waits
+  (at most ``FAN_WAIT`` seconds) until it has pushed on ``F`` events and
+  written what that queued: the members may have every message and the
+  author every acknowledgement while a starved relay process still has the
+  pushes to make (they came by sync meanwhile), and they are its cost all
+  the same. The parent checks ``fanned``: fewer than M more means the author
+  did not send through the relay.
 * ``hold K``: answer ``{"holds": [[group id hex, events held], ...]}`` once
   the relay holds a group with at least K events (the parent waits for it to
   take the group before anything is timed).
@@ -44,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
 from node.api.python import Kith, open_node
 from node.bench import report
@@ -60,6 +68,12 @@ RELAY_PLOTS = {
     "relay_cpu_ms_per_message": "relay CPU ms per message",
     "relay_wire_bytes_per_message": "relay bytes on the wire per message",
 }
+
+
+#: How long ``mark F`` waits for the relay to push on F events; then it waits until its
+#: tasks have all been blocked for FAN_SETTLE s (what the pushes set off is done).
+FAN_WAIT = 10.0
+FAN_SETTLE = 0.01
 
 
 def relayed(modes: Sequence[str]) -> bool:
@@ -99,6 +113,14 @@ def _fanned(kith: Kith) -> int:
     return sum(getattr(group, "fanned", 0) for group in kith.service.groups.values())
 
 
+async def _fan(kith: Kith, events: int) -> None:
+    """Until the relay has pushed on ``events`` events (at most ``FAN_WAIT`` s) and its
+    tasks have done what that set off (the pushes written, not only queued)."""
+    with trio.move_on_after(FAN_WAIT):
+        await kith.service.wait_until(lambda: _fanned(kith) >= events)
+    await trio.testing.wait_all_tasks_blocked(FAN_SETTLE)
+
+
 async def _link(kith: Kith, peers: int) -> None:
     await kith.node.wait_until(lambda: len(kith.node.connections) >= peers)
 
@@ -117,6 +139,8 @@ async def relay_main(data: Path, messages: int) -> None:
                 for line in lines:
                     command, _, arg = line.strip().decode(errors="replace").partition(" ")
                     if command == "mark":
+                        if arg.isdigit():
+                            await _fan(kith, int(arg))
                         sent, received = counter.totals()
                         emit(mark=marks, cpu=time.process_time(), sent=sent, received=received,
                              links=len(kith.node.connections), fanned=_fanned(kith))
@@ -142,6 +166,7 @@ class RelayProcess:
         self.log = log
         self.peer = ""
         self.listen = ""
+        self.fanned = 0  # events pushed on at the last mark
         self._pending = b""
 
     async def _line(self) -> dict[str, Any]:
@@ -167,6 +192,13 @@ class RelayProcess:
         answer = await self._line()
         if key not in answer:
             raise BenchError(f"asked the relay {command!r}, it said {answer}{self._tail()}")
+        return answer
+
+    async def mark(self, messages: int = 0) -> dict[str, Any]:
+        """A ``mark``; with ``messages``, once the relay has pushed that many more events on
+        than at the previous mark."""
+        answer = await self.ask(f"mark {self.fanned + messages}" if messages else "mark", "mark")
+        self.fanned = int(answer.get("fanned", 0))
         return answer
 
     async def hold(self, events: int) -> None:
@@ -212,7 +244,13 @@ async def relay_process(tmp: Path, messages: int) -> AsyncIterator[RelayProcess]
 
 def relay_costs(before: dict[str, Any], after: dict[str, Any], messages: int) -> dict[str, float]:
     """What the relay paid per message between two ``mark`` answers (a channel the relay
-    lost meanwhile is said on stderr: its member caught up by sync, not from the relay)."""
+    lost meanwhile is said on stderr: its member caught up by sync, not from the relay).
+    BenchError if the relay did not push every message on: then the run measured
+    client-side fanout."""
+    fanned = after.get("fanned", 0) - before.get("fanned", 0)
+    if fanned < messages:
+        raise BenchError(f"the relay pushed on {fanned} of the {messages} timed messages: "
+                         f"the author did not send them all through it")
     if after.get("links") != before.get("links"):
         sys.stderr.write(f"relay: {before.get('links')} channels at the start of the run, "
                          f"{after.get('links')} at the end\n")
