@@ -28,11 +28,13 @@ class Config:
     #: are lowered at start if the descriptor limit (``ulimit -n``) cannot hold them.
     max_channels: int = 256
     #: The dialler of a channel sends a keepalive PING once neither side has sent anything
-    #: for this many seconds (the other side answers it; docs/protocol.md section 6).
-    keepalive_interval: float = 60.0
+    #: for this many seconds (the other side answers it; docs/protocol.md section 6), or
+    #: sooner if the peer's idle timeout asks for it (a node before ``idle``: 60 s).
+    keepalive_interval: float = 120.0
     #: A peer silent for this long is considered dead and its channel closed (more than
-    #: ``keepalive_interval`` plus the 8 s in which a peer answers data it received).
-    idle_timeout: float = 100.0
+    #: ``keepalive_interval`` plus the 8 s in which a peer answers data it received). The
+    #: Hello tells the peer, so that as dialler it probes in time.
+    idle_timeout: float = 160.0
     #: The kernel fails a TCP channel whose peer machine has not answered for this long
     #: (TCP keepalive and TCP_USER_TIMEOUT): a dead link or host, noticed with no work
     #: of ours while idle.

@@ -298,7 +298,7 @@ class Node:
         finally:
             self.admission.done(host)
             self._notify()  # a handshake slot is free (``wait_until`` callers re-check)
-        info = PeerInfo(hs.remote, hs.name, where, "inbound", hs.remote, now_wall())
+        info = PeerInfo(hs.remote, hs.name, where, "inbound", hs.remote, now_wall(), hs.idle)
         conn = PeerConnection(stream, info, self.config, self._dispatch)
         if len(self.connections) >= self.limits.channels and hs.remote not in self.connections:
             self._log_refusal(admission.Refusal.CHANNELS, host)
@@ -351,7 +351,8 @@ class Node:
         except BaseException:
             await trio.aclose_forcefully(tcp)
             raise
-        info = PeerInfo(hs.remote, hs.name, where, "outbound", self.peer_id, now_wall())
+        info = PeerInfo(hs.remote, hs.name, where, "outbound", self.peer_id, now_wall(),
+                        hs.idle)
         return PeerConnection(stream, info, self.config, self._dispatch)
 
     # -- channels --
@@ -364,6 +365,7 @@ class Node:
             prologue=self._prologue,
             expected_peer=expected,
             instance=self.instance,
+            idle=self.config.idle_timeout,
             max_message_size=self.config.max_message_size,
         )
 

@@ -111,6 +111,9 @@ class HandshakeCompleted:
     version: int
     #: The mDNS instance the peer says it announces (None without discovery).
     instance: str | None = None
+    #: The peer's idle timeout in seconds, if its Hello says (section 6; None: an
+    #: earlier node, which waits 100 s).
+    idle: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,7 @@ class Channel:
         prologue: bytes = b"kith/1",
         expected_peer: PeerId | None = None,
         instance: str | None = None,
+        idle: float | None = None,
         max_message_size: int = 1024 * 1024,
         rng: Callable[[int], bytes] = nacl.utils.random,
     ) -> None:
@@ -201,9 +205,11 @@ class Channel:
         self.remote: PeerId | None = None
         self.remote_name = ""
         self.remote_instance: str | None = None
+        self.remote_idle: float | None = None
         self.max_message_size = max_message_size
         self._identity = identity
-        self._hello = Hello(PROTOCOL_VERSION, identity.public_key, name, instance).encode()
+        self._hello = Hello(PROTOCOL_VERSION, identity.public_key, name, instance,
+                            idle).encode()
         self._expected = expected_peer
         self._hs: HandshakeState | None = HandshakeState(
             NOISE_PROTOCOL,
@@ -382,6 +388,7 @@ class Channel:
         self.remote = remote
         self.remote_name = clean_name(hello.name) or short_id(remote)
         self.remote_instance = hello.instance
+        self.remote_idle = hello.idle
 
     def _complete(self, hs: HandshakeState, inp: Input) -> Event:
         first, second = hs.split()
@@ -394,7 +401,8 @@ class Channel:
         self._transition(inp)
         assert self.remote is not None
         return HandshakeCompleted(
-            self.remote, self.remote_name, PROTOCOL_VERSION, self.remote_instance
+            self.remote, self.remote_name, PROTOCOL_VERSION, self.remote_instance,
+            self.remote_idle,
         )
 
     def _read_record(self, frame: bytes) -> Event | _NeedData | None:

@@ -10,7 +10,9 @@ record it never finishes).
 Liveness, theory of operation. An idle group keeps N(N-1)/2 channels open, so
 an idle channel must cost next to nothing: only the side that dialled probes,
 with a PING once neither side has sent anything for ``keepalive_interval``
-seconds, and the other side answers a PING with a PING at once (unless it sent
+seconds (sooner if the acceptor's Hello states an idle timeout that needs it,
+or states none: a node before ``idle``, which gives up after 100 s; see
+``probe_after``), and the other side answers a PING with a PING at once (unless it sent
 something within the answer window, which the prober has then heard). Two more
 rules keep every peer hearing from us in time, nodes of the previous version
 included (they PING after 8 s without sending and give up after 25 s of
@@ -65,6 +67,11 @@ SHUTDOWN_REASON = "node shutting down"
 #: many seconds without sending: what a peer of the previous version, which gives up after
 #: 25 s of silence, needs to hear while it streams to us (docs/protocol.md section 6).
 REPLY_AFTER = 8.0
+#: The idle timeout of a peer whose Hello does not state one (the nodes before ``idle``).
+LEGACY_IDLE = 100.0
+#: The dialler probes this long before the acceptor's idle timeout would run out (the
+#: answer window, scheduling and the network fit in it with room to spare).
+PROBE_MARGIN = 40.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,8 @@ class PeerInfo:
     direction: str  # "inbound" | "outbound"
     initiator: PeerId  # who dialled: decides which of two duplicate channels survives
     since: float  # wall-clock seconds since the epoch
+    #: The peer's idle timeout from its Hello (None: an earlier node; LEGACY_IDLE).
+    peer_idle: float | None = None
 
 
 MessageHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
@@ -161,8 +170,19 @@ class PeerConnection:
             due = min(due, self._owed_since + REPLY_AFTER)
         if self.info.direction == "outbound":  # the dialler probes a quiet channel
             quiet = max(self.stream.last_received, self._last_sent)
-            due = min(due, quiet + self._config.keepalive_interval)
+            due = min(due, quiet + self.probe_after)
         return due
+
+    @property
+    def probe_after(self) -> float:
+        """Seconds of quiet after which the dialler probes: ``keepalive_interval``, or
+        sooner if the peer would give up before the probe and its answer (its Hello's
+        ``idle`` less PROBE_MARGIN, but never sooner than half of it, nor than the
+        answer window: a peer stating a tiny timeout gets no more PINGs than it could
+        have us send by PINGing us)."""
+        idle = self.info.peer_idle or LEGACY_IDLE
+        return min(self._config.keepalive_interval,
+                   max(idle - PROBE_MARGIN, idle / 2, self._answer_window))
 
     async def _liveness(self) -> None:
         timeout = self._config.idle_timeout

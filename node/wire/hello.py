@@ -3,7 +3,9 @@
 Noise XX messages 2 (responder) and 3 (initiator) carry a msgpack map:
 
     {"v": <int protocol version>, "id": <32-byte Ed25519 public key>, "name": <str>,
-     "inst": <str, optional: the mDNS instance name the sender announces>}
+     "inst": <str, optional: the mDNS instance name the sender announces>,
+     "idle": <number, optional: seconds the sender waits without hearing from us before
+              it closes the channel; the dialler probes in time (docs/protocol.md 6)>}
 
 Keys a receiver does not know are ignored (room to grow); duplicate keys,
 wrong types, a wrong key length or an over-long name are errors.
@@ -20,6 +22,8 @@ from node.wire.strict import pack, unpack_strict
 MAX_HELLO_LEN = 512
 MAX_NAME_CHARS = 64
 MAX_INSTANCE_CHARS = 32
+#: The largest idle timeout a Hello may state (a day).
+MAX_IDLE = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +32,14 @@ class Hello:
     identity: bytes
     name: str
     instance: str | None = None
+    idle: float | None = None
 
     def encode(self) -> bytes:
         fields: dict[str, object] = {"v": self.version, "id": self.identity, "name": self.name}
         if self.instance is not None:
             fields["inst"] = self.instance
+        if self.idle is not None:
+            fields["idle"] = int(self.idle) if float(self.idle).is_integer() else self.idle
         return pack(fields)
 
     @classmethod
@@ -57,7 +64,12 @@ class Hello:
                 f"handshake payload: 'inst' must be a string of at most {MAX_INSTANCE_CHARS} "
                 "characters"
             )
-        return cls(version, identity, name, instance)
+        idle = obj.get("idle")
+        if idle is not None and (not isinstance(idle, int | float) or isinstance(idle, bool)
+                                 or not 0 < idle <= MAX_IDLE):
+            raise RemoteProtocolError(
+                f"handshake payload: 'idle' must be a number of seconds in (0, {MAX_IDLE}]")
+        return cls(version, identity, name, instance, None if idle is None else float(idle))
 
 
 def printable(text: str) -> str:

@@ -12,7 +12,13 @@ import trio.testing
 
 from node.channel.core import Channel, Role
 from node.config import Config
-from node.net.connection import REPLY_AFTER, PeerConnection, PeerInfo
+from node.net.connection import (
+    LEGACY_IDLE,
+    PROBE_MARGIN,
+    REPLY_AFTER,
+    PeerConnection,
+    PeerInfo,
+)
 from node.net.secure_stream import SecureStream
 from tests.net.pairs import KEY_A, KEY_B, connection, streams
 
@@ -20,6 +26,11 @@ CONFIG = Config()  # the defaults are what is under test
 QUIET = 1200.0  # virtual seconds of quiet: twenty keepalive intervals
 #: What the previous version did (node/config.py before the change).
 OLD_INTERVAL, OLD_TIMEOUT = 8.0, 25.0
+#: Two current nodes: each Hello states the idle timeout.
+NEW = (CONFIG.idle_timeout, CONFIG.idle_timeout)
+#: The version between (dialler probes after 60 s of quiet, gives up after 100 s; its
+#: Hello states no idle timeout).
+SIXTY = Config(keepalive_interval=60.0, idle_timeout=100.0)
 
 
 
@@ -93,7 +104,7 @@ async def _old_node(stream: SecureStream, received: list[bytes] | None = None) -
 async def test_a_quiet_channel_costs_one_probe_and_one_answer_per_interval(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await streams()
+    a, b = await streams(idle=NEW)
     a_pings, b_pings = _count_pings(a), _count_pings(b)
     ca, cb = connection(a, CONFIG), connection(b, CONFIG)
     async with trio.open_nursery() as nursery:
@@ -114,7 +125,7 @@ async def test_a_quiet_channel_costs_one_probe_and_one_answer_per_interval(
 async def test_a_busy_dialler_hears_from_a_silent_acceptor(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await streams()
+    a, b = await streams(idle=NEW)
     heard_by_a = _heard(a)
     got: list[bytes] = []
     ca, cb = connection(a, CONFIG), connection(b, CONFIG, got)
@@ -135,7 +146,7 @@ async def test_a_busy_dialler_hears_from_a_silent_acceptor(
 async def test_a_dead_peer_is_still_dropped_by_the_dialler(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a, b = await streams()  # b completes the handshake, then never reads or sends again
+    a, b = await streams(idle=NEW)  # b completes the handshake, then never reads or sends again
     a_pings = _count_pings(a)
     start = trio.current_time()
     reason = await connection(a, CONFIG).run()
@@ -148,7 +159,7 @@ async def test_a_dead_peer_is_still_dropped_by_the_dialler(
 async def test_a_dead_peer_is_still_dropped_by_the_acceptor(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    _a, b = await streams()
+    _a, b = await streams(idle=NEW)
     b_pings = _count_pings(b)
     start = trio.current_time()
     reason = await connection(b, CONFIG).run()
@@ -160,6 +171,52 @@ async def test_a_dead_peer_is_still_dropped_by_the_acceptor(
 async def test_idle_timeout_leaves_room_for_the_probe_and_the_reply() -> None:
     # The acceptor hears the dialler at least every keepalive_interval + REPLY_AFTER.
     assert CONFIG.idle_timeout > CONFIG.keepalive_interval + REPLY_AFTER + 20
+    # ...and the dialler probes at the interval when the acceptor states that timeout.
+    assert CONFIG.idle_timeout - PROBE_MARGIN >= CONFIG.keepalive_interval
+
+
+async def _probes(dialler: PeerConnection, acceptor: PeerConnection, a: SecureStream,
+                  ) -> tuple[list[float], float]:
+    """Run both ends over ``QUIET`` seconds of quiet: the dialler's PING times (``a`` is
+    its stream) and when the quiet began; neither end may close meanwhile."""
+    pings = _count_pings(a)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dialler.run)
+        nursery.start_soon(acceptor.run)
+        start = trio.current_time()
+        await trio.sleep(QUIET + 1)
+        assert not dialler.close_reason and not acceptor.close_reason
+        nursery.cancel_scope.cancel()
+    return pings, start
+
+
+async def test_a_new_dialler_probes_a_sixty_second_acceptor_in_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The acceptor's Hello states no idle timeout: it may be the version that gives up
+    # after 100 s, so the dialler probes after 60 s of quiet, not keepalive_interval.
+    a, b = await streams(idle=(CONFIG.idle_timeout, None))
+    pings, start = await _probes(connection(a, CONFIG), connection(b, SIXTY), a)
+    assert CONFIG.keepalive_interval > LEGACY_IDLE - PROBE_MARGIN == 60
+    assert len(pings) == int(QUIET / 60)
+    assert _longest_gap(pings, start, start + QUIET) <= 60 + 1
+
+
+async def test_a_sixty_second_dialler_keeps_a_new_acceptor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = await streams(idle=(None, CONFIG.idle_timeout))
+    pings, _ = await _probes(connection(a, SIXTY), connection(b, CONFIG), a)
+    assert len(pings) == int(QUIET / 60)
+
+
+async def test_a_peer_stating_a_tiny_idle_timeout_gets_no_flood_of_probes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = await streams(idle=(CONFIG.idle_timeout, 0.001))
+    pings, _ = await _probes(connection(a, CONFIG), connection(b, CONFIG), a)
+    window = REPLY_AFTER / 2  # the answer window: how often a peer can make us PING it
+    assert int(QUIET / window) - 1 <= len(pings) <= int(QUIET / window) + 1
 
 
 async def _with_old_peer(new: SecureStream, old: SecureStream) -> tuple[str, float, bool]:

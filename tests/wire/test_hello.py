@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.errors import RemoteProtocolError
-from node.wire.hello import MAX_NAME_CHARS, Hello, clean_name
+from node.wire.hello import MAX_HELLO_LEN, MAX_IDLE, MAX_NAME_CHARS, Hello, clean_name
 
 
 @given(
@@ -23,6 +23,16 @@ def test_instance_is_optional() -> None:
     hello = Hello(1, bytes(32), "a", "kith-0123456789abcdef")
     assert Hello.decode(hello.encode()) == hello
     assert b"inst" not in Hello(1, bytes(32), "a").encode()
+
+
+def test_idle_is_optional_and_a_positive_number_of_seconds() -> None:
+    for idle in (160.0, 0.3, MAX_IDLE):
+        hello = Hello(1, bytes(32), "a", None, idle)
+        assert Hello.decode(hello.encode()) == hello
+    assert msgpack.unpackb(Hello(1, bytes(32), "a", None, 160.0).encode())["idle"] == 160
+    assert b"idle" not in Hello(1, bytes(32), "a").encode()
+    # the largest Hello, with a stated idle timeout, still fits
+    assert len(Hello(1, bytes(32), "\U0001f600" * 64, "k" * 32, 0.1).encode()) <= MAX_HELLO_LEN
 
 
 def test_unknown_keys_are_ignored() -> None:
@@ -43,6 +53,12 @@ def test_unknown_keys_are_ignored() -> None:
         (msgpack.packb({"v": 1, "id": bytes(32)}), "'name'"),
         (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "inst": 5}), "'inst'"),
         (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "inst": "i" * 33}), "'inst'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "idle": "60"}), "'idle'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "idle": True}), "'idle'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "idle": 0}), "'idle'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "idle": -5.0}), "'idle'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "idle": MAX_IDLE + 1}), "'idle'"),
+        (msgpack.packb({"v": 1, "id": bytes(32), "name": "", "idle": float("nan")}), "'idle'"),
         (msgpack.packb({"v": 1, "id": bytes(32), "name": ""}) + b"\x00", "trailing"),
         (b"\x83\xa1v\x01\xa1v\x02\xa2id\xc4\x20" + bytes(32), "duplicate map key"),
         (msgpack.packb(msgpack.ExtType(5, b"x")), "extension types are not allowed"),
