@@ -26,7 +26,9 @@ everything that reads or writes content taken out:
 * **Fanout.** An ``Events`` with ``fanout`` set (server-side fanout: an author
   whose node uses ``Settings.fanout == "relay"`` sent it one copy) is stored,
   then pushed to every member the relay is connected to except its sender and
-  author, each with its own copy. Without the flag the relay only stores.
+  author, each with its own copy. Without the flag the relay only stores (and
+  remembers the event for ``LATE_FAN_WINDOW``: if its author's flagged copy
+  comes meanwhile, the relay pushes it on then, once).
 * **Budget and expiry.** At most ``budget`` bytes per group (events plus held
   copies): to take events that would go over it, held copies are forgotten,
   oldest first; events that still would go over it are refused (not stored, not
@@ -113,6 +115,11 @@ _INPUTS = (Received, PeerUp, PeerDown, Tick, Announce, HistoryWanted)
 #: the members only by their sync).
 MAX_FAN_PENDING = 1024
 MAX_FAN_PENDING_BYTES = 4 * 1024 * 1024
+#: Events stored unflagged (by sync, or a client-side push) are remembered this long, at
+#: most LATE_FAN_MAX of them: if their author's flagged copy comes meanwhile, they are
+#: fanned out then (members relay-fed by us wait for them; ``pulling.RELAY_WAIT``).
+LATE_FAN_WINDOW = 10.0
+LATE_FAN_MAX = 1024
 #: Commands a node's beats send every group (not a user's): a relay has none to do.
 _HOUSEKEEPING = (C.ExpireMutes, C.MarkRead)
 
@@ -135,6 +142,8 @@ class Relay(Member):
         #: who sent them and their copies, to fan out when they are delivered.
         self.fan_pending: dict[EventId, tuple[PeerId, tuple[HeldCopy, ...]]] = {}
         self.fan_pending_bytes = 0
+        #: Events stored from an unflagged message lately, not fanned out: when.
+        self.unfanned: dict[EventId, float] = {}
 
     @property
     def designated(self) -> bool:
@@ -184,9 +193,12 @@ class Relay(Member):
         delivered = self.core.delivered_since(before)
         if message.fanout and designated and sender in audience:
             ours = {e.id for e in message.events}
-            self.fan_out(sender, [e for e in delivered if e.id in ours],
+            late = [e for e in message.events if e.author == sender and self.late(e.id)]
+            self.fan_out(sender, late + [e for e in delivered if e.id in ours],
                          audience | set(self.core.state.members))
             self.keep_pending(sender, message, ours - {e.id for e in delivered})
+        elif designated:
+            self.remember_unfanned(delivered)
         if self.fan_pending:  # buffered flagged events this input let out
             for event in delivered:
                 pending = self.fan_pending.pop(event.id, None)
@@ -196,6 +208,27 @@ class Relay(Member):
                         self.hold(pending[0], pending[1])
                         self.fan_out(pending[0], [event], set(self.core.state.members))
         return stored
+
+    def remember_unfanned(self, delivered: list[Event]) -> None:
+        """Remember events stored from an unflagged message: a member that pulled an
+        author's event before we had it may hand it to us by sync just before the
+        author's flagged copy comes, which would otherwise be a duplicate, never fanned
+        out, and the members it was for would wait ``RELAY_WAIT`` for it."""
+        if not delivered:
+            return
+        if len(self.unfanned) + len(delivered) > LATE_FAN_MAX:
+            self.unfanned = {i: t for i, t in self.unfanned.items()
+                             if self.now - t < LATE_FAN_WINDOW}
+        for event in delivered[-LATE_FAN_MAX:]:
+            if len(self.unfanned) >= LATE_FAN_MAX:
+                self.unfanned.pop(next(iter(self.unfanned)))
+            self.unfanned[event.id] = self.now
+
+    def late(self, event_id: EventId) -> bool:
+        """Whether ``event_id`` came unflagged less than LATE_FAN_WINDOW ago, not fanned
+        out yet (it will be now)."""
+        at = self.unfanned.pop(event_id, None)
+        return at is not None and self.now - at < LATE_FAN_WINDOW
 
     def keep_pending(self, sender: PeerId, message: Events, waiting: set[EventId]) -> None:
         """Remember the flagged events of ``message`` the causal buffer kept (it delivers

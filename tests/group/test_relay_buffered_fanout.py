@@ -1,14 +1,18 @@
 """A flagged event the relay cannot deliver yet (its clock names an event the relay
 lacks) is fanned out when the causal buffer lets it out, with its copies: before, it was
 stored then but pushed to no one, and members got it only from their periodic sync
-(seconds to tens of seconds later: ``kith bench fanout --mode relay`` at N = 32)."""
+(seconds to tens of seconds later: ``kith bench fanout --mode relay`` at N = 32).
+Likewise a flagged event the relay got just before by sync (a member pulled it from the
+author and streamed it on): before, the flagged copy was a duplicate, never fanned out,
+and the members it was for waited ``RELAY_WAIT`` to pull it elsewhere."""
 
 from __future__ import annotations
 
 import pytest
 
 from node.group import commands as C
-from node.group.member_io import Events, Send
+from node.group.member_io import Events, Received, Send, SendMany
+from node.group.relaying import LATE_FAN_WINDOW
 from tests.group.relay_cluster import RelayCluster, messages
 
 
@@ -46,3 +50,41 @@ def test_a_buffered_flagged_event_is_fanned_out_when_delivered(mode: str) -> Non
     assert not c.relay.fan_pending and c.relay.fan_pending_bytes == 0
     for peer in (owner, other):
         assert "second" in messages(c, peer)  # readable (pairwise: its copy came along)
+
+
+@pytest.mark.parametrize("mode", ["private", "pairwise"])
+@pytest.mark.parametrize("delay", [0.5, LATE_FAN_WINDOW + 1])
+def test_a_flagged_event_the_relay_got_first_by_sync_is_still_fanned_out(
+        mode: str, delay: float) -> None:
+    c = RelayCluster(4, mode, seed=12, fanout="relay")
+    owner, author, other, relay = c.ids
+    c.connect_all()
+    c.settle()
+    c.do(author, C.SendText("warm up"))
+    c.settle()
+    effects = c.members[author].handle(C.SendText("late"), c.now)
+    flagged = [e for e in effects if isinstance(e, Send) and isinstance(e.payload, Events)
+               and e.payload.fanout]
+    assert [s.peer for s in flagged] == [relay]
+    event = flagged[0].payload.events[0]
+    # ``other`` pulled it from the author and streams it to the relay first
+    c.relay.handle(Received(other, Events((event,), sync=True)), c.now)
+    assert c.relay.core.get(event.id) is not None
+    fanned = c.relay.fanned
+    c.now += delay
+    out = c.relay.handle(Received(author, flagged[0].payload), c.now)
+    pushed = {p for e in out if isinstance(e, Send | SendMany) and isinstance(e.payload, Events)
+              and event in e.payload.events and not e.payload.sync
+              for p in (e.peers if isinstance(e, SendMany) else (e.peer,))}
+    if delay < LATE_FAN_WINDOW:  # pushed on to the members but its author
+        assert pushed == {owner, other}
+        assert c.relay.fanned == fanned + 1
+        assert not c.relay.unfanned
+        c.run(relay, out)
+        c.disconnect(author, owner)  # owner can have it from the relay alone
+        c.disconnect(other, owner)
+        while c.transfer(relay, owner):
+            pass
+        assert messages(c, owner)[-1] == "late"  # readable: its copy came along
+    else:  # too late to be worth a push: the members have it by sync by now
+        assert pushed == set() and c.relay.fanned == fanned
