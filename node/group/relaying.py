@@ -214,15 +214,14 @@ class Relay(Member):
         author's event before we had it may hand it to us by sync just before the
         author's flagged copy comes, which would otherwise be a duplicate, never fanned
         out, and the members it was for would wait ``RELAY_WAIT`` for it."""
-        if not delivered:
-            return
-        if len(self.unfanned) + len(delivered) > LATE_FAN_MAX:
-            self.unfanned = {i: t for i, t in self.unfanned.items()
-                             if self.now - t < LATE_FAN_WINDOW}
+        unfanned = self.unfanned
         for event in delivered[-LATE_FAN_MAX:]:
-            if len(self.unfanned) >= LATE_FAN_MAX:
-                self.unfanned.pop(next(iter(self.unfanned)))
-            self.unfanned[event.id] = self.now
+            unfanned[event.id] = self.now
+        while unfanned:  # oldest first (insertion order): amortised O(1) per event
+            oldest = next(iter(unfanned))
+            if len(unfanned) <= LATE_FAN_MAX and self.now - unfanned[oldest] < LATE_FAN_WINDOW:
+                break
+            del unfanned[oldest]
 
     def late(self, event_id: EventId) -> bool:
         """Whether ``event_id`` came unflagged less than LATE_FAN_WINDOW ago, not fanned

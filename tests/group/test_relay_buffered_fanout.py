@@ -8,11 +8,14 @@ and the members it was for waited ``RELAY_WAIT`` to pull it elsewhere."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from node.group import commands as C
+from node.group.events import EventId
 from node.group.member_io import Events, Received, Send, SendMany
-from node.group.relaying import LATE_FAN_WINDOW
+from node.group.relaying import LATE_FAN_MAX, LATE_FAN_WINDOW
 from tests.group.relay_cluster import RelayCluster, messages
 
 
@@ -88,3 +91,17 @@ def test_a_flagged_event_the_relay_got_first_by_sync_is_still_fanned_out(
         assert messages(c, owner)[-1] == "late"  # readable: its copy came along
     else:  # too late to be worth a push: the members have it by sync by now
         assert pushed == set() and c.relay.fanned == fanned
+
+
+def test_the_events_remembered_for_a_late_fanout_are_bounded() -> None:
+    c = RelayCluster(3, seed=13, fanout="client")
+    relay = c.relay
+    events = [SimpleNamespace(id=EventId(i.to_bytes(32, "big"))) for i in range(3 * LATE_FAN_MAX)]
+    relay.now = 100.0
+    for k in range(0, len(events), 7):  # a busy client-side group: every event unflagged
+        relay.remember_unfanned(events[k:k + 7])  # type: ignore[arg-type]
+    assert len(relay.unfanned) == LATE_FAN_MAX
+    assert next(iter(relay.unfanned)) == events[-LATE_FAN_MAX].id  # the newest kept
+    relay.now += LATE_FAN_WINDOW
+    relay.remember_unfanned(events[:1])  # type: ignore[arg-type]
+    assert list(relay.unfanned) == [events[0].id]  # the rest too old to be worth a push
