@@ -19,14 +19,21 @@ from node.group.relaying import LATE_FAN_MAX, LATE_FAN_WINDOW
 from tests.group.relay_cluster import RelayCluster, messages
 
 
-@pytest.mark.parametrize("mode", ["private", "pairwise"])
-def test_a_buffered_flagged_event_is_fanned_out_when_delivered(mode: str) -> None:
-    c = RelayCluster(4, mode, seed=11, fanout="relay")
-    owner, author, other, relay = c.ids
+def _warm(mode: str, seed: int) -> RelayCluster:
+    """Owner, author, other and their relay, connected, after the author's first message
+    (a private group's first message rotates)."""
+    c = RelayCluster(4, mode, seed=seed, fanout="relay")
     c.connect_all()
     c.settle()
-    c.do(author, C.SendText("warm up"))
+    c.do(c.ids[1], C.SendText("warm up"))
     c.settle()
+    return c
+
+
+@pytest.mark.parametrize("mode", ["private", "pairwise"])
+def test_a_buffered_flagged_event_is_fanned_out_when_delivered(mode: str) -> None:
+    c = _warm(mode, seed=11)
+    owner, author, other, relay = c.ids
     # ``other`` speaks while its channel to the relay is down (client-side: owner, author)
     c.disconnect(other, relay)
     c.do(other, C.SendText("first"))
@@ -59,12 +66,8 @@ def test_a_buffered_flagged_event_is_fanned_out_when_delivered(mode: str) -> Non
 @pytest.mark.parametrize("delay", [0.5, LATE_FAN_WINDOW + 1])
 def test_a_flagged_event_the_relay_got_first_by_sync_is_still_fanned_out(
         mode: str, delay: float) -> None:
-    c = RelayCluster(4, mode, seed=12, fanout="relay")
+    c = _warm(mode, seed=12)
     owner, author, other, relay = c.ids
-    c.connect_all()
-    c.settle()
-    c.do(author, C.SendText("warm up"))
-    c.settle()
     effects = c.members[author].handle(C.SendText("late"), c.now)
     flagged = [e for e in effects if isinstance(e, Send) and isinstance(e.payload, Events)
                and e.payload.fanout]
