@@ -8,7 +8,7 @@
 Theory of operation
 -------------------
 One *run* measures one (N, mode). The author runs in this process; the N
-receivers run in other processes (``python -m node.bench.fanout receiver``),
+receivers run in other processes (``python -m node.bench.fanout_receivers``),
 several receiver nodes per process (``--receiver-procs``, default 4) so that
 N = 32 costs four interpreters rather than 32. Everything is on 127.0.0.1,
 mDNS off, in fresh temporary data directories.
@@ -61,7 +61,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -71,26 +70,20 @@ import trio
 
 from node.api.python import open_node
 from node.bench import report
+from node.bench.fanout_receivers import WARMUP, frame, receivers
 from node.bench.harness import (
     METRICS,
     PER_DELIVERY,
     SETUP_TIMEOUT,
-    BenchError,
     Params,
-    Receivers,
     RssSampler,
     Run,
-    emit,
-    message_index,
     message_text,
-    peak_rss_mb,
     percentile,
     positive_ints,
     queue_size,
     quiet,
-    receiver_processes,
     run_bench,
-    until_stdin_closed,
 )
 from node.bench.relay_fanout import (
     RELAY_COLUMNS,
@@ -102,7 +95,6 @@ from node.bench.relay_fanout import (
     relayed,
 )
 from node.group.bodies import MAX_TEXT
-from node.group.events import Event, Kind
 from node.ids import parse_peer_id
 
 #: Modes in table order. ``sender-keys`` is a ``private`` group; ``relay`` and
@@ -136,120 +128,6 @@ class FanoutParams(Params):
 
 #: What a run measured (``METRICS`` and the fields ``FanoutRun`` adds).
 FANOUT_METRICS = METRICS + tuple(f.name for f in fields(FanoutRun)[len(fields(Run)):])
-WARMUP = "warmup"
-
-
-def frame(payload: bytes) -> bytes:
-    return len(payload).to_bytes(4, "big") + payload
-
-
-# -- receiver processes ---------------------------------------------------------------------
-
-
-async def _kith_receiver(k: int, data: Path, author: str, messages: int) -> None:
-    # ``author``: the author's address, and the relay's after a comma in the relay modes
-    relayed = "," in author
-    async with open_node(data, name=f"r{k}", peers=author.split(","),
-                         send_queue=queue_size(messages)) as kith:
-        emit(up=k, peer=kith.peer_id)
-        service = kith.service
-        await service.wait_until(lambda: bool(service.groups))
-        group = next(iter(service.groups.values()))
-        arrivals = [math.nan] * messages
-        left = messages
-        got: set[bytes] = set()
-
-        def seen(event: Event) -> None:
-            nonlocal left
-            if event.kind is not Kind.MESSAGE or event.id in got:
-                return  # (the snapshot may hold an event its batch has yet to announce)
-            text = group.texts.get(event.id)
-            if text is None:
-                # Not readable yet: through a relay, another member's sync may bring the
-                # event before the relay brings this member's pairwise copy; the watch
-                # announces it again when it becomes readable (a run that never reads it
-                # times out, naming the receivers that did not finish).
-                if relayed:
-                    return
-                raise BenchError(f"receiver {k} could not decrypt {event.id.hex()[:12]}")
-            got.add(event.id)
-            if text == WARMUP:
-                emit(ready=k)
-                return
-            index = message_index(text)
-            if math.isnan(arrivals[index]):
-                left -= 1
-            arrivals[index] = time.monotonic()
-
-        with service.watch(group) as new:
-            for event in group.core.ordered():  # what arrived before we watched
-                seen(event)
-            async for event in new:
-                seen(event)
-                if not left:
-                    break
-        if left:  # the service ends a watch that falls 1,024 events behind
-            raise BenchError(f"receiver {k} fell behind: its watch ended with {left} to go")
-        emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
-        await trio.sleep_forever()  # keep the node up (acks, goodbye) until told to stop
-
-
-async def _raw_receiver(k: int, messages: int) -> None:
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    emit(up=k, port=listener.socket.getsockname()[1])
-    stream = await listener.accept()
-    await listener.aclose()
-    arrivals = [math.nan] * messages
-    left = messages
-    buf = bytearray()
-    async with stream:
-        while left:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise BenchError(f"receiver {k}: the author hung up after {messages - left}")
-            now = time.monotonic()
-            buf += data
-            at = 0
-            while len(buf) - at >= 4:
-                end = at + 4 + int.from_bytes(buf[at:at + 4], "big")
-                if end > len(buf):
-                    break
-                payload = bytes(buf[at + 4:end]).decode("ascii")
-                at = end
-                if payload == WARMUP:
-                    emit(ready=k)
-                else:
-                    left -= math.isnan(arrivals[message_index(payload)])
-                    arrivals[message_index(payload)] = now
-            del buf[:at]
-        emit(done=k, arrivals=[round(t, 6) for t in arrivals], rss_mb=peak_rss_mb())
-        await trio.sleep_forever()
-
-
-async def receiver_main(
-    kind: str, first: int, count: int, data: Path, author: str, messages: int
-) -> None:
-    """Host receiver nodes ``first .. first+count-1`` until stdin closes."""
-    async with trio.open_nursery() as nursery:
-        for k in range(first, first + count):
-            if kind == "raw":
-                nursery.start_soon(_raw_receiver, k, messages)
-            else:
-                nursery.start_soon(_kith_receiver, k, data / f"r{k}", author, messages)
-        await until_stdin_closed()
-        nursery.cancel_scope.cancel()
-
-
-# -- the parent's side of the receivers -----------------------------------------------------
-
-
-def receivers(
-    kind: str, n: int, procs: int, tmp: Path, author: str, messages: int
-) -> AbstractAsyncContextManager[Receivers]:
-    """Receiver processes (``receiver_main``) for ``n`` nodes of ``kind`` (raw or kith)."""
-    return receiver_processes(n, procs, tmp, "receivers", lambda first, count: [
-        "node.bench.fanout", "receiver", kind, str(first), str(count), str(tmp), author,
-        str(messages)])
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -569,10 +447,6 @@ def parse_args(argv: Sequence[str], prog: str = "kith bench fanout") -> tuple[Pa
 
 def main(argv: Sequence[str] | None = None, prog: str = "kith bench fanout") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["receiver"]:
-        kind, first, count, data, author, messages = argv[1:]
-        trio.run(receiver_main, kind, int(first), int(count), Path(data), author, int(messages))
-        return 0
     params, draw = parse_args(argv, prog)
     started, host = time.monotonic(), report.machine()
     runs = run_bench(run_all, params, prog)
