@@ -8,15 +8,24 @@ import math
 import pytest
 
 from node.bench import fanout, relay_fanout
+from node.bench.harness import BenchError
 
 
 def test_the_relay_pays_the_difference_between_two_marks() -> None:
-    before = {"mark": 0, "cpu": 1.5, "sent": 1000, "received": 10, "links": 3}
-    after = {"mark": 1, "cpu": 2.0, "sent": 51000, "received": 99, "links": 3}
+    before = {"mark": 0, "cpu": 1.5, "sent": 1000, "received": 10, "links": 3, "fanned": 1}
+    after = {"mark": 1, "cpu": 2.0, "sent": 51000, "received": 99, "links": 3, "fanned": 101}
     costs = relay_fanout.relay_costs(before, after, 100)
     assert costs == {"relay_cpu_ms_per_message": pytest.approx(5.0),
                      "relay_wire_bytes_per_message": 500.0}
     assert all(math.isnan(v) for v in relay_fanout.relay_costs(before, after, 0).values())
+
+
+def test_a_run_the_relay_did_not_push_on_is_refused() -> None:
+    # The author fell back to client-side fanout for some of the run: not a relay run.
+    before = {"mark": 0, "cpu": 1.5, "sent": 1000, "received": 10, "links": 3, "fanned": 1}
+    after = {"mark": 1, "cpu": 2.0, "sent": 1000, "received": 99, "links": 3, "fanned": 100}
+    with pytest.raises(BenchError, match="pushed on 99 of the 100 timed messages"):
+        relay_fanout.relay_costs(before, after, 100)
 
 
 def test_a_bad_command_line_is_a_usage_line(capsys: pytest.CaptureFixture[str]) -> None:
