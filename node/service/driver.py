@@ -41,10 +41,9 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import nacl.utils
 import trio
@@ -91,6 +90,7 @@ from node.service.files import FileService
 from node.service.outbox import Outboxes
 from node.service.send_batch import SendBatch, wire_message
 from node.service.storage_pause import RETRY_FIRST, RETRY_MAX, StoragePauses
+from node.service.watchers import TypingNotice, Watchers
 from node.store.db import EventRow, Store
 from node.wire.messages import encode_message
 
@@ -98,7 +98,6 @@ if TYPE_CHECKING:
     from node.service.links import PeerLinks
 
 log = logging.getLogger("node.service.groups")  # one logger for the group service
-_T = TypeVar("_T")
 
 #: Delivery receipts (acks of our events) are saved in one transaction this often.
 DELIVERY_SAVE_INTERVAL = 0.5
@@ -110,26 +109,11 @@ MAX_BATCH = 512
 QUIET_STEPS = 3
 #: ...or once it stores this many events (its watchers are told of them all at once).
 MAX_BATCH_EVENTS = 512
-#: A watcher (log --follow, chat) that falls this many events behind is cut off. Events a
-#: batch stores reach it at once and it takes one per scheduling round, so this is well
-#: above a batch (the buffer holds references to events the member core keeps anyway).
-WATCH_BUFFER = 16384
 
 _Held = tuple[Member, list[Effect], bool]  # an input's effects, and whether it was local
 
 
-@dataclass(frozen=True, slots=True)
-class TypingNotice:
-    """``author`` is typing in ``group`` (ephemeral: streamed to followers, never stored)."""
-
-    group: GroupId
-    author: PeerId
-
-
-Notice = Event | TypingNotice
-
-
-class EffectDriver(StoragePauses):
+class EffectDriver(Watchers, StoragePauses):
     def __init__(self, node: PeerLinks, store: Store) -> None:
         super().__init__()
         self.node = node
@@ -141,10 +125,7 @@ class EffectDriver(StoragePauses):
         self.groups: dict[GroupId, Member] = {}
         self.files: FileService | None = None  # attachments, set by GroupService
         self.outboxes = Outboxes(node)  # local sends wait here, not in a full queue
-        self._watchers: dict[GroupId, list[trio.MemorySendChannel[Event]]] = {}
-        self._notice_watchers: dict[GroupId, list[trio.MemorySendChannel[Notice]]] = {}
         self._unsaved_deliveries: list[tuple[GroupId, EventId, PeerId, float]] = []
-        self._changed = trio.Event()
         self._wakes: list[tuple[float, GroupId]] = []  # a heap
         self._wake_set: set[tuple[float, GroupId]] = set()
         self._wake_changed = trio.Event()
@@ -516,46 +497,6 @@ class EffectDriver(StoragePauses):
         authoring: ``node.service.outbox``)."""
         await self.outboxes.room_for_all()
 
-    def notify(self, group: Member, events: Sequence[Notice] = ()) -> None:
-        """Tell watchers of ``group`` (and whoever waits in ``wait_until``)."""
-        self._notify(group, events)
-
-    def _notify(self, group: Member, events: Sequence[Notice]) -> None:
-        plain = [e for e in events if isinstance(e, Event)]
-        if plain and self.files is not None:
-            try:
-                self.files.notice(group, plain)  # files in newly readable messages
-            except StorageError as exc:  # tracked again when the node next starts
-                log.warning("%s", exc)
-        _send_all(self._watchers.get(group.id, []), plain)
-        _send_all(self._notice_watchers.get(group.id, []), events)
-        self.notify_all()
-
-    def watch(self, group: Member) -> trio.MemoryReceiveChannel[Event]:
-        """New events of ``group`` as they are delivered (the open batch is stored first:
-        a snapshot taken after this holds nothing the watch will announce again)."""
-        self.commit()
-        send, receive = trio.open_memory_channel[Event](WATCH_BUFFER)
-        self._watchers.setdefault(group.id, []).append(send)
-        return receive
-
-    def watch_notices(self, group: Member) -> trio.MemoryReceiveChannel[Notice]:
-        """New events of ``group`` and typing notices, as they happen (as ``watch``)."""
-        self.commit()
-        send, receive = trio.open_memory_channel[Notice](WATCH_BUFFER)
-        self._notice_watchers.setdefault(group.id, []).append(send)
-        return receive
-
-    def notify_all(self) -> None:
-        """Wake whoever waits in ``wait_until``."""
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-
 
 #: Rows written in the input's transaction (SaveDelivery is set aside and batched).
 _PERSIST = (SaveEvent, SetContent, EraseContent, SaveOwnKey, SaveOwnHistory, SavePeerKey,
@@ -584,17 +525,3 @@ def _latest_keys(rows: list[tuple[Member, Effect]]) -> list[tuple[Member, Effect
     keep = set(last.values())
     return [(g, r) for i, (g, r) in enumerate(rows)
             if type(r) not in (SavePeerKey, SaveOwnKey) or i in keep]
-
-
-def _send_all(watchers: list[trio.MemorySendChannel[_T]], items: Sequence[_T]) -> None:
-    for watcher in list(watchers):
-        for item in items:
-            try:
-                watcher.send_nowait(item)
-            except trio.WouldBlock:  # a follower that fell far behind: end its stream
-                watcher.close()
-                watchers.remove(watcher)
-                break
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                watchers.remove(watcher)
-                break

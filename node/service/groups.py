@@ -51,11 +51,11 @@ from node.group.state import GroupCore
 from node.ids import PeerId, short_id
 from node.logs import RateLimitedLog, clip, reason_key
 from node.service.commands import GroupCommands
-from node.service.driver import Notice, TypingNotice
 from node.service.files import FileService
 from node.service.incoming import decode_events
 from node.service.open_groups import OpenGroups
 from node.service.peer_names import PeerNames
+from node.service.watchers import Notice, TypingNotice
 from node.store.db import GroupRow, Store
 from node.wire.messages import (
     AckMessage,
