@@ -61,7 +61,7 @@ from node.group.bodies import (
 )
 from node.group.content import Content, Edit, Thread, encode_content
 from node.group.events import Event, EventId, Kind
-from node.group.key_copies import KeyCopies
+from node.group.key_copies import KeyCopies, within
 from node.group.member_io import (
     Authored,
     EraseContent,
@@ -155,7 +155,8 @@ class Authoring(KeyCopies):
     def fanout(self, event: Event, copies: dict[PeerId, bytes], audience: set[PeerId],
                kind: str, relays_before: frozenset[PeerId] = frozenset()) -> None:
         relays = self.connected_relays(relays_before)
-        for_relay, whole = _within(tuple((event.id, m, copies[m]) for m in sorted(copies)))
+        for_relay, whole = within([(event.id, m, copies[m]) for m in sorted(copies)],
+                                  BATCH_BYTES)
         if relays and whole and self.settings.fanout == "relay" and self.send(
                 relays[0], Events((event,), held=for_relay, fanout=True), kind):
             # server-side fanout: the relay pushes it to the members it reaches; it is
@@ -473,18 +474,6 @@ class Authoring(KeyCopies):
             if event.author == self.me and event.kind is Kind.SENDER_KEY and event.epoch == epoch:
                 return event.order_key
         return (0, b"", 0)
-
-
-def _within(held: tuple[tuple[EventId, PeerId, bytes], ...]
-            ) -> tuple[tuple[tuple[EventId, PeerId, bytes], ...], bool]:
-    """The copies that fit one message to a relay (``BATCH_BYTES``), and whether all do
-    (if not, the author fans out itself: a relay gets what fits, to hold)."""
-    total = 0
-    for i, (_, _, blob) in enumerate(held):
-        total += len(blob) + 40  # (the entry's ids and framing)
-        if total > BATCH_BYTES:
-            return held[:i], False
-    return held, True
 
 
 def admitted_by(author: PeerId, kind: Kind, body: Body) -> PeerId | None:

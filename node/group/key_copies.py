@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from node.group.delivery import Delivery
@@ -60,6 +61,18 @@ HELD_ENTRY = 64
 
 #: (event id, recipient, sealed copy)
 HeldCopy = tuple[EventId, PeerId, bytes]
+#: What one such entry adds to a message beside the copy itself (its ids, framing).
+COPY_FRAMING = 40
+
+
+def within(held: Sequence[HeldCopy], room: int) -> tuple[tuple[HeldCopy, ...], bool]:
+    """The first of ``held`` that fit one message: ``room`` bytes (each entry with
+    ``COPY_FRAMING``) and ``MAX_COPIES`` entries; and whether they all did."""
+    for i, (_, _, blob) in enumerate(held):
+        room -= len(blob) + COPY_FRAMING
+        if room < 0 or i >= MAX_COPIES:
+            return tuple(held[:i]), False
+    return tuple(held), True
 
 
 class KeyCopies(Delivery):
@@ -167,18 +180,11 @@ class KeyCopies(Delivery):
         hold for others, addressed by recipient (at most ``MAX_COPIES`` per message, and
         with the events within ``BATCH_BYTES``: the rest reach their recipients from the
         author, who sends a copy again on ``unread``)."""
-        out: list[HeldCopy] = []
-        room = BATCH_BYTES - sum(len(e.raw) for e in batch)
-        for event in batch:
-            if event.kind is not Kind.MESSAGE and event.kind is not Kind.SENDER_KEY:
-                continue
-            for source in (self.own_copies.get(event.id, {}), self.held.get(event.id, {})):
-                for recipient, blob in sorted(source.items()):
-                    room -= len(blob) + 40  # (the entry's ids and framing)
-                    if room < 0 or len(out) >= MAX_COPIES:
-                        return tuple(out)
-                    out.append((event.id, recipient, blob))
-        return tuple(out)
+        held = [(event.id, recipient, blob) for event in batch
+                if event.kind is Kind.MESSAGE or event.kind is Kind.SENDER_KEY
+                for source in (self.own_copies.get(event.id, {}), self.held.get(event.id, {}))
+                for recipient, blob in sorted(source.items())]
+        return within(held, BATCH_BYTES - sum(len(e.raw) for e in batch))[0]
 
     def flush(self, peer: PeerId) -> None:
         super().flush(peer)
